@@ -1,0 +1,9 @@
+//! policywatch: watches news feeds for export-control and AI-chip policy stories.
+//!
+//! The path of a story, top to bottom: `fetch` (bytes from a URL, politely) → `feed` (bytes to
+//! [`item::Item`]s) → `store` (dedup, persist) → `classify` (item to [`item::Verdict`]s) →
+//! `store` (verdicts, outbox) → `digest` (render) → `notify` (log or mail). `daemon` drives the
+//! loop; `config` is read once and compiled. See ARCHITECTURE.md.
+
+pub mod item;
+pub mod retry;
