@@ -99,11 +99,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE digest_state (
         digest_id TEXT PRIMARY KEY,
         created_at INTEGER NOT NULL,         -- verdicts older than this are not claimed
-        last_fired_at INTEGER
+        last_fired_at INTEGER,               -- last scheduled firing (missed ones fire on start)
+        last_alert_at INTEGER                -- last immediate alert (rate cap)
     );
     CREATE TABLE deliveries (
         id INTEGER PRIMARY KEY,
         digest_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('digest', 'alert')),
         via TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         message_id TEXT NOT NULL UNIQUE,
@@ -191,11 +193,36 @@ pub struct InsertReport {
     pub matches: usize,
 }
 
+/// What a delivery is: a scheduled digest or an immediate alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Digest,
+    Alert,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Digest => "digest",
+            Kind::Alert => "alert",
+        }
+    }
+}
+
+/// When a digest was registered, last fired on schedule, and last sent an alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DigestState {
+    pub created_at: DateTime<Utc>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub last_alert_at: Option<DateTime<Utc>>,
+}
+
 /// A row of the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub id: i64,
     pub digest_id: String,
+    pub kind: Kind,
     pub via: String,
     pub created_at: DateTime<Utc>,
     pub message_id: String,
@@ -625,11 +652,15 @@ impl Store {
 
     /// Claims every reportable, not yet claimed match of `watches` for `digest_id` and creates
     /// the delivery that will carry them, in one transaction. Also records `now` as the digest's
-    /// last firing. Returns `None` (and creates nothing) when there is nothing new, unless
-    /// `send_empty` is set.
+    /// last firing (or last alert, for [`Kind::Alert`]). Returns `None` (and creates nothing)
+    /// when there is nothing new, unless `send_empty` is set.
+    ///
+    /// An immediate alert claims under its digest's id, so the scheduled digest that follows
+    /// does not repeat what the alert already said.
     pub fn claim(
         &mut self,
         digest_id: &str,
+        kind: Kind,
         via: &str,
         watches: &[String],
         now: DateTime<Utc>,
@@ -640,16 +671,20 @@ impl Store {
             "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
             params![digest_id, ts(now)],
         )?;
+        let col = match kind {
+            Kind::Digest => "last_fired_at",
+            Kind::Alert => "last_alert_at",
+        };
         tx.execute(
-            "UPDATE digest_state SET last_fired_at = ?2 WHERE digest_id = ?1",
+            &format!("UPDATE digest_state SET {col} = ?2 WHERE digest_id = ?1"),
             params![digest_id, ts(now)],
         )?;
         let token: u64 = rand::random();
         let message_id = format!("{}.{:016x}@policywatch", now.format("%Y%m%d%H%M%S"), token);
         tx.execute(
-            "INSERT INTO deliveries (digest_id, via, created_at, message_id, status, \
-                next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?3)",
-            params![digest_id, via, ts(now), message_id],
+            "INSERT INTO deliveries (digest_id, kind, via, created_at, message_id, status, \
+                next_attempt_at) VALUES (?1, ?5, ?2, ?3, ?4, 'pending', ?3)",
+            params![digest_id, via, ts(now), message_id, kind.as_str()],
         )?;
         let delivery_id = tx.last_insert_rowid();
         let claimed = Self::claim_into(&tx, delivery_id, digest_id, watches)?;
@@ -688,6 +723,11 @@ impl Store {
         Ok(Delivery {
             id: r.get(0)?,
             digest_id: r.get(1)?,
+            kind: if r.get::<_, String>(10)? == "alert" {
+                Kind::Alert
+            } else {
+                Kind::Digest
+            },
             via: r.get(2)?,
             created_at: from_ts(r.get(3)?),
             message_id: r.get(4)?,
@@ -700,7 +740,7 @@ impl Store {
     }
 
     const DELIVERY_COLS: &'static str = "id, digest_id, via, created_at, message_id, status, \
-        attempts, next_attempt_at, last_error, trim_to";
+        attempts, next_attempt_at, last_error, trim_to, kind";
 
     pub fn delivery(&self, id: i64) -> Result<Delivery> {
         Ok(self.conn.query_row(
@@ -917,7 +957,7 @@ mod tests {
             .unwrap();
         assert_eq!((r.inserted.len(), r.reportable, r.matches), (2, 1, 1));
         let d = s
-            .claim("daily", "log", &["w".into()], now, false)
+            .claim("daily", Kind::Digest, "log", &["w".into()], now, false)
             .unwrap()
             .unwrap();
         let stories = s.delivery_stories(d.id).unwrap();
@@ -939,19 +979,19 @@ mod tests {
             s.digest_state("alerts", t0).unwrap();
             insert(&mut s, vec![item(Some("a"), None, "a")], t0, "w");
             let d = s
-                .claim("daily", "email", &["w".into()], t0, false)
+                .claim("daily", Kind::Digest, "email", &["w".into()], t0, false)
                 .unwrap()
                 .unwrap();
             id = d.id;
             assert_eq!(d.status, "pending");
             // Nothing new: no second delivery.
             assert!(s
-                .claim("daily", "email", &["w".into()], t0, false)
+                .claim("daily", Kind::Digest, "email", &["w".into()], t0, false)
                 .unwrap()
                 .is_none());
             // Another digest claims the same story independently.
             assert!(s
-                .claim("alerts", "log", &["w".into()], t0, false)
+                .claim("alerts", Kind::Alert, "log", &["w".into()], t0, false)
                 .unwrap()
                 .is_some());
             // "Crash" here: drop the store between claim and send.
@@ -984,10 +1024,12 @@ mod tests {
         insert(&mut s, vec![item(Some("a"), None, "a")], now, "w");
         s.digest_state("late", now + Duration::seconds(5)).unwrap();
         assert!(s
-            .claim("late", "log", &["w".into()], now, false)
+            .claim("late", Kind::Digest, "log", &["w".into()], now, false)
             .unwrap()
             .is_none());
-        let d = s.claim("late", "log", &["w".into()], now, true).unwrap();
+        let d = s
+            .claim("late", Kind::Digest, "log", &["w".into()], now, true)
+            .unwrap();
         assert!(d.is_some(), "send_empty creates a delivery anyway");
     }
 
