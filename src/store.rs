@@ -671,14 +671,6 @@ impl Store {
             "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
             params![digest_id, ts(now)],
         )?;
-        let col = match kind {
-            Kind::Digest => "last_fired_at",
-            Kind::Alert => "last_alert_at",
-        };
-        tx.execute(
-            &format!("UPDATE digest_state SET {col} = ?2 WHERE digest_id = ?1"),
-            params![digest_id, ts(now)],
-        )?;
         let token: u64 = rand::random();
         let message_id = format!("{}.{:016x}@policywatch", now.format("%Y%m%d%H%M%S"), token);
         tx.execute(
@@ -688,8 +680,20 @@ impl Store {
         )?;
         let delivery_id = tx.last_insert_rowid();
         let claimed = Self::claim_into(&tx, delivery_id, digest_id, watches)?;
+        // A scheduled firing is recorded even when empty (it happened); an alert only when it
+        // carries something, so an empty check does not push the rate cap forward.
+        let col = match kind {
+            Kind::Digest => Some("last_fired_at"),
+            Kind::Alert if claimed > 0 => Some("last_alert_at"),
+            Kind::Alert => None,
+        };
+        if let Some(col) = col {
+            tx.execute(
+                &format!("UPDATE digest_state SET {col} = ?2 WHERE digest_id = ?1"),
+                params![digest_id, ts(now)],
+            )?;
+        }
         if claimed == 0 && !send_empty {
-            // Keep the firing time but drop the empty delivery.
             tx.execute("DELETE FROM deliveries WHERE id = ?1", [delivery_id])?;
             tx.commit()?;
             return Ok(None);
