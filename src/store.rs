@@ -631,22 +631,25 @@ impl Store {
 
     // ---------------------------------------------------------------- digests & outbox
 
-    /// Registers a digest (idempotent) and returns when it was first seen and when it last
-    /// fired. A digest only ever claims verdicts made after it was first registered, so adding a
-    /// digest to the config does not mail the whole history.
-    pub fn digest_state(
-        &mut self,
-        digest_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    /// Registers a digest (idempotent) and returns its state. A digest only ever claims
+    /// verdicts made after it was first registered, so adding a digest to the config does not
+    /// mail the whole history.
+    pub fn digest_state(&mut self, digest_id: &str, now: DateTime<Utc>) -> Result<DigestState> {
         self.conn.execute(
             "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
             params![digest_id, ts(now)],
         )?;
         Ok(self.conn.query_row(
-            "SELECT created_at, last_fired_at FROM digest_state WHERE digest_id = ?1",
+            "SELECT created_at, last_fired_at, last_alert_at FROM digest_state \
+             WHERE digest_id = ?1",
             [digest_id],
-            |r| Ok((from_ts(r.get(0)?), r.get::<_, Option<i64>>(1)?.map(from_ts))),
+            |r| {
+                Ok(DigestState {
+                    created_at: from_ts(r.get(0)?),
+                    last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
+                    last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
+                })
+            },
         )?)
     }
 
