@@ -5,6 +5,8 @@
 //! `store` (verdicts, outbox) → `digest` (render) → `notify` (log or mail). `daemon` drives the
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
+pub mod classify;
 pub mod item;
 pub mod retry;
 pub mod store;
+pub mod text;
