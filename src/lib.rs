@@ -5,5 +5,7 @@
 //! `store` (verdicts, outbox) → `digest` (render) → `notify` (log or mail). `daemon` drives the
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
+pub mod feed;
+pub mod fetch;
 pub mod item;
 pub mod retry;
