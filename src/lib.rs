@@ -6,6 +6,8 @@
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
 pub mod classify;
+pub mod feed;
+pub mod fetch;
 pub mod item;
 pub mod retry;
 pub mod store;
