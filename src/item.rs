@@ -50,10 +50,20 @@ impl Item {
     /// The per-feed identity of the item: GUID, then link, then content hash. The prefix keeps
     /// the three namespaces apart (a GUID that happens to equal another item's link is not it).
     pub fn dedup_key(&self) -> String {
-        if let Some(g) = self.guid.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
+        if let Some(g) = self
+            .guid
+            .as_deref()
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+        {
             return format!("guid:{g}");
         }
-        if let Some(l) = self.link.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(l) = self
+            .link
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
             return format!("link:{l}");
         }
         format!("hash:{}", self.content_hash())

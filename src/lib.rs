@@ -7,3 +7,4 @@
 
 pub mod item;
 pub mod retry;
+pub mod schedule;
