@@ -5,6 +5,7 @@
 //! `store` (verdicts, outbox) → `digest` (render) → `notify` (log or mail). `daemon` drives the
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
+pub mod digest;
 pub mod item;
 pub mod retry;
 pub mod schedule;
