@@ -6,9 +6,11 @@
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
 pub mod classify;
+pub mod digest;
 pub mod feed;
 pub mod fetch;
 pub mod item;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 pub mod text;
