@@ -87,7 +87,7 @@ pub enum FeedError {
 }
 
 /// Parses a feed body. `base` is the URL it was fetched from (after redirects): relative links
-/// are resolved against the entry's `xml:base`, then `base`, then the feed's own link.
+/// are resolved against the entry's `xml:base`, then the feed's own link, then `base`.
 pub fn parse(
     body: &[u8],
     content_type: Option<&str>,
@@ -106,7 +106,8 @@ pub fn parse(
     let prepared = fix_xml_declaration(text);
 
     let parser = feed_rs::parser::Builder::new()
-        .base_uri(base.map(Url::as_str))
+        // No base URI for feed-rs: it would resolve relative item links against the document
+        // URL before we can prefer the feed's site link (see `normalise`).
         // No invented IDs: a missing GUID must stay missing so `Item::dedup_key` falls back to
         // the link, then the content hash. feed-rs would otherwise mint a random UUID for
         // link-less, title-less entries and every poll would see a "new" story.
@@ -388,7 +389,10 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
         .iter()
         .find(|l| l.rel.as_deref().map_or(true, |r| r == "alternate"))
         .and_then(|l| resolve(&l.href, &[base]));
-    let feed_base = base.cloned().or(feed_link);
+    // Relative entry links are resolved against the entry's xml:base, then the feed's own
+    // (absolute) site link, then the URL the document came from. The site link goes first
+    // because feeds served from a feed host or CDN write item links relative to the site.
+    let feed_base = feed_link.or_else(|| base.cloned());
 
     let items = feed
         .entries
@@ -1039,6 +1043,20 @@ mod tests {
         assert_eq!(b.link, None, "javascript: links are dropped");
         assert!(b.summary.len() <= MAX_SUMMARY_BYTES && b.summary.ends_with('…'));
         assert!(b.dedup_key().starts_with("hash:"));
+    }
+
+    #[test]
+    fn relative_links_fall_back_to_the_document_url() {
+        let body = b"<rss version=\"2.0\"><channel><title>t</title><item><title>a</title><link>story/9</link></item></channel></rss>";
+        let base = Url::parse("https://cdn.test/feeds/main.xml").unwrap();
+        let feed = parse(body, None, Some(&base)).unwrap();
+        assert_eq!(
+            feed.items[0].link.as_deref(),
+            Some("https://cdn.test/feeds/story/9")
+        );
+        // Without any base a relative link cannot be made absolute and is dropped.
+        let feed = parse(body, None, None).unwrap();
+        assert_eq!(feed.items[0].link, None);
     }
 
     #[test]
