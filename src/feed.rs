@@ -146,7 +146,7 @@ pub fn parse(
                         title: None,
                         ttl: None,
                         items: Vec::new(),
-                        encoding: encoding.name(),
+                        encoding,
                     });
                 }
                 return Err(FeedError::NotAFeed {
@@ -169,7 +169,7 @@ pub fn parse(
             _ => return Err(FeedError::Invalid(bounded(&err.to_string(), 300))),
         }
     };
-    Ok(normalise(feed, base, encoding.name()))
+    Ok(normalise(feed, base, encoding))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,7 +177,42 @@ pub fn parse(
 // ---------------------------------------------------------------------------------------------
 
 /// Decodes `body` to UTF-8 following the precedence in the module docs. Never fails.
-pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static Encoding) {
+/// Returns the text and the name of the charset it was decoded from.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+    if let Some(decoded) = decode_utf32(body) {
+        return decoded;
+    }
+    let (text, enc) = decode_whatwg(body, content_type);
+    (text, enc.name())
+}
+
+/// UTF-32, which encoding_rs (WHATWG encodings only) does not cover: recognised by its BOM or by
+/// the `<` of the document start, whatever the labels say (nothing else has those bytes).
+fn decode_utf32(body: &[u8]) -> Option<(String, &'static str)> {
+    let (le, skip) = match body {
+        [0xff, 0xfe, 0, 0, ..] => (true, 4),
+        [0, 0, 0xfe, 0xff, ..] => (false, 4),
+        [b'<', 0, 0, 0, ..] => (true, 0),
+        [0, 0, 0, b'<', ..] => (false, 0),
+        _ => return None,
+    };
+    let text = body[skip..]
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            let n = if le {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            };
+            char::from_u32(n).unwrap_or('\u{fffd}')
+        })
+        .collect();
+    Some((text, if le { "UTF-32LE" } else { "UTF-32BE" }))
+}
+
+fn decode_whatwg(body: &[u8], content_type: Option<&str>) -> (String, &'static Encoding) {
     let bom = Encoding::for_bom(body);
     let header = content_type.and_then(header_charset);
     let decl = xml_decl_charset(body);
@@ -791,11 +826,20 @@ impl TextSink {
     }
 
     fn push(&mut self, c: char) {
+        // C1 controls in feed text are windows-1252 bytes that went through a Latin-1 decoder
+        // (or `&#146;` references): read them as windows-1252, as HTML5 does.
+        let c = if ('\u{80}'..='\u{9f}').contains(&c) {
+            CP1252_HIGH[c as usize - 0x80]
+        } else {
+            c
+        };
         if c.is_whitespace() {
             self.pending_space = true;
             return;
         }
-        if is_unwanted(c) {
+        // The five bytes windows-1252 leaves undefined survive as C1 controls until `finish`,
+        // where they may still be part of double-encoded UTF-8 (the 0x8F of "出").
+        if is_unwanted(c) && !is_undefined_cp1252(c) {
             return;
         }
         let space = self.pending_space && !self.out.is_empty();
@@ -826,7 +870,89 @@ impl TextSink {
     }
 
     fn finish(self) -> String {
-        self.out
+        // Repair double-encoding before returning; the ellipsis of a cut text is itself a
+        // windows-1252 character, so keep it out of the repair.
+        let mut out = match self.out.strip_suffix('…').filter(|_| self.full) {
+            Some(body) => format!("{}…", fix_mojibake(body)),
+            None => fix_mojibake(&self.out).into_owned(),
+        };
+        if out.contains(is_undefined_cp1252) {
+            out.retain(|c| !is_undefined_cp1252(c));
+        }
+        out
+    }
+}
+
+fn is_undefined_cp1252(c: char) -> bool {
+    matches!(c, '\u{81}' | '\u{8d}' | '\u{8f}' | '\u{90}' | '\u{9d}')
+}
+
+/// windows-1252 characters for bytes 0x80–0x9F (the five undefined bytes stay C1 controls
+/// and are dropped as such).
+const CP1252_HIGH: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
+    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+];
+
+/// The byte a character stands for when UTF-8 was misread as windows-1252 / Latin-1.
+fn mojibake_byte(c: char) -> Option<u8> {
+    let n = u32::from(c);
+    if (0xa0..=0xff).contains(&n) || (0x80..=0x9f).contains(&n) {
+        return u8::try_from(n).ok();
+    }
+    CP1252_HIGH
+        .iter()
+        .position(|&x| x == c)
+        .and_then(|i| u8::try_from(0x80 + i).ok())
+}
+
+/// Repairs UTF-8 that was decoded as windows-1252 somewhere upstream ("Viá»‡t Nam" →
+/// "Việt Nam", "â€™" → "’"), which no charset choice of ours can undo: the feed itself
+/// carries the wrong characters. A run of non-ASCII characters is replaced only when, read
+/// back as windows-1252 bytes, it is valid UTF-8 as a whole — genuine Latin-1 text almost
+/// never is (it would need pairs such as "Ã©" or "Â°").
+pub fn fix_mojibake(s: &str) -> std::borrow::Cow<'_, str> {
+    // Cheap exit: every mojibake run starts with a UTF-8 lead byte read as Â..ô.
+    if !s.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0;
+    let mut changed = false;
+    let flush = |out: &mut String, run: &mut Vec<u8>, original: &str, changed: &mut bool| {
+        match std::str::from_utf8(run) {
+            Ok(fixed) if run.len() >= 2 => {
+                out.push_str(fixed);
+                *changed = true;
+            }
+            _ => out.push_str(original),
+        }
+        run.clear();
+    };
+    for (i, c) in s.char_indices() {
+        match mojibake_byte(c) {
+            Some(b) => {
+                if run.is_empty() {
+                    run_start = i;
+                }
+                run.push(b);
+            }
+            None => {
+                if !run.is_empty() {
+                    flush(&mut out, &mut run, &s[run_start..i], &mut changed);
+                }
+                out.push(c);
+            }
+        }
+    }
+    if !run.is_empty() {
+        flush(&mut out, &mut run, &s[run_start..], &mut changed);
+    }
+    if changed {
+        out.into()
+    } else {
+        s.into()
     }
 }
 
@@ -1152,6 +1278,25 @@ mod tests {
     }
 
     #[test]
+    fn utf32_with_and_without_bom() {
+        let text = "出口管制 Контроль";
+        let doc = rss(text, text, Some("utf-32"));
+        for (bom, le) in [(true, true), (false, true), (true, false), (false, false)] {
+            let mut bytes = Vec::new();
+            let units = bom
+                .then_some(0xfeff)
+                .into_iter()
+                .chain(doc.chars().map(u32::from));
+            for n in units {
+                bytes.extend_from_slice(&if le { n.to_le_bytes() } else { n.to_be_bytes() });
+            }
+            let feed =
+                parse(&bytes, None, None).unwrap_or_else(|e| panic!("bom={bom} le={le}: {e}"));
+            assert_eq!(feed.title.as_deref(), Some(text));
+        }
+    }
+
+    #[test]
     fn wrongly_declared_charsets_are_corrected_when_detectable() {
         let text = "Exportkontrolle für Chips — «Nvidia»";
         // Header and declaration say UTF-8, bytes are windows-1252: falls back, no U+FFFD.
@@ -1232,6 +1377,32 @@ mod tests {
         for (html, want) in cases {
             assert_eq!(html_to_text(html, 1000), want, "input: {html:?}");
         }
+    }
+
+    #[test]
+    fn double_encoded_utf8_and_cp1252_controls_are_repaired() {
+        let cases = [
+            ("Viá»‡t Nam xuáº¥t kháº©u", "Việt Nam xuất khẩu"),
+            ("donâ€™t", "don’t"),
+            ("don\u{92}t", "don’t"),
+            ("&#226;&#128;&#166;", "…"),
+            // Genuine Latin-1 text is left alone.
+            (
+                "Café à la française, Größe ±5°",
+                "Café à la française, Größe ±5°",
+            ),
+            ("Ça coûte 5 €", "Ça coûte 5 €"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(html_to_text(input, 1000), want, "{input:?}");
+        }
+        // Chinese through windows-1252 (contains the undefined byte 0x8F).
+        let (mangled, _) = WINDOWS_1252.decode_without_bom_handling("出口管制".as_bytes());
+        assert_eq!(html_to_text(&mangled, 1000), "出口管制");
+        assert_eq!(plain_text("a\u{8f}b", 100), "ab");
+        // A cut text keeps its ellipsis out of the repair.
+        let t = html_to_text("Ã", 1000);
+        assert_eq!(t, "Ã");
     }
 
     #[test]
