@@ -365,9 +365,18 @@ impl Out {
 pub fn normalize(s: &str) -> NormPair {
     let s = clamp(s, MAX_FIELD_BYTES);
     if ascii_fast_ok(s) {
+        let mut t = s.to_ascii_lowercase().into_bytes();
+        for i in 1..t.len().saturating_sub(1) {
+            if t[i] == b'-' && t[i - 1].is_ascii_alphanumeric() && t[i + 1].is_ascii_alphanumeric()
+            {
+                t[i] = b' ';
+            }
+        }
+        let text = String::from_utf8(t)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         return NormPair {
             exact: Normalized {
-                text: s.to_ascii_lowercase(),
+                text,
                 map: None,
                 orig_len: s.len(),
             },
@@ -395,7 +404,15 @@ pub fn normalize(s: &str) -> NormPair {
         }
         let range = (i as u32, j as u32);
         if c.is_ascii() && j == i + 1 {
-            let lc = c.to_ascii_lowercase();
+            let mut lc = c.to_ascii_lowercase();
+            // "export-control" matches the phrase "export control": a hyphen joining two words
+            // is a word break (the query goes through the same rule).
+            if c == '-'
+                && exact.text.chars().next_back().is_some_and(is_word_char)
+                && it.peek().is_some_and(|&(_, d)| is_word_char(d))
+            {
+                lc = ' ';
+            }
             let lc = if c.is_whitespace() { ' ' } else { lc };
             exact.push(lc, range);
             folded.push(lc, range);
@@ -407,6 +424,12 @@ pub fn normalize(s: &str) -> NormPair {
             continue;
         }
         if is_ignorable(c) && j == i + c.len_utf8() {
+            continue;
+        }
+        if matches!(c, '\u{2018}' | '\u{2019}' | '\u{02BC}') && j == i + c.len_utf8() {
+            // Typographic apostrophes: "China’s" is written "china's" in queries.
+            exact.push('\'', range);
+            folded.push('\'', range);
             continue;
         }
         buf.clear();
@@ -516,6 +539,18 @@ mod tests {
     #[test]
     fn fullwidth_and_traditional_fold() {
         assert_eq!(normalize("ＢＩＳ　實體清單").exact.text, "bis 实体清单");
+    }
+
+    #[test]
+    fn hyphens_between_words_and_curly_apostrophes() {
+        assert_eq!(
+            normalize("Export-Control rules - a --b").exact.text,
+            "export control rules - a --b"
+        );
+        assert_eq!(
+            normalize("China’s export-curbs").exact.text,
+            "china's export curbs"
+        );
     }
 
     #[test]

@@ -347,13 +347,15 @@ fn lex(q: &str) -> Result<Vec<Token>, ParseError> {
                                     Some("use at most NEAR/1000"),
                                 )
                             }
-                            None => return err(
-                                i,
-                                format!("{op} needs a number: {op}/5"),
-                                Some(&format!(
+                            None => {
+                                return err(
+                                    i,
+                                    format!("{op} needs a number: {op}/5"),
+                                    Some(&format!(
                                     "`a {op}/5 b` matches when at most 5 words separate a and b"
                                 )),
-                            ),
+                                )
+                            }
                         }
                     }
                     _ => {

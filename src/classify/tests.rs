@@ -34,7 +34,8 @@ fn language_table() {
         ("chip", "chipmaker", false),
         ("\"entity list\"", "added to the Entity  List today", true),
         ("\"entity list\"", "entity, list", false),
-        ("\"entity list\"", "entity-list", false),
+        ("\"entity list\"", "entity-list", true),
+        ("\"export control\"", "export-control rules", true),
         ("\"export contr*\"", "export controlling", true),
         // boolean
         ("nvidia AND china", "Nvidia in China", true),
