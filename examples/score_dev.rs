@@ -6,7 +6,8 @@
 //! title, then whether the seed article is flagged by both default watches.
 //!
 //! Usage: `cargo run --release --example score_dev -- --config config/watches.toml
-//! [--shared ../shared] [--quiet]` (`--quiet` omits the list of misses).
+//! [--shared ../shared] [--quiet] [--explain ID]...` (`--quiet` omits the list of misses;
+//! `--explain ID` prints the classifier's explanation for that item).
 //! Label columns are matched to watches by name: `export_controls` ↔ `export-controls`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,12 +75,14 @@ fn main() -> ExitCode {
     let mut config = "config/watches.toml".to_string();
     let mut shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").to_string();
     let mut quiet = false;
+    let mut explain: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => config = args.next().unwrap_or(config),
             "--shared" => shared = args.next().unwrap_or(shared),
             "--quiet" => quiet = true,
+            "--explain" => explain.extend(args.next()),
             other => {
                 eprintln!("unknown argument {other}; usage: score_dev --config FILE [--shared DIR] [--quiet]");
                 return ExitCode::from(2);
@@ -164,14 +167,18 @@ fn main() -> ExitCode {
         let Ok(r) = serde_json::from_str::<Row>(line) else {
             continue;
         };
-        let Some(g) = gold.get(&r.id) else { continue };
+        // The feed stage decodes entities before classification; the corpus keeps some raw.
         let it = Item {
-            title: r.title.clone(),
-            summary: r.summary.clone(),
+            title: decode_entities(&r.title),
+            summary: decode_entities(&r.summary),
             link: r.link.clone(),
             feed_name: r.corpus.clone(),
             ..Default::default()
         };
+        if explain.contains(&r.id) {
+            println!("== {} [{}] {}\n{}", r.id, r.lang, r.title, clf.explain(&it));
+        }
+        let Some(g) = gold.get(&r.id) else { continue };
         bytes += it.title.len() + it.summary.len();
         let verdicts = clf.classify(&it);
         for (ci, wid) in &cols {
@@ -228,4 +235,63 @@ fn main() -> ExitCode {
         println!("\nseed article flagged by: {}", ids.join(", "));
     }
     ExitCode::SUCCESS
+}
+
+/// Decodes numeric character references and the common named entities (what the feed stage
+/// would already have done for a live item).
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find('&') {
+        out.push_str(&rest[..p]);
+        rest = &rest[p..];
+        let end = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '#')).map(|e| e + 1);
+        let decoded = match end {
+            Some(e) if rest[e..].starts_with(';') => {
+                let name = &rest[1..e];
+                let c = if let Some(num) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                    u32::from_str_radix(num, 16).ok().and_then(char::from_u32)
+                } else if let Some(num) = name.strip_prefix('#') {
+                    num.parse::<u32>().ok().and_then(char::from_u32)
+                } else {
+                    match name {
+                        "amp" => Some('&'),
+                        "lt" => Some('<'),
+                        "gt" => Some('>'),
+                        "quot" => Some('"'),
+                        "apos" => Some('\''),
+                        "nbsp" => Some('\u{a0}'),
+                        "oacute" => Some('ó'),
+                        "eacute" => Some('é'),
+                        "aacute" => Some('á'),
+                        "ndash" => Some('–'),
+                        "mdash" => Some('—'),
+                        "rsquo" => Some('’'),
+                        "lsquo" => Some('‘'),
+                        "rdquo" => Some('”'),
+                        "ldquo" => Some('“'),
+                        "hellip" => Some('…'),
+                        _ => None,
+                    }
+                };
+                c.map(|c| (c, e + 1))
+            }
+            _ => None,
+        };
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
