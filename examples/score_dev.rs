@@ -248,11 +248,15 @@ fn decode_entities(s: &str) -> String {
     while let Some(p) = rest.find('&') {
         out.push_str(&rest[..p]);
         rest = &rest[p..];
-        let end = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '#')).map(|e| e + 1);
+        let end = rest[1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '#'))
+            .map(|e| e + 1);
         let decoded = match end {
             Some(e) if rest[e..].starts_with(';') => {
                 let name = &rest[1..e];
-                let c = if let Some(num) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                let c = if let Some(num) =
+                    name.strip_prefix("#x").or_else(|| name.strip_prefix("#X"))
+                {
                     u32::from_str_radix(num, 16).ok().and_then(char::from_u32)
                 } else if let Some(num) = name.strip_prefix('#') {
                     num.parse::<u32>().ok().and_then(char::from_u32)
