@@ -408,7 +408,7 @@ impl Classifier {
                 let hit = matcher::eval(m, ex, &hits);
                 out.push_str(&format!(
                     "  exclude: {} -> {}\n",
-                    t.trim(),
+                    one_line(t, 160),
                     if hit { "MATCHED" } else { "not matched" }
                 ));
                 matcher::explain(m, ex, &hits, 2, &mut out);
