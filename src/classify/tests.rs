@@ -192,10 +192,16 @@ fn explain_names_the_failing_clause() {
         ex.contains("yes nvidia  found: title 0..6 \"Nvidia\""),
         "{ex}"
     );
-    assert!(ex.contains("no  any of (0 of 2 alternatives matched)"), "{ex}");
+    assert!(
+        ex.contains("no  any of (0 of 2 alternatives matched)"),
+        "{ex}"
+    );
     assert!(ex.contains("none of these terms found: h100, a100"), "{ex}");
     let ex = c.explain(&item("H100 cluster", ""));
-    assert!(ex.contains("no  nvidia  (not found in title/summary/content)"), "{ex}");
+    assert!(
+        ex.contains("no  nvidia  (not found in title/summary/content)"),
+        "{ex}"
+    );
     assert!(ex.contains("yes h100  found: title 0..4"), "{ex}");
 }
 
