@@ -7,5 +7,6 @@
 
 pub mod digest;
 pub mod item;
+pub mod mail;
 pub mod retry;
 pub mod schedule;
