@@ -532,7 +532,7 @@ impl Mailer {
             SmtpFailure::Reply
         } else if e.is_timeout() {
             SmtpFailure::Timeout
-        } else if e.is_tls() {
+        } else if e.is_tls() || tls_failure_in(e) {
             SmtpFailure::Tls
         } else if e.is_client() {
             SmtpFailure::Client
@@ -577,6 +577,28 @@ impl Mailer {
             message: truncate(&message, MAX_ERROR_CHARS),
         }
     }
+}
+
+/// Whether a rustls error hides in the error's source chain. lettre reports a failed TLS
+/// handshake (untrusted or expired certificate, wrong name) as a connection error, and the
+/// difference matters to the person reading the log.
+fn tls_failure_in(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn read_ca(path: &Path) -> Result<Certificate, MailError> {
