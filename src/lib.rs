@@ -5,8 +5,20 @@
 //! `store` (verdicts, outbox) → `digest` (render) → `notify` (log or mail). `daemon` drives the
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
+pub mod backtest;
+pub mod classify;
+pub mod commands;
+pub mod config;
+pub mod daemon;
 pub mod digest;
+pub mod feed;
+pub mod fetch;
 pub mod item;
+pub mod logging;
 pub mod mail;
+pub mod notify;
 pub mod retry;
 pub mod schedule;
+pub mod service;
+pub mod store;
+pub mod text;

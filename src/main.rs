@@ -1,1 +1,112 @@
-fn main() {}
+//! The `policywatch` binary: parses arguments, sets up logging, loads the config and calls the
+//! library. Everything else lives in the library, where it can be tested without a process.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use policywatch::commands;
+
+#[derive(Parser)]
+#[command(
+    name = "policywatch",
+    version,
+    about = "Watches news feeds for export-control and AI-chip policy stories"
+)]
+struct Cli {
+    /// More detail in the log (debug level). RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (what the systemd unit runs).
+    Run {
+        #[command(flatten)]
+        common: commands::Common,
+        /// Poll the due feeds once (every feed on a first run), print the digests, exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: poll every feed whatever its schedule or backoff (never before a
+        /// server's Retry-After).
+        #[arg(long, requires = "once")]
+        all: bool,
+    },
+    /// Validate the config and every watch rule; print every error with its location.
+    Check {
+        #[command(flatten)]
+        common: commands::Common,
+    },
+    /// Parse feeds (files or URLs) and classify every item, without touching the state.
+    Classify {
+        #[command(flatten)]
+        common: commands::Common,
+        /// One JSON object per item, matched or not.
+        #[arg(long, conflicts_with = "explain")]
+        json: bool,
+        /// Show, per item and watch, why it matched or did not.
+        #[arg(long)]
+        explain: bool,
+        /// Feed files or http(s)/file URLs.
+        #[arg(required = true, value_name = "FILE_OR_URL")]
+        sources: Vec<String>,
+    },
+    /// Show every configured feed's health: last success, failures, last error, next poll.
+    Feeds {
+        #[command(flatten)]
+        common: commands::Common,
+    },
+    /// Re-run the current rules over stored items and show what an edit changes.
+    Backtest {
+        #[command(flatten)]
+        common: commands::Common,
+        /// How far back to look, e.g. 30d, 12h.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    policywatch::logging::init(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run { common, once, all } => commands::run(&common, once, all).await,
+            Command::Check { common } => commands::check(&common),
+            Command::Classify {
+                common,
+                json,
+                explain,
+                sources,
+            } => commands::classify(&common, &sources, json, explain).await,
+            Command::Feeds { common } => commands::feeds(&common),
+            Command::Backtest {
+                common,
+                since,
+                watch,
+            } => commands::backtest(&common, since, watch.as_deref()),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

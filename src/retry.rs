@@ -21,6 +21,154 @@ pub fn backoff(failures: u32, base: Duration, cap: Duration, jitter01: f64) -> D
 }
 
 // ---------------------------------------------------------------------------------------------
+// Feed polling: when to poll a feed next, and which fetch failures are worth retrying.
+//
+// Everything here is pure: the caller passes `now` and a jitter value in `[0, 1)`, so schedules
+// are deterministic in tests and the daemon supplies `rand` values at run time.
+// ---------------------------------------------------------------------------------------------
+
+use chrono::{DateTime, Utc};
+
+/// Server hints (feed `<ttl>`, `Cache-Control: max-age`, `Expires`) may stretch a feed's
+/// interval up to this, never further: a feed that says "come back in a month" is still read
+/// daily, because a policy watcher that misses a story for weeks is broken.
+pub const MAX_HINTED_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Jitter added to a successful poll's interval, as a fraction of it (upwards only, so a hint
+/// is never undercut). Enough to spread feeds that all started together at daemon start.
+pub const SUCCESS_JITTER_FRACTION: f64 = 0.05;
+
+/// First retry after a failure waits about this long (then doubles).
+pub const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(60);
+
+/// Backoff never grows beyond this (or the feed's own interval, if longer). We never give up
+/// on a feed: a site that is down for a week is polled every few hours and recovers on its own.
+pub const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(6 * 3600);
+
+/// A `Retry-After` further out than this is clamped to it. Honoured otherwise (we never poll
+/// earlier than asked); the clamp only stops a typo'd or hostile date from silently disabling a
+/// feed for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the server told us about how long its answer stays fresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollHints {
+    /// RSS `<ttl>` (already converted from minutes).
+    pub ttl: Option<Duration>,
+    /// `Cache-Control: max-age` (minus `Age`) or `Expires - Date`.
+    pub cache: Option<Duration>,
+}
+
+/// Whether a failure is worth retrying soon (transient) or needs a human (permanent). Both are
+/// retried on the backoff schedule (we never give up), but the daemon reports permanent ones to
+/// the user at once and transient ones only when they persist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    Transient,
+    Permanent,
+}
+
+/// Transport-level failure kinds, as the fetcher sees them, without HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// DNS, connection refused/reset, TLS handshake, broken connection mid-body.
+    Network,
+    /// Connect, first-byte or total timeout.
+    Timeout,
+    /// Body above the size cap: the feed will not shrink by itself.
+    TooLarge,
+    /// Redirect loop, too many hops, a redirect to a non-HTTP scheme or without `Location`.
+    Redirect,
+    /// Malformed URL, unsupported scheme, unreadable local file: config must change.
+    Config,
+}
+
+/// HTTP status → class. 408/425/429 and all 5xx are the server's temporary trouble; other
+/// 4xx mean the request itself is wrong (404, 401, 403, ...) and will not fix itself soon.
+pub fn classify_status(status: u16) -> FailureClass {
+    match status {
+        408 | 425 | 429 | 500..=599 => FailureClass::Transient,
+        _ => FailureClass::Permanent,
+    }
+}
+
+/// Transport failure → class.
+pub fn classify_transport(kind: TransportFailure) -> FailureClass {
+    match kind {
+        TransportFailure::Network | TransportFailure::Timeout => FailureClass::Transient,
+        TransportFailure::TooLarge | TransportFailure::Redirect | TransportFailure::Config => {
+            FailureClass::Permanent
+        }
+    }
+}
+
+/// The single place that decides retryability of a fetch error.
+pub fn is_retryable(err: &crate::fetch::FetchError) -> bool {
+    err.class() == FailureClass::Transient
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    // Durations here are at most days; saturate instead of failing on absurd inputs.
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now.checked_add_signed(to_chrono(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// When to poll a feed next after a successful fetch (200 or 304).
+///
+/// Hints only ever *raise* the configured interval (we poll as often as the user asked unless
+/// the server asks for less), and a hint's raise is capped at [`MAX_HINTED_INTERVAL`]. Then up
+/// to [`SUCCESS_JITTER_FRACTION`] is added so feeds drift apart after a restart.
+pub fn next_poll_after_success(
+    now: DateTime<Utc>,
+    interval: Duration,
+    hints: PollHints,
+    jitter01: f64,
+) -> DateTime<Utc> {
+    let hinted = [hints.ttl, hints.cache]
+        .into_iter()
+        .flatten()
+        .map(|h| h.min(MAX_HINTED_INTERVAL))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let base = interval.max(hinted);
+    let jitter = base.mul_f64(SUCCESS_JITTER_FRACTION * jitter01.clamp(0.0, 1.0));
+    add(now, base + jitter)
+}
+
+/// When to poll a feed next after `consecutive_failures` failures in a row (1 after the first).
+///
+/// Exponential backoff from [`FAILURE_BACKOFF_BASE`] with jitter (see [`backoff`]), capped at
+/// the larger of [`FAILURE_BACKOFF_CAP`] and the feed's interval; a failing feed is never
+/// polled *more* often than it is when healthy, except for the first quick retries. A
+/// `Retry-After` later than that wins (never poll earlier than the server asked), clamped to
+/// [`MAX_RETRY_AFTER`].
+pub fn next_poll_after_failure(
+    now: DateTime<Utc>,
+    consecutive_failures: u32,
+    interval: Duration,
+    retry_after: Option<DateTime<Utc>>,
+    jitter01: f64,
+) -> DateTime<Utc> {
+    let cap = FAILURE_BACKOFF_CAP.max(interval);
+    let delay = backoff(
+        consecutive_failures.max(1),
+        FAILURE_BACKOFF_BASE,
+        cap,
+        jitter01,
+    );
+    let mut at = add(now, delay);
+    if let Some(ra) = retry_after {
+        let ra = ra.min(add(now, MAX_RETRY_AFTER));
+        at = at.max(ra);
+    }
+    at
+}
+
+// ---------------------------------------------------------------------------------------------
 // SMTP delivery (owned by the mail part). `mail` classifies each failed send with
 // `smtp_failure_is_transient`; `notify` waits `smtp_backoff` between attempts of one delivery.
 
@@ -127,5 +275,129 @@ mod tests {
         assert!(!smtp_reply_means_too_large(Some(451), "4.3.4 try later"));
         assert_eq!(smtp_backoff(1, 1.0), SMTP_RETRY_BASE);
         assert_eq!(smtp_backoff(20, 1.0), SMTP_RETRY_CAP);
+    }
+}
+
+#[cfg(test)]
+mod feed_poll_tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+    const NOW: &str = "2026-03-01T12:00:00Z";
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn success_uses_interval_and_hints_only_raise_it() {
+        let now = t(NOW);
+        let none = PollHints::default();
+        assert_eq!(
+            next_poll_after_success(now, 15 * MIN, none, 0.0),
+            t("2026-03-01T12:15:00Z")
+        );
+        // Jitter adds at most 5%.
+        assert_eq!(
+            next_poll_after_success(now, 20 * MIN, none, 1.0),
+            t("2026-03-01T12:21:00Z")
+        );
+        // A shorter hint does not make us poll more often than configured.
+        let short = PollHints {
+            ttl: Some(5 * MIN),
+            cache: Some(MIN),
+        };
+        assert_eq!(
+            next_poll_after_success(now, 15 * MIN, short, 0.0),
+            t("2026-03-01T12:15:00Z")
+        );
+        // A longer one (ttl or cache, whichever is longer) stretches it.
+        let long = PollHints {
+            ttl: Some(60 * MIN),
+            cache: Some(90 * MIN),
+        };
+        assert_eq!(
+            next_poll_after_success(now, 15 * MIN, long, 0.0),
+            t("2026-03-01T13:30:00Z")
+        );
+        // ... but only up to a day.
+        let huge = PollHints {
+            ttl: Some(30 * 24 * 60 * MIN),
+            cache: None,
+        };
+        assert_eq!(
+            next_poll_after_success(now, 15 * MIN, huge, 0.0),
+            t("2026-03-02T12:00:00Z")
+        );
+        // A configured interval beyond the cap is the user's choice and stays.
+        assert_eq!(
+            next_poll_after_success(now, 48 * 60 * MIN, none, 0.0),
+            t("2026-03-03T12:00:00Z")
+        );
+    }
+
+    #[test]
+    fn failure_backs_off_exponentially_to_a_cap_and_never_gives_up() {
+        let now = t(NOW);
+        let at = |n, j| next_poll_after_failure(now, n, 15 * MIN, None, j);
+        assert_eq!(at(1, 1.0), t("2026-03-01T12:01:00Z"));
+        assert_eq!(at(2, 1.0), t("2026-03-01T12:02:00Z"));
+        assert_eq!(at(3, 1.0), t("2026-03-01T12:04:00Z"));
+        assert_eq!(at(3, 0.0), t("2026-03-01T12:02:00Z"));
+        assert_eq!(at(0, 1.0), at(1, 1.0), "0 is treated as the first failure");
+        // Capped at six hours, still scheduled after a thousand failures.
+        assert_eq!(at(1000, 1.0), t("2026-03-01T18:00:00Z"));
+        assert_eq!(at(u32::MAX, 0.0), t("2026-03-01T15:00:00Z"));
+        // A daily feed's backoff may reach its interval.
+        assert_eq!(
+            next_poll_after_failure(now, 50, 24 * 60 * MIN, None, 1.0),
+            t("2026-03-02T12:00:00Z")
+        );
+    }
+
+    #[test]
+    fn retry_after_is_never_undercut_but_is_clamped() {
+        let now = t(NOW);
+        let ra = Some(t("2026-03-01T14:00:00Z"));
+        assert_eq!(
+            next_poll_after_failure(now, 1, 15 * MIN, ra, 0.5),
+            t("2026-03-01T14:00:00Z")
+        );
+        // An earlier Retry-After than our own backoff does not make us come sooner.
+        let soon = Some(t("2026-03-01T12:00:10Z"));
+        assert_eq!(
+            next_poll_after_failure(now, 3, 15 * MIN, soon, 1.0),
+            t("2026-03-01T12:04:00Z")
+        );
+        let absurd = Some(t("2036-01-01T00:00:00Z"));
+        assert_eq!(
+            next_poll_after_failure(now, 1, 15 * MIN, absurd, 0.0),
+            t("2026-03-08T12:00:00Z")
+        );
+    }
+
+    #[test]
+    fn status_classes() {
+        for s in [408, 425, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(classify_status(s), FailureClass::Transient, "{s}");
+        }
+        for s in [400, 401, 403, 404, 405, 406, 451] {
+            assert_eq!(classify_status(s), FailureClass::Permanent, "{s}");
+        }
+        assert_eq!(
+            classify_transport(TransportFailure::Timeout),
+            FailureClass::Transient
+        );
+        assert_eq!(
+            classify_transport(TransportFailure::Network),
+            FailureClass::Transient
+        );
+        assert_eq!(
+            classify_transport(TransportFailure::TooLarge),
+            FailureClass::Permanent
+        );
+        assert_eq!(
+            classify_transport(TransportFailure::Redirect),
+            FailureClass::Permanent
+        );
     }
 }

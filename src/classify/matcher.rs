@@ -1,0 +1,707 @@
+//! The compiled matcher: all watches' terms in two Aho-Corasick automata, one pass per
+//! normalised field, hits evaluated against each watch's boolean tree.
+//!
+//! In: parsed [`Expr`]s (lowered here into [`Node`]s over shared [`Atom`]s) and, per item, the
+//! item's fields. Out: [`ItemHits`] (every term hit with its field, position in words and in the
+//! normalised text, mapped back to original byte ranges on demand), and evaluation, evidence
+//! collection and explanation over them.
+//!
+//! Why two automata: terms without diacritics are searched in the accent-folded text, terms with
+//! diacritics in the exact text (see `crate::text`). Every distinct term string is one automaton
+//! pattern however many watches use it, so the per-item cost is one scan per field and variant
+//! plus a tree walk for the watches that had any hit at all.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use unicode_normalization::UnicodeNormalization;
+
+use super::parse::{Expr, FieldMask, Term};
+use crate::item::{Field, Item};
+use crate::text::{self, is_word_char, NormPair, Normalized};
+
+/// At most this many hits of one pattern in one field are kept (bounds NEAR and memory).
+const MAX_HITS_PER_PATTERN_FIELD: u16 = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Folded = 0,
+    Exact = 1,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PatternKey {
+    variant: Variant,
+    text: String,
+    prefix: bool,
+    caps: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    start_boundary: bool,
+    end_boundary: bool,
+    prefix: bool,
+    /// For `caps(...)`: the term as written (NFKC, whitespace collapsed), compared case-exactly
+    /// against the original text of a hit.
+    caps: Option<String>,
+}
+
+/// One term occurrence in a query: a pattern, where to look, how much it counts.
+#[derive(Debug, Clone)]
+pub struct Atom {
+    pub pattern: u32,
+    pub fields: FieldMask,
+    pub weight: f64,
+    pub display: String,
+    pub offset: usize,
+    /// The normalised text searched for (used by the noisy-rule lint).
+    pub norm: String,
+    pub caps: bool,
+    pub prefix: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Node {
+    Atom(u32),
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    Near {
+        a: Box<Node>,
+        b: Box<Node>,
+        n: u32,
+        ordered: bool,
+    },
+    AtLeast {
+        n: u32,
+        inner: Box<Node>,
+    },
+}
+
+impl Node {
+    /// All atoms under this node, in order.
+    pub fn atoms(&self, out: &mut Vec<u32>) {
+        match self {
+            Node::Atom(a) => out.push(*a),
+            Node::And(v) | Node::Or(v) => v.iter().for_each(|n| n.atoms(out)),
+            Node::Not(n) => n.atoms(out),
+            Node::Near { a, b, .. } => {
+                a.atoms(out);
+                b.atoms(out);
+            }
+            Node::AtLeast { inner, .. } => inner.atoms(out),
+        }
+    }
+}
+
+/// Error while lowering a parsed term (offset into the query, message, hint).
+pub type LowerError = (usize, String, Option<String>);
+
+#[derive(Default)]
+pub struct MatcherBuilder {
+    keys: HashMap<PatternKey, u32>,
+    patterns: Vec<Pattern>,
+    atoms: Vec<Atom>,
+    strings: [Vec<String>; 2],
+    string_ids: [HashMap<String, usize>; 2],
+    string_pats: [Vec<Vec<u32>>; 2],
+    used_fields: u8,
+    need_words: bool,
+}
+
+fn caps_key(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last_space = false;
+    for c in s.nfkc() {
+        if c.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+            }
+            last_space = true;
+        } else if !matches!(
+            c,
+            '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+        ) {
+            out.push(c);
+            last_space = false;
+        }
+    }
+    out.trim().to_string()
+}
+
+impl MatcherBuilder {
+    fn add_term(&mut self, t: &Term) -> Result<u32, LowerError> {
+        let (exact, folded) = text::normalize_term(&t.text);
+        let exact = exact.trim().to_string();
+        let folded = folded.trim().to_string();
+        if !exact.chars().any(|c| c.is_alphanumeric()) {
+            return Err((
+                t.offset,
+                format!(
+                    "term `{}` has no letters or digits to search for",
+                    t.display
+                ),
+                Some("punctuation alone cannot be matched; remove the term".into()),
+            ));
+        }
+        let (variant, s) = if exact != folded {
+            (Variant::Exact, exact)
+        } else {
+            (Variant::Folded, folded)
+        };
+        let caps = t.caps.then(|| caps_key(&t.text));
+        let key = PatternKey {
+            variant,
+            text: s.clone(),
+            prefix: t.prefix,
+            caps: caps.clone(),
+        };
+        let pid = match self.keys.get(&key) {
+            Some(&p) => p,
+            None => {
+                let first = s.chars().next().unwrap_or(' ');
+                let last = s.chars().next_back().unwrap_or(' ');
+                let p = self.patterns.len() as u32;
+                self.patterns.push(Pattern {
+                    start_boundary: is_word_char(first),
+                    end_boundary: is_word_char(last),
+                    prefix: t.prefix,
+                    caps,
+                });
+                let v = variant as usize;
+                let sid = match self.string_ids[v].get(&s) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.strings[v].len();
+                        self.strings[v].push(s.clone());
+                        self.string_ids[v].insert(s.clone(), i);
+                        self.string_pats[v].push(Vec::new());
+                        i
+                    }
+                };
+                self.string_pats[v][sid].push(p);
+                self.keys.insert(key, p);
+                p
+            }
+        };
+        let fields = t.fields.unwrap_or(FieldMask::DEFAULT);
+        self.used_fields |= fields.0;
+        let a = self.atoms.len() as u32;
+        self.atoms.push(Atom {
+            pattern: pid,
+            fields,
+            weight: t.weight,
+            display: t.display.clone(),
+            offset: t.offset,
+            norm: s,
+            caps: t.caps,
+            prefix: t.prefix,
+        });
+        Ok(a)
+    }
+
+    /// Lowers a parsed expression, registering its terms.
+    pub fn lower(&mut self, e: &Expr) -> Result<Node, LowerError> {
+        Ok(match e {
+            Expr::Term(t) => Node::Atom(self.add_term(t)?),
+            Expr::And(v) => Node::And(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
+            Expr::Or(v) => Node::Or(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
+            Expr::Not(x) => Node::Not(Box::new(self.lower(x)?)),
+            Expr::Near { a, b, n, ordered } => {
+                self.need_words = true;
+                Node::Near {
+                    a: Box::new(self.lower(a)?),
+                    b: Box::new(self.lower(b)?),
+                    n: *n,
+                    ordered: *ordered,
+                }
+            }
+            Expr::AtLeast { n, inner } => Node::AtLeast {
+                n: *n,
+                inner: Box::new(self.lower(inner)?),
+            },
+        })
+    }
+
+    pub fn finish(self) -> Result<Matcher, String> {
+        let build = |strings: &Vec<String>| -> Result<Option<AhoCorasick>, String> {
+            if strings.is_empty() {
+                return Ok(None);
+            }
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(strings)
+                .map(Some)
+                .map_err(|e| format!("building the term automaton failed: {e}"))
+        };
+        let [fs, es] = &self.strings;
+        let fold_ac = build(fs)?;
+        let exact_ac = build(es)?;
+        let [fp, ep] = self.string_pats;
+        Ok(Matcher {
+            patterns: self.patterns,
+            atoms: self.atoms,
+            acs: [fold_ac, exact_ac],
+            string_pats: [fp, ep],
+            used_fields: FieldMask(self.used_fields),
+            need_words: self.need_words,
+        })
+    }
+}
+
+pub struct Matcher {
+    patterns: Vec<Pattern>,
+    pub atoms: Vec<Atom>,
+    acs: [Option<AhoCorasick>; 2],
+    string_pats: [Vec<Vec<u32>>; 2],
+    used_fields: FieldMask,
+    need_words: bool,
+}
+
+/// One occurrence of a pattern.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    pub pat: u32,
+    pub field: u8,
+    pub var: u8,
+    /// Byte range in the normalised text of that variant.
+    pub s: u32,
+    pub e: u32,
+    /// First and last word index covered (for NEAR).
+    pub ts: u32,
+    pub te: u32,
+}
+
+pub struct FieldText {
+    pub orig: String,
+    pub norm: NormPair,
+}
+
+/// Everything the evaluation needs to know about one item.
+pub struct ItemHits {
+    pub fields: Vec<Option<FieldText>>,
+    hits: Vec<Hit>,
+    /// Per pattern: range into `hits`.
+    ranges: Vec<(u32, u32)>,
+}
+
+pub fn field_text(item: &Item, f: Field) -> String {
+    match f {
+        Field::Title => item.title.clone(),
+        Field::Summary => item.summary.clone(),
+        Field::Content => item.content.clone(),
+        Field::Author => item.authors.join(", "),
+        Field::Category => item.categories.join(", "),
+        Field::Feed => {
+            let mut v = vec![item.feed_name.clone()];
+            v.extend(item.feed_tags.iter().cloned());
+            v.join(", ")
+        }
+        Field::Link => item.link.clone().unwrap_or_default(),
+    }
+}
+
+impl Matcher {
+    pub fn patterns_len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// Scans the item once per used field and variant.
+    pub fn scan(&self, item: &Item) -> ItemHits {
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut counts: Vec<u16> = vec![0; self.patterns.len()];
+        let mut fields: Vec<Option<FieldText>> = (0..Field::ALL.len()).map(|_| None).collect();
+        for (fi, f) in Field::ALL.into_iter().enumerate() {
+            if !self.used_fields.has(f) {
+                continue;
+            }
+            let orig = field_text(item, f);
+            if orig.is_empty() {
+                continue;
+            }
+            let norm = text::normalize(&orig);
+            let before = hits.len();
+            self.scan_text(
+                norm.folded(),
+                Variant::Folded,
+                fi as u8,
+                &orig,
+                &mut counts,
+                &mut hits,
+            );
+            if let Some(_f) = &norm.folded {
+                self.scan_text(
+                    &norm.exact,
+                    Variant::Exact,
+                    fi as u8,
+                    &orig,
+                    &mut counts,
+                    &mut hits,
+                );
+            }
+            if hits.len() > before {
+                for h in &hits[before..] {
+                    counts[h.pat as usize] = 0;
+                }
+                if self.need_words {
+                    let mut cache: [Option<Vec<u32>>; 2] = [None, None];
+                    for h in &mut hits[before..] {
+                        let t = if h.var == 0 {
+                            norm.folded()
+                        } else {
+                            &norm.exact
+                        };
+                        let ws =
+                            cache[h.var as usize].get_or_insert_with(|| text::word_starts(&t.text));
+                        let idx = |b: u32| ws.partition_point(|&w| w <= b).saturating_sub(1) as u32;
+                        h.ts = idx(h.s);
+                        h.te = idx(h.e.saturating_sub(1).max(h.s));
+                    }
+                }
+            }
+            fields[fi] = Some(FieldText { orig, norm });
+        }
+        hits.sort_unstable_by_key(|h| (h.pat, h.field, h.s));
+        let mut ranges = vec![(0u32, 0u32); self.patterns.len()];
+        let mut i = 0;
+        while i < hits.len() {
+            let p = hits[i].pat;
+            let mut j = i;
+            while j < hits.len() && hits[j].pat == p {
+                j += 1;
+            }
+            ranges[p as usize] = (i as u32, j as u32);
+            i = j;
+        }
+        ItemHits {
+            fields,
+            hits,
+            ranges,
+        }
+    }
+
+    fn scan_text(
+        &self,
+        norm: &Normalized,
+        var: Variant,
+        field: u8,
+        orig: &str,
+        counts: &mut [u16],
+        hits: &mut Vec<Hit>,
+    ) {
+        let Some(ac) = &self.acs[var as usize] else {
+            return;
+        };
+        let t = norm.text.as_str();
+        for m in ac.find_overlapping_iter(t) {
+            let (s, e) = (m.start(), m.end());
+            for &pid in &self.string_pats[var as usize][m.pattern().as_usize()] {
+                let p = &self.patterns[pid as usize];
+                if counts[pid as usize] >= MAX_HITS_PER_PATTERN_FIELD {
+                    continue;
+                }
+                if p.start_boundary {
+                    if let Some(c) = t[..s].chars().next_back() {
+                        if is_word_char(c) {
+                            continue;
+                        }
+                    }
+                }
+                let mut end = e;
+                if p.prefix {
+                    for c in t[e..].chars() {
+                        if !is_word_char(c) {
+                            break;
+                        }
+                        end += c.len_utf8();
+                    }
+                } else if p.end_boundary {
+                    if let Some(c) = t[e..].chars().next() {
+                        if is_word_char(c) {
+                            continue;
+                        }
+                    }
+                }
+                if let Some(caps) = &p.caps {
+                    let (os, oe) = norm.to_original(s, e);
+                    let written = caps_key(orig.get(os..oe).unwrap_or(""));
+                    if &written != caps {
+                        continue;
+                    }
+                }
+                counts[pid as usize] += 1;
+                hits.push(Hit {
+                    pat: pid,
+                    field,
+                    var: var as u8,
+                    s: s as u32,
+                    e: end as u32,
+                    ts: 0,
+                    te: 0,
+                });
+            }
+        }
+    }
+}
+
+impl ItemHits {
+    /// Hits standing in for "pattern `p` occurs once in every field" (used by the lint and
+    /// to check whether a query can match an item with none of its terms).
+    pub fn synthetic(n_patterns: usize, pats: &[u32]) -> ItemHits {
+        let mut hits = Vec::new();
+        for &p in pats {
+            for fi in 0..Field::ALL.len() {
+                hits.push(Hit {
+                    pat: p,
+                    field: fi as u8,
+                    var: 0,
+                    s: 0,
+                    e: 0,
+                    ts: 0,
+                    te: 0,
+                });
+            }
+        }
+        hits.sort_unstable_by_key(|h| (h.pat, h.field));
+        let mut ranges = vec![(0u32, 0u32); n_patterns];
+        for &p in pats {
+            let s = hits.iter().position(|h| h.pat == p).unwrap_or(0);
+            let e = s + hits[s..].iter().take_while(|h| h.pat == p).count();
+            ranges[p as usize] = (s as u32, e as u32);
+        }
+        ItemHits {
+            fields: (0..Field::ALL.len()).map(|_| None).collect(),
+            hits,
+            ranges,
+        }
+    }
+
+    pub fn pattern_hit(&self, p: u32) -> bool {
+        let (s, e) = self.ranges.get(p as usize).copied().unwrap_or((0, 0));
+        e > s
+    }
+
+    fn of_atom<'a>(&'a self, atom: &'a Atom) -> impl Iterator<Item = &'a Hit> + 'a {
+        let (s, e) = self
+            .ranges
+            .get(atom.pattern as usize)
+            .copied()
+            .unwrap_or((0, 0));
+        self.hits[s as usize..e as usize]
+            .iter()
+            .filter(move |h| atom.fields.0 & (1 << h.field) != 0)
+    }
+
+    /// Original byte range of a hit.
+    pub fn original_range(&self, h: &Hit) -> (usize, usize) {
+        match self.fields.get(h.field as usize).and_then(|f| f.as_ref()) {
+            Some(ft) => {
+                let n = if h.var == 0 {
+                    ft.norm.folded()
+                } else {
+                    &ft.norm.exact
+                };
+                n.to_original(h.s as usize, h.e as usize)
+            }
+            None => (0, 0),
+        }
+    }
+
+    fn original_text(&self, h: &Hit) -> &str {
+        let (s, e) = self.original_range(h);
+        self.fields
+            .get(h.field as usize)
+            .and_then(|f| f.as_ref())
+            .and_then(|f| f.orig.get(s..e))
+            .unwrap_or("")
+    }
+}
+
+/// Word spans (field, first, last) of the hits of a positional node.
+fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<(u8, u32, u32)>) {
+    match n {
+        Node::Atom(a) => {
+            let atom = &m.atoms[*a as usize];
+            out.extend(h.of_atom(atom).map(|x| (x.field, x.ts, x.te)));
+        }
+        Node::Or(v) => v.iter().for_each(|x| spans(m, x, h, out)),
+        _ => {}
+    }
+}
+
+fn near_ok(a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: bool) -> bool {
+    if a.0 != b.0 {
+        return false;
+    }
+    let before = |x: (u8, u32, u32), y: (u8, u32, u32)| x.2 < y.1 && y.1 - x.2 - 1 <= n;
+    if ordered {
+        before(a, b)
+    } else {
+        let overlap = a.1 <= b.2 && b.1 <= a.2;
+        overlap || before(a, b) || before(b, a)
+    }
+}
+
+fn count(m: &Matcher, n: &Node, h: &ItemHits) -> usize {
+    match n {
+        Node::Atom(a) => h.of_atom(&m.atoms[*a as usize]).count(),
+        Node::Or(v) => v.iter().map(|x| count(m, x, h)).sum(),
+        _ => 0,
+    }
+}
+
+pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
+    match n {
+        Node::Atom(a) => h.of_atom(&m.atoms[*a as usize]).next().is_some(),
+        Node::And(v) => v.iter().all(|x| eval(m, x, h)),
+        Node::Or(v) => v.iter().any(|x| eval(m, x, h)),
+        Node::Not(x) => !eval(m, x, h),
+        Node::Near { a, b, n, ordered } => {
+            let mut sa = Vec::new();
+            let mut sb = Vec::new();
+            spans(m, a, h, &mut sa);
+            if sa.is_empty() {
+                return false;
+            }
+            spans(m, b, h, &mut sb);
+            sa.iter()
+                .any(|&x| sb.iter().any(|&y| near_ok(x, y, *n, *ordered)))
+        }
+        Node::AtLeast { n, inner } => count(m, inner, h) >= *n as usize,
+    }
+}
+
+/// Collects (atom, hit) pairs of the positive evidence of a node that evaluated true.
+pub fn collect<'a>(m: &'a Matcher, n: &'a Node, h: &'a ItemHits, out: &mut Vec<(u32, &'a Hit)>) {
+    match n {
+        Node::Atom(a) => {
+            let atom = &m.atoms[*a as usize];
+            out.extend(h.of_atom(atom).map(|x| (*a, x)));
+        }
+        Node::And(v) | Node::Or(v) => {
+            for x in v {
+                if !matches!(x, Node::Not(_)) && eval(m, x, h) {
+                    collect(m, x, h, out);
+                }
+            }
+        }
+        Node::Not(_) => {}
+        Node::Near { a, b, .. } => {
+            collect(m, a, h, out);
+            collect(m, b, h, out);
+        }
+        Node::AtLeast { inner, .. } => collect(m, inner, h, out),
+    }
+}
+
+fn describe(m: &Matcher, n: &Node) -> String {
+    match n {
+        Node::Atom(a) => m.atoms[*a as usize].display.clone(),
+        Node::And(v) => format!(
+            "({})",
+            v.iter()
+                .map(|x| describe(m, x))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        ),
+        Node::Or(v) => format!(
+            "({})",
+            v.iter()
+                .map(|x| describe(m, x))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
+        Node::Not(x) => format!("NOT {}", describe(m, x)),
+        Node::Near { a, b, n, ordered } => format!(
+            "{} {}/{} {}",
+            describe(m, a),
+            if *ordered { "ONEAR" } else { "NEAR" },
+            n,
+            describe(m, b)
+        ),
+        Node::AtLeast { n, inner } => format!("atleast{}{}", n, describe(m, inner)),
+    }
+}
+
+fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let t: String = s.chars().take(max).collect();
+        format!("{t}…")
+    }
+}
+
+/// Writes an indented yes/no tree of why a node did or did not match.
+pub fn explain(m: &Matcher, n: &Node, h: &ItemHits, depth: usize, out: &mut String) {
+    let ok = eval(m, n, h);
+    let mark = if ok { "yes" } else { "no " };
+    let pad = "  ".repeat(depth);
+    match n {
+        Node::Atom(a) => {
+            let atom = &m.atoms[*a as usize];
+            let found: Vec<String> = h
+                .of_atom(atom)
+                .take(4)
+                .map(|x| {
+                    let (s, e) = h.original_range(x);
+                    format!(
+                        "{} {}..{} {:?}",
+                        Field::ALL[x.field as usize].as_str(),
+                        s,
+                        e,
+                        short(h.original_text(x), 40)
+                    )
+                })
+                .collect();
+            let scope: Vec<&str> = atom.fields.fields().map(Field::as_str).collect();
+            if found.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{pad}{mark} {}  (not found in {})",
+                    atom.display,
+                    scope.join("/")
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{pad}{mark} {}  found: {}",
+                    atom.display,
+                    found.join("; ")
+                );
+            }
+        }
+        Node::And(v) => {
+            let _ = writeln!(out, "{pad}{mark} all of:");
+            v.iter().for_each(|x| explain(m, x, h, depth + 1, out));
+        }
+        Node::Or(v) => {
+            let _ = writeln!(out, "{pad}{mark} any of:");
+            v.iter().for_each(|x| explain(m, x, h, depth + 1, out));
+        }
+        Node::Not(x) => {
+            let _ = writeln!(out, "{pad}{mark} none of (NOT):");
+            explain(m, x, h, depth + 1, out);
+        }
+        Node::Near { a, b, .. } => {
+            let both = eval(m, a, h) && eval(m, b, h);
+            let why = if ok {
+                ""
+            } else if both {
+                "  (both found, but not close enough / not in that order)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{pad}{mark} {}{why}", describe(m, n));
+            explain(m, a, h, depth + 1, out);
+            explain(m, b, h, depth + 1, out);
+        }
+        Node::AtLeast { n: k, inner } => {
+            let c = count(m, inner, h);
+            let _ = writeln!(out, "{pad}{mark} at least {k} occurrences: {c} found");
+            explain(m, inner, h, depth + 1, out);
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! Watch rules and the classifier: user-written queries (see `docs/rules.md`) compiled once into
+//! a [`Classifier`] that tells, for each item, which watches it matches, how strongly and why.
+//!
+//! In: [`WatchConfig`]s (from the `[[watches]]` tables of the config file) and [`Item`]s from the
+//! feed stage. Out: [`Verdict`]s (watch id, score, evidence with byte ranges into the original
+//! field text), human-readable explanations, compile errors ([`RuleError`], all of them at once,
+//! with file positions) and noisy-rule warnings ([`RuleWarning`]).
+//!
+//! Layout: `parse` (query text → expression tree), `matcher` (all watches' terms in shared
+//! Aho-Corasick automata, evaluation), `diag` (errors and warnings, rendering), this module
+//! (config types, compile, lint, scoring).
+
+mod diag;
+mod matcher;
+mod parse;
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+pub use diag::{RuleError, RuleSource, RuleWarning};
+use matcher::{ItemHits, Matcher, MatcherBuilder, Node};
+
+use crate::item::{Evidence, Field, Item, Verdict};
+
+/// How a matching story is delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertMode {
+    /// Collected into the next digest.
+    #[default]
+    Digest,
+    /// Sent as soon as it is classified.
+    Immediate,
+}
+
+/// How much a hit in each field counts towards a verdict's score.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldWeights {
+    pub title: f64,
+    pub summary: f64,
+    pub content: f64,
+    pub author: f64,
+    pub category: f64,
+    pub feed: f64,
+    pub link: f64,
+}
+
+impl Default for FieldWeights {
+    fn default() -> Self {
+        FieldWeights {
+            title: 2.0,
+            summary: 1.0,
+            content: 1.0,
+            author: 0.5,
+            category: 1.0,
+            feed: 0.5,
+            link: 0.5,
+        }
+    }
+}
+
+impl FieldWeights {
+    pub fn get(&self, f: Field) -> f64 {
+        match f {
+            Field::Title => self.title,
+            Field::Summary => self.summary,
+            Field::Content => self.content,
+            Field::Author => self.author,
+            Field::Category => self.category,
+            Field::Feed => self.feed,
+            Field::Link => self.link,
+        }
+    }
+}
+
+/// One `[[watches]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    pub id: String,
+    pub name: Option<String>,
+    /// The query; the span (position in the config file) is used for error messages.
+    pub query: toml::Spanned<String>,
+    #[serde(default)]
+    pub alert: AlertMode,
+    /// Verdicts scoring below this are dropped (default: any match counts).
+    #[serde(default)]
+    pub min_score: Option<f64>,
+    /// A query; if it matches an item, the watch does not.
+    #[serde(default)]
+    pub exclude: Option<toml::Spanned<String>>,
+    /// Routing tags (digests may select watches by tag).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Per-field score weights, e.g. `weights = { title = 3.0 }` (defaults: title 2, summary 1,
+    /// content 1, category 1, author/feed/link 0.5). Per-term weights go in the query: `chip^2`.
+    #[serde(default)]
+    pub weights: FieldWeights,
+}
+
+impl WatchConfig {
+    /// A watch from plain strings (tests, tools); spans are empty.
+    pub fn new(id: &str, query: &str) -> WatchConfig {
+        WatchConfig {
+            id: id.to_string(),
+            name: None,
+            query: toml::Spanned::new(0..0, query.to_string()),
+            alert: AlertMode::Digest,
+            min_score: None,
+            exclude: None,
+            tags: Vec::new(),
+            weights: FieldWeights::default(),
+        }
+    }
+}
+
+/// Reads the `[[watches]]` tables of a TOML document, ignoring every other top-level key.
+pub fn watches_from_toml(src: &str) -> Result<Vec<WatchConfig>, toml::de::Error> {
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        watches: Vec<WatchConfig>,
+    }
+    toml::from_str::<File>(src).map(|f| f.watches)
+}
+
+struct CompiledWatch {
+    id: String,
+    name: Option<String>,
+    query_text: String,
+    exclude_text: Option<String>,
+    query: Node,
+    exclude: Option<Node>,
+    min_score: Option<f64>,
+    weights: FieldWeights,
+    /// Patterns of the query: if none of them occurs, the watch cannot match (checked at
+    /// compile time), so it is skipped without walking the tree.
+    patterns: Vec<u32>,
+}
+
+/// The compiled watches. Immutable, `Send + Sync`; share it in an `Arc`.
+pub struct Classifier {
+    matcher: Matcher,
+    watches: Vec<CompiledWatch>,
+    warnings: Vec<RuleWarning>,
+}
+
+/// Most evidence entries kept per verdict (the score uses all hits).
+const MAX_EVIDENCE: usize = 64;
+
+impl Classifier {
+    /// Compiles all watches; returns every error found, not just the first.
+    pub fn compile(watches: &[WatchConfig]) -> Result<Classifier, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let mut b = MatcherBuilder::default();
+        let mut compiled = Vec::new();
+        let mut seen = HashSet::new();
+        for w in watches {
+            let werr = |msg: String, hint: Option<&str>| RuleError {
+                watch_id: w.id.clone(),
+                source: RuleSource::Watch,
+                offset: 0,
+                message: msg,
+                hint: hint.map(str::to_string),
+                span: None,
+            };
+            if w.id.trim().is_empty() {
+                errors.push(werr(
+                    "watch id is empty".into(),
+                    Some("give every watch a short id like `export-controls`"),
+                ));
+            } else if !seen.insert(w.id.clone()) {
+                errors.push(werr(
+                    format!("duplicate watch id `{}`", w.id),
+                    Some("watch ids must be unique"),
+                ));
+            }
+            if let Some(ms) = w.min_score {
+                if !ms.is_finite() || ms < 0.0 {
+                    errors.push(werr(
+                        format!("min_score {ms} is not a non-negative number"),
+                        None,
+                    ));
+                }
+            }
+            let wt = &w.weights;
+            if Field::ALL
+                .iter()
+                .any(|f| !wt.get(*f).is_finite() || wt.get(*f) < 0.0)
+            {
+                errors.push(werr(
+                    "field weights must be non-negative numbers".into(),
+                    None,
+                ));
+            }
+            let q = compile_one(
+                &mut b,
+                w,
+                RuleSource::Query,
+                w.query.get_ref(),
+                w.query.span(),
+                &mut errors,
+            );
+            let ex = w.exclude.as_ref().map(|e| {
+                compile_one(
+                    &mut b,
+                    w,
+                    RuleSource::Exclude,
+                    e.get_ref(),
+                    e.span(),
+                    &mut errors,
+                )
+            });
+            if let (Some(q), Some(ex)) = (q, ex.unwrap_or(Some(Node::Or(vec![])))) {
+                let mut atoms = Vec::new();
+                q.atoms(&mut atoms);
+                compiled.push((w, q, w.exclude.as_ref().map(|_| ex), atoms));
+            }
+        }
+        let matcher = match b.finish() {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(RuleError {
+                    watch_id: String::new(),
+                    source: RuleSource::Watch,
+                    offset: 0,
+                    message: e,
+                    hint: None,
+                    span: None,
+                });
+                return Err(errors);
+            }
+        };
+        let mut out = Vec::new();
+        for (w, q, ex, atoms) in compiled {
+            let mut patterns: Vec<u32> = atoms
+                .iter()
+                .map(|a| matcher.atoms[*a as usize].pattern)
+                .collect();
+            patterns.sort_unstable();
+            patterns.dedup();
+            // A query true without any of its terms would match every item: refuse it.
+            let empty = ItemHits::synthetic(matcher.patterns_len(), &[]);
+            if matcher::eval(&matcher, &q, &empty) {
+                errors.push(RuleError {
+                    watch_id: w.id.clone(),
+                    source: RuleSource::Query,
+                    offset: 0,
+                    message: "this query matches stories that contain none of its terms".into(),
+                    hint: Some("a query needs a positive part: `chips NOT poker`, not `NOT poker`; put exclusions in `exclude`".into()),
+                    span: Some(w.query.span()),
+                });
+            }
+            if let (Some(ex), Some(es)) = (&ex, &w.exclude) {
+                if matcher::eval(&matcher, ex, &empty) {
+                    errors.push(RuleError {
+                        watch_id: w.id.clone(),
+                        source: RuleSource::Exclude,
+                        offset: 0,
+                        message: "this exclude matches stories that contain none of its terms, so it would silence the watch".into(),
+                        hint: Some("write the exclusion positively: exclude = \"poker OR casino\"".into()),
+                        span: Some(es.span()),
+                    });
+                }
+            }
+            out.push(CompiledWatch {
+                id: w.id.clone(),
+                name: w.name.clone(),
+                query_text: w.query.get_ref().clone(),
+                exclude_text: w.exclude.as_ref().map(|e| e.get_ref().clone()),
+                query: q,
+                exclude: ex,
+                min_score: w.min_score,
+                weights: w.weights,
+                patterns,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut c = Classifier {
+            matcher,
+            watches: out,
+            warnings: Vec::new(),
+        };
+        c.warnings = lint(&c, watches);
+        Ok(c)
+    }
+
+    pub fn watch_ids(&self) -> Vec<&str> {
+        self.watches.iter().map(|w| w.id.as_str()).collect()
+    }
+
+    pub fn warnings(&self) -> &[RuleWarning] {
+        &self.warnings
+    }
+
+    /// The watches that match `item` (score >= min_score, exclude not matched), in config order.
+    pub fn classify(&self, item: &Item) -> Vec<Verdict> {
+        let hits = self.matcher.scan(item);
+        let mut out = Vec::new();
+        for w in &self.watches {
+            if let Some(v) = self.judge(w, &hits).verdict {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    fn judge(&self, w: &CompiledWatch, hits: &ItemHits) -> Judgement {
+        let m = &self.matcher;
+        if !w.patterns.iter().any(|p| hits.pattern_hit(*p)) || !matcher::eval(m, &w.query, hits) {
+            return Judgement {
+                matched: false,
+                excluded: false,
+                score: 0.0,
+                verdict: None,
+            };
+        }
+        let excluded = w
+            .exclude
+            .as_ref()
+            .is_some_and(|ex| matcher::eval(m, ex, hits));
+        let mut ev = Vec::new();
+        matcher::collect(m, &w.query, hits, &mut ev);
+        // Score: per distinct term, its weight times the best field weight it was found in, plus
+        // half that for each further field (a term in title and summary beats title alone).
+        let mut per_term: Vec<(&str, f64, u8)> = Vec::new();
+        for (a, h) in &ev {
+            let atom = &m.atoms[*a as usize];
+            let fw = w.weights.get(Field::ALL[h.field as usize]);
+            match per_term.iter_mut().find(|(t, _, _)| *t == atom.display) {
+                Some(e) => {
+                    e.1 = e.1.max(atom.weight * fw);
+                    e.2 |= 1 << h.field;
+                }
+                None => per_term.push((&atom.display, atom.weight * fw, 1 << h.field)),
+            }
+        }
+        let score: f64 = per_term
+            .iter()
+            .map(|(_, best, mask)| {
+                best * (1.0 + 0.25 * (mask.count_ones().saturating_sub(1)) as f64)
+            })
+            .sum();
+        let score = (score * 100.0).round() / 100.0;
+        let mut evidence: Vec<Evidence> = Vec::new();
+        let mut seen = HashSet::new();
+        for (a, h) in &ev {
+            let (s, e) = hits.original_range(h);
+            let atom = &m.atoms[*a as usize];
+            if seen.insert((atom.display.as_str(), h.field, s, e)) {
+                evidence.push(Evidence {
+                    term: atom.display.clone(),
+                    field: Field::ALL[h.field as usize],
+                    start: s,
+                    end: e,
+                });
+            }
+        }
+        evidence.sort_by_key(|e| (e.field, e.start));
+        evidence.truncate(MAX_EVIDENCE);
+        let passes = !excluded && score >= w.min_score.unwrap_or(0.0);
+        Judgement {
+            matched: true,
+            excluded,
+            score,
+            verdict: passes.then(|| Verdict {
+                watch_id: w.id.clone(),
+                score,
+                evidence,
+            }),
+        }
+    }
+
+    /// Per watch: matched or not and why (terms found where, the sub-clause that failed, score
+    /// against min_score, exclude hits).
+    pub fn explain(&self, item: &Item) -> String {
+        let hits = self.matcher.scan(item);
+        let m = &self.matcher;
+        let mut out = String::new();
+        for w in &self.watches {
+            let j = self.judge(w, &hits);
+            let name = w
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let status = match (&j.verdict, j.matched, j.excluded) {
+                (Some(_), _, _) => format!("MATCH, score {:.2}", j.score),
+                (None, true, true) => format!(
+                    "no match: query matched (score {:.2}) but exclude matched too",
+                    j.score
+                ),
+                (None, true, false) => format!(
+                    "no match: score {:.2} is below min_score {}",
+                    j.score,
+                    w.min_score.unwrap_or(0.0)
+                ),
+                (None, false, _) => "no match: query not satisfied".to_string(),
+            };
+            out.push_str(&format!("watch `{}`{name}: {status}\n", w.id));
+            out.push_str(&format!("  query: {}\n", w.query_text.trim()));
+            matcher::explain(m, &w.query, &hits, 2, &mut out);
+            if let (Some(ex), Some(t)) = (&w.exclude, &w.exclude_text) {
+                let hit = matcher::eval(m, ex, &hits);
+                out.push_str(&format!(
+                    "  exclude: {} -> {}\n",
+                    t.trim(),
+                    if hit { "MATCHED" } else { "not matched" }
+                ));
+                matcher::explain(m, ex, &hits, 2, &mut out);
+            }
+            if let Some(v) = &j.verdict {
+                let terms = v.matched_terms();
+                out.push_str(&format!("  matched terms: {}\n", terms.join(", ")));
+            }
+        }
+        out
+    }
+}
+
+struct Judgement {
+    matched: bool,
+    excluded: bool,
+    score: f64,
+    verdict: Option<Verdict>,
+}
+
+fn compile_one(
+    b: &mut MatcherBuilder,
+    w: &WatchConfig,
+    source: RuleSource,
+    text: &str,
+    span: std::ops::Range<usize>,
+    errors: &mut Vec<RuleError>,
+) -> Option<Node> {
+    let mk = |offset: usize, message: String, hint: Option<String>| RuleError {
+        watch_id: w.id.clone(),
+        source,
+        offset,
+        message,
+        hint,
+        span: Some(span.clone()),
+    };
+    match parse::parse(text) {
+        Err(e) => {
+            errors.push(mk(e.offset, e.message, e.hint));
+            None
+        }
+        Ok(expr) => match b.lower(&expr) {
+            Ok(n) => Some(n),
+            Err((o, msg, hint)) => {
+                errors.push(mk(o, msg, hint));
+                None
+            }
+        },
+    }
+}
+
+/// Noisy-rule warnings: terms that on their own are enough for a watch to match and are known to
+/// be ambiguous or too short, `BIS` without `caps()`, lowercase operator words.
+fn lint(c: &Classifier, configs: &[WatchConfig]) -> Vec<RuleWarning> {
+    let m = &c.matcher;
+    let mut out = Vec::new();
+    for (w, cfg) in c.watches.iter().zip(configs) {
+        let mut atoms = Vec::new();
+        w.query.atoms(&mut atoms);
+        let mut warned = HashSet::new();
+        for &a in &atoms {
+            let atom = &m.atoms[a as usize];
+            let mut warn = |msg: String, hint: &str| {
+                if warned.insert((atom.offset, msg.clone())) {
+                    out.push(RuleWarning {
+                        watch_id: w.id.clone(),
+                        source: RuleSource::Query,
+                        offset: atom.offset,
+                        message: msg,
+                        hint: Some(hint.to_string()),
+                        span: Some(cfg.query.span()),
+                    });
+                }
+            };
+            let norm = atom.norm.as_str();
+            if !atom.caps && norm == "bis" {
+                warn(
+                    format!("`{}` also matches the Bank for International Settlements and German \"bis\"", atom.display),
+                    "write caps(BIS) and pair it with export terms, or spell out \"Bureau of Industry and Security\"",
+                );
+            }
+            if matches!(norm, "and" | "or" | "not" | "near") && !atom.display.starts_with('"') {
+                warn(
+                    format!(
+                        "`{}` is searched as a word; operators are written in capitals",
+                        atom.display
+                    ),
+                    "write AND / OR / NOT / NEAR/5, or quote the word if you really mean it",
+                );
+            }
+            let alone = ItemHits::synthetic(m.patterns_len(), &[atom.pattern]);
+            if !matcher::eval(m, &w.query, &alone) {
+                continue;
+            }
+            let cjk = norm.chars().any(crate::text::is_cjk);
+            let letters = norm.chars().filter(|c| c.is_alphanumeric()).count();
+            if matches!(norm, "chip" | "chips") || (atom.prefix && norm == "chip") {
+                warn(
+                    format!("`{}` alone is enough for this watch to match: food, poker and blue chips too", atom.display),
+                    "constrain it: (chip* NEAR/5 (ai OR nvidia OR export*)) or atleast3(chip*)",
+                );
+            } else if norm == "ai" && !atom.caps {
+                warn(
+                    format!("`{}` alone is enough for this watch to match, and AI is mentioned everywhere", atom.display),
+                    "combine it: (ai NEAR/3 (chip* OR accelerator*))",
+                );
+            } else if (!cjk && letters <= 2) || (cjk && letters <= 1) {
+                warn(
+                    format!(
+                        "`{}` is very short and alone enough for this watch to match",
+                        atom.display
+                    ),
+                    "use a longer term or combine it with AND / NEAR",
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

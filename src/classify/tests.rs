@@ -1,0 +1,333 @@
+//! Table-driven tests of the rule language through the public API, plus API behaviour.
+
+use super::*;
+
+fn item(title: &str, summary: &str) -> Item {
+    Item {
+        title: title.into(),
+        summary: summary.into(),
+        ..Default::default()
+    }
+}
+
+/// One case: does `query` match an item whose title is `text`?
+fn check(query: &str, text: &str, expected: bool) {
+    let c = Classifier::compile(&[WatchConfig::new("w", query)])
+        .unwrap_or_else(|e| panic!("query {query:?} failed to compile: {e:?}"));
+    let got = !c.classify(&item(text, "")).is_empty();
+    assert_eq!(
+        got,
+        expected,
+        "query {query:?} on {text:?}: expected {expected}\n{}",
+        c.explain(&item(text, ""))
+    );
+}
+
+#[test]
+fn language_table() {
+    let cases: &[(&str, &str, bool)] = &[
+        // words, case, whole-word
+        ("export", "New EXPORT rules", true),
+        ("export", "Exporters complain", false),
+        ("export*", "Exporters complain", true),
+        ("sanction*", "US sanctioned firms", true),
+        ("chip", "chipmaker", false),
+        ("\"entity list\"", "added to the Entity  List today", true),
+        ("\"entity list\"", "entity, list", false),
+        ("\"entity list\"", "entity-list", false),
+        ("\"export contr*\"", "export controlling", true),
+        // boolean
+        ("nvidia AND china", "Nvidia in China", true),
+        ("nvidia AND china", "Nvidia in Chile", false),
+        ("nvidia china", "Nvidia in China", true),
+        ("nvidia OR amd", "AMD launches", true),
+        ("chips NOT poker", "poker chips", false),
+        ("chips -poker", "AI chips", true),
+        ("chips -(poker OR casino)", "casino chips", false),
+        (
+            "(a100 OR h100) AND (china OR export*)",
+            "H100 exports",
+            true,
+        ),
+        // proximity
+        ("nvidia NEAR/2 ban", "ban on Nvidia", true),
+        ("nvidia NEAR/2 ban", "Nvidia sales rose but the ban", false),
+        ("nvidia ONEAR/3 ban", "ban on Nvidia", false),
+        ("nvidia ONEAR/3 ban", "Nvidia faces a ban", true),
+        (
+            "\"entity list\" NEAR/0 additions",
+            "Entity List additions",
+            true,
+        ),
+        ("(h100 OR a100) NEAR/3 export*", "exports of the A100", true),
+        // counts
+        ("atleast3(chip*)", "chips chips chipmaker", true),
+        ("atleast3(chip*)", "chips chips", false),
+        // case-exact
+        ("caps(BIS)", "BIS adds firms", true),
+        ("caps(BIS)", "bis morgen", false),
+        ("caps(BIS)", "Bis morgen", false),
+        ("caps(BIS)", "ＢＩＳ rule", true),
+        // fields
+        ("title:nvidia", "Nvidia", true),
+        ("summary:nvidia", "Nvidia", false),
+        ("title:(nvidia OR amd) chips", "AMD chips", true),
+        // weights are accepted and do not change matching
+        ("nvidia^3 OR amd", "nvidia", true),
+        // Vietnamese: accent-insensitive without diacritics, exact with them
+        ("\"trung phat\"", "Mỹ áp lệnh trừng phạt", true),
+        ("\"trừng phạt\"", "Mỹ áp lệnh trừng phạt", true),
+        ("cấm", "cam kết", false),
+        ("cấm", "lệnh cấm xuất khẩu", true),
+        ("cam", "lệnh cấm", true),
+        ("\"dai loan\"", "Đài Loan", true),
+        ("\"xuất khẩu\"", "XUẤT KHẨU chip", true),
+        ("\"xuat khau\"", "xuat khau", true),
+        // decomposed input
+        ("\"trừng phạt\"", "tru\u{031B}\u{0300}ng pha\u{0323}t", true),
+        // German, French, Polish
+        ("exportkontroll*", "Neue Exportkontrollen für Chips", true),
+        (
+            "\"controles a l'exportation\"",
+            "Contrôles à l'exportation renforcés",
+            true,
+        ),
+        ("sankcje", "Nowe sankcje na chipy", true),
+        ("zakaz", "zakażenie", false),
+        // Chinese: substring, simplified/traditional
+        ("出口管制", "美国加强对华出口管制措施", true),
+        ("实体清单", "列入實體清單", true),
+        ("芯片", "晶片", false),
+        ("华为", "華為遭制裁", true),
+        // Japanese, Korean (substring, particles attached)
+        ("輸出規制", "半導体の輸出規制を強化", true),
+        ("반도체", "반도체를 수출", true),
+        ("수출통제", "미국의 수출 통제", false),
+        // full-width Latin
+        ("nvidia", "ＮＶＩＤＩＡ新品", true),
+        // punctuation in terms
+        ("\"u.s.\"", "the U.S. rule", true),
+        ("link:federalregister.gov", "x", false),
+    ];
+    for (q, t, e) in cases {
+        check(q, t, *e);
+    }
+}
+
+#[test]
+fn link_author_category_feed_scopes() {
+    let c = Classifier::compile(&[
+        WatchConfig::new("l", "link:federalregister.gov"),
+        WatchConfig::new("a", "author:smith"),
+        WatchConfig::new("c", "category:\"export controls\""),
+        WatchConfig::new("f", "feed:official"),
+    ])
+    .unwrap();
+    let it = Item {
+        link: Some("https://www.federalregister.gov/documents/x".into()),
+        authors: vec!["Jane Smith".into()],
+        categories: vec!["Trade".into(), "Export Controls".into()],
+        feed_name: "Gov feed".into(),
+        feed_tags: vec!["official".into()],
+        ..Default::default()
+    };
+    let ids: Vec<String> = c.classify(&it).into_iter().map(|v| v.watch_id).collect();
+    assert_eq!(ids, vec!["l", "a", "c", "f"]);
+}
+
+#[test]
+fn evidence_points_into_original_text() {
+    let c = Classifier::compile(&[WatchConfig::new("v", "\"trung phat\" OR chip*")]).unwrap();
+    let title = "Mỹ áp  lệnh TRỪNG PHẠT chip";
+    let v = c.classify(&item(title, ""));
+    assert_eq!(v.len(), 1);
+    let spans: Vec<&str> = v[0]
+        .evidence
+        .iter()
+        .map(|e| &title[e.start..e.end])
+        .collect();
+    assert_eq!(spans, vec!["TRỪNG PHẠT", "chip"]);
+    assert_eq!(v[0].evidence[0].term, "\"trung phat\"");
+    assert_eq!(v[0].evidence[0].field, Field::Title);
+}
+
+#[test]
+fn score_prefers_title_and_more_terms() {
+    let c = Classifier::compile(&[WatchConfig::new("w", "nvidia OR h100 OR export*")]).unwrap();
+    let s = |t: &str, s: &str| {
+        c.classify(&item(t, s))
+            .first()
+            .map(|v| v.score)
+            .unwrap_or(0.0)
+    };
+    assert!(s("Nvidia", "") > s("", "Nvidia"));
+    assert!(s("", "Nvidia H100") > s("", "Nvidia"));
+    assert!(s("", "Nvidia H100 exports") > s("", "Nvidia H100"));
+}
+
+#[test]
+fn min_score_and_exclude() {
+    let mut w = WatchConfig::new("w", "nvidia OR h100");
+    w.min_score = Some(2.5);
+    w.exclude = Some(toml::Spanned::new(0..0, "gaming OR review".into()));
+    let c = Classifier::compile(&[w]).unwrap();
+    assert!(c.classify(&item("", "Nvidia")).is_empty()); // 1.0 < 2.5
+    assert_eq!(c.classify(&item("", "Nvidia H100 news")).len(), 0); // 2.0
+    assert_eq!(c.classify(&item("Nvidia H100", "")).len(), 1); // 4.0
+    assert!(c.classify(&item("Nvidia H100 review", "")).is_empty());
+    let ex = c.explain(&item("Nvidia H100 review", ""));
+    assert!(ex.contains("exclude matched too"), "{ex}");
+    let ex = c.explain(&item("", "Nvidia"));
+    assert!(ex.contains("below min_score 2.5"), "{ex}");
+}
+
+#[test]
+fn explain_names_the_failing_clause() {
+    let c =
+        Classifier::compile(&[WatchConfig::new("ai-chips", "nvidia AND (h100 OR a100)")]).unwrap();
+    let ex = c.explain(&item("Nvidia earnings", ""));
+    assert!(ex.contains("watch `ai-chips`: no match"), "{ex}");
+    assert!(
+        ex.contains("yes nvidia  found: title 0..6 \"Nvidia\""),
+        "{ex}"
+    );
+    assert!(
+        ex.contains("no  h100  (not found in title/summary/content)"),
+        "{ex}"
+    );
+}
+
+#[test]
+fn compile_reports_every_error_with_file_positions() {
+    let src = r#"
+[[watches]]
+id = "ai-chips"
+query = '''
+chips AND (nvidia OR amd'''
+
+[[watches]]
+id = "export-controls"
+query = "export* NEAR/x control*"
+
+[[watches]]
+id = "third"
+query = "titel:chip"
+exclude = "a AND"
+"#;
+    let ws = watches_from_toml(src).unwrap();
+    let errs = Classifier::compile(&ws).err().expect("errors");
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    let r = errs[0].render("watches.toml", src);
+    assert!(
+        r.starts_with("watches.toml:5:11: watch `ai-chips`: unbalanced parenthesis opened here"),
+        "{r}"
+    );
+    assert!(
+        r.contains("5 | chips AND (nvidia OR amd'''\n  |           ^"),
+        "{r}"
+    );
+    let r = errs[1].render("watches.toml", src);
+    assert!(
+        r.starts_with("watches.toml:9:18: watch `export-controls`: NEAR needs a number: NEAR/5"),
+        "{r}"
+    );
+    assert!(errs[2]
+        .render("w.toml", src)
+        .contains("unknown field scope `titel:`"));
+    assert_eq!(errs[3].source, RuleSource::Exclude);
+    assert!(errs[3].to_string().contains("`AND` needs a term after it"));
+}
+
+#[test]
+fn other_compile_errors() {
+    let bad = [
+        ("NOT poker", "none of its terms"),
+        ("chips OR NOT poker", "none of its terms"),
+        ("\"...\"", "no letters or digits"),
+    ];
+    for (q, msg) in bad {
+        let e = Classifier::compile(&[WatchConfig::new("w", q)])
+            .err()
+            .expect(q);
+        assert!(e[0].message.contains(msg), "{q}: {:?}", e[0]);
+    }
+    let e = Classifier::compile(&[WatchConfig::new("w", "a1"), WatchConfig::new("w", "b1")])
+        .err()
+        .unwrap();
+    assert!(e[0].message.contains("duplicate"));
+}
+
+#[test]
+fn toml_ignores_other_keys_and_reads_options() {
+    let src = r#"
+[daemon]
+poll = "5m"
+[[watches]]
+id = "x"
+name = "X"
+query = "nvidia"
+alert = "immediate"
+min_score = 1.5
+tags = ["chips"]
+weights = { title = 4.0 }
+"#;
+    let ws = watches_from_toml(src).unwrap();
+    assert_eq!(ws[0].alert, AlertMode::Immediate);
+    assert_eq!(ws[0].weights.title, 4.0);
+    assert_eq!(ws[0].weights.summary, 1.0);
+    let c = Classifier::compile(&ws).unwrap();
+    assert_eq!(c.watch_ids(), vec!["x"]);
+    assert_eq!(c.classify(&item("Nvidia", ""))[0].score, 4.0);
+    assert!(watches_from_toml("[[watches]]\nid='a'\nquery='b'\nbogus=1\n").is_err());
+}
+
+#[test]
+fn warnings_for_noisy_rules() {
+    let c = Classifier::compile(&[
+        WatchConfig::new("a", "chips OR nvidia"),
+        WatchConfig::new("b", "BIS AND export*"),
+        WatchConfig::new("c", "ai OR \"ai chip\""),
+        WatchConfig::new("d", "chips AND (nvidia OR amd)"),
+        WatchConfig::new("e", "xy OR export* or import*"),
+    ])
+    .unwrap();
+    let ws: Vec<(String, String)> = c
+        .warnings()
+        .iter()
+        .map(|w| (w.watch_id.clone(), w.message.clone()))
+        .collect();
+    assert!(
+        ws.iter()
+            .any(|(id, m)| id == "a" && m.contains("`chips` alone")),
+        "{ws:?}"
+    );
+    assert!(
+        ws.iter()
+            .any(|(id, m)| id == "b" && m.contains("Bank for International")),
+        "{ws:?}"
+    );
+    assert!(
+        ws.iter()
+            .any(|(id, m)| id == "c" && m.contains("`ai` alone")),
+        "{ws:?}"
+    );
+    assert!(!ws.iter().any(|(id, _)| id == "d"), "{ws:?}");
+    assert!(
+        ws.iter()
+            .any(|(id, m)| id == "e" && m.contains("`xy` is very short")),
+        "{ws:?}"
+    );
+    assert!(
+        ws.iter()
+            .any(|(id, m)| id == "e" && m.contains("`or` is searched as a word")),
+        "{ws:?}"
+    );
+    let r = c.warnings()[0].render("w.toml", "");
+    assert!(r.contains("warning:"), "{r}");
+}
+
+#[test]
+fn classifier_is_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Classifier>();
+}

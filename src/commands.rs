@@ -1,0 +1,422 @@
+//! The command-line commands, as library functions the thin binary calls. Each returns the
+//! process exit code; errors carry context for the user (`anyhow` at this edge only).
+//!
+//! In: parsed arguments. Out: text on stdout (results) and stderr (diagnostics, logs).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use crate::config::Loaded;
+use crate::daemon::{self, ConfigSource, Control};
+use crate::feed;
+use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
+use crate::item::Item;
+use crate::store::Store;
+
+/// Options every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Config file. Default: $CONFIGURATION_DIRECTORY/policywatch.toml under systemd, else
+    /// config/policywatch.toml if it exists, else the embedded default.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// State directory (the SQLite database). Default: $STATE_DIRECTORY, else ./state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Common {
+    pub fn config_source(&self) -> ConfigSource {
+        if let Some(p) = &self.config {
+            return ConfigSource::File(p.clone());
+        }
+        if let Some(dir) = std::env::var_os("CONFIGURATION_DIRECTORY") {
+            // systemd may pass several directories separated by ':'; ours is the first.
+            let first = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let p = Path::new(&first).join("policywatch.toml");
+            if p.exists() {
+                return ConfigSource::File(p);
+            }
+        }
+        let local = PathBuf::from("config/policywatch.toml");
+        if local.exists() {
+            ConfigSource::File(local)
+        } else {
+            ConfigSource::Embedded
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        match std::env::var_os("STATE_DIRECTORY") {
+            Some(dir) => PathBuf::from(
+                dir.to_string_lossy()
+                    .split(':')
+                    .next()
+                    .unwrap_or("state")
+                    .to_string(),
+            ),
+            None => PathBuf::from("state"),
+        }
+    }
+
+    /// Loads and compiles the config, printing every error (and warning) to stderr.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        match self.config_source().load() {
+            Ok(l) => {
+                for w in &l.warnings {
+                    eprintln!("{w}\n");
+                }
+                Ok(l)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}\n");
+                }
+                bail!(
+                    "the configuration has {} error(s); nothing was started",
+                    errors.0.len()
+                )
+            }
+        }
+    }
+}
+
+/// `policywatch run`: the daemon (or one cycle with `--once`).
+pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    let (tx, rx) = mpsc::channel(4);
+    spawn_signal_handlers(tx)?;
+    let opts = daemon::Options {
+        state_dir: common.state_dir(),
+        once,
+        all,
+    };
+    let summary = daemon::run(common.config_source(), cfg, opts, rx).await?;
+    if once {
+        let mut out = std::io::stdout().lock();
+        for text in &summary.digests {
+            writeln!(out, "{text}")?;
+        }
+        if summary.digests.is_empty() {
+            writeln!(
+                out,
+                "policywatch: {} polls, {} new items, nothing new matched",
+                summary.polls, summary.new_items
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP → reload; SIGTERM, SIGINT → shutdown.
+fn spawn_signal_handlers(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = hup.recv() => Control::Reload,
+                _ = term.recv() => Control::Shutdown,
+                _ = int.recv() => Control::Shutdown,
+            };
+            if tx.send(c).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `policywatch check`: exit 0 when the config compiles, else print every error.
+pub fn check(common: &Common) -> anyhow::Result<ExitCode> {
+    let source = common.config_source();
+    match source.load() {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("{w}\n");
+            }
+            println!(
+                "{}: ok — {} feeds, {} watches, {} digests{}",
+                l.origin,
+                l.feeds.len(),
+                l.config.watches.len(),
+                l.digests.len(),
+                if l.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warning(s)", l.warnings.len())
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}\n");
+            }
+            eprintln!("{} error(s)", errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Reads a feed from a path or URL through the same fetcher (limits, charsets) as the daemon.
+async fn read_source(fetcher: &Fetcher, source: &str) -> anyhow::Result<(String, Vec<Item>)> {
+    let url = match url::Url::parse(source) {
+        Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => u,
+        _ => {
+            let path =
+                std::fs::canonicalize(source).with_context(|| format!("{source}: no such file"))?;
+            url::Url::from_file_path(&path)
+                .map_err(|_| anyhow::anyhow!("{source}: cannot make a file URL"))?
+        }
+    };
+    match fetcher
+        .fetch(&FetchRequest {
+            url: url.clone(),
+            etag: None,
+            last_modified: None,
+        })
+        .await
+    {
+        FetchOutcome::Fetched {
+            body,
+            content_type,
+            final_url,
+            ..
+        } => {
+            let parsed = feed::parse(&body, content_type.as_deref(), Some(&final_url))
+                .with_context(|| format!("{source}: not a usable feed"))?;
+            let name = parsed.title.clone().unwrap_or_else(|| source.to_string());
+            Ok((name, parsed.items))
+        }
+        FetchOutcome::NotModified { .. } => bail!("{source}: server said not modified"),
+        FetchOutcome::Gone => bail!("{source}: gone (HTTP 410)"),
+        FetchOutcome::Failed { error, .. } => bail!("{source}: {error}"),
+    }
+}
+
+/// The id printed for an item: its GUID, else its link, else its content hash.
+fn display_id(it: &Item) -> String {
+    it.guid
+        .clone()
+        .or_else(|| it.link.clone())
+        .unwrap_or_else(|| it.content_hash())
+}
+
+/// `policywatch classify`: every item of every source, matched or not.
+pub async fn classify(
+    common: &Common,
+    sources: &[String],
+    json: bool,
+    explain: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    let fetcher = Fetcher::new(&cfg.config.http)?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = false;
+    for source in sources {
+        let (name, items) = match read_source(&fetcher, source).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
+        for mut it in items {
+            it.feed_name = name.clone();
+            let verdicts = cfg.classifier.classify(&it);
+            if json {
+                let watches: Vec<_> = verdicts
+                    .iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "id": v.watch_id,
+                            "score": v.score,
+                            "matched": v.matched_terms(),
+                        })
+                    })
+                    .collect();
+                let line = serde_json::json!({
+                    "id": display_id(&it),
+                    "link": it.link,
+                    "title": it.title,
+                    "watches": watches,
+                });
+                writeln!(out, "{line}")?;
+            } else if explain {
+                writeln!(
+                    out,
+                    "── {}\n{}",
+                    one_line(&it.title),
+                    cfg.classifier.explain(&it)
+                )?;
+            } else {
+                let tags: Vec<_> = verdicts.iter().map(|v| v.watch_id.as_str()).collect();
+                writeln!(
+                    out,
+                    "{:<24} {}",
+                    if tags.is_empty() {
+                        "-".to_string()
+                    } else {
+                        tags.join(",")
+                    },
+                    one_line(&it.title)
+                )?;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn ago(t: Option<chrono::DateTime<Utc>>) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => {
+            let d = Utc::now() - t;
+            let future = d < chrono::Duration::zero();
+            let s = d.num_seconds().unsigned_abs();
+            let txt = if s < 120 {
+                format!("{s}s")
+            } else if s < 7200 {
+                format!("{}m", s / 60)
+            } else if s < 172_800 {
+                format!("{}h", s / 3600)
+            } else {
+                format!("{}d", s / 86_400)
+            };
+            if future {
+                format!("in {txt}")
+            } else {
+                format!("{txt} ago")
+            }
+        }
+    }
+}
+
+/// `policywatch feeds`: a table of every configured feed's health.
+pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    let db = common.state_dir().join("policywatch.db");
+    if !db.exists() {
+        bail!(
+            "no state at {} yet: run `policywatch run` first (or pass --state-dir)",
+            db.display()
+        );
+    }
+    let store = Store::open(&db)?;
+    let states = store.feeds()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<28} {:<10} {:>6} {:<10} {:<10} {}",
+        "FEED", "STATE", "ITEMS", "SUCCESS", "NEXT POLL", "LAST ERROR / NOTE"
+    )?;
+    for f in &cfg.feeds {
+        let Some(st) = states.iter().find(|s| s.url == f.url) else {
+            writeln!(
+                out,
+                "{:<28} {:<10} {:>6} {:<10} {:<10}",
+                trunc(&f.name, 28),
+                "new",
+                0,
+                "never",
+                "now"
+            )?;
+            continue;
+        };
+        let state = if st.gone_at.is_some() {
+            "gone".to_string()
+        } else if st.consecutive_failures > 0 {
+            format!("failing×{}", st.consecutive_failures)
+        } else if st.last_success_at.is_some() {
+            "ok".to_string()
+        } else {
+            "new".to_string()
+        };
+        let note = match (&st.moved_to, &st.last_error) {
+            (Some(m), _) => format!("moved to {m}: update the config"),
+            (None, Some(e)) if st.consecutive_failures > 0 || st.gone_at.is_some() => e.clone(),
+            _ => String::new(),
+        };
+        let next = if st.gone_at.is_some() {
+            "-".to_string()
+        } else {
+            ago(Some(
+                st.next_poll_at
+                    .max(st.retry_not_before.unwrap_or(st.next_poll_at)),
+            ))
+        };
+        writeln!(
+            out,
+            "{:<28} {:<10} {:>6} {:<10} {:<10} {}",
+            trunc(&f.name, 28),
+            state,
+            st.items_total,
+            ago(st.last_success_at),
+            next,
+            one_line(&note)
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trunc(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `policywatch backtest`: what the current rules would change over stored items. Sends
+/// nothing and changes no verdict.
+pub fn backtest(
+    common: &Common,
+    since: std::time::Duration,
+    watch: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    if let Some(w) = watch {
+        if !cfg.config.watches.iter().any(|cw| cw.id == w) {
+            bail!("there is no watch `{w}` in {}", cfg.origin);
+        }
+    }
+    let db = common.state_dir().join("policywatch.db");
+    if !db.exists() {
+        bail!("no state at {}: nothing to backtest", db.display());
+    }
+    let store = Store::open(&db)?;
+    let since_t = Utc::now() - chrono::Duration::from_std(since).unwrap_or_default();
+    let items = store.items_since(since_t)?;
+    let report = crate::backtest::compare(&cfg, &items, watch);
+    print!("{}", report.render(items.len()));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,668 @@
+//! Configuration: the TOML file users edit, read once and compiled into what the daemon runs.
+//!
+//! In: the text of `policywatch.toml` (or the embedded default). Out: a [`Loaded`] config with
+//! the watch rules compiled into a [`Classifier`], digest schedules parsed, feed URLs checked —
+//! or *every* error found, each pointing at its line and column with a hint of what to write.
+//!
+//! Unknown keys are refused (a typo must not silently disable a rule). Nothing here does I/O
+//! beyond reading the file; a reload builds a new `Loaded` beside the running one and the
+//! daemon swaps only when it compiled.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::classify::{AlertMode, Classifier, WatchConfig};
+use crate::fetch::HttpConfig;
+use crate::schedule::Schedule;
+
+/// The shipped default configuration, compiled into the binary so `policywatch run` works on a
+/// fresh machine with no config file at all.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/policywatch.toml");
+/// The name under which the embedded default is reported in messages.
+pub const EMBEDDED_NAME: &str = "<embedded default config>";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub feeds: Vec<FeedConfig>,
+    #[serde(default)]
+    pub watches: Vec<WatchConfig>,
+    #[serde(default)]
+    pub digests: Vec<DigestConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Poll interval for feeds without their own.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// No feed is polled more often than this, whatever its own `interval` says.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Requests in flight at once, over all hosts.
+    pub max_concurrent_fetches: usize,
+    /// On a feed's first poll, items older than this are stored but not reported.
+    #[serde(with = "humantime_serde")]
+    pub backfill: Duration,
+    /// Immediate alerts for one digest are sent at most this often; hits in between are
+    /// coalesced into the next alert.
+    #[serde(with = "humantime_serde")]
+    pub alert_min_gap: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            poll_interval: Duration::from_secs(30 * 60),
+            min_interval: Duration::from_secs(5 * 60),
+            max_concurrent_fetches: 16,
+            backfill: Duration::from_secs(48 * 3600),
+            alert_min_gap: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub url: Spanned<String>,
+    pub name: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Free-form tags, matched by the rules' `feed:` scope along with the name.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Where a digest goes. A closed set: adding an output is a visible change here and in
+/// `notify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Log,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Log => "log",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    pub id: Spanned<String>,
+    pub title: Option<String>,
+    pub schedule: Spanned<String>,
+    #[serde(default = "default_tz")]
+    pub timezone: Spanned<String>,
+    /// Watch ids, or `tag:NAME` for every watch with that tag. Empty: every watch.
+    #[serde(default)]
+    pub watches: Vec<Spanned<String>>,
+    pub via: Via,
+    /// Recipients, for `via = "email"`.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Send (or log) the digest even when nothing new matched.
+    #[serde(default)]
+    pub send_empty: bool,
+    /// At most this many stories in one message; the rest are counted ("and N more").
+    #[serde(default = "default_max_stories")]
+    pub max_stories: usize,
+}
+
+fn default_tz() -> Spanned<String> {
+    Spanned::new(0..0, "UTC".to_string())
+}
+
+fn default_max_stories() -> usize {
+    150
+}
+
+/// A feed ready to poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feed {
+    /// As configured: the feed's identity in the store.
+    pub url: String,
+    pub name: String,
+    pub interval: Duration,
+    pub tags: Vec<String>,
+}
+
+/// A digest ready to schedule.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    pub id: String,
+    pub title: String,
+    pub schedule: Schedule,
+    pub schedule_text: String,
+    pub timezone: chrono_tz::Tz,
+    /// Resolved watch ids, in config order.
+    pub watches: Vec<String>,
+    /// Of those, the ones with `alert = "immediate"`.
+    pub immediate: Vec<String>,
+    pub via: Via,
+    pub to: Vec<String>,
+    pub send_empty: bool,
+    pub max_stories: usize,
+}
+
+/// A configuration that parsed, validated and compiled.
+pub struct Loaded {
+    /// Where it came from (a path, or [`EMBEDDED_NAME`]).
+    pub origin: String,
+    pub config: Config,
+    pub classifier: Arc<Classifier>,
+    pub feeds: Vec<Feed>,
+    pub digests: Vec<Digest>,
+    /// Rendered warnings (noisy rules and the like): reported, never fatal.
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("origin", &self.origin)
+            .field("feeds", &self.feeds.len())
+            .field("digests", &self.digests.len())
+            .finish()
+    }
+}
+
+impl Loaded {
+    pub fn watch_name(&self, id: &str) -> String {
+        self.config
+            .watches
+            .iter()
+            .find(|w| w.id == id)
+            .and_then(|w| w.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// Every problem found in a config, each rendered with its location. Display prints them all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Renders `message` at byte `offset` of `src`: `file:line:col: error: message`, the source
+/// line, a caret under the column, and the hint.
+pub fn render_at(
+    file: &str,
+    src: &str,
+    offset: usize,
+    severity: &str,
+    message: &str,
+    hint: Option<&str>,
+) -> String {
+    let offset = floor_char_boundary(src, offset.min(src.len()));
+    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let line_no = src[..offset].matches('\n').count() + 1;
+    let col = src[line_start..offset].chars().count() + 1;
+    let line = &src[line_start..line_end];
+    let mut out = format!("{file}:{line_no}:{col}: {severity}: {message}\n");
+    let gutter = line_no.to_string().len();
+    out.push_str(&format!("{:gutter$} |\n", ""));
+    out.push_str(&format!("{line_no} | {line}\n"));
+    out.push_str(&format!(
+        "{:gutter$} | {:>width$}^",
+        "",
+        "",
+        width = col - 1
+    ));
+    if let Some(h) = hint {
+        out.push_str(&format!("\n{:gutter$} = hint: {h}", ""));
+    }
+    out
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Reads and compiles the config at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![format!(
+            "{}: cannot read config: {e}\n  = hint: pass --config PATH, or run without it to use the embedded default",
+            path.display()
+        )])
+    })?;
+    load_str(&path.display().to_string(), &src)
+}
+
+/// The config to use when none is named: `config/policywatch.toml` if it exists, else the
+/// embedded default.
+pub fn load_default() -> Result<Loaded, ConfigErrors> {
+    let local = PathBuf::from("config/policywatch.toml");
+    if local.exists() {
+        load(&local)
+    } else {
+        load_str(EMBEDDED_NAME, EMBEDDED_DEFAULT)
+    }
+}
+
+/// Parses, validates and compiles config text. `origin` names it in messages.
+pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
+    let config: Config = toml::from_str(src).map_err(|e| {
+        let msg = e.message().to_string();
+        let hint = toml_hint(&msg);
+        let rendered = match e.span() {
+            Some(span) => render_at(origin, src, span.start, "error", &msg, hint.as_deref()),
+            None => format!("{origin}: error: {msg}"),
+        };
+        ConfigErrors(vec![rendered])
+    })?;
+    let mut errs = Errors {
+        origin,
+        src,
+        list: Vec::new(),
+    };
+
+    // Feeds.
+    let mut feeds = Vec::new();
+    let mut seen_urls = HashSet::new();
+    for f in &config.feeds {
+        let raw = f.url.get_ref().trim();
+        match url::Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
+                if !seen_urls.insert(u.to_string()) {
+                    errs.at(
+                        f.url.span(),
+                        format!("feed `{raw}` is listed twice"),
+                        Some("remove one of the two [[feeds]] entries".into()),
+                    );
+                }
+                let interval = f
+                    .interval
+                    .unwrap_or(config.daemon.poll_interval)
+                    .max(config.daemon.min_interval);
+                feeds.push(Feed {
+                    url: raw.to_string(),
+                    name: f.name.clone().unwrap_or_else(|| {
+                        u.host_str().map_or_else(|| raw.to_string(), str::to_string)
+                    }),
+                    interval,
+                    tags: f.tags.clone(),
+                });
+            }
+            Ok(u) => errs.at(
+                f.url.span(),
+                format!("feed URL scheme `{}` is not supported", u.scheme()),
+                Some("write an http://, https:// or file:// URL".into()),
+            ),
+            Err(e) => errs.at(
+                f.url.span(),
+                format!("feed URL `{raw}` is not a valid URL: {e}"),
+                Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
+            ),
+        }
+    }
+    if config.daemon.max_concurrent_fetches == 0 {
+        errs.list.push(format!(
+            "{origin}: error: daemon.max_concurrent_fetches must be at least 1"
+        ));
+    }
+
+    // Watches: ids unique and well-formed, then compile every rule.
+    let mut watch_ids = HashSet::new();
+    for w in &config.watches {
+        let span = w.query.span();
+        if w.id.is_empty()
+            || !w
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errs.at(
+                span.clone(),
+                format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
+                Some("write an id such as \"export-controls\"".into()),
+            );
+        }
+        if !watch_ids.insert(w.id.clone()) {
+            errs.at(
+                span,
+                format!("watch id `{}` is used twice", w.id),
+                Some("give each [[watches]] entry its own id".into()),
+            );
+        }
+    }
+    let mut warnings = Vec::new();
+    let classifier = match Classifier::compile(&config.watches) {
+        Ok(c) => {
+            warnings.extend(c.warnings().iter().map(|w| w.render(origin, src)));
+            Some(c)
+        }
+        Err(rule_errs) => {
+            errs.list
+                .extend(rule_errs.iter().map(|e| e.render(origin, src)));
+            None
+        }
+    };
+
+    // Digests.
+    let mut digests = Vec::new();
+    let mut digest_ids = HashSet::new();
+    for d in &config.digests {
+        let id = d.id.get_ref().clone();
+        if !digest_ids.insert(id.clone()) {
+            errs.at(
+                d.id.span(),
+                format!("digest id `{id}` is used twice"),
+                Some("give each [[digests]] entry its own id".into()),
+            );
+        }
+        let schedule = match Schedule::parse(d.schedule.get_ref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errs.at(
+                    d.schedule.span(),
+                    format!("digest `{id}`: {e}"),
+                    Some(
+                        "write \"hourly\", \"daily 07:30\", \"weekdays 08:00\", \
+                         \"weekly mon 09:00\" or a cron expression such as \"30 7 * * 1-5\""
+                            .into(),
+                    ),
+                );
+                None
+            }
+        };
+        let tz = match d.timezone.get_ref().parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                errs.at(
+                    d.timezone.span(),
+                    format!(
+                        "digest `{id}`: unknown time zone `{}`",
+                        d.timezone.get_ref()
+                    ),
+                    Some("write an IANA zone name such as \"Europe/Berlin\" or \"UTC\"".into()),
+                );
+                None
+            }
+        };
+        let mut watches = Vec::new();
+        if d.watches.is_empty() {
+            watches.extend(config.watches.iter().map(|w| w.id.clone()));
+        }
+        for w in &d.watches {
+            let name = w.get_ref();
+            if let Some(tag) = name.strip_prefix("tag:") {
+                let tagged: Vec<_> = config
+                    .watches
+                    .iter()
+                    .filter(|cw| cw.tags.iter().any(|t| t == tag))
+                    .map(|cw| cw.id.clone())
+                    .collect();
+                if tagged.is_empty() {
+                    errs.at(
+                        w.span(),
+                        format!("digest `{id}`: no watch has the tag `{tag}`"),
+                        Some("add `tags = [\"…\"]` to a watch, or name watches by id".into()),
+                    );
+                }
+                watches.extend(tagged);
+            } else if watch_ids.contains(name) {
+                watches.push(name.clone());
+            } else {
+                let known: Vec<_> = config.watches.iter().map(|w| w.id.as_str()).collect();
+                errs.at(
+                    w.span(),
+                    format!("digest `{id}`: there is no watch `{name}`"),
+                    Some(format!("the watches are: {}", known.join(", "))),
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        watches.retain(|w| seen.insert(w.clone()));
+        if d.max_stories == 0 {
+            errs.at(
+                d.id.span(),
+                format!("digest `{id}`: max_stories must be at least 1"),
+                None,
+            );
+        }
+        if let (Some(schedule), Some(timezone)) = (schedule, tz) {
+            let immediate = config
+                .watches
+                .iter()
+                .filter(|w| w.alert == AlertMode::Immediate && watches.contains(&w.id))
+                .map(|w| w.id.clone())
+                .collect();
+            digests.push(Digest {
+                title: d
+                    .title
+                    .clone()
+                    .unwrap_or_else(|| format!("policywatch {id} digest")),
+                id,
+                schedule,
+                schedule_text: d.schedule.get_ref().clone(),
+                timezone,
+                watches,
+                immediate,
+                via: d.via,
+                to: d.to.clone(),
+                send_empty: d.send_empty,
+                max_stories: d.max_stories,
+            });
+        }
+    }
+
+    match classifier {
+        Some(c) if errs.list.is_empty() => Ok(Loaded {
+            origin: origin.to_string(),
+            config,
+            classifier: Arc::new(c),
+            feeds,
+            digests,
+            warnings,
+        }),
+        _ => Err(ConfigErrors(errs.list)),
+    }
+}
+
+/// Collects semantic errors, each rendered at its span.
+struct Errors<'a> {
+    origin: &'a str,
+    src: &'a str,
+    list: Vec<String>,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, span: Range<usize>, msg: String, hint: Option<String>) {
+        self.list.push(render_at(
+            self.origin,
+            self.src,
+            span.start,
+            "error",
+            &msg,
+            hint.as_deref(),
+        ));
+    }
+}
+
+/// A hint for the common TOML mistakes, in words a user can act on.
+fn toml_hint(msg: &str) -> Option<String> {
+    if msg.contains("unknown field") {
+        Some("check the spelling; the expected keys are listed above".into())
+    } else if msg.contains("invalid value") && msg.contains("duration") || msg.contains("time unit")
+    {
+        Some("write a duration such as \"30m\", \"2h\" or \"1day\"".into())
+    } else if msg.contains("missing field") {
+        Some("add the missing key to this table".into())
+    } else if msg.contains("unknown variant") {
+        Some("use one of the values listed above".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WATCH: &str = "[[watches]]\nid = \"w\"\nquery = \"nvidia\"\n";
+
+    fn errors(src: &str) -> Vec<String> {
+        match load_str("t.toml", src) {
+            Ok(_) => panic!("config should have been refused:\n{src}"),
+            Err(e) => e.0,
+        }
+    }
+
+    /// Each bad config is refused with an error at `line:col` that contains `needle`.
+    #[test]
+    fn bad_configs_point_at_the_line_and_say_what_to_write() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[daemon]\npoll_intervall = \"30m\"\n", "t.toml:2:1:", "unknown field `poll_intervall`"),
+            ("[daemon]\npoll_interval = \"soon\"\n", "t.toml:2:", "poll_interval"),
+            ("[[feeds]]\nurl = \"ftp://x/f\"\n", "t.toml:2:7:", "write an http://, https:// or file:// URL"),
+            ("[[feeds]]\nurl = \"nope\"\n", "t.toml:2:7:", "not a valid URL"),
+            (
+                "[[feeds]]\nurl = \"https://a.test/f\"\n[[feeds]]\nurl = \"https://a.test/f\"\n",
+                "t.toml:4:7:",
+                "listed twice",
+            ),
+            ("[[watches]]\nid = \"w\"\nquery = \"(nvidia\"\n", "t.toml:3:", "watch `w`"),
+            (
+                "[[watches]]\nid = \"bad id!\"\nquery = \"nvidia\"\n",
+                "t.toml:3:9:",
+                "letters, digits",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"daily 25:00\"\nvia = \"log\"\n",
+                "t.toml:3:12:",
+                "HH:MM",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\ntimezone = \"Mars/Base\"\nvia = \"log\"\n",
+                "t.toml:4:12:",
+                "IANA",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nwatches = [\"nope\"]\nvia = \"log\"\n",
+                "t.toml:4:12:",
+                "there is no watch `nope`",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nwatches = [\"tag:zzz\"]\nvia = \"log\"\n",
+                "t.toml:4:12:",
+                "no watch has the tag `zzz`",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"pigeon\"\n",
+                "t.toml:4:7:",
+                "unknown variant `pigeon`",
+            ),
+        ];
+        for (body, at, needle) in cases {
+            let src = format!("{WATCH}{body}");
+            // The watch block above is 3 lines; shift the expected line by it.
+            let errs = errors(&src);
+            let (file, rest) = at.split_once(':').unwrap();
+            let (line, col) = rest.split_once(':').unwrap();
+            let line: usize = line.parse::<usize>().unwrap() + 3;
+            let want = format!("{file}:{line}:{col}");
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&want) && e.contains(needle)),
+                "for\n{src}\nwanted an error at {want} containing {needle:?}, got:\n{}",
+                errs.join("\n---\n")
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let src = format!(
+            "{WATCH}[[feeds]]\nurl = \"ftp://a\"\n[[digests]]\nid = \"d\"\nschedule = \"never\"\ntimezone = \"X/Y\"\nvia = \"log\"\n"
+        );
+        let errs = errors(&src);
+        assert_eq!(errs.len(), 3, "{}", errs.join("\n"));
+        // Each rendered error shows the source line and a caret.
+        assert!(errs[0].contains("url = \"ftp://a\"") && errs[0].contains('^'));
+    }
+
+    #[test]
+    fn the_shipped_config_compiles_and_embeds() {
+        let l = load_str(EMBEDDED_NAME, EMBEDDED_DEFAULT).unwrap();
+        let ids: Vec<_> = l.config.watches.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["export-controls", "ai-chips"]);
+        assert!(!l.feeds.is_empty());
+        assert_eq!(l.digests[0].watches, ["export-controls", "ai-chips"]);
+        let on_disk = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/policywatch.toml"
+        ))
+        .unwrap();
+        assert_eq!(on_disk, EMBEDDED_DEFAULT);
+    }
+
+    #[test]
+    fn defaults_tags_and_intervals_resolve() {
+        let src = "[daemon]\npoll_interval = \"1h\"\nmin_interval = \"10m\"\n\
+            [[feeds]]\nurl = \"https://a.test/f\"\n\
+            [[feeds]]\nurl = \"https://b.test/f\"\nname = \"B\"\ninterval = \"1m\"\n\
+            [[watches]]\nid = \"a\"\nquery = \"nvidia\"\ntags = [\"chips\"]\nalert = \"immediate\"\n\
+            [[watches]]\nid = \"b\"\nquery = \"gallium\"\n\
+            [[digests]]\nid = \"d\"\nschedule = \"hourly\"\nwatches = [\"tag:chips\", \"b\", \"a\"]\nvia = \"log\"\n\
+            [[digests]]\nid = \"all\"\nschedule = \"daily 07:30\"\ntimezone = \"Europe/Berlin\"\nvia = \"log\"\n";
+        let l = load_str("t.toml", src).unwrap();
+        assert_eq!(l.feeds[0].name, "a.test");
+        assert_eq!(l.feeds[0].interval, Duration::from_secs(3600));
+        assert_eq!(
+            l.feeds[1].interval,
+            Duration::from_secs(600),
+            "min_interval is a floor"
+        );
+        assert_eq!(l.digests[0].watches, ["a", "b"], "deduplicated, in order");
+        assert_eq!(l.digests[0].immediate, ["a"]);
+        assert_eq!(l.digests[1].watches, ["a", "b"], "empty means all");
+        assert_eq!(l.digests[1].timezone, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn render_at_handles_multibyte_and_edges() {
+        let src = "a = 1\nname = \"昇腾\" x\n";
+        let off = src.find('x').unwrap();
+        let r = render_at("f", src, off, "error", "bad", Some("fix"));
+        assert!(r.starts_with("f:2:13: error: bad"), "{r}");
+        assert!(r.contains("= hint: fix"));
+        // Offsets past the end or inside a character never panic.
+        render_at("f", src, src.len() + 10, "error", "m", None);
+        render_at("f", src, src.find('昇').unwrap() + 1, "error", "m", None);
+        render_at("f", "", 0, "error", "m", None);
+    }
+}

@@ -1,0 +1,592 @@
+//! The daemon: one event loop that polls due feeds, runs each new story through
+//! classify → store, and hands digests to `notify`. Also what `run --once` runs.
+//!
+//! In: a compiled config, a state directory, [`Control`] events (reload, shutdown) from the
+//! binary's signal handlers. Out: store writes, notifications, service-manager messages.
+//!
+//! # Shape
+//! Fetching and parsing run in spawned tasks (bounded by the [`Fetcher`]'s global and per-host
+//! limits); everything that touches the store runs here, in the loop's own task, one result at
+//! a time. So a store transaction is never interrupted by a signal: the loop only looks at
+//! [`Control`] between results, and shutdown drops in-flight *fetches* (whose items were not
+//! stored and will be fetched again), never half a write.
+//!
+//! The loop is `select!{ biased; control, finished poll, timer }`: control first so a stop
+//! request is never starved by a busy poll cycle. The watchdog is fed from this loop, so a
+//! stuck loop is restarted by systemd.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::{self, Feed, Loaded};
+use crate::feed::{self, FeedError};
+use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
+use crate::item::Item;
+use crate::notify::{self, Notifier};
+use crate::retry::{self, PollHints};
+use crate::service::Service;
+use crate::store::{FeedState, NewItem, PollSuccess, Store};
+
+/// The longest the loop sleeps without looking at the clock (and refreshing `STATUS=`).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Events from outside the loop. A closed set: the binary maps signals onto these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// SIGHUP: re-read the config; keep the old one if the new one does not compile.
+    Reload,
+    /// SIGTERM / SIGINT: stop taking work, finish the current write, exit.
+    Shutdown,
+}
+
+/// Where the config comes from, so a reload can read it again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Loaded, config::ConfigErrors> {
+        match self {
+            ConfigSource::File(p) => config::load(p),
+            ConfigSource::Embedded => {
+                config::load_str(config::EMBEDDED_NAME, config::EMBEDDED_DEFAULT)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    /// Poll once, deliver every digest now, exit.
+    pub once: bool,
+    /// With `once`: poll every feed, not only the due ones (Retry-After still honoured).
+    pub all: bool,
+}
+
+/// What `run` did, for `--once` output and tests.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub polls: usize,
+    pub failures: usize,
+    pub new_items: usize,
+    pub new_matches: usize,
+    /// The text of every digest delivered during the run.
+    pub digests: Vec<String>,
+}
+
+/// The outcome of one feed's fetch-and-parse, carried from its task to the loop.
+enum PollResult {
+    Items {
+        items: Vec<Item>,
+        ttl: Option<Duration>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        cache: Option<Duration>,
+        moved_to: Option<String>,
+    },
+    NotModified {
+        cache: Option<Duration>,
+        moved_to: Option<String>,
+    },
+    Gone,
+    Failed {
+        error: String,
+        retry_after: Option<DateTime<Utc>>,
+    },
+}
+
+struct Daemon {
+    source: ConfigSource,
+    cfg: Arc<Loaded>,
+    store: Store,
+    fetcher: Fetcher,
+    notifier: Notifier,
+    service: Service,
+    /// Feed URLs with a poll in flight: never two polls of one feed at once.
+    inflight_urls: HashSet<String>,
+    summary: Summary,
+    last_poll_at: Option<DateTime<Utc>>,
+    /// Set when the last reload failed, so `STATUS=` says the old config is running.
+    reload_error: Option<String>,
+}
+
+/// Opens the state, then runs until shutdown (or, with `once`, until one cycle is done).
+pub async fn run(
+    source: ConfigSource,
+    cfg: Loaded,
+    opts: Options,
+    mut control: mpsc::Receiver<Control>,
+) -> anyhow::Result<Summary> {
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    let db = opts.state_dir.join("policywatch.db");
+    let mut store =
+        Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let fetcher = Fetcher::new(&cfg.config.http).context("cannot set up the HTTP client")?;
+    let notifier = Notifier::new(&cfg).context("cannot set up notifications")?;
+    store.sync_feeds(cfg.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
+    notifier.register(&mut store, &cfg, Utc::now())?;
+
+    let mut d = Daemon {
+        source,
+        cfg: Arc::new(cfg),
+        store,
+        fetcher,
+        notifier,
+        service: Service::from_env(),
+        inflight_urls: HashSet::new(),
+        summary: Summary::default(),
+        last_poll_at: None,
+        reload_error: None,
+    };
+    let status = d.status_line();
+    d.service.ready(&status);
+    tracing::info!(feeds = d.cfg.feeds.len(), watches = d.cfg.config.watches.len(),
+        digests = d.cfg.digests.len(), db = %db.display(), "policywatch started");
+    let result = d.event_loop(&opts, &mut control).await;
+    d.service.stopping();
+    result?;
+    Ok(d.summary)
+}
+
+impl Daemon {
+    async fn event_loop(
+        &mut self,
+        opts: &Options,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> anyhow::Result<()> {
+        let mut tasks: JoinSet<(String, PollResult)> = JoinSet::new();
+        let mut started_once = false;
+        let watchdog_every = self
+            .service
+            .watchdog_every()
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        loop {
+            let now = Utc::now();
+            if !opts.once || !started_once {
+                self.start_due_polls(&mut tasks, now, opts.once && opts.all)?;
+                started_once = true;
+            }
+            if opts.once && tasks.is_empty() {
+                let report = self
+                    .notifier
+                    .flush(&mut self.store, &self.cfg, Utc::now())
+                    .await?;
+                self.absorb(report);
+                return Ok(());
+            }
+            let wake = self.next_wake(now)?;
+            let sleep = (wake - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(watchdog_every);
+            tokio::select! {
+                biased;
+                c = control.recv() => match c {
+                    Some(Control::Reload) => self.reload(),
+                    Some(Control::Shutdown) | None => {
+                        tracing::info!(in_flight = tasks.len(), "shutting down");
+                        tasks.abort_all();
+                        return Ok(());
+                    }
+                },
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    match joined {
+                        Ok((url, result)) => {
+                            self.inflight_urls.remove(&url);
+                            self.apply(&url, result, Utc::now())?;
+                        }
+                        Err(e) if e.is_panic() => {
+                            // A panic in a parser is a bug, but one feed must not stop the rest.
+                            tracing::error!(error = %e, "a poll task panicked");
+                            self.inflight_urls.clear();
+                        }
+                        Err(_) => {}
+                    }
+                    if !opts.once {
+                        let report = self.notifier.tick(&mut self.store, &self.cfg, Utc::now()).await?;
+                        self.absorb(report);
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    if !opts.once {
+                        let report = self.notifier.tick(&mut self.store, &self.cfg, Utc::now()).await?;
+                        self.absorb(report);
+                    }
+                }
+            }
+            self.service.watchdog();
+            let status = self.status_line();
+            self.service.status(&status);
+        }
+    }
+
+    fn absorb(&mut self, report: notify::Report) {
+        self.summary.digests.extend(report.texts);
+    }
+
+    /// The configured feeds that are due now: not gone, not in flight, past their next-poll
+    /// time (unless `force`) and always past a server's Retry-After.
+    fn due_feeds(&self, now: DateTime<Utc>, force: bool) -> anyhow::Result<Vec<(Feed, FeedState)>> {
+        let states = self.store.feeds()?;
+        let mut due = Vec::new();
+        for f in &self.cfg.feeds {
+            let Some(st) = states.iter().find(|s| s.url == f.url) else {
+                continue;
+            };
+            if st.gone_at.is_some() || self.inflight_urls.contains(&f.url) {
+                continue;
+            }
+            if st.retry_not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            if force || st.next_poll_at <= now {
+                due.push((f.clone(), st.clone()));
+            }
+        }
+        Ok(due)
+    }
+
+    fn start_due_polls(
+        &mut self,
+        tasks: &mut JoinSet<(String, PollResult)>,
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> anyhow::Result<()> {
+        for (feed, state) in self.due_feeds(now, force)? {
+            self.inflight_urls.insert(feed.url.clone());
+            let fetcher = self.fetcher.clone();
+            tasks.spawn(async move {
+                let result = poll(&fetcher, &state).await;
+                (feed.url, result)
+            });
+        }
+        Ok(())
+    }
+
+    /// The next moment something is due: a feed's poll, a Retry-After ending, a digest.
+    fn next_wake(&mut self, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+        let mut wake = now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default();
+        for st in self.store.feeds()? {
+            if st.gone_at.is_some() || self.inflight_urls.contains(&st.url) {
+                continue;
+            }
+            if !self.cfg.feeds.iter().any(|f| f.url == st.url) {
+                continue;
+            }
+            let t = st
+                .next_poll_at
+                .max(st.retry_not_before.unwrap_or(st.next_poll_at));
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.notifier.next_wakeup(&mut self.store, &self.cfg, now)? {
+            wake = wake.min(t);
+        }
+        Ok(wake.max(now))
+    }
+
+    /// Records one poll's outcome: new items classified and stored, health and schedule
+    /// updated. The only place poll results touch the store.
+    fn apply(&mut self, url: &str, result: PollResult, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let Some(feed) = self.cfg.feeds.iter().find(|f| f.url == url).cloned() else {
+            return Ok(()); // removed by a reload while in flight
+        };
+        let state = self.store.feed(url)?;
+        self.summary.polls += 1;
+        self.last_poll_at = Some(now);
+        let jitter: f64 = rand::random();
+        match result {
+            PollResult::Items {
+                items,
+                ttl,
+                etag,
+                last_modified,
+                cache,
+                moved_to,
+            } => {
+                let fetched = items.len();
+                let items = items
+                    .into_iter()
+                    .map(|mut it| {
+                        it.feed_name = feed.name.clone();
+                        it.feed_tags = feed.tags.clone();
+                        it
+                    })
+                    .collect();
+                let fresh = self.store.filter_new(url, items)?;
+                let classifier = &self.cfg.classifier;
+                let new: Vec<NewItem> = fresh
+                    .into_iter()
+                    .map(|item| NewItem {
+                        verdicts: classifier.classify(&item),
+                        item,
+                    })
+                    .collect();
+                // On a feed's first poll, old items are history, not news.
+                let backfill_before = state.first_polled_at.is_none().then(|| {
+                    now - chrono::Duration::from_std(self.cfg.config.daemon.backfill)
+                        .unwrap_or_default()
+                });
+                let report = self.store.insert_items(url, &new, now, backfill_before)?;
+                self.summary.new_items += report.inserted.len();
+                self.summary.new_matches += report.matches;
+                let next = retry::next_poll_after_success(
+                    now,
+                    feed.interval,
+                    PollHints { ttl, cache },
+                    jitter,
+                );
+                self.report_move(&feed, &state, moved_to.as_deref());
+                self.store.record_poll_success(
+                    url,
+                    now,
+                    &PollSuccess {
+                        etag,
+                        last_modified,
+                        next_poll_at: next,
+                        moved_to,
+                    },
+                )?;
+                tracing::debug!(feed = %feed.name, fetched, new = report.inserted.len(),
+                    matches = report.matches, next_poll = %next, "polled");
+            }
+            PollResult::NotModified { cache, moved_to } => {
+                let next = retry::next_poll_after_success(
+                    now,
+                    feed.interval,
+                    PollHints { ttl: None, cache },
+                    jitter,
+                );
+                self.report_move(&feed, &state, moved_to.as_deref());
+                self.store.record_poll_success(
+                    url,
+                    now,
+                    &PollSuccess {
+                        etag: state.etag.clone(),
+                        last_modified: state.last_modified.clone(),
+                        next_poll_at: next,
+                        moved_to,
+                    },
+                )?;
+                tracing::debug!(feed = %feed.name, next_poll = %next, "not modified");
+            }
+            PollResult::Gone => {
+                self.store.record_gone(url, now)?;
+                tracing::warn!(feed = %feed.name, url = %url, "feed is gone (HTTP 410): polling stopped; remove it from the config");
+            }
+            PollResult::Failed { error, retry_after } => {
+                self.summary.failures += 1;
+                let failures = state.consecutive_failures + 1;
+                let next = retry::next_poll_after_failure(
+                    now,
+                    failures,
+                    feed.interval,
+                    retry_after,
+                    jitter,
+                );
+                self.store
+                    .record_poll_failure(url, now, &error, next, retry_after)?;
+                tracing::warn!(feed = %feed.name, url = %url, failures, next_poll = %next, "poll failed: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    fn report_move(&self, feed: &Feed, state: &FeedState, moved_to: Option<&str>) {
+        if let Some(to) = moved_to {
+            if state.moved_to.as_deref() != Some(to) {
+                tracing::warn!(feed = %feed.name, from = %feed.url, to = %to,
+                    "feed moved permanently; using the new URL from now on: update the config");
+            }
+        }
+    }
+
+    /// Re-reads the config. On success the new one replaces the old between two results; on
+    /// failure every error is logged and the old config keeps running.
+    fn reload(&mut self) {
+        self.service.reloading();
+        match self.source.load() {
+            Ok(new) => match self.adopt(new) {
+                Ok(()) => {
+                    self.reload_error = None;
+                    tracing::info!(feeds = self.cfg.feeds.len(), "configuration reloaded");
+                }
+                Err(e) => {
+                    self.reload_error = Some(format!("{e:#}"));
+                    tracing::error!(error = %format!("{e:#}"), "reload failed; the old configuration keeps running");
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                self.reload_error = Some(format!("{} config error(s)", errors.0.len()));
+                tracing::error!(
+                    errors = errors.0.len(),
+                    "reload refused; the old configuration keeps running"
+                );
+            }
+        }
+        let status = self.status_line();
+        self.service.ready(&status);
+    }
+
+    fn adopt(&mut self, new: Loaded) -> anyhow::Result<()> {
+        let notifier = Notifier::new(&new)?;
+        let fetcher = if new.config.http == self.cfg.config.http {
+            self.fetcher.clone()
+        } else {
+            Fetcher::new(&new.config.http)?
+        };
+        self.store
+            .sync_feeds(new.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
+        notifier.register(&mut self.store, &new, Utc::now())?;
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
+        self.cfg = Arc::new(new);
+        self.notifier = notifier;
+        self.fetcher = fetcher;
+        Ok(())
+    }
+
+    /// The one-line status systemd shows: "41 feeds, 3 failing; last poll 2 min ago; …".
+    fn status_line(&self) -> String {
+        let states = self.store.feeds().unwrap_or_default();
+        let configured: HashSet<&str> = self.cfg.feeds.iter().map(|f| f.url.as_str()).collect();
+        let failing = states
+            .iter()
+            .filter(|s| {
+                configured.contains(s.url.as_str())
+                    && (s.consecutive_failures > 0 || s.gone_at.is_some())
+            })
+            .count();
+        let mut s = format!("{} feeds, {} failing", configured.len(), failing);
+        match self.last_poll_at {
+            Some(t) => {
+                let mins = (Utc::now() - t).num_minutes();
+                s.push_str(&format!("; last poll {mins} min ago"));
+            }
+            None => s.push_str("; no poll yet"),
+        }
+        if let Ok(depth) = self.store.outbox_depth() {
+            if depth > 0 {
+                s.push_str(&format!("; {depth} deliveries pending"));
+            }
+        }
+        if let Some(e) = &self.reload_error {
+            s.push_str(&format!(
+                "; reload failed ({e}), running the previous config"
+            ));
+        }
+        s
+    }
+}
+
+/// Fetches and parses one feed. Runs in its own task: no store access, no shared state.
+async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
+    let url = match url::Url::parse(state.fetch_url()) {
+        Ok(u) => u,
+        Err(e) => {
+            return PollResult::Failed {
+                error: format!("invalid URL: {e}"),
+                retry_after: None,
+            }
+        }
+    };
+    let req = FetchRequest {
+        url,
+        etag: state.etag.clone(),
+        last_modified: state.last_modified.clone(),
+    };
+    let mut moved: Option<String> = None;
+    let mut req = req;
+    // At most one discovery hop: an HTML page may name its feed once.
+    for hop in 0..2 {
+        match fetcher.fetch(&req).await {
+            FetchOutcome::Fetched {
+                body,
+                content_type,
+                final_url,
+                moved_permanently,
+                etag,
+                last_modified,
+                cache_hint,
+            } => {
+                if let Some(m) = moved_permanently {
+                    moved = Some(m.to_string());
+                }
+                let parsed = tokio::task::spawn_blocking(move || {
+                    feed::parse(&body, content_type.as_deref(), Some(&final_url))
+                })
+                .await;
+                match parsed {
+                    Ok(Ok(p)) => {
+                        return PollResult::Items {
+                            items: p.items,
+                            ttl: p.ttl,
+                            etag,
+                            last_modified,
+                            cache: cache_hint,
+                            moved_to: moved,
+                        }
+                    }
+                    Ok(Err(FeedError::NotAFeed {
+                        alternate: Some(alt),
+                    })) if hop == 0 => {
+                        tracing::debug!(page = %req.url, feed = %alt, "HTML page names a feed; following it");
+                        moved = Some(alt.to_string());
+                        req = FetchRequest {
+                            url: alt,
+                            etag: None,
+                            last_modified: None,
+                        };
+                    }
+                    Ok(Err(e)) => {
+                        return PollResult::Failed {
+                            error: e.to_string(),
+                            retry_after: None,
+                        }
+                    }
+                    Err(e) => {
+                        return PollResult::Failed {
+                            error: format!("parser crashed: {e}"),
+                            retry_after: None,
+                        }
+                    }
+                }
+            }
+            FetchOutcome::NotModified {
+                moved_permanently,
+                cache_hint,
+            } => {
+                return PollResult::NotModified {
+                    cache: cache_hint,
+                    moved_to: moved_permanently.map(|u| u.to_string()).or(moved),
+                }
+            }
+            FetchOutcome::Gone => return PollResult::Gone,
+            FetchOutcome::Failed { error, retry_after } => {
+                return PollResult::Failed {
+                    error: error.to_string(),
+                    retry_after,
+                }
+            }
+        }
+    }
+    PollResult::Failed {
+        error: "the page's feed link leads to another page, not a feed".into(),
+        retry_after: None,
+    }
+}

@@ -1,0 +1,1130 @@
+//! Turning fetched bytes into [`Item`]s: charset decoding, feed parsing (via feed-rs: RSS
+//! 0.9x/1.0/2.0, Atom, JSON Feed), and normalisation into bounded plain text.
+//!
+//! In: the body bytes, the `Content-Type` header and the URL the body came from.
+//! Out: a [`ParsedFeed`] (title, `<ttl>`, items with `feed_name`/`feed_tags` left empty for the
+//! caller), or a [`FeedError`] — [`FeedError::NotAFeed`] carries the feed an HTML page
+//! advertises, so the caller can switch to it and tell the user.
+//!
+//! Everything here is untrusted input. Sizes are bounded (see the `MAX_*` constants), text is cut
+//! on char boundaries, control and bidi-override characters are removed, links are kept only
+//! when they are absolute http(s) URLs, and the third-party parser runs under `catch_unwind`.
+//! Parsing is synchronous CPU work over at most `http.max_body_bytes`; the daemon runs it in
+//! `spawn_blocking`.
+//!
+//! # Charset precedence
+//! We decode to UTF-8 ourselves and hand feed-rs UTF-8 with a rewritten XML declaration (it
+//! would otherwise decode again by the declaration). Candidates, first that decodes *without
+//! errors* wins:
+//! 1. a byte-order mark (UTF-8/UTF-16LE/BE) — unambiguous;
+//! 2. the `charset` of the `Content-Type` header — RFC 7303 gives it precedence over the
+//!    document, and servers that transcode rely on that;
+//! 3. the XML declaration's `encoding`;
+//! 4. UTF-8; 5. windows-1252 (which decodes any byte, so decoding never fails).
+//!
+//! Two corrections for the common server mistakes, both detectable from the bytes: a declared
+//! charset that does not decode (a "UTF-8" feed full of Latin-1 bytes) falls through to the next
+//! candidate instead of producing U+FFFD soup; and a legacy charset from header or declaration
+//! loses to UTF-8 when the body is valid UTF-8 *and* contains non-ASCII (a misconfigured server
+//! saying `charset=ISO-8859-1` over a UTF-8 file) — legacy text is practically never valid
+//! UTF-8 by accident. UTF-16 from a header or declaration is only believed when the bytes look
+//! like UTF-16 (`<` followed by NUL), because an ASCII document read as UTF-16 "decodes"
+//! without error into CJK garbage.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
+use regex::Regex;
+use url::Url;
+
+use crate::item::Item;
+
+/// Bounds on what one feed may put into the pipeline (bytes of UTF-8).
+pub const MAX_TITLE_BYTES: usize = 1024;
+pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+pub const MAX_LINK_BYTES: usize = 2048;
+pub const MAX_GUID_BYTES: usize = 1024;
+pub const MAX_NAME_BYTES: usize = 256;
+pub const MAX_AUTHORS: usize = 16;
+pub const MAX_CATEGORIES: usize = 32;
+/// Items kept per feed (the first ones: feeds list newest first). Real feeds carry tens.
+pub const MAX_ITEMS: usize = 500;
+/// How much of an HTML page is scanned for `<link rel="alternate">` (it lives in `<head>`).
+const ALTERNATE_SCAN_BYTES: usize = 512 * 1024;
+
+/// A parsed feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedFeed {
+    /// Plain-text feed title.
+    pub title: Option<String>,
+    /// RSS `<ttl>`: how long the feed may be cached.
+    pub ttl: Option<Duration>,
+    /// Normalised items; `feed_name` and `feed_tags` are left empty for the caller.
+    pub items: Vec<Item>,
+    /// The charset the body was decoded from (for diagnostics: `policywatch check-feed`).
+    pub encoding: &'static str,
+}
+
+/// Why a body is not a usable feed.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// An HTML page (or other non-feed document). `alternate` is the feed it advertises via
+    /// `<link rel="alternate" type="application/rss+xml|atom+xml|feed+json">`, if any.
+    #[error("not a feed{}", .alternate.as_ref().map(|u| format!(" (the page advertises a feed at {u})")).unwrap_or_default())]
+    NotAFeed { alternate: Option<Url> },
+    /// Broken XML/JSON or a feed structure the parser rejects.
+    #[error("invalid feed: {0}")]
+    Invalid(String),
+    /// The body was empty (or only whitespace).
+    #[error("empty document")]
+    Empty,
+    /// The third-party parser panicked on this input (a bug there; the input is skipped).
+    #[error("feed parser failed unexpectedly: {0}")]
+    ParserPanic(String),
+}
+
+/// Parses a feed body. `base` is the URL it was fetched from (after redirects): relative links
+/// are resolved against the entry's `xml:base`, then `base`, then the feed's own link.
+pub fn parse(
+    body: &[u8],
+    content_type: Option<&str>,
+    base: Option<&Url>,
+) -> Result<ParsedFeed, FeedError> {
+    let (text, encoding) = decode(body, content_type);
+    let text = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if text.trim().is_empty() {
+        return Err(FeedError::Empty);
+    }
+    if looks_like_html(text, content_type) {
+        return Err(FeedError::NotAFeed {
+            alternate: find_alternate(text, base),
+        });
+    }
+    let prepared = fix_xml_declaration(text);
+
+    let parser = feed_rs::parser::Builder::new()
+        .base_uri(base.map(Url::as_str))
+        // No invented IDs: a missing GUID must stay missing so `Item::dedup_key` falls back to
+        // the link, then the content hash. feed-rs would otherwise mint a random UUID for
+        // link-less, title-less entries and every poll would see a "new" story.
+        .id_generator(|_, _, _| String::new())
+        .build();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| parser.parse(prepared.as_bytes())));
+    let feed = match result {
+        Ok(Ok(feed)) => feed,
+        Ok(Err(feed_rs::parser::ParseFeedError::ParseError(
+            feed_rs::parser::ParseErrorKind::NoFeedRoot,
+        ))) => {
+            return Err(FeedError::NotAFeed {
+                alternate: find_alternate(text, base),
+            })
+        }
+        Ok(Err(e)) => return Err(FeedError::Invalid(bounded(&e.to_string(), 300))),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            return Err(FeedError::ParserPanic(bounded(&msg, 300)));
+        }
+    };
+    Ok(normalise(feed, base, encoding.name()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charset decoding
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes `body` to UTF-8 following the precedence in the module docs. Never fails.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static Encoding) {
+    let bom = Encoding::for_bom(body);
+    let header = content_type.and_then(header_charset);
+    let decl = xml_decl_charset(body);
+
+    let mut candidates: Vec<(&'static Encoding, bool)> = Vec::with_capacity(5);
+    if let Some((enc, _)) = bom {
+        candidates.push((enc, true));
+    }
+    for enc in [header, decl].into_iter().flatten() {
+        if is_utf16(enc) && !looks_like_utf16(body) {
+            continue;
+        }
+        candidates.push((enc, false));
+    }
+    candidates.push((UTF_8, false));
+    candidates.push((WINDOWS_1252, false));
+
+    for (enc, from_bom) in candidates {
+        let bytes = match bom {
+            Some((b, len)) if b == enc => &body[len..],
+            _ => body,
+        };
+        let Some(text) = enc.decode_without_bom_handling_and_without_replacement(bytes) else {
+            continue;
+        };
+        // A legacy charset from a header or declaration over a body that is valid UTF-8 with
+        // non-ASCII content: the label is the mistake, not the bytes.
+        if !from_bom && enc != UTF_8 && !is_utf16(enc) && !body.is_ascii() {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                return (s.to_string(), UTF_8);
+            }
+        }
+        return (text.into_owned(), enc);
+    }
+    // Unreachable in practice (windows-1252 decodes every byte), but never panic on input.
+    (String::from_utf8_lossy(body).into_owned(), UTF_8)
+}
+
+fn is_utf16(enc: &'static Encoding) -> bool {
+    enc == UTF_16LE || enc == UTF_16BE
+}
+
+fn looks_like_utf16(body: &[u8]) -> bool {
+    matches!(body, [b'<', 0, ..] | [0, b'<', ..])
+}
+
+/// The `charset` parameter of a `Content-Type` value, if encoding_rs knows the label.
+fn header_charset(ct: &str) -> Option<&'static Encoding> {
+    ct.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("charset") {
+            return None;
+        }
+        Encoding::for_label(v.trim().trim_matches(|c| c == '"' || c == '\'').as_bytes())
+    })
+}
+
+/// The `encoding` of the XML declaration, read as ASCII (or as UTF-16 when the bytes are).
+fn xml_decl_charset(body: &[u8]) -> Option<&'static Encoding> {
+    let body = match Encoding::for_bom(body) {
+        Some((_, len)) => &body[len..],
+        None => body,
+    };
+    // UTF-16 without BOM: the declaration itself tells us the byte order.
+    if body.starts_with(&[b'<', 0, b'?', 0]) {
+        return Some(UTF_16LE);
+    }
+    if body.starts_with(&[0, b'<', 0, b'?']) {
+        return Some(UTF_16BE);
+    }
+    let head = &body[..body.len().min(1024)];
+    let start = head.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = &head[start..];
+    if !head.starts_with(b"<?xml") {
+        return None;
+    }
+    let end = head.windows(2).position(|w| w == b"?>")?;
+    let decl = std::str::from_utf8(&head[..end]).ok()?;
+    let caps = DECL_ENCODING.captures(decl)?;
+    let label = caps.get(1).or_else(|| caps.get(2))?.as_str();
+    Encoding::for_label(label.trim().as_bytes())
+}
+
+static DECL_ENCODING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)\bencoding\s*=\s*(?:"([^"]*)"|'([^']*)')"#).expect("static regex")
+});
+
+/// Replaces the XML declaration (whose `encoding` no longer describes the now-UTF-8 text) with
+/// a plain UTF-8 one. Leaves JSON and declaration-less XML alone.
+fn fix_xml_declaration(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.starts_with("<?xml") {
+        return text.into();
+    }
+    match text.get(..text.len().min(1024)).and_then(|h| h.find("?>")) {
+        Some(end) => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>{}",
+            &text[end + 2..]
+        )
+        .into(),
+        None => text.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTML pages instead of feeds
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the document is an HTML page: its first element (after prolog, comments and
+/// doctype) is `<html>`, or it has an HTML doctype, or the server says `text/html` and the
+/// first element is not a feed root.
+fn looks_like_html(text: &str, content_type: Option<&str>) -> bool {
+    if text.starts_with('{') || text.starts_with('[') {
+        return false;
+    }
+    let mut rest = text;
+    // Skip the prolog: XML declaration, processing instructions, comments, doctype.
+    for _ in 0..64 {
+        rest = rest.trim_start();
+        if rest.starts_with("<?") || rest.starts_with("<!--") {
+            let close = if rest.starts_with("<?") { "?>" } else { "-->" };
+            match rest.find(close) {
+                Some(p) => rest = &rest[p + close.len()..],
+                None => return false,
+            }
+        } else if starts_with_ci(rest, "<!doctype") {
+            if starts_with_ci(rest["<!doctype".len()..].trim_start(), "html") {
+                return true;
+            }
+            match rest.find('>') {
+                Some(p) => rest = &rest[p + 1..],
+                None => return false,
+            }
+        } else {
+            break;
+        }
+    }
+    if starts_with_ci(rest, "<html") {
+        return true;
+    }
+    let is_html_ct = content_type
+        .map(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/html")
+        })
+        .unwrap_or(false);
+    if is_html_ct {
+        let root = rest.get(1..).unwrap_or("");
+        let is_feed_root = ["rss", "feed", "rdf:rdf", "rdf", "channel"]
+            .iter()
+            .any(|r| starts_with_ci(root, r));
+        return !is_feed_root;
+    }
+    false
+}
+
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+static LINK_TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?is)<link\b[^>]*>").expect("static regex"));
+static ATTR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?s)([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))"#)
+        .expect("static regex")
+});
+
+/// The feed an HTML page advertises with `<link rel="alternate" type=...>`, resolved against
+/// `base`. RSS, Atom, JSON Feed (and RDF) types only; the first one wins (sites list their
+/// main feed first).
+pub fn find_alternate(html: &str, base: Option<&Url>) -> Option<Url> {
+    const FEED_TYPES: [&str; 5] = [
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/feed+json",
+        "application/rdf+xml",
+        "application/json",
+    ];
+    let mut cut = html.len().min(ALTERNATE_SCAN_BYTES);
+    while !html.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    for tag in LINK_TAG.find_iter(&html[..cut]) {
+        let (mut rel, mut ty, mut href) = (None, None, None);
+        for c in ATTR.captures_iter(tag.as_str()) {
+            let value = c
+                .get(2)
+                .or_else(|| c.get(3))
+                .or_else(|| c.get(4))
+                .map(|m| m.as_str());
+            match c.get(1).map(|m| m.as_str().to_ascii_lowercase()).as_deref() {
+                Some("rel") => rel = value,
+                Some("type") => ty = value,
+                Some("href") => href = value,
+                _ => {}
+            }
+        }
+        let is_alternate = rel
+            .map(|r| {
+                r.split_ascii_whitespace()
+                    .any(|t| t.eq_ignore_ascii_case("alternate"))
+            })
+            .unwrap_or(false);
+        let is_feed = ty
+            .map(|t| {
+                let t = t
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                FEED_TYPES.contains(&t.as_str())
+            })
+            .unwrap_or(false);
+        let Some(href) = href.filter(|_| is_alternate && is_feed) else {
+            continue;
+        };
+        // Attribute values are HTML: `&amp;` in a query string is common.
+        let href = decode_entities(href.trim());
+        let url = match base {
+            Some(b) => b.join(&href).ok(),
+            None => Url::parse(&href).ok(),
+        };
+        if let Some(u) = url.filter(|u| matches!(u.scheme(), "http" | "https")) {
+            return Some(u);
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation into Items
+// ---------------------------------------------------------------------------------------------
+
+fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static str) -> ParsedFeed {
+    use feed_rs::model::FeedType;
+    // RSS has no markup typing: titles and descriptions routinely carry HTML and entities, so
+    // everything from RSS is treated as HTML. Atom and JSON Feed say what they carry.
+    let rss = matches!(
+        feed.feed_type,
+        FeedType::RSS0 | FeedType::RSS1 | FeedType::RSS2
+    );
+    let feed_link = feed
+        .links
+        .iter()
+        .find(|l| l.rel.as_deref().map_or(true, |r| r == "alternate"))
+        .and_then(|l| resolve(&l.href, &[base]));
+    let feed_base = base.cloned().or(feed_link);
+
+    let items = feed
+        .entries
+        .iter()
+        .take(MAX_ITEMS)
+        .map(|e| entry_to_item(e, rss, feed_base.as_ref()))
+        .collect();
+    ParsedFeed {
+        title: feed
+            .title
+            .as_ref()
+            .map(|t| text_value(t, rss, MAX_TITLE_BYTES))
+            .filter(|t| !t.is_empty()),
+        ttl: feed.ttl.map(|m| Duration::from_secs(u64::from(m) * 60)),
+        items,
+        encoding,
+    }
+}
+
+fn entry_to_item(e: &feed_rs::model::Entry, rss: bool, feed_base: Option<&Url>) -> Item {
+    let entry_base = e.base.as_deref().and_then(|b| resolve(b, &[feed_base]));
+    let link = e
+        .links
+        .iter()
+        .find(|l| {
+            l.rel
+                .as_deref()
+                .map_or(true, |r| r.eq_ignore_ascii_case("alternate"))
+        })
+        .or_else(|| e.links.first())
+        .and_then(|l| resolve(&l.href, &[entry_base.as_ref(), feed_base]))
+        .map(String::from)
+        .filter(|l| l.len() <= MAX_LINK_BYTES);
+
+    let content = e
+        .content
+        .as_ref()
+        .and_then(|c| {
+            let body = c.body.as_deref()?;
+            let html = rss || is_html_type(c.content_type.as_ref());
+            Some(if html {
+                html_to_text(body, MAX_CONTENT_BYTES)
+            } else {
+                plain_text(body, MAX_CONTENT_BYTES)
+            })
+        })
+        .unwrap_or_default();
+
+    let mut authors: Vec<String> = Vec::new();
+    for p in &e.authors {
+        let name = if p.name.trim().is_empty() {
+            p.email.as_deref().unwrap_or("")
+        } else {
+            &p.name
+        };
+        let name = plain_text(name, MAX_NAME_BYTES);
+        if !name.is_empty() && !authors.contains(&name) && authors.len() < MAX_AUTHORS {
+            authors.push(name);
+        }
+    }
+    let mut categories: Vec<String> = Vec::new();
+    for c in &e.categories {
+        let label = c
+            .label
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+            .unwrap_or(&c.term);
+        let label = plain_text(label, MAX_NAME_BYTES);
+        if !label.is_empty() && !categories.contains(&label) && categories.len() < MAX_CATEGORIES {
+            categories.push(label);
+        }
+    }
+
+    Item {
+        guid: Some(plain_text(&e.id, MAX_GUID_BYTES)).filter(|g| !g.is_empty()),
+        link,
+        title: e
+            .title
+            .as_ref()
+            .map(|t| text_value(t, rss, MAX_TITLE_BYTES))
+            .unwrap_or_default(),
+        summary: e
+            .summary
+            .as_ref()
+            .map(|t| text_value(t, rss, MAX_SUMMARY_BYTES))
+            .unwrap_or_default(),
+        content,
+        authors,
+        categories,
+        published: e.published.or(e.updated),
+        feed_name: String::new(),
+        feed_tags: Vec::new(),
+    }
+}
+
+fn is_html_type(ct: &str) -> bool {
+    let ct = ct.to_ascii_lowercase();
+    ct.contains("html")
+}
+
+fn text_value(t: &feed_rs::model::Text, rss: bool, max: usize) -> String {
+    if rss || is_html_type(t.content_type.as_ref()) {
+        html_to_text(&t.content, max)
+    } else {
+        plain_text(&t.content, max)
+    }
+}
+
+/// Resolves `href` against the first base that works; keeps only absolute http(s) URLs (a
+/// `javascript:` or `data:` link must never reach a rendered digest).
+fn resolve(href: &str, bases: &[Option<&Url>]) -> Option<Url> {
+    let href = href.trim();
+    if href.is_empty() {
+        return None;
+    }
+    let url = Url::parse(href)
+        .ok()
+        .or_else(|| bases.iter().flatten().find_map(|b| b.join(href).ok()))?;
+    matches!(url.scheme(), "http" | "https").then_some(url)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain text: HTML stripping, entity decoding, whitespace and control characters
+// ---------------------------------------------------------------------------------------------
+
+/// Collects plain text: collapses whitespace runs to one space, trims, drops control and
+/// bidi-override characters, and stops at `max` bytes, ending a cut text with `…`.
+struct TextSink {
+    out: String,
+    max: usize,
+    pending_space: bool,
+    full: bool,
+}
+
+impl TextSink {
+    fn new(max: usize) -> Self {
+        TextSink {
+            out: String::new(),
+            max,
+            pending_space: false,
+            full: false,
+        }
+    }
+
+    fn space(&mut self) {
+        self.pending_space = true;
+    }
+
+    fn push_str(&mut self, s: &str) {
+        for c in s.chars() {
+            if self.full {
+                return;
+            }
+            self.push(c);
+        }
+    }
+
+    fn push(&mut self, c: char) {
+        if c.is_whitespace() {
+            self.pending_space = true;
+            return;
+        }
+        if is_unwanted(c) {
+            return;
+        }
+        let space = self.pending_space && !self.out.is_empty();
+        let need = c.len_utf8() + usize::from(space);
+        if self.out.len() + need > self.max {
+            self.cut();
+            return;
+        }
+        if space {
+            self.out.push(' ');
+        }
+        self.pending_space = false;
+        self.out.push(c);
+    }
+
+    /// Marks the text as cut and makes room for the ellipsis within the bound.
+    fn cut(&mut self) {
+        self.full = true;
+        const ELLIPSIS: char = '…';
+        while !self.out.is_empty() && self.out.len() + ELLIPSIS.len_utf8() > self.max {
+            self.out.pop();
+        }
+        let trimmed = self.out.trim_end().len();
+        self.out.truncate(trimmed);
+        if self.out.len() + ELLIPSIS.len_utf8() <= self.max {
+            self.out.push(ELLIPSIS);
+        }
+    }
+
+    fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Characters that never belong in stored plain text: C0/C1 controls (whitespace ones are
+/// handled before this), the BOM / zero-width no-break space, and the bidi embedding, override
+/// and isolate controls, which can make a rendered digest line read differently from its bytes.
+fn is_unwanted(c: char) -> bool {
+    c.is_control()
+        || c == '\u{feff}'
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Plain text that needs no markup handling: whitespace collapsed, controls dropped, bounded.
+pub fn plain_text(s: &str, max: usize) -> String {
+    let mut sink = TextSink::new(max);
+    sink.push_str(s);
+    sink.finish()
+}
+
+/// Tags whose content is not text for a reader.
+const SKIP_CONTENT_TAGS: [&str; 4] = ["script", "style", "template", "noscript"];
+/// Tags that separate words (a `<p>` boundary must not glue two words together).
+const BLOCK_TAGS: [&str; 31] = [
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "figcaption",
+    "figure",
+    "footer",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "img",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "td",
+    "tr",
+];
+
+/// HTML fragment → plain text: tags removed (block tags become a space), `script`/`style`/
+/// `template`/`noscript` dropped with their content, comments dropped, entities decoded,
+/// whitespace collapsed, bounded to `max` bytes. Linear in the input; stops early when full.
+/// Not a full HTML parser: a stray `<` that does not start a tag is kept as text.
+pub fn html_to_text(html: &str, max: usize) -> String {
+    let mut sink = TextSink::new(max);
+    let mut i = 0;
+    while i < html.len() && !sink.full {
+        let rest = &html[i..];
+        let Some(first) = rest.chars().next() else {
+            break;
+        };
+        match first {
+            '<' => {
+                if rest.starts_with("<!--") {
+                    i += rest.find("-->").map(|p| p + 3).unwrap_or(rest.len());
+                } else if let Some(inner) = rest.strip_prefix("<![CDATA[") {
+                    let end = inner.find("]]>").unwrap_or(inner.len());
+                    sink.push_str(&inner[..end]);
+                    i += 9 + (end + 3).min(inner.len());
+                } else if rest.starts_with("<!") || rest.starts_with("<?") {
+                    i += rest.find('>').map(|p| p + 1).unwrap_or(rest.len());
+                } else if let Some((name, closing, len)) = tag_at(rest) {
+                    i += len;
+                    if BLOCK_TAGS.contains(&name.as_str()) {
+                        sink.space();
+                    }
+                    if !closing && SKIP_CONTENT_TAGS.contains(&name.as_str()) {
+                        // Skip to the matching end tag (or the end of the input).
+                        let close = format!("</{name}");
+                        let after = &html[i..];
+                        i += match find_ci(after, &close) {
+                            Some(p) => after[p..]
+                                .find('>')
+                                .map(|q| p + q + 1)
+                                .unwrap_or(after.len()),
+                            None => after.len(),
+                        };
+                        sink.space();
+                    }
+                } else {
+                    sink.push('<');
+                    i += 1;
+                }
+            }
+            '&' => {
+                let (decoded, len) = entity_at(rest);
+                match decoded {
+                    Some(s) => sink.push_str(&s),
+                    None => sink.push('&'),
+                }
+                i += len;
+            }
+            _ => {
+                let end = rest.find(['<', '&']).unwrap_or(rest.len());
+                sink.push_str(&rest[..end]);
+                i += end;
+            }
+        }
+    }
+    sink.finish()
+}
+
+/// If `s` starts with a tag (`<name ...>` or `</name ...>`), its lowercase name, whether it is
+/// a closing tag, and its length up to and including `>` (quotes respected). An unterminated
+/// tag runs to the end of the input, so malformed markup costs one pass, not one per `<`.
+fn tag_at(s: &str) -> Option<(String, bool, usize)> {
+    let b = s.as_bytes();
+    let mut j = 1;
+    let closing = b.get(j) == Some(&b'/');
+    if closing {
+        j += 1;
+    }
+    if !b.get(j).is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let name_start = j;
+    while b
+        .get(j)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b':')
+    {
+        j += 1;
+    }
+    let name = s[name_start..j].to_ascii_lowercase();
+    let mut quote: Option<u8> = None;
+    while j < b.len() {
+        let c = b[j];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None if c == b'>' => return Some((name, closing, j + 1)),
+            None => {}
+        }
+        j += 1;
+    }
+    Some((name, closing, b.len()))
+}
+
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    let n = needle.len();
+    hay.as_bytes()
+        .windows(n)
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Decodes the character reference at the start of `s` (`&amp;`, `&#233;`, `&#xE9;`, any
+/// HTML5 name). Returns the text and the bytes consumed, or `None` and 1 for a bare `&`.
+fn entity_at(s: &str) -> (Option<String>, usize) {
+    let b = s.as_bytes();
+    let end = b
+        .iter()
+        .take(40)
+        .position(|&c| c == b';')
+        .filter(|&p| p > 1);
+    let Some(end) = end else { return (None, 1) };
+    let body = &s[1..end];
+    let decoded = if let Some(num) = body.strip_prefix('#') {
+        let n = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => num.parse::<u32>().ok(),
+        };
+        n.map(numeric_reference)
+    } else if body.bytes().all(|c| c.is_ascii_alphanumeric()) {
+        quick_xml::escape::resolve_html5_entity(body).map(str::to_string)
+    } else {
+        None
+    };
+    match decoded {
+        Some(d) => (Some(d), end + 1),
+        None => (None, 1),
+    }
+}
+
+/// A numeric character reference as HTML5 reads it: 0x80–0x9F are windows-1252 (feeds written
+/// on Windows say `&#146;` for a right quote), invalid code points become U+FFFD.
+fn numeric_reference(n: u32) -> String {
+    if (0x80..=0x9f).contains(&n) {
+        let byte = [n as u8];
+        let (s, _) = WINDOWS_1252.decode_without_bom_handling(&byte);
+        return s.into_owned();
+    }
+    match char::from_u32(n) {
+        Some(c) if n != 0 => c.to_string(),
+        _ => '\u{fffd}'.to_string(),
+    }
+}
+
+/// `s` cut to at most `max` bytes on a char boundary (for error messages).
+fn bounded(s: &str, max: usize) -> String {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s[..cut].to_string()
+}
+
+fn decode_entities(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let rest = &s[i..];
+        if rest.starts_with('&') {
+            let (d, len) = entity_at(rest);
+            match d {
+                Some(d) => out.push_str(&d),
+                None => out.push('&'),
+            }
+            i += len;
+        } else {
+            let end = rest.find('&').unwrap_or(rest.len());
+            out.push_str(&rest[..end]);
+            i += end;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rss(title: &str, item_title: &str, decl_encoding: Option<&str>) -> String {
+        let decl = match decl_encoding {
+            Some(e) => format!("<?xml version=\"1.0\" encoding=\"{e}\"?>\n"),
+            None => String::new(),
+        };
+        format!(
+            "{decl}<rss version=\"2.0\"><channel><title>{title}</title><link>https://news.test/</link>\
+             <item><title>{item_title}</title><link>/a/1</link><guid>g1</guid></item></channel></rss>"
+        )
+    }
+
+    fn encode(text: &str, label: &str) -> Vec<u8> {
+        let enc = Encoding::for_label(label.as_bytes()).unwrap();
+        let (bytes, _, had_errors) = enc.encode(text);
+        assert!(!had_errors, "test text not representable in {label}");
+        bytes.into_owned()
+    }
+
+    /// One charset case: the title must come back exactly, whatever the body was encoded in.
+    fn check_charset(label: &str, text: &str, header: Option<&str>, decl: Option<&str>) {
+        let body = encode(&rss(text, text, decl), label);
+        let feed = parse(&body, header, None).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(
+            feed.title.as_deref(),
+            Some(text),
+            "{label} header={header:?} decl={decl:?}"
+        );
+        assert_eq!(feed.items[0].title, text, "{label}");
+    }
+
+    #[test]
+    fn legacy_charsets_declared_in_xml_decode_to_the_right_text() {
+        let cases = [
+            ("windows-1251", "Экспортный контроль"),
+            ("koi8-r", "Санкции против поставщиков"),
+            ("iso-8859-2", "Kontrola eksportu: Łódź, Gdańsk"),
+            ("windows-1252", "Contrôle des exportations — «puces»"),
+            ("iso-8859-1", "Exportkontrolle für Chips"),
+            ("gb2312", "出口管制与人工智能芯片"),
+            ("gb18030", "美国商务部出口管制"),
+            ("big5", "出口管制與人工智慧晶片"),
+            ("shift_jis", "輸出規制と半導体"),
+            ("euc-kr", "수출 통제와 반도체"),
+            // Vietnamese in windows-1258 is written with combining marks (no precomposed ệ).
+            ("windows-1258", "Vi\u{ea}\u{323}t Nam xu\u{1b0}\u{301}"),
+        ];
+        for (label, text) in cases {
+            check_charset(label, text, None, Some(label));
+            // Declared only in the HTTP header.
+            check_charset(
+                label,
+                text,
+                Some(&format!("application/rss+xml; charset=\"{label}\"")),
+                None,
+            );
+        }
+    }
+
+    #[test]
+    fn bom_wins_and_utf16_decodes() {
+        let text = "Contrôle à l'export";
+        let doc = rss(text, text, Some("utf-16"));
+        let mut le = vec![0xff, 0xfe];
+        for u in doc.encode_utf16() {
+            le.extend_from_slice(&u.to_le_bytes());
+        }
+        // Header lies (says latin-1): the BOM decides.
+        let feed = parse(&le, Some("text/xml; charset=iso-8859-1"), None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some(text));
+        // UTF-16BE without BOM, known from the declaration's byte pattern.
+        let mut be = Vec::new();
+        for u in doc.encode_utf16() {
+            be.extend_from_slice(&u.to_be_bytes());
+        }
+        let feed = parse(&be, None, None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some(text));
+        // UTF-8 BOM.
+        let mut u8bom = vec![0xef, 0xbb, 0xbf];
+        u8bom.extend_from_slice(rss(text, text, None).as_bytes());
+        assert_eq!(
+            parse(&u8bom, None, None).unwrap().title.as_deref(),
+            Some(text)
+        );
+    }
+
+    #[test]
+    fn wrongly_declared_charsets_are_corrected_when_detectable() {
+        let text = "Exportkontrolle für Chips — «Nvidia»";
+        // Header and declaration say UTF-8, bytes are windows-1252: falls back, no U+FFFD.
+        check_charset(
+            "windows-1252",
+            text,
+            Some("text/xml; charset=utf-8"),
+            Some("utf-8"),
+        );
+        // Header says UTF-8, bytes are windows-1251 as the declaration says.
+        check_charset(
+            "windows-1251",
+            "Экспорт",
+            Some("application/xml; charset=UTF-8"),
+            Some("windows-1251"),
+        );
+        // Server default charset=ISO-8859-1 over a UTF-8 document: the bytes win.
+        check_charset(
+            "utf-8",
+            "出口管制 für Chips",
+            Some("text/xml; charset=ISO-8859-1"),
+            None,
+        );
+        check_charset(
+            "utf-8",
+            "Kiểm soát",
+            Some("text/xml; charset=ISO-8859-1"),
+            Some("utf-8"),
+        );
+        // UTF-16 declared over ASCII bytes is not believed.
+        check_charset("utf-8", "plain", Some("text/xml; charset=utf-16"), None);
+        // Unknown labels are ignored.
+        check_charset(
+            "utf-8",
+            "naïve",
+            Some("text/xml; charset=x-bogus"),
+            Some("klingon"),
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let inputs: [&[u8]; 8] = [
+            b"",
+            b"   \n",
+            b"\xff\xfe\x00",
+            b"<?xml version=\"1.0\" encoding=\"utf-16\"?><rss",
+            b"<rss version=\"2.0\"><channel><title>\xff\xfe\xfd</title></channel></rss>",
+            b"{\"version\": \"https://jsonfeed.org/version/1.1\", \"items\": [{}]}",
+            b"{not json",
+            b"<?xml version=\"1.0\"",
+        ];
+        for input in inputs {
+            let _ = parse(input, Some("text/xml; charset=utf-8"), None);
+        }
+    }
+
+    #[test]
+    fn html_to_text_cases() {
+        let cases = [
+            ("<p>Hello <b>world</b></p><p>again</p>", "Hello world again"),
+            ("a<br>b<br/>c", "a b c"),
+            ("x<script>alert('<p>no</p>')</script>y", "x y"),
+            ("<STYLE type=\"text/css\">p{}</STYLE>kept", "kept"),
+            (
+                "AT&amp;T &lt;tag&gt; &eacute;t&eacute; &#8212; &#x4e2d; &#150;",
+                "AT&T <tag> été — 中 –",
+            ),
+            ("5 < 6 & 7 > 3", "5 < 6 & 7 > 3"),
+            ("&unknown; &; &#xZZ;", "&unknown; &; &#xZZ;"),
+            ("<!-- hidden -->shown<![CDATA[ raw <b> ]]>", "shown raw <b>"),
+            ("<a href=\"x\" title=\"a>b\">link</a>", "link"),
+            ("  lots \n\t of\u{a0} space  ", "lots of space"),
+            ("ctl\u{0}\u{7}chars\u{202e}rev\u{feff}", "ctlcharsrev"),
+            ("<p>unterminated <a href='", "unterminated"),
+            ("<img src=x>cap", "cap"),
+        ];
+        for (html, want) in cases {
+            assert_eq!(html_to_text(html, 1000), want, "input: {html:?}");
+        }
+    }
+
+    #[test]
+    fn text_is_cut_on_char_boundaries_with_ellipsis() {
+        let s = "出口管制".repeat(100);
+        let t = html_to_text(&s, 20);
+        assert!(t.len() <= 20, "{}", t.len());
+        assert!(t.ends_with('…'));
+        assert!(t.starts_with("出口管制"));
+        let t = plain_text("abc def", 5);
+        assert_eq!(t, "ab…", "the ellipsis counts against the bound");
+        assert_eq!(plain_text("abcde", 5), "abcde");
+    }
+
+    #[test]
+    fn rss_items_are_normalised() {
+        let body = format!(
+            r#"<?xml version="1.0"?>
+<rss version="2.0"><channel><title>Policy &amp;amp; Chips</title><link>https://news.test/section/</link><ttl>90</ttl>
+<item>
+  <title>US adds &lt;b&gt;firms&lt;/b&gt; to Entity List</title>
+  <link>../story/1?a=1&amp;b=2</link>
+  <description><![CDATA[<p>The <em>Commerce</em> Department&nbsp;said…</p><script>x()</script>]]></description>
+  <author>desk@news.test (Trade Desk)</author>
+  <category>export controls</category><category>export controls</category><category>chips</category>
+  <pubDate>Tue, 03 Jun 2025 10:00:00 GMT</pubDate>
+</item>
+<item><title>No id</title><description>{}</description><link>javascript:alert(1)</link></item>
+</channel></rss>"#,
+            "word ".repeat(10_000)
+        );
+        let feed = parse(body.as_bytes(), Some("application/rss+xml"), None).unwrap();
+        // Double-escaped entities (common in RSS) are decoded once more.
+        assert_eq!(feed.title.as_deref(), Some("Policy & Chips"));
+        assert_eq!(feed.ttl, Some(Duration::from_secs(90 * 60)));
+        let a = &feed.items[0];
+        assert_eq!(a.title, "US adds firms to Entity List");
+        assert_eq!(a.link.as_deref(), Some("https://news.test/story/1?a=1&b=2"));
+        assert_eq!(a.summary, "The Commerce Department said…");
+        assert_eq!(a.categories, vec!["export controls", "chips"]);
+        assert_eq!(a.authors.len(), 1);
+        assert_eq!(
+            a.published.map(|d| d.to_rfc3339()),
+            Some("2025-06-03T10:00:00+00:00".into())
+        );
+        assert!(a.feed_name.is_empty() && a.feed_tags.is_empty());
+        let b = &feed.items[1];
+        assert_eq!(b.guid, None, "no invented GUIDs");
+        assert_eq!(b.link, None, "javascript: links are dropped");
+        assert!(b.summary.len() <= MAX_SUMMARY_BYTES && b.summary.ends_with('…'));
+        assert!(b.dedup_key().starts_with("hash:"));
+    }
+
+    #[test]
+    fn atom_text_types_and_xml_base() {
+        let body = r#"<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://atom.test/blog/">
+  <title type="text">Plain &lt;b&gt; title</title>
+  <id>urn:x</id><updated>2025-01-01T00:00:00Z</updated>
+  <entry>
+    <title type="html">&lt;i&gt;Chips&lt;/i&gt; &amp;amp; rules</title>
+    <id>urn:e1</id>
+    <link rel="alternate" href="posts/1"/>
+    <link rel="edit" href="/edit/1"/>
+    <updated>2025-01-02T00:00:00Z</updated>
+    <author><name>Ana</name></author>
+    <content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml"><p>Body <b>text</b></p></div></content>
+  </entry>
+</feed>"#;
+        let feed = parse(body.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Plain <b> title"));
+        let e = &feed.items[0];
+        assert_eq!(e.title, "Chips & rules");
+        assert_eq!(e.link.as_deref(), Some("https://atom.test/blog/posts/1"));
+        assert_eq!(e.content, "Body text");
+        assert_eq!(e.authors, vec!["Ana"]);
+        assert_eq!(e.guid.as_deref(), Some("urn:e1"));
+        assert!(e.published.is_some(), "updated stands in for published");
+    }
+
+    #[test]
+    fn json_feed_is_parsed() {
+        let body = r#"{"version":"https://jsonfeed.org/version/1.1","title":"JF","home_page_url":"https://jf.test/",
+            "items":[{"id":"1","url":"https://jf.test/1","title":"T","content_html":"<p>a &amp; b</p>","tags":["ai-chips"]},
+                     {"id":"2","content_text":"plain <b> stays","date_published":"2025-02-01T00:00:00Z"}]}"#;
+        let feed = parse(body.as_bytes(), Some("application/feed+json"), None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("JF"));
+        assert_eq!(feed.items[0].content, "a & b");
+        assert_eq!(feed.items[0].categories, vec!["ai-chips"]);
+        assert_eq!(feed.items[1].content, "plain <b> stays");
+        assert!(feed.items[1].published.is_some());
+    }
+
+    #[test]
+    fn html_page_reports_its_alternate_feed() {
+        let page = r#"<!DOCTYPE html><html><head><title>News</title>
+            <link rel="stylesheet" href="/s.css">
+            <link type="application/rss+xml" title="RSS" rel="alternate feed" href="/feeds/all.rss?x=1&amp;y=2">
+            <link rel="alternate" type="application/atom+xml" href="/atom.xml">
+            </head><body>hi</body></html>"#;
+        let base = Url::parse("https://site.test/news/").unwrap();
+        match parse(
+            page.as_bytes(),
+            Some("text/html; charset=utf-8"),
+            Some(&base),
+        ) {
+            Err(FeedError::NotAFeed { alternate: Some(u) }) => {
+                assert_eq!(u.as_str(), "https://site.test/feeds/all.rss?x=1&y=2")
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(b"<html><body>no feed</body></html>", None, Some(&base)) {
+            Err(FeedError::NotAFeed { alternate: None }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_xml_is_invalid_not_a_panic() {
+        let r = parse(
+            b"<rss version=\"2.0\"><channel><title>x</title><item><title>y</item></channel>",
+            None,
+            None,
+        );
+        assert!(matches!(r, Err(FeedError::Invalid(_))), "{r:?}");
+        assert!(matches!(parse(b"  ", None, None), Err(FeedError::Empty)));
+    }
+
+    #[test]
+    fn item_count_is_bounded() {
+        let mut body = String::from("<rss version=\"2.0\"><channel><title>many</title>");
+        for i in 0..MAX_ITEMS + 50 {
+            body.push_str(&format!("<item><guid>{i}</guid><title>t{i}</title></item>"));
+        }
+        body.push_str("</channel></rss>");
+        let feed = parse(body.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.items.len(), MAX_ITEMS);
+        assert_eq!(feed.items[0].guid.as_deref(), Some("0"));
+    }
+}

@@ -1,0 +1,335 @@
+//! Notification: turns due digests and immediate alerts into deliveries, and deliveries into
+//! log records or mail, through the store's durable outbox.
+//!
+//! In: the compiled config ([`Loaded`]), the [`Store`], the clock. Out: tracing events (for
+//! `via = "log"`), SMTP transactions (for `via = "email"`), outbox state changes.
+//!
+//! The order of operations is what makes delivery exactly-once from the user's view:
+//! 1. **claim** — `Store::claim` creates a delivery and takes its stories in one transaction;
+//! 2. **render** — `digest::render` builds the message from what was claimed (pure);
+//! 3. **send** — the log or the SMTP server accepts it;
+//! 4. **mark** — only then `Store::mark_sent`.
+//!
+//! A crash after 1 leaves a pending delivery that is sent on the next start with the same
+//! Message-ID; a transient failure at 3 is retried with backoff from `retry`; a permanent one
+//! ("552 message too large") is retried once trimmed, then marked failed — never a loop.
+//!
+//! Outputs are a closed set ([`Via`]): adding one is a change here and in `config`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::config::{Loaded, Via};
+use crate::digest::{self, DigestKind, FeedProblem, LogRecord, RenderLimits, Section, Story};
+use crate::store::{Delivery, Kind, Store, StoreError};
+
+/// Failures below this count are not worth a line in a digest; a feed failing this many polls
+/// in a row is.
+const FAILING_AFTER: u32 = 3;
+/// Snippet length in digests.
+const SNIPPET_CHARS: usize = 280;
+
+#[derive(Debug, Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pass did, for logs, status and tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    /// The rendered text of each delivery made in this pass (what `run --once` prints).
+    pub texts: Vec<String>,
+}
+
+pub struct Notifier {}
+
+impl Notifier {
+    /// Builds the notifier for a config; sets up SMTP (and reads its password) only when a
+    /// digest is sent by email.
+    pub fn new(_cfg: &Loaded) -> Result<Notifier, NotifyError> {
+        Ok(Notifier {})
+    }
+
+    /// Registers every configured digest, so stories classified from now on are theirs.
+    pub fn register(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<(), NotifyError> {
+        for d in &cfg.digests {
+            store.digest_state(&d.id, now)?;
+        }
+        Ok(())
+    }
+
+    /// One pass: fire scheduled digests that are due (a firing missed while the daemon was
+    /// down fires once, now), claim immediate alerts (rate-capped), then attempt every due
+    /// delivery.
+    pub async fn tick(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        for d in &cfg.digests {
+            let st = store.digest_state(&d.id, now)?;
+            let since = st.last_fired_at.unwrap_or(st.created_at);
+            if d.schedule
+                .next_after(since, d.timezone)
+                .is_some_and(|t| t <= now)
+            {
+                store.claim(
+                    &d.id,
+                    Kind::Digest,
+                    d.via.as_str(),
+                    &d.watches,
+                    now,
+                    d.send_empty,
+                )?;
+            }
+            if !d.immediate.is_empty() {
+                let gap =
+                    chrono::Duration::from_std(cfg.config.daemon.alert_min_gap).unwrap_or_default();
+                if st.last_alert_at.is_none_or(|t| now - t >= gap) {
+                    store.claim(&d.id, Kind::Alert, d.via.as_str(), &d.immediate, now, false)?;
+                }
+            }
+        }
+        self.deliver_due(store, cfg, now).await
+    }
+
+    /// Claims every digest now, whatever its schedule (`run --once`), then delivers.
+    pub async fn flush(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        for d in &cfg.digests {
+            store.claim(
+                &d.id,
+                Kind::Digest,
+                d.via.as_str(),
+                &d.watches,
+                now,
+                d.send_empty,
+            )?;
+        }
+        self.deliver_due(store, cfg, now).await
+    }
+
+    /// When the notifier next has something to do: the earliest scheduled firing or pending
+    /// retry.
+    pub fn next_wakeup(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, NotifyError> {
+        let mut next = store.next_delivery_due()?;
+        for d in &cfg.digests {
+            let st = store.digest_state(&d.id, now)?;
+            let since = st.last_fired_at.unwrap_or(st.created_at);
+            if let Some(t) = d.schedule.next_after(since, d.timezone) {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        Ok(next)
+    }
+
+    async fn deliver_due(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        let mut report = Report::default();
+        for delivery in store.due_deliveries(now)? {
+            self.deliver(store, cfg, &delivery, now, &mut report)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    async fn deliver(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        delivery: &Delivery,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), NotifyError> {
+        let Some(dcfg) = cfg.digests.iter().find(|d| d.id == delivery.digest_id) else {
+            // The digest was removed from the config after claiming: its stories stay claimed
+            // and the failure is visible, rather than mailed to nobody or silently dropped.
+            let msg = format!("digest `{}` is no longer configured", delivery.digest_id);
+            tracing::warn!(delivery = delivery.id, "{msg}");
+            store.mark_failed(delivery.id, &msg)?;
+            report.failed += 1;
+            return Ok(());
+        };
+        let d = assemble(store, cfg, dcfg, delivery, now)?;
+        let limits = RenderLimits {
+            max_stories: delivery
+                .trim_to
+                .unwrap_or(dcfg.max_stories)
+                .min(dcfg.max_stories),
+            snippet_chars: SNIPPET_CHARS,
+        };
+        let rendered = digest::render(&d, &limits);
+        match dcfg.via {
+            Via::Log => {
+                log_digest(&d, &limits, delivery);
+                store.mark_sent(delivery.id, now, "logged")?;
+                report.sent += 1;
+                report.texts.push(rendered.text);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
+/// order, each story once (under the first of its watches; the others are named in its
+/// evidence), and the feed-health section.
+fn assemble(
+    store: &Store,
+    cfg: &Loaded,
+    dcfg: &crate::config::Digest,
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+) -> Result<digest::Digest, NotifyError> {
+    let matches = store.delivery_stories(delivery.id)?;
+    let order: HashMap<&str, usize> = dcfg
+        .watches
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.as_str(), i))
+        .collect();
+    let mut sections: Vec<Section> = dcfg
+        .watches
+        .iter()
+        .map(|w| Section {
+            watch_id: w.clone(),
+            watch_name: cfg.watch_name(w),
+            stories: Vec::new(),
+        })
+        .collect();
+    let mut placed: HashMap<i64, usize> = HashMap::new();
+    let mut sorted = matches;
+    sorted.sort_by_key(|m| {
+        order
+            .get(m.watch_id.as_str())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    for m in sorted {
+        let Some(&si) = order.get(m.watch_id.as_str()) else {
+            continue;
+        };
+        if placed.contains_key(&m.item_id) {
+            continue;
+        }
+        placed.insert(m.item_id, si);
+        sections[si].stories.push(Story {
+            item_id: m.item_id,
+            title: m.item.title.clone(),
+            link: m.item.link.clone(),
+            feed_name: m.item.feed_name.clone(),
+            published: m.item.published.or(Some(m.first_seen_at)),
+            summary: if m.item.summary.is_empty() {
+                m.item.content.clone()
+            } else {
+                m.item.summary.clone()
+            },
+            score: m.score,
+            evidence: m.evidence,
+            also_reported: Vec::new(),
+        });
+    }
+    sections.retain(|s| !s.stories.is_empty() || dcfg.send_empty);
+    let configured: std::collections::HashSet<&str> =
+        cfg.feeds.iter().map(|f| f.url.as_str()).collect();
+    let mut feed_health = Vec::new();
+    for f in store.feeds()? {
+        if !configured.contains(f.url.as_str()) {
+            continue;
+        }
+        let problem = if f.gone_at.is_some() {
+            Some("gone (HTTP 410): polling stopped; remove it from the config".to_string())
+        } else if let Some(to) = &f.moved_to {
+            Some(format!("moved permanently to {to}: update the config"))
+        } else if f.consecutive_failures >= FAILING_AFTER {
+            Some(format!(
+                "failing for {} polls: {}",
+                f.consecutive_failures,
+                f.last_error.as_deref().unwrap_or("unknown error")
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            feed_health.push(FeedProblem {
+                feed_name: f.name.clone(),
+                url: f.url.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(digest::Digest {
+        id: dcfg.id.clone(),
+        title: dcfg.title.clone(),
+        generated_at: now,
+        timezone: dcfg.timezone,
+        sections,
+        feed_health,
+        kind: match delivery.kind {
+            Kind::Digest => DigestKind::Digest,
+            Kind::Alert => DigestKind::Alert,
+        },
+    })
+}
+
+/// `via = "log"`: one structured event per story, per feed problem, and a summary, at info
+/// level (a digest is the point of the service, so it is worth the journal lines). The records
+/// come from `digest::log_lines`, which cleans feed text so a title cannot forge log lines.
+fn log_digest(d: &digest::Digest, limits: &RenderLimits, delivery: &Delivery) {
+    for rec in digest::log_lines(d, limits) {
+        match rec {
+            LogRecord::Story(s) => tracing::info!(
+                digest = %s.digest_id, watch = %s.watch_id, item = s.item_id, score = s.score,
+                feed = %s.feed_name, link = s.link.as_deref().unwrap_or(""),
+                published = ?s.published, matched = %s.matched, "{}", s.title
+            ),
+            LogRecord::FeedProblem {
+                digest_id,
+                feed_name,
+                url,
+                problem,
+            } => tracing::warn!(
+                digest = %digest_id, feed = %feed_name, url = %url, "{problem}"
+            ),
+            LogRecord::Summary {
+                digest_id,
+                kind,
+                subject,
+                shown,
+                trimmed,
+                feed_problems,
+                ..
+            } => {
+                tracing::info!(
+                    digest = %digest_id, delivery = delivery.id, kind = kind.as_str(),
+                    stories = shown, trimmed, feed_problems, "{subject}"
+                )
+            }
+        }
+    }
+}
