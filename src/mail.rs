@@ -441,6 +441,39 @@ impl Mailer {
         self.max_message_bytes
     }
 
+    /// The List-Id for a digest: `<digest>.policywatch.<sender's domain>` (RFC 2919 wants it
+    /// under a domain the sender controls). Characters outside `[a-z0-9-]` become `-`.
+    pub fn list_id(&self, digest_id: &str) -> String {
+        let mut name: String = digest_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(60)
+            .collect();
+        name = name.trim_matches('-').to_string();
+        if name.is_empty() {
+            name = "digest".into();
+        }
+        let domain: String = self
+            .from
+            .email
+            .domain()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect();
+        let domain = domain.trim_matches('.');
+        if domain.is_empty() {
+            format!("{name}.policywatch")
+        } else {
+            format!("{name}.policywatch.{domain}")
+        }
+    }
+
     /// Builds the multipart/alternative message (plain text first, HTML preferred) with
     /// `Date`, `Message-ID` (`message_id` with or without angle brackets, e.g.
     /// `delivery-42.daily@policywatch`), `Auto-Submitted: auto-generated` and `List-Id:
@@ -862,6 +895,18 @@ mod tests {
             "{head}"
         );
         assert!(raw.contains("text/plain") && raw.contains("text/html"));
+    }
+
+    #[test]
+    fn list_ids_are_safe_and_under_the_sender_domain() {
+        let m = Mailer::with_env(&base(), &no_env).expect("mailer");
+        assert_eq!(m.list_id("daily"), "daily.policywatch.example.org");
+        assert_eq!(
+            m.list_id("Week ly/<x>"),
+            "week-ly--x.policywatch.example.org"
+        );
+        assert_eq!(m.list_id("日报"), "digest.policywatch.example.org");
+        assert!(is_dot_atom(&m.list_id("a b\r\nc")));
     }
 
     #[test]

@@ -221,6 +221,11 @@ pub fn smtp_reply_means_too_large(code: Option<u16>, message: &str) -> bool {
 pub const SMTP_RETRY_BASE: Duration = Duration::from_secs(60);
 pub const SMTP_RETRY_CAP: Duration = Duration::from_secs(30 * 60);
 
+/// A delivery still failing transiently this long after it was claimed is given up (marked
+/// failed, and visible in status): its news is stale, and a relay that is down for days needs a
+/// person more than it needs more retries.
+pub const SMTP_GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
+
 /// Wait before the next attempt of a delivery that has failed transiently `failures` times.
 pub fn smtp_backoff(failures: u32, jitter01: f64) -> Duration {
     backoff(failures, SMTP_RETRY_BASE, SMTP_RETRY_CAP, jitter01)

@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use policywatch::digest::{render, Digest, DigestKind, RenderLimits, Section, Story};
 use policywatch::item::{Evidence, Field};
 use policywatch::mail::{Mailer, TlsMode};
-use smtp::{header_values, parse_message, Opts, Server};
+use smtp::{header_values, parse_message, Opts, Single};
 
 const HOSTILE_TITLE: &str =
     "Curbs on <chips> & \"AI\"\r\nX-Injected: yes\r\nBcc: victim@example.org";
@@ -79,7 +79,7 @@ fn to() -> Vec<String> {
 
 #[tokio::test]
 async fn delivers_a_digest_that_an_independent_parser_reads() {
-    let Some(server) = Server::start(Opts::default()) else {
+    let Some(server) = Single::start(Opts::default()) else {
         return;
     };
     let mailer = Mailer::new(&server.config()).expect("mailer");
@@ -158,7 +158,7 @@ async fn delivers_a_digest_that_an_independent_parser_reads() {
 
 #[tokio::test]
 async fn implicit_tls_delivers_too() {
-    let Some(server) = Server::start(Opts {
+    let Some(server) = Single::start(Opts {
         mode: "tls",
         ..Opts::default()
     }) else {
@@ -182,7 +182,7 @@ async fn implicit_tls_delivers_too() {
 
 #[tokio::test]
 async fn refused_login_is_a_clear_permanent_error() {
-    let Some(server) = Server::start(Opts {
+    let Some(server) = Single::start(Opts {
         auth_reject: true,
         ..Opts::default()
     }) else {
@@ -209,7 +209,7 @@ async fn refused_login_is_a_clear_permanent_error() {
 
 #[tokio::test]
 async fn too_large_is_permanent_552_and_a_trimmed_digest_passes() {
-    let Some(server) = Server::start(Opts {
+    let Some(server) = Single::start(Opts {
         max_bytes: Some(40_000),
         ..Opts::default()
     }) else {
@@ -253,7 +253,7 @@ async fn too_large_is_permanent_552_and_a_trimmed_digest_passes() {
 
 #[tokio::test]
 async fn temporary_refusal_is_transient_and_the_retry_goes_through() {
-    let Some(server) = Server::start(Opts {
+    let Some(server) = Single::start(Opts {
         tempfail: 1,
         ..Opts::default()
     }) else {
@@ -314,7 +314,7 @@ async fn server_down_is_transient() {
 
 #[tokio::test]
 async fn untrusted_certificate_is_refused_with_a_hint() {
-    let Some(server) = Server::start(Opts::default()) else {
+    let Some(server) = Single::start(Opts::default()) else {
         return;
     };
     let mut cfg = server.config();
@@ -337,7 +337,7 @@ async fn untrusted_certificate_is_refused_with_a_hint() {
 
 #[tokio::test]
 async fn never_sends_in_clear_text_when_the_server_lacks_starttls() {
-    let Some(server) = Server::start(Opts {
+    let Some(server) = Single::start(Opts {
         mode: "plain",
         auth: false,
         ..Opts::default()

@@ -116,6 +116,8 @@ pub struct Opts {
     pub auth_reject: bool,
     pub max_bytes: Option<usize>,
     pub tempfail: u32,
+    /// 0: any free port.
+    pub port: u16,
 }
 
 impl Default for Opts {
@@ -126,25 +128,24 @@ impl Default for Opts {
             auth_reject: false,
             max_bytes: None,
             tempfail: 0,
+            port: 0,
         }
     }
 }
 
-/// A running server. Killed (and reaped) on drop; it also exits by itself when our end of its
-/// stdin closes.
-pub struct Server {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    pub opts: Opts,
-    pub port: u16,
-    pub messages_dir: PathBuf,
-    pub certs: Certs,
+/// What outlives one server process: the temp dir, the certificates, the password file and
+/// the directory received messages land in. A test can stop a server and start another on
+/// the same port with the same certificate ("the relay was down for a while").
+pub struct Env {
     pub tmp: tempfile::TempDir,
+    pub certs: Certs,
+    pub messages_dir: PathBuf,
+    pub password_file: PathBuf,
 }
 
-impl Server {
-    /// Starts the server, or returns None when SMTP tests are skipped here.
-    pub fn start(opts: Opts) -> Option<Server> {
+impl Env {
+    /// None when SMTP tests are skipped here (see [`available`]).
+    pub fn new() -> Option<Env> {
         if !available() {
             return None;
         }
@@ -152,15 +153,28 @@ impl Server {
         let certs = make_certs(tmp.path());
         let messages_dir = tmp.path().join("received");
         std::fs::create_dir(&messages_dir).expect("mkdir");
+        let password_file = tmp.path().join("password");
+        std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write password");
+        Some(Env {
+            tmp,
+            certs,
+            messages_dir,
+            password_file,
+        })
+    }
+
+    /// Starts a server process; it stores messages in this env's directory.
+    pub fn start(&self, opts: Opts) -> Server {
         let mut cmd = Command::new("python3");
         cmd.arg(script("server.py"))
             .arg("--dir")
-            .arg(&messages_dir)
+            .arg(&self.messages_dir)
             .args(["--mode", opts.mode])
+            .args(["--port", &opts.port.to_string()])
             .arg("--cert")
-            .arg(&certs.cert)
+            .arg(&self.certs.cert)
             .arg("--key")
-            .arg(&certs.key);
+            .arg(&self.certs.key);
         if opts.auth {
             cmd.args(["--user", USER, "--password", PASSWORD]);
         }
@@ -191,33 +205,23 @@ impl Server {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("server did not report its port, said {line:?}"));
         let stdin = child.stdin.take();
-        Some(Server {
+        Server {
             child,
             stdin,
             opts,
             port,
-            messages_dir,
-            certs,
-            tmp,
-        })
+            messages_dir: self.messages_dir.clone(),
+        }
     }
 
-    /// The client config that trusts this server's CA and logs in with the right password.
-    pub fn config(&self) -> SmtpConfig {
-        let pw = self.tmp.path().join("password");
-        std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password");
+    /// The client config that trusts this env's CA and logs in with the right password.
+    pub fn config(&self, port: u16, tls: TlsMode) -> SmtpConfig {
         SmtpConfig {
             host: "127.0.0.1".into(),
-            port: Some(self.port),
-            // A "plain" server gets a STARTTLS client too: tests use that to show we refuse to
-            // send in clear text.
-            tls: if self.opts.mode == "tls" {
-                TlsMode::Tls
-            } else {
-                TlsMode::Starttls
-            },
+            port: Some(port),
+            tls,
             username: Some(USER.into()),
-            password_file: Some(pw),
+            password_file: Some(self.password_file.clone()),
             password_env: None,
             password_credential: None,
             from: "policywatch <digests@policywatch.test>".into(),
@@ -229,22 +233,18 @@ impl Server {
 
     /// Stored messages, oldest first.
     pub fn messages(&self) -> Vec<PathBuf> {
-        let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.messages_dir)
-            .expect("read dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .filter_map(|p| {
-                let n = p
-                    .file_stem()?
-                    .to_str()?
-                    .strip_prefix("msg-")?
-                    .parse()
-                    .ok()?;
-                Some((n, p))
+        numbered(&self.messages_dir, "msg-", "eml")
+    }
+
+    /// Refusals the server recorded (one JSON file each: code, bytes), oldest first.
+    pub fn rejections(&self) -> Vec<serde_json::Value> {
+        numbered(&self.messages_dir, "rejected-", "json")
+            .iter()
+            .map(|p| {
+                serde_json::from_str(&std::fs::read_to_string(p).expect("read"))
+                    .expect("rejection json")
             })
-            .collect();
-        v.sort();
-        v.into_iter().map(|(_, p)| p).collect()
+            .collect()
     }
 
     /// The session facts the server recorded next to a message (TLS, login, envelope).
@@ -254,11 +254,79 @@ impl Server {
     }
 }
 
+fn numbered(dir: &Path, prefix: &str, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .filter_map(|p| {
+            let n = p
+                .file_stem()?
+                .to_str()?
+                .strip_prefix(prefix)?
+                .parse()
+                .ok()?;
+            Some((n, p))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A running server process. Killed (and reaped) on drop; it also exits by itself when our
+/// end of its stdin closes.
+pub struct Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub opts: Opts,
+    pub port: u16,
+    messages_dir: PathBuf,
+}
+
+impl Server {
+    /// The client TLS mode matching this server. A "plain" server gets a STARTTLS client too:
+    /// tests use that to show we refuse to send in clear text.
+    pub fn client_tls(&self) -> TlsMode {
+        if self.opts.mode == "tls" {
+            TlsMode::Tls
+        } else {
+            TlsMode::Starttls
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One env with one server, for tests that need no restarts.
+pub struct Single {
+    pub env: Env,
+    pub server: Server,
+}
+
+impl Single {
+    /// Starts a server, or returns None when SMTP tests are skipped here.
+    pub fn start(opts: Opts) -> Option<Single> {
+        let env = Env::new()?;
+        let server = env.start(opts);
+        Some(Single { env, server })
+    }
+
+    pub fn config(&self) -> SmtpConfig {
+        self.env.config(self.server.port, self.server.client_tls())
+    }
+
+    pub fn messages(&self) -> Vec<PathBuf> {
+        self.env.messages()
+    }
+
+    pub fn meta(&self, eml: &Path) -> serde_json::Value {
+        self.env.meta(eml)
     }
 }
 

@@ -7,7 +7,8 @@ and stores every accepted message as <dir>/msg-<n>.eml with a <dir>/msg-<n>.json
 dies cannot leave it behind.
 
 Faults are scripted with options: --auth-reject (every login fails with 535), --max-bytes N
-(messages above N bytes get 552), --tempfail N (the first N messages get 451).
+(messages above N bytes get 552), --tempfail N (the first N messages get 451). Each refusal
+leaves <dir>/rejected-<n>.json. --port N binds a given port (to bring a "down" server back).
 
 Needs aiosmtpd:  python3 -m pip install aiosmtpd
 """
@@ -15,6 +16,7 @@ Needs aiosmtpd:  python3 -m pip install aiosmtpd
 import argparse
 import asyncio
 import json
+import logging
 import os
 import ssl
 import sys
@@ -31,6 +33,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True, help="where received messages are stored")
     p.add_argument("--mode", choices=["starttls", "tls", "plain"], default="starttls")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     p.add_argument("--cert", help="PEM certificate chain (starttls, tls)")
     p.add_argument("--key", help="PEM private key (starttls, tls)")
     p.add_argument("--user", help="accepted login (AUTH offered when set)")
@@ -46,14 +49,15 @@ class Handler:
         self.args = args
         self.count = 0
         self.tempfails_left = args.tempfail
+        self.rejected = 0
 
     async def handle_DATA(self, server, session, envelope):
         content = envelope.original_content or envelope.content or b""
         if self.tempfails_left > 0:
             self.tempfails_left -= 1
-            return "451 4.3.0 Temporary failure, try again later"
+            return self.refuse(451, "4.3.0 Temporary failure, try again later", content)
         if self.args.max_bytes and len(content) > self.args.max_bytes:
-            return "552 5.3.4 Message size exceeds fixed maximum message size"
+            return self.refuse(552, "5.3.4 Message size exceeds fixed maximum message size", content)
         self.count += 1
         base = os.path.join(self.args.dir, f"msg-{self.count}")
         meta = {
@@ -72,6 +76,16 @@ class Handler:
         return f"250 2.0.0 OK queued as test-{self.count}"
 
 
+    def refuse(self, code, text, content):
+        """Refuses the message, leaving <dir>/rejected-<n>.json so tests can count attempts."""
+        self.rejected += 1
+        path = os.path.join(self.args.dir, f"rejected-{self.rejected}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump({"code": code, "bytes": len(content)}, f)
+        os.replace(path + ".tmp", path)
+        return f"{code} {text}"
+
+
 def make_authenticator(args):
     def authenticate(server, session, envelope, mechanism, auth_data):
         if args.auth_reject or not isinstance(auth_data, LoginPassword):
@@ -84,6 +98,8 @@ def make_authenticator(args):
 
 def main():
     args = parse_args()
+    # aiosmtpd warns about its own deprecated attributes on every login; keep test output clean.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     ctx = None
     if args.mode in ("starttls", "tls"):
         if not (args.cert and args.key):
@@ -109,7 +125,7 @@ def main():
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     server = loop.run_until_complete(loop.create_server(
-        factory, host="127.0.0.1", port=0, ssl=ctx if args.mode == "tls" else None))
+        factory, host="127.0.0.1", port=args.port, ssl=ctx if args.mode == "tls" else None))
     port = server.sockets[0].getsockname()[1]
 
     def watch_stdin():
