@@ -23,6 +23,7 @@ use thiserror::Error;
 
 use crate::config::{Loaded, Via};
 use crate::digest::{self, DigestKind, FeedProblem, LogRecord, RenderLimits, Section, Story};
+use crate::item::Field;
 use crate::mail::{MailError, Mailer};
 use crate::retry;
 use crate::store::{Delivery, Kind, Store, StoreError};
@@ -392,6 +393,11 @@ fn assemble(
                 m.item.content.clone()
             } else {
                 m.item.summary.clone()
+            },
+            summary_field: if m.item.summary.is_empty() {
+                Field::Content
+            } else {
+                Field::Summary
             },
             score: m.score,
             evidence: m.evidence,

@@ -24,6 +24,7 @@ fn digest(n_filler: usize) -> Digest {
         feed_name: "Example Wire".into(),
         published: t,
         summary: summary.into(),
+        summary_field: Field::Summary,
         score: 10.0 - id as f64,
         evidence: vec![Evidence {
             term: "chip*".into(),
