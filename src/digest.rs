@@ -496,8 +496,8 @@ fn source_line(s: &Story, tz: Tz) -> String {
 
 fn footer(d: &Digest) -> String {
     format!(
-        "Sent by {APP_NAME} ({} \"{}\"). Reply-free address; change the watches or the \
-         schedule in the {APP_NAME} config.",
+        "Sent automatically by {APP_NAME} ({} \"{}\"). To change what you get, edit the \
+         watches or the schedule in the {APP_NAME} config.",
         d.kind.as_str(),
         clean_short(&d.id, MAX_NAME_CHARS)
     )
