@@ -56,7 +56,8 @@ pub struct Report {
     pub sent: usize,
     pub retrying: usize,
     pub failed: usize,
-    /// The rendered text of each delivery made in this pass (what `run --once` prints).
+    /// The rendered text of each delivery logged in this pass, and one line per mail outcome
+    /// (what `run --once` prints).
     pub texts: Vec<String>,
 }
 
@@ -287,6 +288,11 @@ impl Notifier {
                 );
                 store.mark_sent(delivery.id, now, &reply)?;
                 report.sent += 1;
+                report.texts.push(format!(
+                    "mailed to {}: {} ({reply})",
+                    dcfg.to.join(", "),
+                    rendered.subject
+                ));
             }
             Err(e) if e.transient => {
                 let age = (now - delivery.created_at).to_std().unwrap_or_default();
@@ -307,6 +313,10 @@ impl Notifier {
                 );
                 store.mark_retry(delivery.id, &e.message, at, None)?;
                 report.retrying += 1;
+                report.texts.push(format!(
+                    "mail deferred, next attempt at {at}: {} — {}",
+                    rendered.subject, e.message
+                ));
             }
             Err(e) if e.is_too_large() && delivery.trim_to.is_none() && rendered.shown > 1 => {
                 let trim = (rendered.shown / TRIM_DIVISOR).max(1);
@@ -317,6 +327,10 @@ impl Notifier {
                 );
                 store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
                 report.retrying += 1;
+                report.texts.push(format!(
+                    "mail refused as too large, retrying with {trim} stories: {}",
+                    e.message
+                ));
             }
             Err(e) => return fail(store, delivery, &e.message, report),
         }
@@ -338,6 +352,10 @@ fn fail(
     );
     store.mark_failed(delivery.id, msg)?;
     report.failed += 1;
+    report.texts.push(format!(
+        "delivery {} of digest `{}` failed: {msg}",
+        delivery.id, delivery.digest_id
+    ));
     Ok(())
 }
 

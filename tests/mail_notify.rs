@@ -138,6 +138,15 @@ async fn a_digest_arrives_once() {
         .await
         .expect("flush");
     assert_eq!(counts(&r), (1, 0, 0));
+    // What `run --once` prints for it.
+    assert_eq!(r.texts.len(), 1);
+    assert!(
+        r.texts[0].starts_with(
+            "mailed to Analyst <analyst@policywatch.test>: policywatch: 3 export-controls — 28 Nov (250 "
+        ),
+        "{:?}",
+        r.texts
+    );
     let delivery = store.delivery(1).expect("delivery 1");
     assert_eq!(delivery.status, "sent");
 
