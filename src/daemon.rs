@@ -157,7 +157,7 @@ pub async fn run(
     let metrics_server = match cfg.config.daemon.listen_addr() {
         Some(addr) if !opts.once => {
             let srv = metrics::Server::start(addr, metrics.clone()).await?;
-            tracing::info!(addr = %srv.local_addr(), "metrics listening on http://{}/metrics", srv.local_addr());
+            tracing::info!("metrics listening on http://{}/metrics", srv.local_addr());
             Some(srv)
         }
         _ => None,
@@ -181,9 +181,9 @@ pub async fn run(
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
     let status = d.status_line();
+    d.metrics.set_ready(true);
     d.service.ready(&status);
     d.last_status = status;
-    d.metrics.set_ready(true);
     tracing::info!(feeds = d.cfg.feeds.len(), watches = d.cfg.config.watches.len(),
         digests = d.cfg.digests.len(), db = %db.display(), "policywatch started");
     let result = d.event_loop(&opts, &mut control).await;
