@@ -61,6 +61,26 @@ pub fn prefix_lines(prio: u8, text: &str) -> String {
     out
 }
 
+/// Whether stderr goes to the journal (systemd sets `JOURNAL_STREAM` for the service).
+pub fn to_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Prints a diagnostic that is not a tracing event (a config error rendered before logging
+/// matters, say) to stderr — under the journal with `prio` on every line, so
+/// `journalctl -p err` shows start-up config errors in full too.
+pub fn diag(prio: u8, text: &str) {
+    let mut text = text.to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if to_journal() {
+        eprint!("{}", prefix_lines(prio, &text));
+    } else {
+        eprint!("{text}");
+    }
+}
+
 /// Installs the global subscriber. `verbose` raises the default level to debug; `RUST_LOG`
 /// overrides both.
 pub fn init(verbose: bool) {
@@ -70,7 +90,7 @@ pub fn init(verbose: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = to_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -439,6 +439,52 @@ async fn notify_lifecycle_with_good_and_bad_reloads() {
         .any(|l| l.starts_with("<6>") && l.contains("configuration reloaded")));
 }
 
+/// A config that does not compile: no READY=1 (nothing was started), every error in the
+/// journal at error priority with its location, and exit status 78, which the unit's
+/// `RestartPreventExitStatus=` keeps from restarting in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_config_never_reports_ready_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [FeedSpec {
+        name: "Nowhere",
+        url: "http://127.0.0.1:9/feed.xml".to_string(),
+        interval: None,
+    }];
+    write_config(&cfg, &feeds, "10s", |doc| {
+        doc["watches"][1]["query"] = toml_edit::value("nvidia AND");
+        doc["daemon"]["listen"] = toml_edit::value("0.0.0.0:9187");
+    });
+    let mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    let status = d.exit().await;
+    assert_eq!(status.code(), Some(78), "{}", d.log());
+    let mut buf = [0u8; 512];
+    match mgr.sock.try_recv(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the service manager heard something: {other:?}"),
+    }
+    assert!(
+        !state.join("policywatch.db").exists(),
+        "nothing was started"
+    );
+    until("stderr read to the end", || {
+        d.log().contains("nothing was started")
+    })
+    .await;
+    let log = d.log();
+    let cfg_name = cfg.display().to_string();
+    let located: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("{cfg_name}:")))
+        .collect();
+    assert_eq!(located.len(), 2, "both errors, each located:\n{log}");
+    for line in log.lines() {
+        assert!(line.starts_with("<3>"), "not at error priority: {line:?}");
+    }
+}
+
 /// SIGTERM while one feed hangs before its headers: exit 0 promptly (the hung fetch is
 /// dropped, nothing half-written), and the next runs report every story exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
