@@ -469,7 +469,7 @@ impl Daemon {
             };
             let since = st.last_fired_at.unwrap_or(st.created_at);
             if let Some(t) = d.schedule.next_after(since, d.timezone) {
-                if best.is_none_or(|(b, _)| t < b) {
+                if best.map_or(true, |(b, _)| t < b) {
                     best = Some((t, d.timezone));
                 }
             }
