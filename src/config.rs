@@ -587,3 +587,141 @@ fn toml_hint(msg: &str) -> Option<String> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WATCH: &str = "[[watches]]\nid = \"w\"\nquery = \"nvidia\"\n";
+
+    fn errors(src: &str) -> Vec<String> {
+        match load_str("t.toml", src) {
+            Ok(_) => panic!("config should have been refused:\n{src}"),
+            Err(e) => e.0,
+        }
+    }
+
+    /// Each bad config is refused with an error at `line:col` that contains `needle`.
+    #[test]
+    fn bad_configs_point_at_the_line_and_say_what_to_write() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[daemon]\npoll_intervall = \"30m\"\n", "t.toml:2:1:", "unknown field `poll_intervall`"),
+            ("[daemon]\npoll_interval = \"soon\"\n", "t.toml:2:", "poll_interval"),
+            ("[[feeds]]\nurl = \"ftp://x/f\"\n", "t.toml:2:7:", "write an http://, https:// or file:// URL"),
+            ("[[feeds]]\nurl = \"nope\"\n", "t.toml:2:7:", "not a valid URL"),
+            (
+                "[[feeds]]\nurl = \"https://a.test/f\"\n[[feeds]]\nurl = \"https://a.test/f\"\n",
+                "t.toml:4:7:",
+                "listed twice",
+            ),
+            ("[[watches]]\nid = \"w\"\nquery = \"(nvidia\"\n", "t.toml:3:", "watch `w`"),
+            (
+                "[[watches]]\nid = \"bad id!\"\nquery = \"nvidia\"\n",
+                "t.toml:3:9:",
+                "letters, digits",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"daily 25:00\"\nvia = \"log\"\n",
+                "t.toml:3:12:",
+                "HH:MM",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\ntimezone = \"Mars/Base\"\nvia = \"log\"\n",
+                "t.toml:4:12:",
+                "IANA",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nwatches = [\"nope\"]\nvia = \"log\"\n",
+                "t.toml:4:12:",
+                "there is no watch `nope`",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nwatches = [\"tag:zzz\"]\nvia = \"log\"\n",
+                "t.toml:4:12:",
+                "no watch has the tag `zzz`",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"pigeon\"\n",
+                "t.toml:4:7:",
+                "unknown variant `pigeon`",
+            ),
+        ];
+        for (body, at, needle) in cases {
+            let src = format!("{WATCH}{body}");
+            // The watch block above is 3 lines; shift the expected line by it.
+            let errs = errors(&src);
+            let (file, rest) = at.split_once(':').unwrap();
+            let (line, col) = rest.split_once(':').unwrap();
+            let line: usize = line.parse::<usize>().unwrap() + 3;
+            let want = format!("{file}:{line}:{col}");
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&want) && e.contains(needle)),
+                "for\n{src}\nwanted an error at {want} containing {needle:?}, got:\n{}",
+                errs.join("\n---\n")
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let src = format!(
+            "{WATCH}[[feeds]]\nurl = \"ftp://a\"\n[[digests]]\nid = \"d\"\nschedule = \"never\"\ntimezone = \"X/Y\"\nvia = \"log\"\n"
+        );
+        let errs = errors(&src);
+        assert_eq!(errs.len(), 3, "{}", errs.join("\n"));
+        // Each rendered error shows the source line and a caret.
+        assert!(errs[0].contains("url = \"ftp://a\"") && errs[0].contains('^'));
+    }
+
+    #[test]
+    fn the_shipped_config_compiles_and_embeds() {
+        let l = load_str(EMBEDDED_NAME, EMBEDDED_DEFAULT).unwrap();
+        let ids: Vec<_> = l.config.watches.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["export-controls", "ai-chips"]);
+        assert!(!l.feeds.is_empty());
+        assert_eq!(l.digests[0].watches, ["export-controls", "ai-chips"]);
+        let on_disk = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/policywatch.toml"
+        ))
+        .unwrap();
+        assert_eq!(on_disk, EMBEDDED_DEFAULT);
+    }
+
+    #[test]
+    fn defaults_tags_and_intervals_resolve() {
+        let src = "[daemon]\npoll_interval = \"1h\"\nmin_interval = \"10m\"\n\
+            [[feeds]]\nurl = \"https://a.test/f\"\n\
+            [[feeds]]\nurl = \"https://b.test/f\"\nname = \"B\"\ninterval = \"1m\"\n\
+            [[watches]]\nid = \"a\"\nquery = \"nvidia\"\ntags = [\"chips\"]\nalert = \"immediate\"\n\
+            [[watches]]\nid = \"b\"\nquery = \"gallium\"\n\
+            [[digests]]\nid = \"d\"\nschedule = \"hourly\"\nwatches = [\"tag:chips\", \"b\", \"a\"]\nvia = \"log\"\n\
+            [[digests]]\nid = \"all\"\nschedule = \"daily 07:30\"\ntimezone = \"Europe/Berlin\"\nvia = \"log\"\n";
+        let l = load_str("t.toml", src).unwrap();
+        assert_eq!(l.feeds[0].name, "a.test");
+        assert_eq!(l.feeds[0].interval, Duration::from_secs(3600));
+        assert_eq!(
+            l.feeds[1].interval,
+            Duration::from_secs(600),
+            "min_interval is a floor"
+        );
+        assert_eq!(l.digests[0].watches, ["a", "b"], "deduplicated, in order");
+        assert_eq!(l.digests[0].immediate, ["a"]);
+        assert_eq!(l.digests[1].watches, ["a", "b"], "empty means all");
+        assert_eq!(l.digests[1].timezone, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn render_at_handles_multibyte_and_edges() {
+        let src = "a = 1\nname = \"昇腾\" x\n";
+        let off = src.find('x').unwrap();
+        let r = render_at("f", src, off, "error", "bad", Some("fix"));
+        assert!(r.starts_with("f:2:13: error: bad"), "{r}");
+        assert!(r.contains("= hint: fix"));
+        // Offsets past the end or inside a character never panic.
+        render_at("f", src, src.len() + 10, "error", "m", None);
+        render_at("f", src, src.find('昇').unwrap() + 1, "error", "m", None);
+        render_at("f", "", 0, "error", "m", None);
+    }
+}

@@ -87,7 +87,7 @@ pub enum FeedError {
 }
 
 /// Parses a feed body. `base` is the URL it was fetched from (after redirects): relative links
-/// are resolved against the entry's `xml:base`, then `base`, then the feed's own link.
+/// are resolved against the entry's `xml:base`, then the feed's own link, then `base`.
 pub fn parse(
     body: &[u8],
     content_type: Option<&str>,
@@ -103,36 +103,73 @@ pub fn parse(
             alternate: find_alternate(text, base),
         });
     }
-    let prepared = fix_xml_declaration(text);
+    let mut doc: String = if text.starts_with('{') {
+        text.to_string()
+    } else {
+        prepare_xml(text)
+    };
 
     let parser = feed_rs::parser::Builder::new()
-        .base_uri(base.map(Url::as_str))
+        // No base URI for feed-rs: it would resolve relative item links against the document
+        // URL before we can prefer the feed's site link (see `normalise`).
         // No invented IDs: a missing GUID must stay missing so `Item::dedup_key` falls back to
         // the link, then the content hash. feed-rs would otherwise mint a random UUID for
         // link-less, title-less entries and every poll would see a "new" story.
         .id_generator(|_, _, _| String::new())
         .build();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| parser.parse(prepared.as_bytes())));
-    let feed = match result {
-        Ok(Ok(feed)) => feed,
-        Ok(Err(feed_rs::parser::ParseFeedError::ParseError(
-            feed_rs::parser::ParseErrorKind::NoFeedRoot,
-        ))) => {
-            return Err(FeedError::NotAFeed {
-                alternate: find_alternate(text, base),
-            })
-        }
-        Ok(Err(e)) => return Err(FeedError::Invalid(bounded(&e.to_string(), 300))),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            return Err(FeedError::ParserPanic(bounded(&msg, 300)));
+
+    // feed-rs rejects a whole feed for a few defects that are local to one element; each retry
+    // repairs one such defect (bounded, so a hostile document costs a few parses at most).
+    let mut repairs = 0;
+    let feed = loop {
+        use feed_rs::parser::{ParseErrorKind, ParseFeedError};
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| parser.parse(doc.as_bytes())));
+        let err = match result {
+            Ok(Ok(feed)) => break feed,
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                return Err(FeedError::ParserPanic(bounded(&msg, 300)));
+            }
+        };
+        let repaired = match &err {
+            _ if repairs >= MAX_REPAIRS => None,
+            ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) => {
+                if is_channel_less_rss(&doc) {
+                    // `<rss>` with nothing inside: well-formed and says it is RSS, so it is an
+                    // empty feed, not "not a feed".
+                    return Ok(ParsedFeed {
+                        title: None,
+                        ttl: None,
+                        items: Vec::new(),
+                        encoding,
+                    });
+                }
+                return Err(FeedError::NotAFeed {
+                    alternate: find_alternate(text, base),
+                });
+            }
+            ParseFeedError::ParseError(ParseErrorKind::UnknownMimeType(mime)) => {
+                neutralise_type_attr(&doc, mime)
+            }
+            ParseFeedError::JsonUnsupportedVersion(_) | ParseFeedError::JsonSerde(_) => {
+                repair_json_feed(&doc)
+            }
+            _ => None,
+        };
+        match repaired {
+            Some(d) if d != doc => {
+                doc = d;
+                repairs += 1;
+            }
+            _ => return Err(FeedError::Invalid(bounded(&err.to_string(), 300))),
         }
     };
-    Ok(normalise(feed, base, encoding.name()))
+    Ok(normalise(feed, base, encoding))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,7 +177,42 @@ pub fn parse(
 // ---------------------------------------------------------------------------------------------
 
 /// Decodes `body` to UTF-8 following the precedence in the module docs. Never fails.
-pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static Encoding) {
+/// Returns the text and the name of the charset it was decoded from.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+    if let Some(decoded) = decode_utf32(body) {
+        return decoded;
+    }
+    let (text, enc) = decode_whatwg(body, content_type);
+    (text, enc.name())
+}
+
+/// UTF-32, which encoding_rs (WHATWG encodings only) does not cover: recognised by its BOM or by
+/// the `<` of the document start, whatever the labels say (nothing else has those bytes).
+fn decode_utf32(body: &[u8]) -> Option<(String, &'static str)> {
+    let (le, skip) = match body {
+        [0xff, 0xfe, 0, 0, ..] => (true, 4),
+        [0, 0, 0xfe, 0xff, ..] => (false, 4),
+        [b'<', 0, 0, 0, ..] => (true, 0),
+        [0, 0, 0, b'<', ..] => (false, 0),
+        _ => return None,
+    };
+    let text = body[skip..]
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            let n = if le {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            };
+            char::from_u32(n).unwrap_or('\u{fffd}')
+        })
+        .collect();
+    Some((text, if le { "UTF-32LE" } else { "UTF-32BE" }))
+}
+
+fn decode_whatwg(body: &[u8], content_type: Option<&str>) -> (String, &'static Encoding) {
     let bom = Encoding::for_bom(body);
     let header = content_type.and_then(header_charset);
     let decl = xml_decl_charset(body);
@@ -242,6 +314,207 @@ fn fix_xml_declaration(text: &str) -> std::borrow::Cow<'_, str> {
         .into(),
         None => text.into(),
     }
+}
+
+/// Repairs tried per document before giving up (see [`parse`]).
+const MAX_REPAIRS: usize = 4;
+
+/// The XML as feed-rs should see it: UTF-8 declaration, Atom 0.3 namespace read as Atom 1.0,
+/// bare `&` and HTML-only entities made well-formed (see [`repair_entities`]),
+/// and an `<rss>` root whose `version` feed-rs does not dispatch on (missing, "0.93", "0.94",
+/// "2.0.1", " 2.0") presented as RSS 2.0, a superset of them all. feed-rs only recognises
+/// `version="2.0"`, `"0.91"` and `"0.92"` and would otherwise call such feeds "not a feed".
+fn prepare_xml(text: &str) -> String {
+    let mut doc = repair_entities(&fix_xml_declaration(text));
+    if let Some((start, end)) = root_tag(&doc) {
+        let tag = &doc[start..end];
+        if tag.contains("http://purl.org/atom/ns#") {
+            // Atom 0.3: same element names for everything we read (entries, titles, links,
+            // summaries, content); only the namespace differs.
+            doc = doc.replace("http://purl.org/atom/ns#", "http://www.w3.org/2005/Atom");
+        } else if tag.starts_with("<rss")
+            && tag[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/')
+        {
+            let version = ATTR
+                .captures_iter(tag)
+                .find(|c| c.get(1).is_some_and(|n| n.as_str() == "version"))
+                .and_then(|c| c.get(2).or_else(|| c.get(3)).or_else(|| c.get(4)))
+                .map(|m| m.as_str().to_string());
+            if !matches!(version.as_deref(), Some("2.0" | "0.91" | "0.92")) {
+                let without: String = match version {
+                    Some(_) => VERSION_ATTR.replace(tag, "").into_owned(),
+                    None => tag.to_string(),
+                };
+                let fixed = format!("<rss version=\"2.0\"{}", &without[4..]);
+                doc.replace_range(start..end, &fixed);
+            }
+        }
+    }
+    doc
+}
+
+/// Makes the commonest defect of hand-made feeds well-formed: a bare `&` ("AT&T") and HTML
+/// entities that XML does not define (`&nbsp;`, `&eacute;`). quick-xml stops at them, and
+/// feed-rs then silently drops the whole text of the element. A bare `&` becomes `&amp;`; a
+/// known HTML entity becomes numeric references; an unknown `&name;` becomes literal text.
+/// CDATA sections, comments and processing instructions are left alone, and so is any document
+/// that declares its own entities.
+fn repair_entities(doc: &str) -> String {
+    if !doc.contains('&') || doc.contains("<!ENTITY") {
+        return doc.to_string();
+    }
+    let mut out = String::with_capacity(doc.len() + 64);
+    let mut i = 0;
+    while i < doc.len() {
+        let rest = &doc[i..];
+        let Some(p) = rest.find(['&', '<']) else {
+            out.push_str(rest);
+            break;
+        };
+        out.push_str(&rest[..p]);
+        i += p;
+        let rest = &doc[i..];
+        if rest.starts_with('<') {
+            // Copy markup that must not be touched verbatim, up to its end.
+            let close = [("<![CDATA[", "]]>"), ("<!--", "-->"), ("<?", "?>")]
+                .into_iter()
+                .find(|(open, _)| rest.starts_with(open))
+                .map(|(_, close)| close);
+            let len = match close {
+                Some(c) => rest.find(c).map(|q| q + c.len()).unwrap_or(rest.len()),
+                None => 1,
+            };
+            out.push_str(&rest[..len]);
+            i += len;
+            continue;
+        }
+        // An '&': keep valid references, repair the rest.
+        let end = rest.bytes().take(40).position(|b| b == b';');
+        let name = end.map(|e| &rest[1..e]);
+        let valid_numeric = name.is_some_and(|n| {
+            n.strip_prefix("#x")
+                .or_else(|| n.strip_prefix("#X"))
+                .map(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .or_else(|| {
+                    n.strip_prefix('#')
+                        .map(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .unwrap_or(false)
+        });
+        let is_name = name.is_some_and(|n| {
+            n.starts_with(|c: char| c.is_ascii_alphabetic())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        });
+        match (name, end) {
+            (Some(_), Some(e)) if valid_numeric => {
+                out.push_str(&rest[..=e]);
+                i += e + 1;
+            }
+            (Some(n), Some(e)) if is_name => {
+                if matches!(n, "amp" | "lt" | "gt" | "quot" | "apos") {
+                    out.push_str(&rest[..=e]);
+                } else if let Some(text) = quick_xml::escape::resolve_html5_entity(n) {
+                    for c in text.chars() {
+                        out.push_str(&format!("&#{};", u32::from(c)));
+                    }
+                } else {
+                    out.push_str("&amp;");
+                    out.push_str(&rest[1..=e]);
+                }
+                i += e + 1;
+            }
+            _ => {
+                out.push_str("&amp;");
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+static VERSION_ATTR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"\sversion\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'>]+)"#).expect("static regex")
+});
+
+/// Byte range of the root element's start tag, after the prolog (declaration, processing
+/// instructions, comments, doctype).
+fn root_tag(doc: &str) -> Option<(usize, usize)> {
+    let mut pos = 0;
+    for _ in 0..64 {
+        let rest = &doc[pos..];
+        let skip = rest.len() - rest.trim_start().len();
+        pos += skip;
+        let rest = &doc[pos..];
+        let close = if rest.starts_with("<?") {
+            "?>"
+        } else if rest.starts_with("<!--") {
+            "-->"
+        } else if rest.starts_with("<!") {
+            ">"
+        } else if rest.starts_with('<') {
+            let (_, _, len) = tag_at(rest)?;
+            return Some((pos, pos + len));
+        } else {
+            return None;
+        };
+        pos += rest.find(close)? + close.len();
+    }
+    None
+}
+
+/// Whether the document is an `<rss>` root without a `<channel>` (feed-rs: "no feed root").
+fn is_channel_less_rss(doc: &str) -> bool {
+    root_tag(doc).is_some_and(|(s, _)| doc[s..].starts_with("<rss")) && !doc.contains("<channel")
+}
+
+/// feed-rs refuses a whole feed over one text construct with a `type` it does not know
+/// (`application/octet-stream` for base64, a made-up `application/x-custom`, `text/plain`
+/// where Atom wants `text`). Rewrites exactly that type value to `text`, so the element is
+/// read as plain text. The standard values are left alone: rewriting `html` everywhere would
+/// turn every HTML summary into "plain text" full of tags.
+fn neutralise_type_attr(doc: &str, mime: &str) -> Option<String> {
+    if mime.is_empty() || matches!(mime, "text" | "html" | "xhtml") {
+        return None;
+    }
+    let mut out = doc.to_string();
+    for q in ['"', '\''] {
+        out = out.replace(&format!("type={q}{mime}{q}"), "type=\"text\"");
+    }
+    Some(out)
+}
+
+/// JSON Feeds in the wild: `"version"` missing or written as `"1.0"` or with `http:`, and
+/// `"tags"` given as one comma-separated string. feed-rs rejects all of these outright.
+fn repair_json_feed(doc: &str) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(doc).ok()?;
+    let obj = v.as_object_mut()?;
+    let version_ok = obj
+        .get("version")
+        .and_then(|v| v.as_str())
+        .is_some_and(|s| s.starts_with("https://jsonfeed.org/version/1"));
+    if !version_ok {
+        obj.insert(
+            "version".into(),
+            serde_json::Value::String("https://jsonfeed.org/version/1.1".into()),
+        );
+    }
+    // JSON Feed requires a title; feeds that leave it out are otherwise fine.
+    if !obj.get("title").is_some_and(|t| t.is_string()) {
+        obj.insert("title".into(), serde_json::Value::String(String::new()));
+    }
+    if let Some(items) = obj.get_mut("items").and_then(|i| i.as_array_mut()) {
+        for item in items.iter_mut().filter_map(|i| i.as_object_mut()) {
+            if let Some(serde_json::Value::String(tags)) = item.get("tags") {
+                let list = tags
+                    .split(',')
+                    .map(|t| serde_json::Value::String(t.trim().to_string()))
+                    .collect();
+                item.insert("tags".into(), serde_json::Value::Array(list));
+            }
+        }
+    }
+    serde_json::to_string(&v).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,7 +661,10 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
         .iter()
         .find(|l| l.rel.as_deref().map_or(true, |r| r == "alternate"))
         .and_then(|l| resolve(&l.href, &[base]));
-    let feed_base = base.cloned().or(feed_link);
+    // Relative entry links are resolved against the entry's xml:base, then the feed's own
+    // (absolute) site link, then the URL the document came from. The site link goes first
+    // because feeds served from a feed host or CDN write item links relative to the site.
+    let feed_base = feed_link.or_else(|| base.cloned());
 
     let items = feed
         .entries
@@ -490,7 +766,10 @@ fn is_html_type(ct: &str) -> bool {
 }
 
 fn text_value(t: &feed_rs::model::Text, rss: bool, max: usize) -> String {
-    if rss || is_html_type(t.content_type.as_ref()) {
+    // Atom 0.3 `mode="xml"` XHTML arrives labelled plain text but is a namespaced `<div>`.
+    let xhtml_div = t.content.trim_start().starts_with("<div")
+        && t.content.contains("http://www.w3.org/1999/xhtml");
+    if rss || xhtml_div || is_html_type(t.content_type.as_ref()) {
         html_to_text(&t.content, max)
     } else {
         plain_text(&t.content, max)
@@ -547,11 +826,20 @@ impl TextSink {
     }
 
     fn push(&mut self, c: char) {
+        // C1 controls in feed text are windows-1252 bytes that went through a Latin-1 decoder
+        // (or `&#146;` references): read them as windows-1252, as HTML5 does.
+        let c = if ('\u{80}'..='\u{9f}').contains(&c) {
+            CP1252_HIGH[c as usize - 0x80]
+        } else {
+            c
+        };
         if c.is_whitespace() {
             self.pending_space = true;
             return;
         }
-        if is_unwanted(c) {
+        // The five bytes windows-1252 leaves undefined survive as C1 controls until `finish`,
+        // where they may still be part of double-encoded UTF-8 (the 0x8F of "出").
+        if is_unwanted(c) && !is_undefined_cp1252(c) {
             return;
         }
         let space = self.pending_space && !self.out.is_empty();
@@ -582,7 +870,89 @@ impl TextSink {
     }
 
     fn finish(self) -> String {
-        self.out
+        // Repair double-encoding before returning; the ellipsis of a cut text is itself a
+        // windows-1252 character, so keep it out of the repair.
+        let mut out = match self.out.strip_suffix('…').filter(|_| self.full) {
+            Some(body) => format!("{}…", fix_mojibake(body)),
+            None => fix_mojibake(&self.out).into_owned(),
+        };
+        if out.contains(is_undefined_cp1252) {
+            out.retain(|c| !is_undefined_cp1252(c));
+        }
+        out
+    }
+}
+
+fn is_undefined_cp1252(c: char) -> bool {
+    matches!(c, '\u{81}' | '\u{8d}' | '\u{8f}' | '\u{90}' | '\u{9d}')
+}
+
+/// windows-1252 characters for bytes 0x80–0x9F (the five undefined bytes stay C1 controls
+/// and are dropped as such).
+const CP1252_HIGH: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
+    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+];
+
+/// The byte a character stands for when UTF-8 was misread as windows-1252 / Latin-1.
+fn mojibake_byte(c: char) -> Option<u8> {
+    let n = u32::from(c);
+    if (0xa0..=0xff).contains(&n) || (0x80..=0x9f).contains(&n) {
+        return u8::try_from(n).ok();
+    }
+    CP1252_HIGH
+        .iter()
+        .position(|&x| x == c)
+        .and_then(|i| u8::try_from(0x80 + i).ok())
+}
+
+/// Repairs UTF-8 that was decoded as windows-1252 somewhere upstream ("Viá»‡t Nam" →
+/// "Việt Nam", "â€™" → "’"), which no charset choice of ours can undo: the feed itself
+/// carries the wrong characters. A run of non-ASCII characters is replaced only when, read
+/// back as windows-1252 bytes, it is valid UTF-8 as a whole — genuine Latin-1 text almost
+/// never is (it would need pairs such as "Ã©" or "Â°").
+pub fn fix_mojibake(s: &str) -> std::borrow::Cow<'_, str> {
+    // Cheap exit: every mojibake run starts with a UTF-8 lead byte read as Â..ô.
+    if !s.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0;
+    let mut changed = false;
+    let flush = |out: &mut String, run: &mut Vec<u8>, original: &str, changed: &mut bool| {
+        match std::str::from_utf8(run) {
+            Ok(fixed) if run.len() >= 2 => {
+                out.push_str(fixed);
+                *changed = true;
+            }
+            _ => out.push_str(original),
+        }
+        run.clear();
+    };
+    for (i, c) in s.char_indices() {
+        match mojibake_byte(c) {
+            Some(b) => {
+                if run.is_empty() {
+                    run_start = i;
+                }
+                run.push(b);
+            }
+            None => {
+                if !run.is_empty() {
+                    flush(&mut out, &mut run, &s[run_start..i], &mut changed);
+                }
+                out.push(c);
+            }
+        }
+    }
+    if !run.is_empty() {
+        flush(&mut out, &mut run, &s[run_start..], &mut changed);
+    }
+    if changed {
+        out.into()
+    } else {
+        s.into()
     }
 }
 
@@ -908,6 +1278,25 @@ mod tests {
     }
 
     #[test]
+    fn utf32_with_and_without_bom() {
+        let text = "出口管制 Контроль";
+        let doc = rss(text, text, Some("utf-32"));
+        for (bom, le) in [(true, true), (false, true), (true, false), (false, false)] {
+            let mut bytes = Vec::new();
+            let units = bom
+                .then_some(0xfeff)
+                .into_iter()
+                .chain(doc.chars().map(u32::from));
+            for n in units {
+                bytes.extend_from_slice(&if le { n.to_le_bytes() } else { n.to_be_bytes() });
+            }
+            let feed =
+                parse(&bytes, None, None).unwrap_or_else(|e| panic!("bom={bom} le={le}: {e}"));
+            assert_eq!(feed.title.as_deref(), Some(text));
+        }
+    }
+
+    #[test]
     fn wrongly_declared_charsets_are_corrected_when_detectable() {
         let text = "Exportkontrolle für Chips — «Nvidia»";
         // Header and declaration say UTF-8, bytes are windows-1252: falls back, no U+FFFD.
@@ -991,6 +1380,32 @@ mod tests {
     }
 
     #[test]
+    fn double_encoded_utf8_and_cp1252_controls_are_repaired() {
+        let cases = [
+            ("Viá»‡t Nam xuáº¥t kháº©u", "Việt Nam xuất khẩu"),
+            ("donâ€™t", "don’t"),
+            ("don\u{92}t", "don’t"),
+            ("&#226;&#128;&#166;", "…"),
+            // Genuine Latin-1 text is left alone.
+            (
+                "Café à la française, Größe ±5°",
+                "Café à la française, Größe ±5°",
+            ),
+            ("Ça coûte 5 €", "Ça coûte 5 €"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(html_to_text(input, 1000), want, "{input:?}");
+        }
+        // Chinese through windows-1252 (contains the undefined byte 0x8F).
+        let (mangled, _) = WINDOWS_1252.decode_without_bom_handling("出口管制".as_bytes());
+        assert_eq!(html_to_text(&mangled, 1000), "出口管制");
+        assert_eq!(plain_text("a\u{8f}b", 100), "ab");
+        // A cut text keeps its ellipsis out of the repair.
+        let t = html_to_text("Ã", 1000);
+        assert_eq!(t, "Ã");
+    }
+
+    #[test]
     fn text_is_cut_on_char_boundaries_with_ellipsis() {
         let s = "出口管制".repeat(100);
         let t = html_to_text(&s, 20);
@@ -1039,6 +1454,20 @@ mod tests {
         assert_eq!(b.link, None, "javascript: links are dropped");
         assert!(b.summary.len() <= MAX_SUMMARY_BYTES && b.summary.ends_with('…'));
         assert!(b.dedup_key().starts_with("hash:"));
+    }
+
+    #[test]
+    fn relative_links_fall_back_to_the_document_url() {
+        let body = b"<rss version=\"2.0\"><channel><title>t</title><item><title>a</title><link>story/9</link></item></channel></rss>";
+        let base = Url::parse("https://cdn.test/feeds/main.xml").unwrap();
+        let feed = parse(body, None, Some(&base)).unwrap();
+        assert_eq!(
+            feed.items[0].link.as_deref(),
+            Some("https://cdn.test/feeds/story/9")
+        );
+        // Without any base a relative link cannot be made absolute and is dropped.
+        let feed = parse(body, None, None).unwrap();
+        assert_eq!(feed.items[0].link, None);
     }
 
     #[test]
@@ -1114,6 +1543,60 @@ mod tests {
         );
         assert!(matches!(r, Err(FeedError::Invalid(_))), "{r:?}");
         assert!(matches!(parse(b"  ", None, None), Err(FeedError::Empty)));
+    }
+
+    #[test]
+    fn bare_ampersands_and_html_entities_do_not_lose_text() {
+        let doc = "<rss version=\"2.0\"><channel><title>Fish & Chips &amp; more</title>\
+            <item><title>AT&T&nbsp;curbs &eacute;t&eacute; &#8212; &bogus; &#x4e2d;</title><guid>1</guid>\
+            <description><![CDATA[R&D <b>spend</b>]]></description><link>https://x.test/?a=1&b=2</link></item></channel></rss>";
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Fish & Chips & more"));
+        let it = &feed.items[0];
+        assert_eq!(it.title, "AT&T curbs été — &bogus; 中");
+        assert_eq!(it.summary, "R&D spend");
+        assert_eq!(it.link.as_deref(), Some("https://x.test/?a=1&b=2"));
+        // Documents with their own entity declarations are left alone.
+        let own = "<!DOCTYPE rss [<!ENTITY x \"y\">]><rss/>";
+        assert_eq!(repair_entities(own), own);
+    }
+
+    #[test]
+    fn rss_root_versions_feed_rs_does_not_know_are_read_as_rss2() {
+        for root in [
+            "<rss>",
+            "<rss version=\"0.93\">",
+            "<rss version='2.0.1' xmlns:x=\"u\">",
+            "<rss version=\" 2.0\">",
+        ] {
+            let doc = format!("<?xml version=\"1.0\"?>\n<!-- c -->{root}<channel><title>T</title><item><title>i</title></item></channel></rss>");
+            let feed = parse(doc.as_bytes(), None, None).unwrap_or_else(|e| panic!("{root}: {e}"));
+            assert_eq!(feed.items.len(), 1, "{root}");
+        }
+        // An <rss> with nothing in it is an empty feed, not "not a feed".
+        let feed = parse(b"<rss version=\"0.92\"></rss>", None, None).unwrap();
+        assert!(feed.items.is_empty());
+    }
+
+    #[test]
+    fn atom_03_is_read_as_atom() {
+        let doc = r#"<feed version="0.3" xmlns="http://purl.org/atom/ns#"><title>Old</title>
+            <entry><title>E</title><id>urn:1</id><link rel="alternate" type="text/html" href="https://o.test/1"/></entry></feed>"#;
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.items.len(), 1);
+        assert_eq!(feed.items[0].link.as_deref(), Some("https://o.test/1"));
+    }
+
+    #[test]
+    fn unknown_text_types_and_sloppy_json_feeds_are_repaired() {
+        let doc = r#"<feed xmlns="http://www.w3.org/2005/Atom"><title type="application/x-custom">Custom</title><id>f</id>
+            <entry><id>e</id><title>E</title></entry></feed>"#;
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Custom"));
+        assert_eq!(feed.items.len(), 1);
+        let json = r#"{"version":"http://jsonfeed.org/version/1","items":[{"id":"1","title":"T","tags":"a, b"}]}"#;
+        let feed = parse(json.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.items[0].categories, vec!["a", "b"]);
     }
 
     #[test]

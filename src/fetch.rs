@@ -774,6 +774,55 @@ mod tests {
         assert!(toml::from_str::<HttpConfig>("conect_timeout = \"3s\"").is_err());
     }
 
+    /// The per-host gap in virtual time: no I/O, so a paused clock is exact.
+    #[tokio::test(start_paused = true)]
+    async fn per_host_gap_spaces_starts_and_hosts_are_independent() {
+        let cfg = HttpConfig {
+            per_host_gap: Duration::from_secs(30),
+            per_host_concurrency: 4,
+            ..HttpConfig::default()
+        };
+        let f = Fetcher::new(&cfg).unwrap();
+        let t0 = Instant::now();
+        let mut starts = Vec::new();
+        for _ in 0..3 {
+            let p = f.acquire("feeds.test").await.unwrap();
+            starts.push(t0.elapsed().as_secs());
+            drop(p);
+        }
+        assert_eq!(starts, vec![0, 30, 60]);
+        // Another host is not held up by the first one's gap; host names are case-folded.
+        let before = t0.elapsed();
+        let _p = f.acquire("other.test").await.unwrap();
+        assert_eq!(t0.elapsed(), before);
+        let _q = f.acquire("FEEDS.test").await.unwrap();
+        assert_eq!(t0.elapsed().as_secs(), 90);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_host_concurrency_blocks_until_a_permit_is_released() {
+        let cfg = HttpConfig {
+            per_host_gap: Duration::ZERO,
+            per_host_concurrency: 1,
+            ..HttpConfig::default()
+        };
+        let f = Fetcher::new(&cfg).unwrap();
+        let held = f.acquire("h.test").await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(5), f.acquire("h.test")).await;
+        assert!(second.is_err(), "second request to the host must wait");
+        drop(held);
+        assert!(f.acquire("h.test").await.is_some());
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let cfg = HttpConfig {
+            max_concurrent: 0,
+            ..HttpConfig::default()
+        };
+        assert!(matches!(Fetcher::new(&cfg), Err(FetchError::Config(_))));
+    }
+
     #[test]
     fn user_agent_names_us() {
         assert!(DEFAULT_USER_AGENT.starts_with("policywatch/"));

@@ -321,6 +321,42 @@ fn t2s(c: char) -> char {
     }
 }
 
+/// "export-control" matches the phrase "export control": a hyphen between two word characters
+/// becomes a space (same length, so offset maps stay valid; queries get the same treatment).
+fn join_hyphenated(text: String) -> String {
+    if !text.contains('-') {
+        return text;
+    }
+    let mut b = text.into_bytes();
+    for i in 1..b.len().saturating_sub(1) {
+        if b[i] != b'-' {
+            continue;
+        }
+        // Decode just the neighbouring chars ('-' is ASCII, so i and i+1 are char boundaries).
+        let mut ps = i - 1;
+        while ps > 0 && (b[ps] & 0xC0) == 0x80 {
+            ps -= 1;
+        }
+        let prev = std::str::from_utf8(&b[ps..i])
+            .ok()
+            .and_then(|t| t.chars().next());
+        let nlen = match b[i + 1] {
+            x if x < 0x80 => 1,
+            x if x >= 0xF0 => 4,
+            x if x >= 0xE0 => 3,
+            _ => 2,
+        };
+        let nend = (i + 1 + nlen).min(b.len());
+        let next = std::str::from_utf8(&b[i + 1..nend])
+            .ok()
+            .and_then(|t| t.chars().next());
+        if prev.is_some_and(is_word_char) && next.is_some_and(is_word_char) {
+            b[i] = b' ';
+        }
+    }
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Output builder for the general path.
 struct Out {
     text: String,
@@ -354,7 +390,7 @@ impl Out {
     }
     fn finish(self, orig_len: usize) -> Normalized {
         Normalized {
-            text: self.text,
+            text: join_hyphenated(self.text),
             map: Some(self.map),
             orig_len,
         }
@@ -365,9 +401,10 @@ impl Out {
 pub fn normalize(s: &str) -> NormPair {
     let s = clamp(s, MAX_FIELD_BYTES);
     if ascii_fast_ok(s) {
+        let text = join_hyphenated(s.to_ascii_lowercase());
         return NormPair {
             exact: Normalized {
-                text: s.to_ascii_lowercase(),
+                text,
                 map: None,
                 orig_len: s.len(),
             },
@@ -383,9 +420,14 @@ pub fn normalize(s: &str) -> NormPair {
         // A segment is one character plus the combining marks after it, so decomposed input
         // ("e" + U+0301) composes the same as precomposed input.
         let mut j = i + c.len_utf8();
-        if !c.is_whitespace() {
+        // Only letters and digits take the marks after them: a mark after punctuation stays on
+        // its own, so the punctuation rules below (hyphens, apostrophes) see the same
+        // neighbours in the exact and the accent-folded text (idempotence).
+        if c.is_alphanumeric() {
             while let Some(&(k, d)) = it.peek() {
-                if is_combining_mark(d) {
+                // Half-width voiced sound marks become combining marks under NFKC, so they
+                // belong to the segment before them too.
+                if is_combining_mark(d) || d == '\u{FF9E}' || d == '\u{FF9F}' {
                     j = k + d.len_utf8();
                     it.next();
                 } else {
@@ -422,7 +464,11 @@ pub fn normalize(s: &str) -> NormPair {
             if is_ignorable(l) {
                 continue;
             }
-            let l = t2s(l);
+            // Typographic apostrophes: "China’s" is written "china's" in queries.
+            let l = match l {
+                '\u{2018}' | '\u{2019}' | '\u{02BC}' => '\'',
+                _ => t2s(l),
+            };
             exact.push(l, range);
             fold_char(l, &mut |f| {
                 folded.push(f, range);
@@ -516,6 +562,18 @@ mod tests {
     #[test]
     fn fullwidth_and_traditional_fold() {
         assert_eq!(normalize("ＢＩＳ　實體清單").exact.text, "bis 实体清单");
+    }
+
+    #[test]
+    fn hyphens_between_words_and_curly_apostrophes() {
+        assert_eq!(
+            normalize("Export-Control rules - a --b").exact.text,
+            "export control rules - a --b"
+        );
+        assert_eq!(
+            normalize("China’s export-curbs").exact.text,
+            "china's export curbs"
+        );
     }
 
     #[test]

@@ -3,84 +3,16 @@
 //! in-process with `once`, as `policywatch run --once` does, several times over one state
 //! directory to check that restarts and re-polls never report a story twice.
 
+mod common;
 mod support;
 
-use std::path::{Path, PathBuf};
-
-use policywatch::config;
-use policywatch::daemon::{self, ConfigSource, Control, Options, Summary};
+use common::{rss, run_once, test_config};
 use policywatch::store::Store;
 use support::{FaultServer, Response};
 
 const EN: &str = include_str!("fixtures/en-tech.xml");
 const ZH: &str = include_str!("fixtures/zh-news.atom");
 const VI: &str = include_str!("fixtures/vi-news.xml");
-
-/// The shipped config with its feeds and digests replaced by ones pointing at `feeds`, keeping
-/// the shipped watch rules (so this also tests the defaults).
-fn test_config(dir: &Path, feeds: &[(&str, String)]) -> PathBuf {
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/policywatch.toml"
-    ))
-    .unwrap();
-    let mut doc: toml_edit::DocumentMut = shipped.parse().unwrap();
-    let mut arr = toml_edit::ArrayOfTables::new();
-    for (name, url) in feeds {
-        let mut t = toml_edit::Table::new();
-        t["url"] = toml_edit::value(url.as_str());
-        t["name"] = toml_edit::value(*name);
-        arr.push(t);
-    }
-    doc["feeds"] = toml_edit::Item::ArrayOfTables(arr);
-    let mut digests = toml_edit::ArrayOfTables::new();
-    let mut d = toml_edit::Table::new();
-    d["id"] = toml_edit::value("daily");
-    d["schedule"] = toml_edit::value("daily 07:30");
-    d["via"] = toml_edit::value("log");
-    digests.push(d);
-    doc["digests"] = toml_edit::Item::ArrayOfTables(digests);
-    // The fixtures carry fixed dates: report them whenever the test runs.
-    doc["daemon"]["backfill"] = toml_edit::value("36500days");
-    // Keep the test fast when a fault makes a feed hang.
-    doc["http"]["first_byte_timeout"] = toml_edit::value("2s");
-    doc["http"]["total_timeout"] = toml_edit::value("4s");
-    doc["http"]["per_host_gap"] = toml_edit::value("0s");
-    doc["http"]["per_host_concurrency"] = toml_edit::value(8);
-    let path = dir.join("policywatch.toml");
-    std::fs::write(&path, doc.to_string()).unwrap();
-    path
-}
-
-async fn run_once(cfg: &Path, state: &Path, all: bool) -> Summary {
-    let loaded = config::load(cfg).unwrap_or_else(|e| panic!("test config must load:\n{e}"));
-    let (_tx, rx) = tokio::sync::mpsc::channel::<Control>(1);
-    daemon::run(
-        ConfigSource::File(cfg.to_path_buf()),
-        loaded,
-        Options {
-            state_dir: state.to_path_buf(),
-            once: true,
-            all,
-        },
-        rx,
-    )
-    .await
-    .unwrap()
-}
-
-fn rss(items: &[(&str, &str, &str)]) -> String {
-    let mut s = String::from(
-        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title><link>https://x.test/</link><description>d</description>",
-    );
-    for (guid, title, desc) in items {
-        s.push_str(&format!(
-            "<item><guid>{guid}</guid><title>{title}</title><link>https://x.test/{guid}</link><description>{desc}</description></item>"
-        ));
-    }
-    s.push_str("</channel></rss>");
-    s
-}
 
 #[tokio::test]
 async fn stories_flow_from_feeds_to_the_digest_once() {

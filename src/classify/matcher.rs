@@ -678,8 +678,31 @@ pub fn explain(m: &Matcher, n: &Node, h: &ItemHits, depth: usize, out: &mut Stri
             v.iter().for_each(|x| explain(m, x, h, depth + 1, out));
         }
         Node::Or(v) => {
-            let _ = writeln!(out, "{pad}{mark} any of:");
-            v.iter().for_each(|x| explain(m, x, h, depth + 1, out));
+            // Long OR lists are the norm in real rules: show what matched, and collapse the terms
+            // that did not into one line so the explanation stays readable.
+            let (hit, miss): (Vec<&Node>, Vec<&Node>) = v.iter().partition(|x| eval(m, x, h));
+            let _ = writeln!(
+                out,
+                "{pad}{mark} any of ({} of {} alternatives matched):",
+                hit.len(),
+                v.len()
+            );
+            for x in &hit {
+                explain(m, x, h, depth + 1, out);
+            }
+            if !ok {
+                let mut names = Vec::new();
+                for x in &miss {
+                    match x {
+                        Node::Atom(_) => names.push(describe(m, x)),
+                        _ => explain(m, x, h, depth + 1, out),
+                    }
+                }
+                if !names.is_empty() {
+                    let list = short(&names.join(", "), 160);
+                    let _ = writeln!(out, "{pad}  no  none of these terms found: {list}");
+                }
+            }
         }
         Node::Not(x) => {
             let _ = writeln!(out, "{pad}{mark} none of (NOT):");

@@ -402,13 +402,13 @@ impl Classifier {
                 (None, false, _) => "no match: query not satisfied".to_string(),
             };
             out.push_str(&format!("watch `{}`{name}: {status}\n", w.id));
-            out.push_str(&format!("  query: {}\n", w.query_text.trim()));
+            out.push_str(&format!("  query: {}\n", one_line(&w.query_text, 160)));
             matcher::explain(m, &w.query, &hits, 2, &mut out);
             if let (Some(ex), Some(t)) = (&w.exclude, &w.exclude_text) {
                 let hit = matcher::eval(m, ex, &hits);
                 out.push_str(&format!(
                     "  exclude: {} -> {}\n",
-                    t.trim(),
+                    one_line(t, 160),
                     if hit { "MATCHED" } else { "not matched" }
                 ));
                 matcher::explain(m, ex, &hits, 2, &mut out);
@@ -419,6 +419,16 @@ impl Classifier {
             }
         }
         out
+    }
+}
+
+/// A query on one line, cut to `max` chars (explanations of long multi-line rules stay short).
+fn one_line(q: &str, max: usize) -> String {
+    let flat = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max).collect::<String>())
     }
 }
 

@@ -34,7 +34,8 @@ fn language_table() {
         ("chip", "chipmaker", false),
         ("\"entity list\"", "added to the Entity  List today", true),
         ("\"entity list\"", "entity, list", false),
-        ("\"entity list\"", "entity-list", false),
+        ("\"entity list\"", "entity-list", true),
+        ("\"export control\"", "export-control rules", true),
         ("\"export contr*\"", "export controlling", true),
         // boolean
         ("nvidia AND china", "Nvidia in China", true),
@@ -192,9 +193,16 @@ fn explain_names_the_failing_clause() {
         "{ex}"
     );
     assert!(
-        ex.contains("no  h100  (not found in title/summary/content)"),
+        ex.contains("no  any of (0 of 2 alternatives matched)"),
         "{ex}"
     );
+    assert!(ex.contains("none of these terms found: h100, a100"), "{ex}");
+    let ex = c.explain(&item("H100 cluster", ""));
+    assert!(
+        ex.contains("no  nvidia  (not found in title/summary/content)"),
+        "{ex}"
+    );
+    assert!(ex.contains("yes h100  found: title 0..4"), "{ex}");
 }
 
 #[test]

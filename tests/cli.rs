@@ -1,0 +1,241 @@
+//! The command-line contract, through the real binary: `check`, `classify --json/--explain`,
+//! `run --once` on file:// feeds, `feeds` and `backtest` over the state it leaves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_policywatch"));
+    // Run from a directory without config/ so only what we pass counts.
+    c.current_dir(std::env::temp_dir());
+    c.env_remove("STATE_DIRECTORY")
+        .env_remove("CONFIGURATION_DIRECTORY")
+        .env_remove("NOTIFY_SOCKET");
+    c
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policywatch.toml")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_refuses_a_bad_one() {
+    let o = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(shipped())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("ok"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[watches]]\nid = \"ai-chips\"\nquery = '''\n(nvidia OR amd\n  AND h100'''\n\n[[feeds]]\nurl = \"gopher://x\"\n",
+    )
+    .unwrap();
+    let o = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("bad.toml:4:1"),
+        "the rule error points into the multi-line query:\n{err}"
+    );
+    assert!(
+        err.contains("bad.toml:8:7"),
+        "the feed error is reported too:\n{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+}
+
+#[test]
+fn classify_json_reports_every_item_matched_or_not() {
+    let o = bin()
+        .args(["classify", "--json", "--config"])
+        .arg(shipped())
+        .arg(fixture("vi-news.xml"))
+        .arg(fixture("en-tech.xml"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let items: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), 7, "every item, matched or not");
+    let watches = |id: &str| -> Vec<String> {
+        let it = items
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("no {id}"));
+        it["watches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        watches("vi-1"),
+        ["export-controls", "ai-chips"],
+        "the Vietnamese story is both"
+    );
+    assert!(watches("vi-2").is_empty());
+    assert!(watches("en-3").is_empty(), "potato chips are not AI chips");
+    assert!(
+        watches("en-4").is_empty(),
+        "oil sanctions are not export controls"
+    );
+    let vi = items.iter().find(|i| i["id"] == "vi-1").unwrap();
+    assert!(vi["watches"][0]["score"].as_f64().unwrap() > 0.0);
+    assert!(!vi["watches"][0]["matched"].as_array().unwrap().is_empty());
+    assert!(vi["link"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://vi.example.test/"));
+}
+
+#[test]
+fn classify_explain_says_why() {
+    let o = bin()
+        .args(["classify", "--explain", "--config"])
+        .arg(shipped())
+        .arg(fixture("en-tech.xml"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("Potato chip maker"), "{out}");
+    assert!(
+        out.contains("export-controls") && out.contains("ai-chips"),
+        "{out}"
+    );
+}
+
+#[test]
+fn classify_fails_cleanly_on_a_missing_file() {
+    let o = bin()
+        .args(["classify", "--config"])
+        .arg(shipped())
+        .arg("/nonexistent/feed.xml")
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("/nonexistent/feed.xml"), "{err}");
+}
+
+/// A config polling the fixtures through file:// URLs, reporting regardless of their dates.
+fn file_config(dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(shipped()).unwrap();
+    let mut doc: toml_edit::DocumentMut = shipped.parse().unwrap();
+    let mut arr = toml_edit::ArrayOfTables::new();
+    for (name, f) in [
+        ("English desk", "en-tech.xml"),
+        ("Vietnamese desk", "vi-news.xml"),
+    ] {
+        let mut t = toml_edit::Table::new();
+        t["url"] = toml_edit::value(url::Url::from_file_path(fixture(f)).unwrap().as_str());
+        t["name"] = toml_edit::value(name);
+        arr.push(t);
+    }
+    doc["feeds"] = toml_edit::Item::ArrayOfTables(arr);
+    doc["daemon"]["backfill"] = toml_edit::value("36500days");
+    let p = dir.join("pw.toml");
+    std::fs::write(&p, doc.to_string()).unwrap();
+    p
+}
+
+#[test]
+fn run_once_prints_the_digest_then_feeds_and_backtest_read_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(dir.path());
+    let state = dir.path().join("state");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["run", "--once", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("Entity List"), "{out}");
+    assert!(out.contains("xuất khẩu chip AI"), "{out}");
+    assert!(!out.contains("Potato"), "{out}");
+
+    let o = run(&["--all"]);
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("nothing new matched"),
+        "a second poll reports nothing:\n{out}"
+    );
+
+    let o = bin()
+        .args(["feeds", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("English desk"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(" ok ") && line.contains(" 5 "), "{line}");
+
+    // Narrow the ai-chips rule: backtest shows what would no longer match.
+    let narrowed = std::fs::read_to_string(&cfg).unwrap();
+    let mut doc: toml_edit::DocumentMut = narrowed.parse().unwrap();
+    let watches = doc["watches"].as_array_of_tables_mut().unwrap();
+    for w in watches.iter_mut() {
+        if w["id"].as_str() == Some("ai-chips") {
+            w["query"] = toml_edit::value("title:blackwell");
+        }
+    }
+    let cfg2 = dir.path().join("narrow.toml");
+    std::fs::write(&cfg2, doc.to_string()).unwrap();
+    let o = bin()
+        .args(["backtest", "--since", "3650days", "--config"])
+        .arg(&cfg2)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("backtest over 7 stored items"), "{out}");
+    assert!(
+        out.contains("ai-chips: 2 match before, 0 after (+0 −2)"),
+        "{out}"
+    );
+    assert!(out.contains("− ["), "{out}");
+}
