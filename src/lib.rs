@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod item;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod notify;
 pub mod retry;
 pub mod schedule;
