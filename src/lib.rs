@@ -6,6 +6,7 @@
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
 pub mod backtest;
+pub mod canon;
 pub mod classify;
 pub mod commands;
 pub mod config;
