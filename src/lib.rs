@@ -8,6 +8,7 @@
 pub mod backtest;
 pub mod canon;
 pub mod classify;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;
