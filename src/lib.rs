@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod item;
 pub mod logging;
 pub mod notify;
+pub mod opml;
 pub mod retry;
 pub mod schedule;
 pub mod service;
