@@ -432,3 +432,32 @@ pub fn backtest(
     print!("{}", report.render(items.len()));
     Ok(ExitCode::SUCCESS)
 }
+
+/// `policywatch import-opml FILE`: `[[feeds]]` entries on stdout; what was skipped on stderr.
+pub fn import_opml(file: &Path) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let import = crate::opml::import_report(&text)
+        .with_context(|| format!("{} is not usable OPML", file.display()))?;
+    for s in &import.skipped {
+        eprintln!("skipped: {s}");
+    }
+    print!("{}", crate::opml::to_config_toml(&import.feeds));
+    eprintln!(
+        "{} feeds; paste them into the config, then run `policywatch check`",
+        import.feeds.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policywatch export-opml`: the configured feeds as OPML 2.0 on stdout.
+pub fn export_opml(common: &Common) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    let feeds: Vec<(String, String, Vec<String>)> = cfg
+        .feeds
+        .iter()
+        .map(|f| (f.name.clone(), f.url.clone(), f.tags.clone()))
+        .collect();
+    print!("{}", crate::opml::export(&feeds, "policywatch feeds"));
+    Ok(ExitCode::SUCCESS)
+}

@@ -40,6 +40,8 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     #[serde(default)]
     pub digests: Vec<DigestConfig>,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// The mail relay, needed when a digest has `via = "email"`.
     #[serde(default)]
     pub smtp: Option<Spanned<crate::mail::SmtpConfig>>,
@@ -63,6 +65,10 @@ pub struct DaemonConfig {
     /// coalesced into the next alert.
     #[serde(with = "humantime_serde")]
     pub alert_min_gap: Duration,
+    /// Items first seen this close together are compared for being the same story (one
+    /// story from several feeds, or re-issued under a new GUID, title or URL).
+    #[serde(with = "humantime_serde")]
+    pub cluster_window: Duration,
     /// Address of the optional metrics listener (`/metrics`, `/healthz`), e.g.
     /// "127.0.0.1:9187". Off when absent. A loopback address, or an explicit interface
     /// address (never a wildcard such as 0.0.0.0): see [`validate_listen`].
@@ -108,6 +114,33 @@ pub fn validate_listen(text: &str) -> Result<Option<String>, (String, String)> {
     }
 }
 
+/// How long stored things are kept. See `Store::prune`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Items (and their verdicts) first seen longer ago than this lose their text; their
+    /// identity stays as a tombstone so the feed cannot make them new again.
+    #[serde(with = "humantime_serde")]
+    pub items: Duration,
+    /// Items that were delivered, and finished deliveries, are kept whole this long.
+    #[serde(with = "humantime_serde")]
+    pub delivered: Duration,
+    /// Tombstones are deleted for good after this long.
+    #[serde(with = "humantime_serde")]
+    pub forget: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        RetentionConfig {
+            items: Duration::from_secs(90 * DAY),
+            delivered: Duration::from_secs(365 * DAY),
+            forget: Duration::from_secs(730 * DAY),
+        }
+    }
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
@@ -116,6 +149,7 @@ impl Default for DaemonConfig {
             max_concurrent_fetches: 16,
             backfill: Duration::from_secs(48 * 3600),
             alert_min_gap: Duration::from_secs(10 * 60),
+            cluster_window: Duration::from_secs(3 * 86_400),
             listen: None,
         }
     }

@@ -25,6 +25,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::canon;
+use crate::cluster::{self, ClusterIndex, Signature};
 use crate::config::{self, Feed, Loaded};
 use crate::feed::{self, FeedError};
 use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
@@ -125,6 +127,36 @@ struct Daemon {
     _metrics_server: Option<metrics::Server>,
     /// The last `STATUS=` sent, so an unchanged line is not re-sent on every loop turn.
     last_status: String,
+    /// Recent items by story, so the same story from another feed (or re-issued) joins its
+    /// cluster. Rebuilt from the store at start; only this loop task touches it.
+    clusters: ClusterIndex,
+    /// When retention last ran; it runs at start and then daily.
+    last_prune: Option<DateTime<Utc>>,
+}
+
+/// How often retention runs.
+const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
+
+/// Rebuilds the cluster index from the items first seen within its window.
+fn rebuild_clusters(
+    store: &Store,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ClusterIndex> {
+    let window = chrono::Duration::from_std(window).unwrap_or_default();
+    let mut index = ClusterIndex::new(window);
+    for row in store.cluster_rows(now - window)? {
+        if let Ok(sig) = Signature::from_bytes(&row.signature) {
+            index.restore(
+                row.id,
+                row.cluster_id,
+                row.canonical_url.as_deref(),
+                &sig,
+                row.first_seen_at,
+            );
+        }
+    }
+    Ok(index)
 }
 
 /// The longest a healthy daemon goes without finishing a poll: twice the longest feed
@@ -177,7 +209,10 @@ pub async fn run(
         metrics,
         _metrics_server: metrics_server,
         last_status: String::new(),
+        clusters: ClusterIndex::new(chrono::Duration::zero()),
+        last_prune: None,
     };
+    d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
     let status = d.status_line();
@@ -208,6 +243,9 @@ impl Daemon {
             .min(MAX_SLEEP);
         loop {
             let now = Utc::now();
+            if !opts.once && self.last_prune.is_none_or(|t| now - t >= PRUNE_EVERY) {
+                self.prune(now);
+            }
             if !opts.once || !started_once {
                 self.start_due_polls(&mut tasks, now, opts.once && opts.all)?;
                 started_once = true;
@@ -275,6 +313,27 @@ impl Daemon {
         if status != self.last_status {
             self.service.status(&status);
             self.last_status = status;
+        }
+    }
+
+    /// Retention, as configured. A failure is logged and retried at the next run: it must
+    /// never stop polling.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        self.last_prune = Some(now);
+        let r = &self.cfg.config.retention;
+        let ago =
+            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        match self
+            .store
+            .prune(ago(r.items), ago(r.delivered), ago(r.forget))
+        {
+            Ok(p) => tracing::debug!(
+                emptied = p.emptied,
+                forgotten = p.forgotten,
+                deliveries = p.deliveries,
+                "retention ran"
+            ),
+            Err(e) => tracing::warn!(error = %e, "retention failed; will try again tomorrow"),
         }
     }
 
@@ -377,9 +436,14 @@ impl Daemon {
                 let classifier = &self.cfg.classifier;
                 let new: Vec<NewItem> = fresh
                     .into_iter()
-                    .map(|item| NewItem {
-                        verdicts: classifier.classify(&item),
-                        item,
+                    .map(|item| {
+                        let signature = cluster::signature(&item.title, &item.summary);
+                        NewItem {
+                            verdicts: classifier.classify(&item),
+                            canonical_url: item.link.as_deref().and_then(canon::canonical_url),
+                            signature: (!signature.is_empty()).then(|| signature.to_bytes()),
+                            item,
+                        }
                     })
                     .collect();
                 // On a feed's first poll, old items are history, not news.
@@ -387,7 +451,20 @@ impl Daemon {
                     now - chrono::Duration::from_std(self.cfg.config.daemon.backfill)
                         .unwrap_or_default()
                 });
-                let report = self.store.insert_items(url, &new, now, backfill_before)?;
+                let clusters = &mut self.clusters;
+                clusters.prune(now - clusters.window());
+                let report = self.store.insert_items(
+                    url,
+                    &new,
+                    now,
+                    backfill_before,
+                    &mut |id, n| match n.signature.as_deref().map(Signature::from_bytes) {
+                        Some(Ok(sig)) => clusters
+                            .insert(id, n.canonical_url.as_deref(), &sig, now)
+                            .unwrap_or(id),
+                        _ => id,
+                    },
+                )?;
                 self.metrics.items_stored(report.inserted.len());
                 for n in &new {
                     for v in &n.verdicts {

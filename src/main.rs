@@ -58,6 +58,16 @@ enum Command {
         #[command(flatten)]
         common: commands::Common,
     },
+    /// Print `[[feeds]]` entries for the feeds of an OPML file, to paste into the config.
+    ImportOpml {
+        /// An OPML file exported from another feed reader.
+        file: std::path::PathBuf,
+    },
+    /// Write the configured feeds as OPML to stdout.
+    ExportOpml {
+        #[command(flatten)]
+        common: commands::Common,
+    },
     /// Re-run the current rules over stored items and show what an edit changes.
     Backtest {
         #[command(flatten)]
@@ -95,6 +105,8 @@ fn main() -> ExitCode {
                 sources,
             } => commands::classify(&common, &sources, json, explain).await,
             Command::Feeds { common } => commands::feeds(&common),
+            Command::ImportOpml { file } => commands::import_opml(&file),
+            Command::ExportOpml { common } => commands::export_opml(&common),
             Command::Backtest {
                 common,
                 since,

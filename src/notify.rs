@@ -385,7 +385,9 @@ fn assemble(
             stories: Vec::new(),
         })
         .collect();
-    let mut placed: HashMap<i64, usize> = HashMap::new();
+    // One entry per story (cluster): under the first of the digest's watches it matched, led
+    // by its best-scored item; the other items of the cluster become "also reported by".
+    let mut placed: HashMap<i64, (usize, usize)> = HashMap::new();
     let mut sorted = matches;
     sorted.sort_by_key(|m| {
         order
@@ -397,10 +399,15 @@ fn assemble(
         let Some(&si) = order.get(m.watch_id.as_str()) else {
             continue;
         };
-        if placed.contains_key(&m.item_id) {
+        if let Some(&(psi, pk)) = placed.get(&m.cluster_id) {
+            let story = &mut sections[psi].stories[pk];
+            let other = (m.item.feed_name.clone(), m.item.link.clone());
+            if story.item_id != m.item_id && !story.also_reported.contains(&other) {
+                story.also_reported.push(other);
+            }
             continue;
         }
-        placed.insert(m.item_id, si);
+        placed.insert(m.cluster_id, (si, sections[si].stories.len()));
         sections[si].stories.push(Story {
             item_id: m.item_id,
             title: m.item.title.clone(),

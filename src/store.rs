@@ -127,6 +127,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX delivery_items_delivery ON delivery_items(delivery_id);
     "#,
+    // 2: one story, one entry — canonical URLs, similarity signatures and clusters per item;
+    // retention turns old items into small tombstones that still block re-reporting.
+    r#"
+    ALTER TABLE items ADD COLUMN canonical_url TEXT;
+    ALTER TABLE items ADD COLUMN signature BLOB;
+    ALTER TABLE items ADD COLUMN cluster_id INTEGER;
+    ALTER TABLE items ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+    UPDATE items SET cluster_id = id WHERE cluster_id IS NULL;
+    CREATE INDEX items_cluster ON items(cluster_id);
+    CREATE INDEX items_canonical ON items(canonical_url);
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -180,6 +191,43 @@ pub struct PollSuccess {
 pub struct NewItem {
     pub item: Item,
     pub verdicts: Vec<Verdict>,
+    /// `canon::canonical_url` of the link, if any.
+    pub canonical_url: Option<String>,
+    /// `cluster::Signature::to_bytes`, kept so the cluster index can be rebuilt at start-up.
+    pub signature: Option<Vec<u8>>,
+}
+
+impl NewItem {
+    /// An item with its verdicts and no clustering data (tests, tools).
+    pub fn plain(item: Item, verdicts: Vec<Verdict>) -> NewItem {
+        NewItem {
+            item,
+            verdicts,
+            canonical_url: None,
+            signature: None,
+        }
+    }
+}
+
+/// An item as the cluster index needs it at start-up.
+#[derive(Debug, Clone)]
+pub struct ClusterRow {
+    pub id: i64,
+    pub cluster_id: i64,
+    pub canonical_url: Option<String>,
+    pub signature: Vec<u8>,
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PruneReport {
+    /// Items whose text and verdicts were dropped (their keys stay, as tombstones).
+    pub emptied: usize,
+    /// Tombstones deleted for good.
+    pub forgotten: usize,
+    /// Sent or failed deliveries deleted.
+    pub deliveries: usize,
 }
 
 /// What [`Store::insert_items`] did.
@@ -242,6 +290,8 @@ pub struct StoredMatch {
     pub evidence: Vec<Evidence>,
     pub item: Item,
     pub first_seen_at: DateTime<Utc>,
+    /// The story this item belongs to (an item id; the item's own for a story told once).
+    pub cluster_id: i64,
 }
 
 /// A stored item with the watches it matched when it was classified (for backtests).
@@ -495,12 +545,17 @@ impl Store {
     /// Stores new items and their verdicts in one transaction. Items whose `published` is
     /// before `backfill_before` are stored as not reportable. An item that is somehow already
     /// there (same key) is skipped, never duplicated.
+    ///
+    /// `assign` is called with each inserted item's id (in order, inside the transaction) and
+    /// returns its cluster id — its own id for a new story, or an earlier item's for the same
+    /// story told again. The daemon passes the cluster index; `|id, _| id` clusters nothing.
     pub fn insert_items(
         &mut self,
         feed_url: &str,
         new: &[NewItem],
         now: DateTime<Utc>,
         backfill_before: Option<DateTime<Utc>>,
+        assign: &mut dyn FnMut(i64, &NewItem) -> i64,
     ) -> Result<InsertReport> {
         let feed_id = self.feed(feed_url)?.id;
         let tx = self.conn.transaction()?;
@@ -509,9 +564,11 @@ impl Store {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
                     content, authors, categories, published_at, first_seen_at, content_hash, \
-                    reportable) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    reportable, canonical_url, signature) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
+            let mut set_cluster =
+                tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
             let mut ver = tx.prepare_cached(
                 "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
                     classified_at, reportable) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -536,11 +593,14 @@ impl Store {
                     ts(now),
                     it.content_hash(),
                     reportable,
+                    n.canonical_url,
+                    n.signature,
                 ])?;
                 if changed == 0 {
                     continue;
                 }
                 let item_id = tx.last_insert_rowid();
+                set_cluster.execute(params![item_id, assign(item_id, n)])?;
                 report.inserted.push(item_id);
                 if reportable {
                     report.reportable += 1;
@@ -597,7 +657,7 @@ impl Store {
             "SELECT i.id, i.first_seen_at, \
                 (SELECT group_concat(v.watch_id, char(31)) FROM verdicts v WHERE v.item_id = i.id), \
                 {} FROM items i JOIN feeds f ON f.id = i.feed_id \
-             WHERE i.first_seen_at >= ?1 ORDER BY i.id",
+             WHERE i.first_seen_at >= ?1 AND i.pruned = 0 ORDER BY i.id",
             Self::ITEM_COLS
         ))?;
         let rows = st.query_map([ts(since)], |r| {
@@ -627,6 +687,71 @@ impl Store {
         )?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Items first seen at or after `since` that carry a signature, oldest first: what the
+    /// cluster index is rebuilt from at start-up.
+    pub fn cluster_rows(&self, since: DateTime<Utc>) -> Result<Vec<ClusterRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, COALESCE(cluster_id, id), canonical_url, signature, first_seen_at \
+             FROM items WHERE first_seen_at >= ?1 AND signature IS NOT NULL ORDER BY id",
+        )?;
+        let rows = st.query_map([ts(since)], |r| {
+            Ok(ClusterRow {
+                id: r.get(0)?,
+                cluster_id: r.get(1)?,
+                canonical_url: r.get(2)?,
+                signature: r.get(3)?,
+                first_seen_at: from_ts(r.get(4)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Retention. Items first seen before `items_before` lose their text, signature and
+    /// verdicts but keep their identity (feed, dedup key, link, content hash, cluster) as a
+    /// tombstone, so a feed that still lists them cannot make them new again; items that were
+    /// delivered are kept whole until `delivered_before`. Tombstones are deleted for good only
+    /// before `forget_before` (set it well past any feed's memory). Finished deliveries older
+    /// than `delivered_before` go too. One transaction.
+    pub fn prune(
+        &mut self,
+        items_before: DateTime<Utc>,
+        delivered_before: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<PruneReport> {
+        let tx = self.conn.transaction()?;
+        let mut report = PruneReport::default();
+        // Old deliveries first, so their items stop counting as delivered.
+        tx.execute(
+            "DELETE FROM delivery_items WHERE delivery_id IN (SELECT id FROM deliveries \
+             WHERE status != 'pending' AND created_at < ?1)",
+            [ts(delivered_before)],
+        )?;
+        report.deliveries = tx.execute(
+            "DELETE FROM deliveries WHERE status != 'pending' AND created_at < ?1",
+            [ts(delivered_before)],
+        )?;
+        let doomed = "SELECT id FROM items WHERE pruned = 0 AND first_seen_at < ?1 \
+             AND id NOT IN (SELECT item_id FROM delivery_items)";
+        tx.execute(
+            &format!("DELETE FROM verdicts WHERE item_id IN ({doomed})"),
+            [ts(items_before)],
+        )?;
+        report.emptied = tx.execute(
+            &format!(
+                "UPDATE items SET title = '', summary = '', content = '', authors = '[]', \
+                    categories = '[]', signature = NULL, pruned = 1 WHERE id IN ({doomed})"
+            ),
+            [ts(items_before)],
+        )?;
+        report.forgotten = tx.execute(
+            "DELETE FROM items WHERE pruned = 1 AND first_seen_at < ?1 \
+             AND id NOT IN (SELECT item_id FROM delivery_items)",
+            [ts(forget_before)],
+        )?;
+        tx.commit()?;
+        Ok(report)
     }
 
     // ---------------------------------------------------------------- digests & outbox
@@ -705,6 +830,11 @@ impl Store {
         self.delivery(delivery_id).map(Some)
     }
 
+    /// The claim query below is the whole "never the same story twice" rule: a verdict is
+    /// claimed unless this digest already claimed that (item, watch), or an earlier delivery of
+    /// this digest already carried any item of the same cluster (the same story from another
+    /// feed, or re-issued under a new GUID, title or URL). Items of one cluster that are new
+    /// together are claimed together, and `notify` shows them as one story.
     fn claim_into(
         tx: &Transaction<'_>,
         delivery_id: i64,
@@ -714,10 +844,14 @@ impl Store {
         let mut st = tx.prepare_cached(
             "INSERT INTO delivery_items (delivery_id, digest_id, item_id, watch_id) \
              SELECT ?1, ?2, v.item_id, v.watch_id FROM verdicts v \
+             JOIN items i ON i.id = v.item_id \
              WHERE v.watch_id = ?3 AND v.reportable = 1 \
                AND v.classified_at >= (SELECT created_at FROM digest_state WHERE digest_id = ?2) \
                AND NOT EXISTS (SELECT 1 FROM delivery_items d \
-                   WHERE d.digest_id = ?2 AND d.item_id = v.item_id AND d.watch_id = v.watch_id)",
+                   WHERE d.digest_id = ?2 AND d.item_id = v.item_id AND d.watch_id = v.watch_id) \
+               AND NOT EXISTS (SELECT 1 FROM delivery_items d JOIN items j ON j.id = d.item_id \
+                   WHERE d.digest_id = ?2 AND d.delivery_id != ?1 \
+                     AND j.cluster_id = i.cluster_id)",
         )?;
         let mut n = 0;
         for w in watches {
@@ -795,7 +929,8 @@ impl Store {
     /// The stories a delivery carries, with their items and evidence, best score first.
     pub fn delivery_stories(&self, delivery_id: i64) -> Result<Vec<StoredMatch>> {
         let mut st = self.conn.prepare(&format!(
-            "SELECT d.item_id, d.watch_id, v.score, v.evidence, i.first_seen_at, {} \
+            "SELECT d.item_id, d.watch_id, v.score, v.evidence, i.first_seen_at, {}, \
+                COALESCE(i.cluster_id, i.id) \
              FROM delivery_items d \
              JOIN verdicts v ON v.item_id = d.item_id AND v.watch_id = d.watch_id \
              JOIN items i ON i.id = d.item_id JOIN feeds f ON f.id = i.feed_id \
@@ -812,6 +947,7 @@ impl Store {
                     evidence: Vec::new(),
                     first_seen_at: from_ts(r.get(4)?),
                     item: Self::item_from_row(r, 5)?,
+                    cluster_id: r.get(14)?,
                 },
                 ev,
             ))
@@ -914,12 +1050,10 @@ mod tests {
         let new = s.filter_new(FEED, items).unwrap();
         let new: Vec<NewItem> = new
             .into_iter()
-            .map(|item| NewItem {
-                item,
-                verdicts: vec![verdict(watch)],
-            })
+            .map(|item| NewItem::plain(item, vec![verdict(watch)]))
             .collect();
-        s.insert_items(FEED, &new, now, None).unwrap()
+        s.insert_items(FEED, &new, now, None, &mut |id, _| id)
+            .unwrap()
     }
 
     #[test]
@@ -954,13 +1088,16 @@ mod tests {
         fresh.published = Some(now - Duration::hours(1));
         let new: Vec<NewItem> = [old, fresh]
             .into_iter()
-            .map(|item| NewItem {
-                item,
-                verdicts: vec![verdict("w")],
-            })
+            .map(|item| NewItem::plain(item, vec![verdict("w")]))
             .collect();
         let r = s
-            .insert_items(FEED, &new, now, Some(now - Duration::hours(48)))
+            .insert_items(
+                FEED,
+                &new,
+                now,
+                Some(now - Duration::hours(48)),
+                &mut |id, _| id,
+            )
             .unwrap();
         assert_eq!((r.inserted.len(), r.reportable, r.matches), (2, 1, 1));
         let d = s
@@ -1088,5 +1225,64 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn pruning_keeps_tombstones_so_old_items_never_look_new() {
+        let mut s = store();
+        let t0 = Utc::now() - Duration::days(100);
+        s.digest_state("daily", t0).unwrap();
+        insert(
+            &mut s,
+            vec![item(Some("old"), Some("https://x/old"), "old")],
+            t0,
+            "w",
+        );
+        insert(
+            &mut s,
+            vec![item(Some("sent"), Some("https://x/sent"), "sent")],
+            t0,
+            "w",
+        );
+        // "sent" is delivered; "old" was claimed by nobody.
+        let d = s
+            .claim("daily", Kind::Digest, "log", &["w".into()], t0, false)
+            .unwrap()
+            .unwrap();
+        s.conn
+            .execute("DELETE FROM delivery_items WHERE item_id = 1", [])
+            .unwrap();
+        s.mark_sent(d.id, t0, "ok").unwrap();
+        let now = Utc::now();
+        let r = s
+            .prune(
+                now - Duration::days(90),
+                now - Duration::days(365),
+                now - Duration::days(730),
+            )
+            .unwrap();
+        assert_eq!((r.emptied, r.forgotten, r.deliveries), (1, 0, 0));
+        assert_eq!(s.item_count().unwrap(), 2, "the tombstone stays");
+        // The feed still lists the old item: it is not new, and it has no verdicts left.
+        let again = s
+            .filter_new(FEED, vec![item(Some("old"), Some("https://x/old"), "old")])
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(
+            s.items_since(t0 - Duration::days(1)).unwrap().len(),
+            1,
+            "only the delivered item keeps its text"
+        );
+        // Much later, tombstones and finished deliveries go for good.
+        let later = now + Duration::days(800);
+        let r = s
+            .prune(
+                later - Duration::days(90),
+                later - Duration::days(365),
+                later - Duration::days(730),
+            )
+            .unwrap();
+        assert_eq!((r.emptied, r.forgotten, r.deliveries), (1, 2, 1));
+        assert_eq!(s.item_count().unwrap(), 0);
     }
 }

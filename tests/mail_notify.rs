@@ -79,8 +79,8 @@ fn add_stories(store: &mut Store, n: usize, at: DateTime<Utc>) {
     let new: Vec<NewItem> = (0..n)
         .map(|i| {
             let title = format!("Entity List adds firm number {i}");
-            NewItem {
-                item: Item {
+            NewItem::plain(
+                Item {
                     guid: Some(format!("story-{i}")),
                     link: Some(format!("https://wire.policywatch.test/{i}")),
                     title: title.clone(),
@@ -92,7 +92,7 @@ fn add_stories(store: &mut Store, n: usize, at: DateTime<Utc>) {
                     feed_name: "Test Wire".into(),
                     ..Default::default()
                 },
-                verdicts: vec![Verdict {
+                vec![Verdict {
                     watch_id: "export-controls".into(),
                     score: 5.0,
                     evidence: vec![Evidence {
@@ -102,10 +102,12 @@ fn add_stories(store: &mut Store, n: usize, at: DateTime<Utc>) {
                         end: "Entity List".len(),
                     }],
                 }],
-            }
+            )
         })
         .collect();
-    store.insert_items(FEED, &new, at, None).expect("insert");
+    store
+        .insert_items(FEED, &new, at, None, &mut |id, _| id)
+        .expect("insert");
 }
 
 /// Store, config and notifier for one test, with `n` stories waiting for the digest.
