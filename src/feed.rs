@@ -286,7 +286,7 @@ fn xml_decl_charset(body: &[u8]) -> Option<&'static Encoding> {
     let head = &body[..body.len().min(1024)];
     let start = head.iter().position(|b| !b.is_ascii_whitespace())?;
     let head = &head[start..];
-    if !head.starts_with(b"<?xml") {
+    if !is_xml_decl_start(head) {
         return None;
     }
     let end = head.windows(2).position(|w| w == b"?>")?;
@@ -296,6 +296,10 @@ fn xml_decl_charset(body: &[u8]) -> Option<&'static Encoding> {
     Encoding::for_label(label.trim().as_bytes())
 }
 
+fn is_xml_decl_start(b: &[u8]) -> bool {
+    b.starts_with(b"<?xml") && b.get(5).is_some_and(|c| c.is_ascii_whitespace())
+}
+
 static DECL_ENCODING: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)\bencoding\s*=\s*(?:"([^"]*)"|'([^']*)')"#).expect("static regex")
 });
@@ -303,7 +307,8 @@ static DECL_ENCODING: LazyLock<Regex> = LazyLock::new(|| {
 /// Replaces the XML declaration (whose `encoding` no longer describes the now-UTF-8 text) with
 /// a plain UTF-8 one. Leaves JSON and declaration-less XML alone.
 fn fix_xml_declaration(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.starts_with("<?xml") {
+    // `<?xml-stylesheet ...?>` is a processing instruction, not the declaration.
+    if !is_xml_decl_start(text.as_bytes()) {
         return text.into();
     }
     match text.get(..text.len().min(1024)).and_then(|h| h.find("?>")) {
@@ -1576,6 +1581,14 @@ mod tests {
         // An <rss> with nothing in it is an empty feed, not "not a feed".
         let feed = parse(b"<rss version=\"0.92\"></rss>", None, None).unwrap();
         assert!(feed.items.is_empty());
+    }
+
+    #[test]
+    fn a_stylesheet_instruction_is_not_mistaken_for_the_declaration() {
+        let doc = "<?xml-stylesheet type=\"text/xsl\" href=\"s.xsl\"?><rss version=\"2.0\"><channel><title>Caf\u{e9}</title></channel></rss>";
+        let (bytes, _, _) = WINDOWS_1252.encode(doc);
+        let feed = parse(&bytes, Some("text/xml; charset=windows-1252"), None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Café"));
     }
 
     #[test]
