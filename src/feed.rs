@@ -86,6 +86,19 @@ pub enum FeedError {
     ParserPanic(String),
 }
 
+impl FeedError {
+    /// Transient or permanent, as decided in [`crate::retry`].
+    pub fn class(&self) -> crate::retry::FailureClass {
+        use crate::retry::{classify_parse, ParseFailure};
+        classify_parse(match self {
+            FeedError::NotAFeed { .. } => ParseFailure::NotAFeed,
+            FeedError::Invalid(_) => ParseFailure::Invalid,
+            FeedError::Empty => ParseFailure::Empty,
+            FeedError::ParserPanic(_) => ParseFailure::ParserPanic,
+        })
+    }
+}
+
 /// Parses a feed body. `base` is the URL it was fetched from (after redirects): relative links
 /// are resolved against the entry's `xml:base`, then the feed's own link, then `base`.
 pub fn parse(

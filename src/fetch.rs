@@ -48,6 +48,12 @@ pub const DEFAULT_USER_AGENT: &str = concat!(
     " (+https://github.com/policywatch/policywatch)"
 );
 
+/// The `Accept` header: feed types first, generic XML/JSON next, anything last (we still
+/// parse what comes, and recognise an HTML page to find its feed link).
+pub const ACCEPT: &str = "application/rss+xml, application/atom+xml, application/feed+json, \
+     application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, \
+     */*;q=0.5";
+
 /// Configuration of the HTTP client: TOML section `[http]`. Durations are humantime strings
 /// (`"10s"`, `"1m 30s"`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -275,8 +281,12 @@ impl Fetcher {
         let ua = cfg.user_agent.as_deref().unwrap_or(DEFAULT_USER_AGENT);
         let ua = HeaderValue::from_str(ua)
             .map_err(|_| FetchError::Config(format!("user_agent {ua:?} is not a valid header")))?;
+        let mut headers = HeaderMap::new();
+        // Say what we can read: some servers negotiate between an HTML page and the feed.
+        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
         let client = reqwest::Client::builder()
             .user_agent(ua)
+            .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .gzip(true)

@@ -83,6 +83,31 @@ pub enum TransportFailure {
     Config,
 }
 
+/// Why a fetched body could not be used as a feed (mirrors `feed::FeedError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseFailure {
+    /// An HTML page or other document (the caller may switch to its advertised feed).
+    NotAFeed,
+    /// Broken XML/JSON.
+    Invalid,
+    /// An empty body.
+    Empty,
+    /// The third-party parser crashed on the input.
+    ParserPanic,
+}
+
+/// Parse failure → class. An empty body is typical of a server mid-deploy and fixes itself;
+/// a page that is not a feed, or a feed that does not parse, needs someone to look (it is
+/// still polled on the backoff schedule and recovers when the publisher fixes it).
+pub fn classify_parse(kind: ParseFailure) -> FailureClass {
+    match kind {
+        ParseFailure::Empty => FailureClass::Transient,
+        ParseFailure::NotAFeed | ParseFailure::Invalid | ParseFailure::ParserPanic => {
+            FailureClass::Permanent
+        }
+    }
+}
+
 /// HTTP status → class. 408/425/429 and all 5xx are the server's temporary trouble; other
 /// 4xx mean the request itself is wrong (404, 401, 403, ...) and will not fix itself soon.
 pub fn classify_status(status: u16) -> FailureClass {

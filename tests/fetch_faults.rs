@@ -55,6 +55,19 @@ fn expect_failed(out: FetchOutcome) -> (FetchError, Option<DateTime<Utc>>) {
     }
 }
 
+/// The schedule after a success with no jitter: the interval unless hints raise it.
+fn success_next_poll(cache_hint: Option<Duration>, ttl: Option<Duration>) -> DateTime<Utc> {
+    retry::next_poll_after_success(
+        now(),
+        INTERVAL,
+        PollHints {
+            ttl,
+            cache: cache_hint,
+        },
+        0.0,
+    )
+}
+
 /// The schedule after a first failure with no Retry-After and jitter 1.0: one minute.
 fn first_failure_next_poll(retry_after: Option<DateTime<Utc>>) -> DateTime<Utc> {
     retry::next_poll_after_failure(now(), 1, INTERVAL, retry_after, 1.0)
@@ -130,6 +143,10 @@ async fn etag_200_then_304_with_if_none_match() {
         "{ua}"
     );
     assert!(reqs[0]
+        .header("accept")
+        .unwrap_or("")
+        .starts_with("application/rss+xml"));
+    assert!(reqs[0]
         .header("accept-encoding")
         .unwrap_or("")
         .contains("gzip"));
@@ -154,13 +171,26 @@ async fn last_modified_alone_gives_304() {
 async fn fetch_through_redirect(status: u16) -> (Url, Option<Url>, FaultServer) {
     let srv = FaultServer::start().await;
     srv.route("/old", Response::redirect(status, "/new"));
-    srv.route("/new", Response::ok(RSS));
+    srv.route(
+        "/new",
+        Response::ok(RSS).header("Cache-Control", "max-age=60"),
+    );
     match fetcher().fetch(&FetchRequest::new(srv.url("/old"))).await {
         FetchOutcome::Fetched {
             final_url,
             moved_permanently,
+            cache_hint,
             ..
-        } => (final_url, moved_permanently, srv),
+        } => {
+            // A redirect is still a success: polled again after the interval (the one-minute
+            // max-age does not shorten it).
+            assert_eq!(cache_hint, Some(Duration::from_secs(60)));
+            assert_eq!(
+                success_next_poll(cache_hint, None),
+                now() + chrono::Duration::minutes(15)
+            );
+            (final_url, moved_permanently, srv)
+        }
         other => panic!("{status}: {other:?}"),
     }
 }
@@ -372,7 +402,7 @@ async fn slow_drip_is_cut_by_the_total_timeout() {
         "/f",
         Response::ok(vec![b'a'; 4096]).drip(Duration::from_millis(50), 16),
     );
-    let (err, _) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/f"))).await);
+    let (err, ra) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/f"))).await);
     assert!(
         matches!(
             err,
@@ -384,6 +414,10 @@ async fn slow_drip_is_cut_by_the_total_timeout() {
         "{err}"
     );
     assert!(err.is_transient());
+    assert_eq!(
+        first_failure_next_poll(ra),
+        now() + chrono::Duration::minutes(1)
+    );
 }
 
 #[tokio::test]
@@ -423,8 +457,14 @@ async fn gzip_bomb_is_cut_at_the_decompressed_cap() {
         "/small",
         Response::gzipped(RSS).content_type("application/rss+xml"),
     );
-    let (err, _) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/bomb"))).await);
+    let (err, ra) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/bomb"))).await);
     assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+    assert_eq!(err.class(), FailureClass::Permanent);
+    // Second failure in a row, no jitter: one minute.
+    assert_eq!(
+        retry::next_poll_after_failure(now(), 2, INTERVAL, ra, 0.0),
+        now() + chrono::Duration::minutes(1)
+    );
     // Ordinary compressed feeds are decompressed transparently.
     match fetcher().fetch(&FetchRequest::new(srv.url("/small"))).await {
         FetchOutcome::Fetched { body, .. } => assert_eq!(&body[..], RSS.as_bytes()),
@@ -457,6 +497,12 @@ async fn html_page_leads_to_its_feed() {
         other => panic!("{other:?}"),
     };
     assert_eq!(alternate, srv.url("/feeds/trade.xml"));
+    // The caller switches to the advertised feed at once; a page without one is a permanent
+    // parse failure, polled on the backoff schedule.
+    assert_eq!(
+        FeedError::NotAFeed { alternate: None }.class(),
+        FailureClass::Permanent
+    );
     let FetchOutcome::Fetched { body, .. } = f.fetch(&FetchRequest::new(alternate)).await else {
         panic!("feed fetch failed")
     };
@@ -479,6 +525,12 @@ async fn invalid_xml_is_a_clean_parse_error() {
     };
     let err = feed::parse(&body, content_type.as_deref(), None).unwrap_err();
     assert!(matches!(err, FeedError::Invalid(_)), "{err}");
+    assert_eq!(err.class(), FailureClass::Permanent);
+    // A feed that fails to parse is backed off like a failed fetch: fourth time, 8 minutes.
+    assert_eq!(
+        retry::next_poll_after_failure(now(), 4, INTERVAL, None, 1.0),
+        now() + chrono::Duration::minutes(8)
+    );
 }
 
 #[tokio::test]
@@ -486,7 +538,7 @@ async fn wrongly_declared_charset_still_reads_right() {
     let srv = FaultServer::start().await;
     let title = "Экспортный контроль: новые правила";
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"windows-1251\"?><rss version=\"2.0\"><channel><title>{title}</title>\
+        "<?xml version=\"1.0\" encoding=\"windows-1251\"?><rss version=\"2.0\"><channel><title>{title}</title><ttl>120</ttl>\
          <item><title>{title}</title><guid>1</guid></item></channel></rss>"
     );
     let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(&xml);
@@ -505,6 +557,12 @@ async fn wrongly_declared_charset_still_reads_right() {
     assert_eq!(parsed.title.as_deref(), Some(title));
     assert_eq!(parsed.items[0].title, title);
     assert!(!parsed.items[0].title.contains('\u{fffd}'));
+    // A 2-hour <ttl> raises the next poll.
+    assert_eq!(parsed.ttl, Some(Duration::from_secs(7200)));
+    assert_eq!(
+        success_next_poll(None, parsed.ttl),
+        now() + chrono::Duration::hours(2)
+    );
 }
 
 #[tokio::test]
