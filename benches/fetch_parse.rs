@@ -31,52 +31,73 @@ fn reset_hwm() {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(memory());
+    let args: Vec<String> = std::env::args().collect();
+    // Each memory case runs in a fresh process: the allocator keeps freed memory, so a case
+    // measured after another would look cheaper than it is.
+    if let Some(i) = args.iter().position(|a| a == "--case") {
+        let case = args.get(i + 1).cloned().unwrap_or_default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(memory_case(&case));
+        return;
+    }
+    println!(
+        "memory: cap {} MiB, bodies of {} MiB, one fresh process per case",
+        CAP >> 20,
+        BIG >> 20
+    );
+    let exe = std::env::current_exe().expect("own path");
+    for case in ["/small", "/huge", "/huge-cl", "/bomb", "/at-cap"] {
+        match std::process::Command::new(&exe)
+            .args(["--case", case])
+            .output()
+        {
+            Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+            Err(e) => println!("  {case}: cannot run: {e}"),
+        }
+    }
     throughput();
 }
 
-async fn memory() {
-    let cap = 8 * 1024 * 1024;
-    let big = 64 * 1024 * 1024;
+const CAP: u64 = 8 * 1024 * 1024;
+const BIG: u64 = 64 * 1024 * 1024;
+
+async fn memory_case(path: &str) {
     let srv = FaultServer::start().await;
-    srv.route("/huge", Response::huge(big).without_content_length());
-    srv.route("/huge-cl", Response::huge(big));
-    srv.route("/bomb", Response::gzip_bomb(big));
-    srv.route("/at-cap", Response::huge(cap).without_content_length());
+    srv.route("/small", Response::ok(vec![b'x'; 4096]));
+    srv.route("/huge", Response::huge(BIG).without_content_length());
+    srv.route("/huge-cl", Response::huge(BIG));
+    srv.route("/at-cap", Response::huge(CAP).without_content_length());
+    if path == "/bomb" {
+        srv.route("/bomb", Response::gzip_bomb(BIG));
+    }
     let cfg = HttpConfig {
-        max_body_bytes: cap,
+        max_body_bytes: CAP,
         per_host_gap: Duration::ZERO,
         ..HttpConfig::default()
     };
     let f = Fetcher::new(&cfg).expect("fetcher");
-    // Warm up the client (TLS roots, connection pool) so it does not count below.
-    let _ = f.fetch(&FetchRequest::new(srv.url("/missing"))).await;
-
-    println!("memory: cap {} MiB, bodies of {} MiB", cap >> 20, big >> 20);
-    for path in ["/huge", "/huge-cl", "/bomb", "/at-cap"] {
-        reset_hwm();
-        let before = vm_hwm_kib();
-        let t = Instant::now();
-        let out = f.fetch(&FetchRequest::new(srv.url(path))).await;
-        let took = t.elapsed();
-        let peak = vm_hwm_kib();
-        let what = match &out {
-            FetchOutcome::Fetched { body, .. } => format!("fetched {} bytes", body.len()),
-            FetchOutcome::Failed { error, .. } => format!("failed: {error}"),
-            other => format!("{other:?}"),
-        };
-        drop(out);
-        println!(
-            "  {path:<8} {what:<45} peak RSS +{:>6} KiB  ({:.0} ms)",
-            peak.saturating_sub(before),
-            took.as_secs_f64() * 1000.0
-        );
-    }
+    // Warm up the client (connection machinery, buffers) so it does not count below.
+    let _ = f.fetch(&FetchRequest::new(srv.url("/small"))).await;
+    reset_hwm();
+    let before = vm_hwm_kib();
+    let t = Instant::now();
+    let out = f.fetch(&FetchRequest::new(srv.url(path))).await;
+    let took = t.elapsed();
+    let peak = vm_hwm_kib();
+    let what = match &out {
+        FetchOutcome::Fetched { body, .. } => format!("fetched {} bytes", body.len()),
+        FetchOutcome::Failed { error, .. } => format!("failed: {error}"),
+        other => format!("{other:?}"),
+    };
+    println!(
+        "  {path:<8} {what:<48} peak RSS +{:>6} KiB  ({:.0} ms)",
+        peak.saturating_sub(before),
+        took.as_secs_f64() * 1000.0
+    );
 }
 
 fn throughput() {

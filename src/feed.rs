@@ -169,6 +169,9 @@ pub fn parse(
             ParseFeedError::ParseError(ParseErrorKind::UnknownMimeType(mime)) => {
                 neutralise_type_attr(&doc, mime)
             }
+            ParseFeedError::ParseError(ParseErrorKind::MissingContent(_)) => {
+                inline_xhtml_as_xhtml(&doc)
+            }
             ParseFeedError::JsonUnsupportedVersion(_) | ParseFeedError::JsonSerde(_) => {
                 repair_json_feed(&doc)
             }
@@ -492,7 +495,7 @@ fn is_channel_less_rss(doc: &str) -> bool {
 /// read as plain text. The standard values are left alone: rewriting `html` everywhere would
 /// turn every HTML summary into "plain text" full of tags.
 fn neutralise_type_attr(doc: &str, mime: &str) -> Option<String> {
-    if mime.is_empty() || matches!(mime, "text" | "html" | "xhtml") {
+    if matches!(mime, "text" | "html" | "xhtml") {
         return None;
     }
     let mut out = doc.to_string();
@@ -500,6 +503,20 @@ fn neutralise_type_attr(doc: &str, mime: &str) -> Option<String> {
         out = out.replace(&format!("type={q}{mime}{q}"), "type=\"text\"");
     }
     Some(out)
+}
+
+/// Atom content typed `application/xhtml+xml` holds inline XHTML (Atom 0.3 wrote all XHTML
+/// that way; Atom 1.0 allows it). feed-rs 2.4 does not recognise that type as XML and fails
+/// the whole feed with "missing content", so it is rewritten to the equivalent `xhtml`.
+fn inline_xhtml_as_xhtml(doc: &str) -> Option<String> {
+    let mut out = doc.to_string();
+    for q in ['"', '\''] {
+        out = out.replace(
+            &format!("type={q}application/xhtml+xml{q}"),
+            "type=\"xhtml\"",
+        );
+    }
+    (out != doc).then_some(out)
 }
 
 /// JSON Feeds in the wild: `"version"` missing or written as `"1.0"` or with `http:`, and
@@ -1620,6 +1637,12 @@ mod tests {
         let feed = parse(doc.as_bytes(), None, None).unwrap();
         assert_eq!(feed.title.as_deref(), Some("Custom"));
         assert_eq!(feed.items.len(), 1);
+        // Blank type, and inline XHTML typed with its MIME type.
+        let doc = r#"<feed xmlns="http://www.w3.org/2005/Atom"><title type="">Blank</title><id>f</id>
+            <entry><id>e</id><content type="application/xhtml+xml"><div xmlns="http://www.w3.org/1999/xhtml">Inline <b>x</b></div></content></entry></feed>"#;
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Blank"));
+        assert_eq!(feed.items[0].content, "Inline x");
         let json = r#"{"version":"http://jsonfeed.org/version/1","items":[{"id":"1","title":"T","tags":"a, b"}]}"#;
         let feed = parse(json.as_bytes(), None, None).unwrap();
         assert_eq!(feed.items[0].categories, vec!["a", "b"]);

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -653,17 +653,28 @@ async fn read_capped(
             return Err(FetchError::TooLarge { limit: cap });
         }
     }
-    let initial = resp.content_length().unwrap_or(0).min(cap).min(1 << 20) as usize;
-    let mut buf = BytesMut::with_capacity(initial);
+    let cap_usize = usize::try_from(cap).unwrap_or(usize::MAX);
+    let initial = usize::try_from(resp.content_length().unwrap_or(0))
+        .unwrap_or(0)
+        .min(cap_usize)
+        .min(1 << 20);
+    let mut buf: Vec<u8> = Vec::with_capacity(initial);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| map_reqwest_error(&e, cfg))?;
-        if (buf.len() as u64).saturating_add(chunk.len() as u64) > cap {
+        let need = buf.len().saturating_add(chunk.len());
+        if need > cap_usize {
             return Err(FetchError::TooLarge { limit: cap });
+        }
+        if need > buf.capacity() {
+            // Geometric growth, but never past the cap: the plain doubling of `Vec` would
+            // reserve up to twice the cap for a body just under it.
+            let target = buf.capacity().saturating_mul(2).max(need).min(cap_usize);
+            buf.reserve_exact(target - buf.len());
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
+    Ok(Bytes::from(buf))
 }
 
 /// `Retry-After` as seconds or an HTTP-date, resolved against `now`. Garbage is ignored.
