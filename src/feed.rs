@@ -1659,4 +1659,47 @@ mod tests {
         assert_eq!(feed.items.len(), MAX_ITEMS);
         assert_eq!(feed.items[0].guid.as_deref(), Some("0"));
     }
+    #[test]
+    fn header_charset_beats_the_declaration_when_both_decode() {
+        // Single-byte encodings decode any byte, so precedence decides: the header wins.
+        let text = "Санкции";
+        let body = encode(&rss(text, text, Some("koi8-r")), "windows-1251");
+        let feed = parse(&body, Some("text/xml; charset=windows-1251"), None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some(text));
+        assert_eq!(feed.encoding, "windows-1251");
+        // Without the header the (wrong) declaration is all we have.
+        let feed = parse(&body, None, None).unwrap();
+        assert_eq!(feed.encoding, "KOI8-R");
+        assert_ne!(feed.title.as_deref(), Some(text));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_functions_never_panic_and_stay_bounded(s in "\\PC{0,300}", max in 0usize..64) {
+            let t = html_to_text(&s, max);
+            proptest::prop_assert!(t.len() <= max);
+            proptest::prop_assert!(!t.chars().any(|c| c.is_control()));
+            let p = plain_text(&s, max);
+            proptest::prop_assert!(p.len() <= max);
+            proptest::prop_assert!(fix_mojibake(&s).len() <= s.len());
+        }
+
+        #[test]
+        fn markup_soup_never_panics(parts in proptest::collection::vec(
+            proptest::sample::select(vec!["<", ">", "&", ";", "#", "x", "<!--", "-->", "<![CDATA[", "]]>",
+                "<script>", "</script>", "<p>", "\"", "'", "&amp;", "&#", "é", "\u{92}", "Ã"]), 0..40)) {
+            let s: String = parts.concat();
+            let _ = html_to_text(&s, 100);
+            let _ = repair_entities(&s);
+            let _ = find_alternate(&s, None);
+        }
+
+        #[test]
+        fn parse_never_panics_on_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+                                       prefix in proptest::sample::select(vec!["", "<rss version=\"2.0\"><channel>", "<feed xmlns=\"http://www.w3.org/2005/Atom\">", "{\"version\":", "<?xml version=\"1.0\" encoding=\"shift_jis\"?>"])) {
+            let mut body = prefix.as_bytes().to_vec();
+            body.extend_from_slice(&bytes);
+            let _ = parse(&body, Some("text/xml; charset=utf-8"), None);
+        }
+    }
 }
