@@ -350,9 +350,14 @@ fn prepare_xml(text: &str) -> String {
     if let Some((start, end)) = root_tag(&doc) {
         let tag = &doc[start..end];
         if tag.contains("http://purl.org/atom/ns#") {
-            // Atom 0.3: same element names for everything we read (entries, titles, links,
-            // summaries, content); only the namespace differs.
+            // Atom 0.3: same element names for most of what we read (entries, titles, links,
+            // summaries, content); the namespace differs, and the dates are `issued` and
+            // `modified` where 1.0 has `published` and `updated`.
             doc = doc.replace("http://purl.org/atom/ns#", "http://www.w3.org/2005/Atom");
+            for (old, new) in [("issued>", "published>"), ("modified>", "updated>")] {
+                doc = doc.replace(&format!("<{old}"), &format!("<{new}"));
+                doc = doc.replace(&format!("</{old}"), &format!("</{new}"));
+            }
         } else if tag.starts_with("<rss")
             && tag[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/')
         {
@@ -701,10 +706,7 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
     // because feeds served from a feed host or CDN write item links relative to the site.
     let feed_base = feed_link.or_else(|| base.cloned());
 
-    let items = feed
-        .entries
-        .iter()
-        .take(MAX_ITEMS)
+    let items = kept_entries(&feed.entries)
         .map(|e| entry_to_item(e, rss, feed_base.as_ref()))
         .collect();
     ParsedFeed {
@@ -717,6 +719,23 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
         items,
         encoding,
     }
+}
+
+/// The entries to keep, in document order: all of them up to [`MAX_ITEMS`]; beyond that the
+/// newest by date (undated ones last), because a feed listed oldest-first must not lose
+/// exactly the stories that are new.
+fn kept_entries(
+    entries: &[feed_rs::model::Entry],
+) -> impl Iterator<Item = &feed_rs::model::Entry> + '_ {
+    let mut keep: Vec<usize> = (0..entries.len()).collect();
+    if entries.len() > MAX_ITEMS {
+        let date = |i: &usize| entries[*i].published.or(entries[*i].updated);
+        // Stable sort: among equal (or missing) dates, document order decides.
+        keep.sort_by(|a, b| date(b).cmp(&date(a)));
+        keep.truncate(MAX_ITEMS);
+        keep.sort_unstable();
+    }
+    keep.into_iter().map(move |i| &entries[i])
 }
 
 fn entry_to_item(e: &feed_rs::model::Entry, rss: bool, feed_base: Option<&Url>) -> Item {
@@ -1624,9 +1643,14 @@ mod tests {
     #[test]
     fn atom_03_is_read_as_atom() {
         let doc = r#"<feed version="0.3" xmlns="http://purl.org/atom/ns#"><title>Old</title>
-            <entry><title>E</title><id>urn:1</id><link rel="alternate" type="text/html" href="https://o.test/1"/></entry></feed>"#;
+            <entry><title>E</title><id>urn:1</id><link rel="alternate" type="text/html" href="https://o.test/1"/>
+            <issued>2004-01-02T03:04:05Z</issued><modified>2004-01-03T00:00:00Z</modified></entry></feed>"#;
         let feed = parse(doc.as_bytes(), None, None).unwrap();
         assert_eq!(feed.items.len(), 1);
+        assert_eq!(
+            feed.items[0].published.map(|d| d.to_rfc3339()),
+            Some("2004-01-02T03:04:05+00:00".into())
+        );
         assert_eq!(feed.items[0].link.as_deref(), Some("https://o.test/1"));
     }
 
@@ -1658,6 +1682,26 @@ mod tests {
         let feed = parse(body.as_bytes(), None, None).unwrap();
         assert_eq!(feed.items.len(), MAX_ITEMS);
         assert_eq!(feed.items[0].guid.as_deref(), Some("0"));
+
+        // Oldest first: the newest MAX_ITEMS are kept, still in document order.
+        let mut body = String::from("<rss version=\"2.0\"><channel><title>old first</title>");
+        let total = MAX_ITEMS + 50;
+        for i in 0..total {
+            let day = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64 * 86_400, 0)
+                .unwrap()
+                .to_rfc2822();
+            body.push_str(&format!(
+                "<item><guid>{i}</guid><pubDate>{day}</pubDate></item>"
+            ));
+        }
+        body.push_str("</channel></rss>");
+        let feed = parse(body.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.items.len(), MAX_ITEMS);
+        assert_eq!(feed.items[0].guid.as_deref(), Some("50"));
+        assert_eq!(
+            feed.items[MAX_ITEMS - 1].guid.as_deref(),
+            Some(&*(total - 1).to_string())
+        );
     }
     #[test]
     fn header_charset_beats_the_declaration_when_both_decode() {
