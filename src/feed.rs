@@ -731,7 +731,7 @@ fn kept_entries(
     if entries.len() > MAX_ITEMS {
         let date = |i: &usize| entries[*i].published.or(entries[*i].updated);
         // Stable sort: among equal (or missing) dates, document order decides.
-        keep.sort_by(|a, b| date(b).cmp(&date(a)));
+        keep.sort_by_key(|i| std::cmp::Reverse(date(i)));
         keep.truncate(MAX_ITEMS);
         keep.sort_unstable();
     }
