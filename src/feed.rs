@@ -962,52 +962,64 @@ fn mojibake_byte(c: char) -> Option<u8> {
 
 /// Repairs UTF-8 that was decoded as windows-1252 somewhere upstream ("Viá»‡t Nam" →
 /// "Việt Nam", "â€™" → "’"), which no charset choice of ours can undo: the feed itself
-/// carries the wrong characters. A run of non-ASCII characters is replaced only when, read
-/// back as windows-1252 bytes, it is valid UTF-8 as a whole — genuine Latin-1 text almost
-/// never is (it would need pairs such as "Ã©" or "Â°").
+/// carries the wrong characters.
+///
+/// A run of non-ASCII characters is a candidate when, read back as windows-1252 bytes, it is
+/// valid UTF-8 as a whole. That alone is not proof: French "doué\u{a0}»" (é, no-break space,
+/// guillemet) is valid UTF-8 too. So the text is repaired only if at least one candidate is
+/// unmistakable — it contains a character of the 0x80–0x9F row (`€`, `‡`, `™`, ... or a C1
+/// control; real text never puts those right after an accented capital or a symbol) or starts
+/// with `Â`/`Ã` followed by a character of the 0xA0–0xBF row (`Ã©`, `Â»`). Then all candidates
+/// in the text are repaired.
 pub fn fix_mojibake(s: &str) -> std::borrow::Cow<'_, str> {
     // Cheap exit: every mojibake run starts with a UTF-8 lead byte read as Â..ô.
     if !s.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
         return s.into();
     }
-    let mut out = String::with_capacity(s.len());
-    let mut run: Vec<u8> = Vec::new();
-    let mut run_start = 0;
-    let mut changed = false;
-    let flush = |out: &mut String, run: &mut Vec<u8>, original: &str, changed: &mut bool| {
-        match std::str::from_utf8(run) {
-            Ok(fixed) if run.len() >= 2 => {
-                out.push_str(fixed);
-                *changed = true;
+    // Candidate runs: (start, end, decoded).
+    let mut runs: Vec<(usize, usize, String)> = Vec::new();
+    let mut convincing = false;
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut start = 0;
+    let mut close = |bytes: &mut Vec<u8>, start: usize, end: usize, runs: &mut Vec<_>| {
+        if bytes.len() >= 2 {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                let c1_row = bytes.iter().any(|b| (0x80..=0x9f).contains(b));
+                let latin1_pair =
+                    matches!(bytes[0], 0xc2 | 0xc3) && (0xa0..=0xbf).contains(&bytes[1]);
+                convincing |= c1_row || latin1_pair;
+                runs.push((start, end, text.to_string()));
             }
-            _ => out.push_str(original),
         }
-        run.clear();
+        bytes.clear();
     };
     for (i, c) in s.char_indices() {
         match mojibake_byte(c) {
             Some(b) => {
-                if run.is_empty() {
-                    run_start = i;
+                if bytes.is_empty() {
+                    start = i;
                 }
-                run.push(b);
+                bytes.push(b);
             }
-            None => {
-                if !run.is_empty() {
-                    flush(&mut out, &mut run, &s[run_start..i], &mut changed);
-                }
-                out.push(c);
-            }
+            None if !bytes.is_empty() => close(&mut bytes, start, i, &mut runs),
+            None => {}
         }
     }
-    if !run.is_empty() {
-        flush(&mut out, &mut run, &s[run_start..], &mut changed);
+    if !bytes.is_empty() {
+        close(&mut bytes, start, s.len(), &mut runs);
     }
-    if changed {
-        out.into()
-    } else {
-        s.into()
+    if !convincing {
+        return s.into();
     }
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for (start, end, text) in runs {
+        out.push_str(&s[at..start]);
+        out.push_str(&text);
+        at = end;
+    }
+    out.push_str(&s[at..]);
+    out.into()
 }
 
 /// Characters that never belong in stored plain text: C0/C1 controls (whitespace ones are
@@ -1446,6 +1458,15 @@ mod tests {
                 "Café à la française, Größe ±5°",
             ),
             ("Ça coûte 5 €", "Ça coûte 5 €"),
+            // é + no-break space + » is valid UTF-8 (U+983B) but ordinary French.
+            (
+                "un enfant «\u{a0}doué\u{a0}», «\u{a0}surdoué\u{a0}»",
+                "un enfant « doué », « surdoué »",
+            ),
+            // One unmistakable run licenses the others in the same text.
+            ("xuáº¥t kháº©u Viá»‡t", "xuất khẩu Việt"),
+            ("xuáº¥t", "xuáº¥t"),
+            ("cafÃ© crÃ¨me", "café crème"),
         ];
         for (input, want) in cases {
             assert_eq!(html_to_text(input, 1000), want, "{input:?}");
