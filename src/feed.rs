@@ -73,7 +73,10 @@ pub struct ParsedFeed {
 pub enum FeedError {
     /// An HTML page (or other non-feed document). `alternate` is the feed it advertises via
     /// `<link rel="alternate" type="application/rss+xml|atom+xml|feed+json">`, if any.
-    #[error("not a feed{}", .alternate.as_ref().map(|u| format!(" (the page advertises a feed at {u})")).unwrap_or_default())]
+    #[error("{}", match .alternate {
+        Some(u) => format!("not a feed: an HTML page that advertises its feed at {u}"),
+        None => "not a feed: an HTML page or another kind of document, advertising no RSS, Atom or JSON feed".to_string(),
+    })]
     NotAFeed { alternate: Option<Url> },
     /// Broken XML/JSON or a feed structure the parser rejects.
     #[error("invalid feed: {0}")]
@@ -1604,9 +1607,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(b"<html><body>no feed</body></html>", None, Some(&base)) {
-            Err(FeedError::NotAFeed { alternate: None }) => {}
+            Err(e @ FeedError::NotAFeed { alternate: None }) => {
+                assert!(
+                    e.to_string()
+                        .contains("advertising no RSS, Atom or JSON feed"),
+                    "{e}"
+                )
+            }
             other => panic!("{other:?}"),
         }
+        // An OPML file (or any other XML) is not a feed either.
+        assert!(matches!(
+            parse(b"<opml version=\"2.0\"><body/></opml>", None, None),
+            Err(FeedError::NotAFeed { alternate: None })
+        ));
     }
 
     #[test]
