@@ -689,3 +689,26 @@ async fn per_host_and_global_limits_hold() {
     fetch_all(cfg.clone(), urls).await;
     assert_eq!(srv.max_in_flight(), 1);
 }
+
+#[tokio::test]
+async fn not_modified_after_a_permanent_redirect_still_reports_the_move() {
+    let srv = FaultServer::start().await;
+    srv.route("/old", Response::redirect(308, "/new"));
+    srv.route("/new", Response::ok(RSS).etag("\"e\""));
+    let req = FetchRequest {
+        url: srv.url("/old"),
+        etag: Some("\"e\"".into()),
+        last_modified: None,
+    };
+    match fetcher().fetch(&req).await {
+        FetchOutcome::NotModified {
+            moved_permanently, ..
+        } => assert_eq!(moved_permanently, Some(srv.url("/new"))),
+        other => panic!("{other:?}"),
+    }
+    // The validator went along on both hops.
+    assert!(srv
+        .requests()
+        .iter()
+        .all(|r| r.header("if-none-match") == Some("\"e\"")));
+}
