@@ -352,7 +352,12 @@ fn prepare_xml(text: &str) -> String {
     let mut doc = repair_entities(&fix_xml_declaration(text));
     if let Some((start, end)) = root_tag(&doc) {
         let tag = &doc[start..end];
-        if tag.contains("http://purl.org/atom/ns#") {
+        let is_rdf = tag_at(tag).is_some_and(|(name, _, _)| name == "rdf:rdf" || name == "rdf");
+        if is_rdf {
+            if let Some(fixed) = rdf_items_with_links(&doc) {
+                doc = fixed;
+            }
+        } else if tag.contains("http://purl.org/atom/ns#") {
             // Atom 0.3: same element names for most of what we read (entries, titles, links,
             // summaries, content); the namespace differs, and the dates are `issued` and
             // `modified` where 1.0 has `published` and `updated`.
@@ -460,6 +465,50 @@ fn repair_entities(doc: &str) -> String {
         }
     }
     out
+}
+
+/// RSS 1.0 items must have a `<link>`, and feed-rs drops those that do not — losing their
+/// title and description. Such an item gets its `rdf:about` as link (it is the item's URI,
+/// normally equal to the link), or `about:invalid`, which [`resolve`] later drops, so the item
+/// survives without a link. Returns `None` when nothing needed fixing.
+fn rdf_items_with_links(doc: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(p) = doc[search..].find("<item") {
+        let start = search + p;
+        search = start + "<item".len();
+        let Some((name, false, len)) = tag_at(&doc[start..]) else {
+            continue;
+        };
+        let tag = &doc[start..start + len];
+        if name != "item" || tag.ends_with("/>") {
+            continue;
+        }
+        let body_start = start + len;
+        let body_end = doc[body_start..]
+            .find("</item")
+            .map_or(doc.len(), |q| body_start + q);
+        search = body_end;
+        if doc[body_start..body_end].contains("<link") {
+            continue;
+        }
+        let about = ATTR
+            .captures_iter(tag)
+            .find(|c| c.get(1).is_some_and(|n| n.as_str() == "rdf:about"))
+            .and_then(|c| c.get(2).or_else(|| c.get(3)).or_else(|| c.get(4)))
+            .map_or("about:invalid", |m| m.as_str());
+        out.push_str(&doc[copied..body_start]);
+        out.push_str("<link>");
+        out.push_str(about);
+        out.push_str("</link>");
+        copied = body_start;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&doc[copied..]);
+    Some(out)
 }
 
 static VERSION_ATTR: LazyLock<Regex> = LazyLock::new(|| {
@@ -1673,6 +1722,30 @@ mod tests {
         let (bytes, _, _) = WINDOWS_1252.encode(doc);
         let feed = parse(&bytes, Some("text/xml; charset=windows-1252"), None).unwrap();
         assert_eq!(feed.title.as_deref(), Some("Café"));
+    }
+
+    #[test]
+    fn rss1_items_without_link_are_kept() {
+        let doc = r#"<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">
+            <channel rdf:about="https://r.test/"><title>R</title><link>https://r.test/</link></channel>
+            <item rdf:about="https://r.test/1"><title>With about</title></item>
+            <item><title>Bare</title></item>
+            <item rdf:about="https://r.test/3"><title>Linked</title><link>https://r.test/three</link></item>
+            </rdf:RDF>"#;
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        let got: Vec<_> = feed
+            .items
+            .iter()
+            .map(|i| (i.title.as_str(), i.link.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("With about", Some("https://r.test/1")),
+                ("Bare", None),
+                ("Linked", Some("https://r.test/three")),
+            ]
+        );
     }
 
     #[test]
