@@ -26,10 +26,23 @@
 //! charset that does not decode (a "UTF-8" feed full of Latin-1 bytes) falls through to the next
 //! candidate instead of producing U+FFFD soup; and a legacy charset from header or declaration
 //! loses to UTF-8 when the body is valid UTF-8 *and* contains non-ASCII (a misconfigured server
-//! saying `charset=ISO-8859-1` over a UTF-8 file) — legacy text is practically never valid
-//! UTF-8 by accident. UTF-16 from a header or declaration is only believed when the bytes look
-//! like UTF-16 (`<` followed by NUL), because an ASCII document read as UTF-16 "decodes"
-//! without error into CJK garbage.
+//! saying `charset=ISO-8859-1` over a UTF-8 file) — a whole document of legacy text is
+//! practically never valid UTF-8 by accident. UTF-16 from a header or declaration is only
+//! believed when the bytes look like UTF-16 (`<` followed by NUL), because an ASCII document
+//! read as UTF-16 "decodes" without error into CJK garbage. UTF-32 (not a WHATWG encoding, so
+//! not in encoding_rs) is recognised by its BOM or byte pattern. Text that was double-encoded
+//! upstream ("Viá»‡t") is repaired per text field, on unmistakable evidence only
+//! ([`fix_mojibake`]).
+//!
+//! # Repairs
+//! feed-rs is strict where real feeds are sloppy, and it fails or silently drops data. Before
+//! or on retry (a few reparses at most) we: escape bare `&` and turn HTML-only
+//! entities into numeric references (else the element's text is lost); read an `<rss>` root
+//! with a version other than 2.0/0.91/0.92 (or none) as RSS 2.0; read Atom 0.3 as Atom 1.0;
+//! give RSS 1.0 items without `<link>` their `rdf:about`; rewrite unknown or blank Atom text
+//! `type`s to `text` and `application/xhtml+xml` to `xhtml`; and fill in a JSON Feed's missing
+//! or loose `version`, missing `title` and string `tags`. An `<rss>` without a channel is an
+//! empty feed. The corpus run (`tests/corpus_feeds.rs`) is what found each of these.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::LazyLock;
