@@ -54,6 +54,9 @@ pub const ACCEPT: &str = "application/rss+xml, application/atom+xml, application
      application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, \
      */*;q=0.5";
 
+/// Largest accepted `max_concurrent` / `per_host_concurrency`.
+pub const MAX_CONCURRENCY: usize = 10_000;
+
 /// Configuration of the HTTP client: TOML section `[http]`. Durations are humantime strings
 /// (`"10s"`, `"1m 30s"`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -268,10 +271,13 @@ struct HopPermits {
 impl Fetcher {
     /// Builds the client. Fails only on an unusable configuration.
     pub fn new(cfg: &HttpConfig) -> Result<Fetcher, FetchError> {
-        if cfg.max_concurrent == 0 || cfg.per_host_concurrency == 0 {
-            return Err(FetchError::Config(
-                "max_concurrent and per_host_concurrency must be at least 1".into(),
-            ));
+        // Upper bound: tokio's semaphore panics beyond ~2^61 permits, and no machine wants
+        // more than a few thousand fetches in flight anyway.
+        let limits = 1..=MAX_CONCURRENCY;
+        if !limits.contains(&cfg.max_concurrent) || !limits.contains(&cfg.per_host_concurrency) {
+            return Err(FetchError::Config(format!(
+                "max_concurrent and per_host_concurrency must be between 1 and {MAX_CONCURRENCY}"
+            )));
         }
         if cfg.max_body_bytes == 0 {
             return Err(FetchError::Config(
@@ -839,6 +845,11 @@ mod tests {
     fn zero_limits_are_rejected() {
         let cfg = HttpConfig {
             max_concurrent: 0,
+            ..HttpConfig::default()
+        };
+        assert!(matches!(Fetcher::new(&cfg), Err(FetchError::Config(_))));
+        let cfg = HttpConfig {
+            per_host_concurrency: usize::MAX,
             ..HttpConfig::default()
         };
         assert!(matches!(Fetcher::new(&cfg), Err(FetchError::Config(_))));
