@@ -26,10 +26,23 @@
 //! charset that does not decode (a "UTF-8" feed full of Latin-1 bytes) falls through to the next
 //! candidate instead of producing U+FFFD soup; and a legacy charset from header or declaration
 //! loses to UTF-8 when the body is valid UTF-8 *and* contains non-ASCII (a misconfigured server
-//! saying `charset=ISO-8859-1` over a UTF-8 file) — legacy text is practically never valid
-//! UTF-8 by accident. UTF-16 from a header or declaration is only believed when the bytes look
-//! like UTF-16 (`<` followed by NUL), because an ASCII document read as UTF-16 "decodes"
-//! without error into CJK garbage.
+//! saying `charset=ISO-8859-1` over a UTF-8 file) — a whole document of legacy text is
+//! practically never valid UTF-8 by accident. UTF-16 from a header or declaration is only
+//! believed when the bytes look like UTF-16 (`<` followed by NUL), because an ASCII document
+//! read as UTF-16 "decodes" without error into CJK garbage. UTF-32 (not a WHATWG encoding, so
+//! not in encoding_rs) is recognised by its BOM or byte pattern. Text that was double-encoded
+//! upstream ("Viá»‡t") is repaired per text field, on unmistakable evidence only
+//! ([`fix_mojibake`]).
+//!
+//! # Repairs
+//! feed-rs is strict where real feeds are sloppy, and it fails or silently drops data. Before
+//! or on retry (a few reparses at most) we: escape bare `&` and turn HTML-only
+//! entities into numeric references (else the element's text is lost); read an `<rss>` root
+//! with a version other than 2.0/0.91/0.92 (or none) as RSS 2.0; read Atom 0.3 as Atom 1.0;
+//! give RSS 1.0 items without `<link>` their `rdf:about`; rewrite unknown or blank Atom text
+//! `type`s to `text` and `application/xhtml+xml` to `xhtml`; and fill in a JSON Feed's missing
+//! or loose `version`, missing `title` and string `tags`. An `<rss>` without a channel is an
+//! empty feed. The corpus run (`tests/corpus_feeds.rs`) is what found each of these.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::LazyLock;
@@ -73,7 +86,10 @@ pub struct ParsedFeed {
 pub enum FeedError {
     /// An HTML page (or other non-feed document). `alternate` is the feed it advertises via
     /// `<link rel="alternate" type="application/rss+xml|atom+xml|feed+json">`, if any.
-    #[error("not a feed{}", .alternate.as_ref().map(|u| format!(" (the page advertises a feed at {u})")).unwrap_or_default())]
+    #[error("{}", match .alternate {
+        Some(u) => format!("not a feed: an HTML page that advertises its feed at {u}"),
+        None => "not a feed: an HTML page or another kind of document, advertising no RSS, Atom or JSON feed".to_string(),
+    })]
     NotAFeed { alternate: Option<Url> },
     /// Broken XML/JSON or a feed structure the parser rejects.
     #[error("invalid feed: {0}")]
@@ -84,6 +100,19 @@ pub enum FeedError {
     /// The third-party parser panicked on this input (a bug there; the input is skipped).
     #[error("feed parser failed unexpectedly: {0}")]
     ParserPanic(String),
+}
+
+impl FeedError {
+    /// Transient or permanent, as decided in [`crate::retry`].
+    pub fn class(&self) -> crate::retry::FailureClass {
+        use crate::retry::{classify_parse, ParseFailure};
+        classify_parse(match self {
+            FeedError::NotAFeed { .. } => ParseFailure::NotAFeed,
+            FeedError::Invalid(_) => ParseFailure::Invalid,
+            FeedError::Empty => ParseFailure::Empty,
+            FeedError::ParserPanic(_) => ParseFailure::ParserPanic,
+        })
+    }
 }
 
 /// Parses a feed body. `base` is the URL it was fetched from (after redirects): relative links
@@ -155,6 +184,9 @@ pub fn parse(
             }
             ParseFeedError::ParseError(ParseErrorKind::UnknownMimeType(mime)) => {
                 neutralise_type_attr(&doc, mime)
+            }
+            ParseFeedError::ParseError(ParseErrorKind::MissingContent(_)) => {
+                inline_xhtml_as_xhtml(&doc)
             }
             ParseFeedError::JsonUnsupportedVersion(_) | ParseFeedError::JsonSerde(_) => {
                 repair_json_feed(&doc)
@@ -286,7 +318,7 @@ fn xml_decl_charset(body: &[u8]) -> Option<&'static Encoding> {
     let head = &body[..body.len().min(1024)];
     let start = head.iter().position(|b| !b.is_ascii_whitespace())?;
     let head = &head[start..];
-    if !head.starts_with(b"<?xml") {
+    if !is_xml_decl_start(head) {
         return None;
     }
     let end = head.windows(2).position(|w| w == b"?>")?;
@@ -296,6 +328,10 @@ fn xml_decl_charset(body: &[u8]) -> Option<&'static Encoding> {
     Encoding::for_label(label.trim().as_bytes())
 }
 
+fn is_xml_decl_start(b: &[u8]) -> bool {
+    b.starts_with(b"<?xml") && b.get(5).is_some_and(|c| c.is_ascii_whitespace())
+}
+
 static DECL_ENCODING: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?i)\bencoding\s*=\s*(?:"([^"]*)"|'([^']*)')"#).expect("static regex")
 });
@@ -303,7 +339,8 @@ static DECL_ENCODING: LazyLock<Regex> = LazyLock::new(|| {
 /// Replaces the XML declaration (whose `encoding` no longer describes the now-UTF-8 text) with
 /// a plain UTF-8 one. Leaves JSON and declaration-less XML alone.
 fn fix_xml_declaration(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.starts_with("<?xml") {
+    // `<?xml-stylesheet ...?>` is a processing instruction, not the declaration.
+    if !is_xml_decl_start(text.as_bytes()) {
         return text.into();
     }
     match text.get(..text.len().min(1024)).and_then(|h| h.find("?>")) {
@@ -328,10 +365,20 @@ fn prepare_xml(text: &str) -> String {
     let mut doc = repair_entities(&fix_xml_declaration(text));
     if let Some((start, end)) = root_tag(&doc) {
         let tag = &doc[start..end];
-        if tag.contains("http://purl.org/atom/ns#") {
-            // Atom 0.3: same element names for everything we read (entries, titles, links,
-            // summaries, content); only the namespace differs.
+        let is_rdf = tag_at(tag).is_some_and(|(name, _, _)| name == "rdf:rdf" || name == "rdf");
+        if is_rdf {
+            if let Some(fixed) = rdf_items_with_links(&doc) {
+                doc = fixed;
+            }
+        } else if tag.contains("http://purl.org/atom/ns#") {
+            // Atom 0.3: same element names for most of what we read (entries, titles, links,
+            // summaries, content); the namespace differs, and the dates are `issued` and
+            // `modified` where 1.0 has `published` and `updated`.
             doc = doc.replace("http://purl.org/atom/ns#", "http://www.w3.org/2005/Atom");
+            for (old, new) in [("issued>", "published>"), ("modified>", "updated>")] {
+                doc = doc.replace(&format!("<{old}"), &format!("<{new}"));
+                doc = doc.replace(&format!("</{old}"), &format!("</{new}"));
+            }
         } else if tag.starts_with("<rss")
             && tag[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/')
         {
@@ -433,6 +480,50 @@ fn repair_entities(doc: &str) -> String {
     out
 }
 
+/// RSS 1.0 items must have a `<link>`, and feed-rs drops those that do not — losing their
+/// title and description. Such an item gets its `rdf:about` as link (it is the item's URI,
+/// normally equal to the link), or `about:invalid`, which [`resolve`] later drops, so the item
+/// survives without a link. Returns `None` when nothing needed fixing.
+fn rdf_items_with_links(doc: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(p) = doc[search..].find("<item") {
+        let start = search + p;
+        search = start + "<item".len();
+        let Some((name, false, len)) = tag_at(&doc[start..]) else {
+            continue;
+        };
+        let tag = &doc[start..start + len];
+        if name != "item" || tag.ends_with("/>") {
+            continue;
+        }
+        let body_start = start + len;
+        let body_end = doc[body_start..]
+            .find("</item")
+            .map_or(doc.len(), |q| body_start + q);
+        search = body_end;
+        if doc[body_start..body_end].contains("<link") {
+            continue;
+        }
+        let about = ATTR
+            .captures_iter(tag)
+            .find(|c| c.get(1).is_some_and(|n| n.as_str() == "rdf:about"))
+            .and_then(|c| c.get(2).or_else(|| c.get(3)).or_else(|| c.get(4)))
+            .map_or("about:invalid", |m| m.as_str());
+        out.push_str(&doc[copied..body_start]);
+        out.push_str("<link>");
+        out.push_str(about);
+        out.push_str("</link>");
+        copied = body_start;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&doc[copied..]);
+    Some(out)
+}
+
 static VERSION_ATTR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"\sversion\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'>]+)"#).expect("static regex")
 });
@@ -474,7 +565,7 @@ fn is_channel_less_rss(doc: &str) -> bool {
 /// read as plain text. The standard values are left alone: rewriting `html` everywhere would
 /// turn every HTML summary into "plain text" full of tags.
 fn neutralise_type_attr(doc: &str, mime: &str) -> Option<String> {
-    if mime.is_empty() || matches!(mime, "text" | "html" | "xhtml") {
+    if matches!(mime, "text" | "html" | "xhtml") {
         return None;
     }
     let mut out = doc.to_string();
@@ -482,6 +573,20 @@ fn neutralise_type_attr(doc: &str, mime: &str) -> Option<String> {
         out = out.replace(&format!("type={q}{mime}{q}"), "type=\"text\"");
     }
     Some(out)
+}
+
+/// Atom content typed `application/xhtml+xml` holds inline XHTML (Atom 0.3 wrote all XHTML
+/// that way; Atom 1.0 allows it). feed-rs 2.4 does not recognise that type as XML and fails
+/// the whole feed with "missing content", so it is rewritten to the equivalent `xhtml`.
+fn inline_xhtml_as_xhtml(doc: &str) -> Option<String> {
+    let mut out = doc.to_string();
+    for q in ['"', '\''] {
+        out = out.replace(
+            &format!("type={q}application/xhtml+xml{q}"),
+            "type=\"xhtml\"",
+        );
+    }
+    (out != doc).then_some(out)
 }
 
 /// JSON Feeds in the wild: `"version"` missing or written as `"1.0"` or with `http:`, and
@@ -666,10 +771,7 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
     // because feeds served from a feed host or CDN write item links relative to the site.
     let feed_base = feed_link.or_else(|| base.cloned());
 
-    let items = feed
-        .entries
-        .iter()
-        .take(MAX_ITEMS)
+    let items = kept_entries(&feed.entries)
         .map(|e| entry_to_item(e, rss, feed_base.as_ref()))
         .collect();
     ParsedFeed {
@@ -682,6 +784,23 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
         items,
         encoding,
     }
+}
+
+/// The entries to keep, in document order: all of them up to [`MAX_ITEMS`]; beyond that the
+/// newest by date (undated ones last), because a feed listed oldest-first must not lose
+/// exactly the stories that are new.
+fn kept_entries(
+    entries: &[feed_rs::model::Entry],
+) -> impl Iterator<Item = &feed_rs::model::Entry> + '_ {
+    let mut keep: Vec<usize> = (0..entries.len()).collect();
+    if entries.len() > MAX_ITEMS {
+        let date = |i: &usize| entries[*i].published.or(entries[*i].updated);
+        // Stable sort: among equal (or missing) dates, document order decides.
+        keep.sort_by_key(|i| std::cmp::Reverse(date(i)));
+        keep.truncate(MAX_ITEMS);
+        keep.sort_unstable();
+    }
+    keep.into_iter().map(move |i| &entries[i])
 }
 
 fn entry_to_item(e: &feed_rs::model::Entry, rss: bool, feed_base: Option<&Url>) -> Item {
@@ -908,52 +1027,64 @@ fn mojibake_byte(c: char) -> Option<u8> {
 
 /// Repairs UTF-8 that was decoded as windows-1252 somewhere upstream ("Viá»‡t Nam" →
 /// "Việt Nam", "â€™" → "’"), which no charset choice of ours can undo: the feed itself
-/// carries the wrong characters. A run of non-ASCII characters is replaced only when, read
-/// back as windows-1252 bytes, it is valid UTF-8 as a whole — genuine Latin-1 text almost
-/// never is (it would need pairs such as "Ã©" or "Â°").
+/// carries the wrong characters.
+///
+/// A run of non-ASCII characters is a candidate when, read back as windows-1252 bytes, it is
+/// valid UTF-8 as a whole. That alone is not proof: French "doué\u{a0}»" (é, no-break space,
+/// guillemet) is valid UTF-8 too. So the text is repaired only if at least one candidate is
+/// unmistakable — it contains a character of the 0x80–0x9F row (`€`, `‡`, `™`, ... or a C1
+/// control; real text never puts those right after an accented capital or a symbol) or starts
+/// with `Â`/`Ã` followed by a character of the 0xA0–0xBF row (`Ã©`, `Â»`). Then all candidates
+/// in the text are repaired.
 pub fn fix_mojibake(s: &str) -> std::borrow::Cow<'_, str> {
     // Cheap exit: every mojibake run starts with a UTF-8 lead byte read as Â..ô.
     if !s.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
         return s.into();
     }
-    let mut out = String::with_capacity(s.len());
-    let mut run: Vec<u8> = Vec::new();
-    let mut run_start = 0;
-    let mut changed = false;
-    let flush = |out: &mut String, run: &mut Vec<u8>, original: &str, changed: &mut bool| {
-        match std::str::from_utf8(run) {
-            Ok(fixed) if run.len() >= 2 => {
-                out.push_str(fixed);
-                *changed = true;
+    // Candidate runs: (start, end, decoded).
+    let mut runs: Vec<(usize, usize, String)> = Vec::new();
+    let mut convincing = false;
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut start = 0;
+    let mut close = |bytes: &mut Vec<u8>, start: usize, end: usize, runs: &mut Vec<_>| {
+        if bytes.len() >= 2 {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                let c1_row = bytes.iter().any(|b| (0x80..=0x9f).contains(b));
+                let latin1_pair =
+                    matches!(bytes[0], 0xc2 | 0xc3) && (0xa0..=0xbf).contains(&bytes[1]);
+                convincing |= c1_row || latin1_pair;
+                runs.push((start, end, text.to_string()));
             }
-            _ => out.push_str(original),
         }
-        run.clear();
+        bytes.clear();
     };
     for (i, c) in s.char_indices() {
         match mojibake_byte(c) {
             Some(b) => {
-                if run.is_empty() {
-                    run_start = i;
+                if bytes.is_empty() {
+                    start = i;
                 }
-                run.push(b);
+                bytes.push(b);
             }
-            None => {
-                if !run.is_empty() {
-                    flush(&mut out, &mut run, &s[run_start..i], &mut changed);
-                }
-                out.push(c);
-            }
+            None if !bytes.is_empty() => close(&mut bytes, start, i, &mut runs),
+            None => {}
         }
     }
-    if !run.is_empty() {
-        flush(&mut out, &mut run, &s[run_start..], &mut changed);
+    if !bytes.is_empty() {
+        close(&mut bytes, start, s.len(), &mut runs);
     }
-    if changed {
-        out.into()
-    } else {
-        s.into()
+    if !convincing {
+        return s.into();
     }
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for (start, end, text) in runs {
+        out.push_str(&s[at..start]);
+        out.push_str(&text);
+        at = end;
+    }
+    out.push_str(&s[at..]);
+    out.into()
 }
 
 /// Characters that never belong in stored plain text: C0/C1 controls (whitespace ones are
@@ -1392,6 +1523,15 @@ mod tests {
                 "Café à la française, Größe ±5°",
             ),
             ("Ça coûte 5 €", "Ça coûte 5 €"),
+            // é + no-break space + » is valid UTF-8 (U+983B) but ordinary French.
+            (
+                "un enfant «\u{a0}doué\u{a0}», «\u{a0}surdoué\u{a0}»",
+                "un enfant « doué », « surdoué »",
+            ),
+            // One unmistakable run licenses the others in the same text.
+            ("xuáº¥t kháº©u Viá»‡t", "xuất khẩu Việt"),
+            ("xuáº¥t", "xuáº¥t"),
+            ("cafÃ© crÃ¨me", "café crème"),
         ];
         for (input, want) in cases {
             assert_eq!(html_to_text(input, 1000), want, "{input:?}");
@@ -1529,9 +1669,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(b"<html><body>no feed</body></html>", None, Some(&base)) {
-            Err(FeedError::NotAFeed { alternate: None }) => {}
+            Err(e @ FeedError::NotAFeed { alternate: None }) => {
+                assert!(
+                    e.to_string()
+                        .contains("advertising no RSS, Atom or JSON feed"),
+                    "{e}"
+                )
+            }
             other => panic!("{other:?}"),
         }
+        // An OPML file (or any other XML) is not a feed either.
+        assert!(matches!(
+            parse(b"<opml version=\"2.0\"><body/></opml>", None, None),
+            Err(FeedError::NotAFeed { alternate: None })
+        ));
     }
 
     #[test]
@@ -1579,11 +1730,48 @@ mod tests {
     }
 
     #[test]
+    fn a_stylesheet_instruction_is_not_mistaken_for_the_declaration() {
+        let doc = "<?xml-stylesheet type=\"text/xsl\" href=\"s.xsl\"?><rss version=\"2.0\"><channel><title>Caf\u{e9}</title></channel></rss>";
+        let (bytes, _, _) = WINDOWS_1252.encode(doc);
+        let feed = parse(&bytes, Some("text/xml; charset=windows-1252"), None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Café"));
+    }
+
+    #[test]
+    fn rss1_items_without_link_are_kept() {
+        let doc = r#"<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">
+            <channel rdf:about="https://r.test/"><title>R</title><link>https://r.test/</link></channel>
+            <item rdf:about="https://r.test/1"><title>With about</title></item>
+            <item><title>Bare</title></item>
+            <item rdf:about="https://r.test/3"><title>Linked</title><link>https://r.test/three</link></item>
+            </rdf:RDF>"#;
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        let got: Vec<_> = feed
+            .items
+            .iter()
+            .map(|i| (i.title.as_str(), i.link.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("With about", Some("https://r.test/1")),
+                ("Bare", None),
+                ("Linked", Some("https://r.test/three")),
+            ]
+        );
+    }
+
+    #[test]
     fn atom_03_is_read_as_atom() {
         let doc = r#"<feed version="0.3" xmlns="http://purl.org/atom/ns#"><title>Old</title>
-            <entry><title>E</title><id>urn:1</id><link rel="alternate" type="text/html" href="https://o.test/1"/></entry></feed>"#;
+            <entry><title>E</title><id>urn:1</id><link rel="alternate" type="text/html" href="https://o.test/1"/>
+            <issued>2004-01-02T03:04:05Z</issued><modified>2004-01-03T00:00:00Z</modified></entry></feed>"#;
         let feed = parse(doc.as_bytes(), None, None).unwrap();
         assert_eq!(feed.items.len(), 1);
+        assert_eq!(
+            feed.items[0].published.map(|d| d.to_rfc3339()),
+            Some("2004-01-02T03:04:05+00:00".into())
+        );
         assert_eq!(feed.items[0].link.as_deref(), Some("https://o.test/1"));
     }
 
@@ -1594,6 +1782,12 @@ mod tests {
         let feed = parse(doc.as_bytes(), None, None).unwrap();
         assert_eq!(feed.title.as_deref(), Some("Custom"));
         assert_eq!(feed.items.len(), 1);
+        // Blank type, and inline XHTML typed with its MIME type.
+        let doc = r#"<feed xmlns="http://www.w3.org/2005/Atom"><title type="">Blank</title><id>f</id>
+            <entry><id>e</id><content type="application/xhtml+xml"><div xmlns="http://www.w3.org/1999/xhtml">Inline <b>x</b></div></content></entry></feed>"#;
+        let feed = parse(doc.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some("Blank"));
+        assert_eq!(feed.items[0].content, "Inline x");
         let json = r#"{"version":"http://jsonfeed.org/version/1","items":[{"id":"1","title":"T","tags":"a, b"}]}"#;
         let feed = parse(json.as_bytes(), None, None).unwrap();
         assert_eq!(feed.items[0].categories, vec!["a", "b"]);
@@ -1609,5 +1803,68 @@ mod tests {
         let feed = parse(body.as_bytes(), None, None).unwrap();
         assert_eq!(feed.items.len(), MAX_ITEMS);
         assert_eq!(feed.items[0].guid.as_deref(), Some("0"));
+
+        // Oldest first: the newest MAX_ITEMS are kept, still in document order.
+        let mut body = String::from("<rss version=\"2.0\"><channel><title>old first</title>");
+        let total = MAX_ITEMS + 50;
+        for i in 0..total {
+            let day = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64 * 86_400, 0)
+                .unwrap()
+                .to_rfc2822();
+            body.push_str(&format!(
+                "<item><guid>{i}</guid><pubDate>{day}</pubDate></item>"
+            ));
+        }
+        body.push_str("</channel></rss>");
+        let feed = parse(body.as_bytes(), None, None).unwrap();
+        assert_eq!(feed.items.len(), MAX_ITEMS);
+        assert_eq!(feed.items[0].guid.as_deref(), Some("50"));
+        assert_eq!(
+            feed.items[MAX_ITEMS - 1].guid.as_deref(),
+            Some(&*(total - 1).to_string())
+        );
+    }
+    #[test]
+    fn header_charset_beats_the_declaration_when_both_decode() {
+        // Single-byte encodings decode any byte, so precedence decides: the header wins.
+        let text = "Санкции";
+        let body = encode(&rss(text, text, Some("koi8-r")), "windows-1251");
+        let feed = parse(&body, Some("text/xml; charset=windows-1251"), None).unwrap();
+        assert_eq!(feed.title.as_deref(), Some(text));
+        assert_eq!(feed.encoding, "windows-1251");
+        // Without the header the (wrong) declaration is all we have.
+        let feed = parse(&body, None, None).unwrap();
+        assert_eq!(feed.encoding, "KOI8-R");
+        assert_ne!(feed.title.as_deref(), Some(text));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_functions_never_panic_and_stay_bounded(s in "\\PC{0,300}", max in 0usize..64) {
+            let t = html_to_text(&s, max);
+            proptest::prop_assert!(t.len() <= max);
+            proptest::prop_assert!(!t.chars().any(|c| c.is_control()));
+            let p = plain_text(&s, max);
+            proptest::prop_assert!(p.len() <= max);
+            proptest::prop_assert!(fix_mojibake(&s).len() <= s.len());
+        }
+
+        #[test]
+        fn markup_soup_never_panics(parts in proptest::collection::vec(
+            proptest::sample::select(vec!["<", ">", "&", ";", "#", "x", "<!--", "-->", "<![CDATA[", "]]>",
+                "<script>", "</script>", "<p>", "\"", "'", "&amp;", "&#", "é", "\u{92}", "Ã"]), 0..40)) {
+            let s: String = parts.concat();
+            let _ = html_to_text(&s, 100);
+            let _ = repair_entities(&s);
+            let _ = find_alternate(&s, None);
+        }
+
+        #[test]
+        fn parse_never_panics_on_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+                                       prefix in proptest::sample::select(vec!["", "<rss version=\"2.0\"><channel>", "<feed xmlns=\"http://www.w3.org/2005/Atom\">", "{\"version\":", "<?xml version=\"1.0\" encoding=\"shift_jis\"?>"])) {
+            let mut body = prefix.as_bytes().to_vec();
+            body.extend_from_slice(&bytes);
+            let _ = parse(&body, Some("text/xml; charset=utf-8"), None);
+        }
     }
 }

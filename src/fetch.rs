@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -47,6 +47,15 @@ pub const DEFAULT_USER_AGENT: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (+https://github.com/policywatch/policywatch)"
 );
+
+/// The `Accept` header: feed types first, generic XML/JSON next, anything last (we still
+/// parse what comes, and recognise an HTML page to find its feed link).
+pub const ACCEPT: &str = "application/rss+xml, application/atom+xml, application/feed+json, \
+     application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, \
+     */*;q=0.5";
+
+/// Largest accepted `max_concurrent` / `per_host_concurrency`.
+pub const MAX_CONCURRENCY: usize = 10_000;
 
 /// Configuration of the HTTP client: TOML section `[http]`. Durations are humantime strings
 /// (`"10s"`, `"1m 30s"`).
@@ -262,10 +271,13 @@ struct HopPermits {
 impl Fetcher {
     /// Builds the client. Fails only on an unusable configuration.
     pub fn new(cfg: &HttpConfig) -> Result<Fetcher, FetchError> {
-        if cfg.max_concurrent == 0 || cfg.per_host_concurrency == 0 {
-            return Err(FetchError::Config(
-                "max_concurrent and per_host_concurrency must be at least 1".into(),
-            ));
+        // Upper bound: tokio's semaphore panics beyond ~2^61 permits, and no machine wants
+        // more than a few thousand fetches in flight anyway.
+        let limits = 1..=MAX_CONCURRENCY;
+        if !limits.contains(&cfg.max_concurrent) || !limits.contains(&cfg.per_host_concurrency) {
+            return Err(FetchError::Config(format!(
+                "max_concurrent and per_host_concurrency must be between 1 and {MAX_CONCURRENCY}"
+            )));
         }
         if cfg.max_body_bytes == 0 {
             return Err(FetchError::Config(
@@ -275,8 +287,12 @@ impl Fetcher {
         let ua = cfg.user_agent.as_deref().unwrap_or(DEFAULT_USER_AGENT);
         let ua = HeaderValue::from_str(ua)
             .map_err(|_| FetchError::Config(format!("user_agent {ua:?} is not a valid header")))?;
+        let mut headers = HeaderMap::new();
+        // Say what we can read: some servers negotiate between an HTML page and the feed.
+        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
         let client = reqwest::Client::builder()
             .user_agent(ua)
+            .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .gzip(true)
@@ -643,17 +659,28 @@ async fn read_capped(
             return Err(FetchError::TooLarge { limit: cap });
         }
     }
-    let initial = resp.content_length().unwrap_or(0).min(cap).min(1 << 20) as usize;
-    let mut buf = BytesMut::with_capacity(initial);
+    let cap_usize = usize::try_from(cap).unwrap_or(usize::MAX);
+    let initial = usize::try_from(resp.content_length().unwrap_or(0))
+        .unwrap_or(0)
+        .min(cap_usize)
+        .min(1 << 20);
+    let mut buf: Vec<u8> = Vec::with_capacity(initial);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| map_reqwest_error(&e, cfg))?;
-        if (buf.len() as u64).saturating_add(chunk.len() as u64) > cap {
+        let need = buf.len().saturating_add(chunk.len());
+        if need > cap_usize {
             return Err(FetchError::TooLarge { limit: cap });
+        }
+        if need > buf.capacity() {
+            // Geometric growth, but never past the cap: the plain doubling of `Vec` would
+            // reserve up to twice the cap for a body just under it.
+            let target = buf.capacity().saturating_mul(2).max(need).min(cap_usize);
+            buf.reserve_exact(target - buf.len());
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
+    Ok(Bytes::from(buf))
 }
 
 /// `Retry-After` as seconds or an HTTP-date, resolved against `now`. Garbage is ignored.
@@ -818,6 +845,11 @@ mod tests {
     fn zero_limits_are_rejected() {
         let cfg = HttpConfig {
             max_concurrent: 0,
+            ..HttpConfig::default()
+        };
+        assert!(matches!(Fetcher::new(&cfg), Err(FetchError::Config(_))));
+        let cfg = HttpConfig {
+            per_host_concurrency: usize::MAX,
             ..HttpConfig::default()
         };
         assert!(matches!(Fetcher::new(&cfg), Err(FetchError::Config(_))));

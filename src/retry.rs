@@ -83,6 +83,31 @@ pub enum TransportFailure {
     Config,
 }
 
+/// Why a fetched body could not be used as a feed (mirrors `feed::FeedError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseFailure {
+    /// An HTML page or other document (the caller may switch to its advertised feed).
+    NotAFeed,
+    /// Broken XML/JSON.
+    Invalid,
+    /// An empty body.
+    Empty,
+    /// The third-party parser crashed on the input.
+    ParserPanic,
+}
+
+/// Parse failure → class. An empty body is typical of a server mid-deploy and fixes itself;
+/// a page that is not a feed, or a feed that does not parse, needs someone to look (it is
+/// still polled on the backoff schedule and recovers when the publisher fixes it).
+pub fn classify_parse(kind: ParseFailure) -> FailureClass {
+    match kind {
+        ParseFailure::Empty => FailureClass::Transient,
+        ParseFailure::NotAFeed | ParseFailure::Invalid | ParseFailure::ParserPanic => {
+            FailureClass::Permanent
+        }
+    }
+}
+
 /// HTTP status → class. 408/425/429 and all 5xx are the server's temporary trouble; other
 /// 4xx mean the request itself is wrong (404, 401, 403, ...) and will not fix itself soon.
 pub fn classify_status(status: u16) -> FailureClass {
@@ -404,5 +429,33 @@ mod feed_poll_tests {
             classify_transport(TransportFailure::Redirect),
             FailureClass::Permanent
         );
+    }
+    proptest::proptest! {
+        #[test]
+        fn schedules_stay_within_their_bounds(
+            failures in 0u32..5000,
+            interval_s in 1u64..(7 * 24 * 3600),
+            ra_s in proptest::option::of(-3600i64..(30 * 24 * 3600)),
+            ttl_s in proptest::option::of(0u64..(90 * 24 * 3600)),
+            jitter in 0.0f64..1.0,
+        ) {
+            let now = t(NOW);
+            let interval = Duration::from_secs(interval_s);
+            let ra = ra_s.map(|s| now + chrono::Duration::seconds(s));
+            let next = next_poll_after_failure(now, failures, interval, ra, jitter);
+            // Never sooner than half the base delay, never later than the cap or a clamped
+            // Retry-After, and never before a Retry-After within the clamp.
+            proptest::prop_assert!(next >= now + chrono::Duration::seconds(30));
+            let cap = FAILURE_BACKOFF_CAP.max(interval).max(MAX_RETRY_AFTER);
+            proptest::prop_assert!(next <= now + chrono::Duration::from_std(cap).unwrap());
+            if let Some(ra) = ra {
+                proptest::prop_assert!(next >= ra.min(now + chrono::Duration::from_std(MAX_RETRY_AFTER).unwrap()));
+            }
+            let hints = PollHints { ttl: ttl_s.map(Duration::from_secs), cache: None };
+            let ok = next_poll_after_success(now, interval, hints, jitter);
+            proptest::prop_assert!(ok >= now + chrono::Duration::from_std(interval).unwrap());
+            let longest = interval.max(MAX_HINTED_INTERVAL).mul_f64(1.0 + SUCCESS_JITTER_FRACTION);
+            proptest::prop_assert!(ok <= now + chrono::Duration::from_std(longest).unwrap());
+        }
     }
 }

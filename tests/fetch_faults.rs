@@ -1,7 +1,7 @@
 //! The fault matrix: every way a feed server misbehaves, against a real loopback server, with
 //! the outcome asserted and, through `retry`, when the feed would be polled next.
 //!
-//! Timeouts are small real durations (hundreds of ms) so the hang/drip cases finish quickly;
+//! Timeouts are small real durations (seconds) so the hang/drip cases finish quickly;
 //! nothing asserts on elapsed time. Schedules are computed with an explicit `now` and jitter.
 
 mod support;
@@ -26,8 +26,10 @@ fn now() -> DateTime<Utc> {
 fn test_config() -> HttpConfig {
     HttpConfig {
         connect_timeout: Duration::from_secs(2),
-        first_byte_timeout: Duration::from_millis(300),
-        total_timeout: Duration::from_millis(800),
+        // Short enough to keep the hang and drip cases quick, long enough that a loaded CI
+        // machine never trips them on the well-behaved routes (which answer in milliseconds).
+        first_byte_timeout: Duration::from_secs(2),
+        total_timeout: Duration::from_secs(4),
         max_body_bytes: 256 * 1024,
         max_concurrent: 8,
         per_host_concurrency: 4,
@@ -53,6 +55,19 @@ fn expect_failed(out: FetchOutcome) -> (FetchError, Option<DateTime<Utc>>) {
         FetchOutcome::Failed { error, retry_after } => (error, retry_after),
         other => panic!("expected Failed, got {other:?}"),
     }
+}
+
+/// The schedule after a success with no jitter: the interval unless hints raise it.
+fn success_next_poll(cache_hint: Option<Duration>, ttl: Option<Duration>) -> DateTime<Utc> {
+    retry::next_poll_after_success(
+        now(),
+        INTERVAL,
+        PollHints {
+            ttl,
+            cache: cache_hint,
+        },
+        0.0,
+    )
 }
 
 /// The schedule after a first failure with no Retry-After and jitter 1.0: one minute.
@@ -130,6 +145,10 @@ async fn etag_200_then_304_with_if_none_match() {
         "{ua}"
     );
     assert!(reqs[0]
+        .header("accept")
+        .unwrap_or("")
+        .starts_with("application/rss+xml"));
+    assert!(reqs[0]
         .header("accept-encoding")
         .unwrap_or("")
         .contains("gzip"));
@@ -154,13 +173,26 @@ async fn last_modified_alone_gives_304() {
 async fn fetch_through_redirect(status: u16) -> (Url, Option<Url>, FaultServer) {
     let srv = FaultServer::start().await;
     srv.route("/old", Response::redirect(status, "/new"));
-    srv.route("/new", Response::ok(RSS));
+    srv.route(
+        "/new",
+        Response::ok(RSS).header("Cache-Control", "max-age=60"),
+    );
     match fetcher().fetch(&FetchRequest::new(srv.url("/old"))).await {
         FetchOutcome::Fetched {
             final_url,
             moved_permanently,
+            cache_hint,
             ..
-        } => (final_url, moved_permanently, srv),
+        } => {
+            // A redirect is still a success: polled again after the interval (the one-minute
+            // max-age does not shorten it).
+            assert_eq!(cache_hint, Some(Duration::from_secs(60)));
+            assert_eq!(
+                success_next_poll(cache_hint, None),
+                now() + chrono::Duration::minutes(15)
+            );
+            (final_url, moved_permanently, srv)
+        }
         other => panic!("{status}: {other:?}"),
     }
 }
@@ -367,12 +399,12 @@ async fn hang_before_headers_times_out_on_first_byte() {
 #[tokio::test]
 async fn slow_drip_is_cut_by_the_total_timeout() {
     let srv = FaultServer::start().await;
-    // 4 KiB at 16 bytes per 50 ms would take 12.8 s; the total timeout is 0.8 s.
+    // 4 KiB at 16 bytes per 50 ms would take 12.8 s; the total timeout is 4 s.
     srv.route(
         "/f",
         Response::ok(vec![b'a'; 4096]).drip(Duration::from_millis(50), 16),
     );
-    let (err, _) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/f"))).await);
+    let (err, ra) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/f"))).await);
     assert!(
         matches!(
             err,
@@ -384,6 +416,10 @@ async fn slow_drip_is_cut_by_the_total_timeout() {
         "{err}"
     );
     assert!(err.is_transient());
+    assert_eq!(
+        first_failure_next_poll(ra),
+        now() + chrono::Duration::minutes(1)
+    );
 }
 
 #[tokio::test]
@@ -423,8 +459,14 @@ async fn gzip_bomb_is_cut_at_the_decompressed_cap() {
         "/small",
         Response::gzipped(RSS).content_type("application/rss+xml"),
     );
-    let (err, _) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/bomb"))).await);
+    let (err, ra) = expect_failed(fetcher().fetch(&FetchRequest::new(srv.url("/bomb"))).await);
     assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+    assert_eq!(err.class(), FailureClass::Permanent);
+    // Second failure in a row, no jitter: one minute.
+    assert_eq!(
+        retry::next_poll_after_failure(now(), 2, INTERVAL, ra, 0.0),
+        now() + chrono::Duration::minutes(1)
+    );
     // Ordinary compressed feeds are decompressed transparently.
     match fetcher().fetch(&FetchRequest::new(srv.url("/small"))).await {
         FetchOutcome::Fetched { body, .. } => assert_eq!(&body[..], RSS.as_bytes()),
@@ -457,6 +499,12 @@ async fn html_page_leads_to_its_feed() {
         other => panic!("{other:?}"),
     };
     assert_eq!(alternate, srv.url("/feeds/trade.xml"));
+    // The caller switches to the advertised feed at once; a page without one is a permanent
+    // parse failure, polled on the backoff schedule.
+    assert_eq!(
+        FeedError::NotAFeed { alternate: None }.class(),
+        FailureClass::Permanent
+    );
     let FetchOutcome::Fetched { body, .. } = f.fetch(&FetchRequest::new(alternate)).await else {
         panic!("feed fetch failed")
     };
@@ -479,6 +527,12 @@ async fn invalid_xml_is_a_clean_parse_error() {
     };
     let err = feed::parse(&body, content_type.as_deref(), None).unwrap_err();
     assert!(matches!(err, FeedError::Invalid(_)), "{err}");
+    assert_eq!(err.class(), FailureClass::Permanent);
+    // A feed that fails to parse is backed off like a failed fetch: fourth time, 8 minutes.
+    assert_eq!(
+        retry::next_poll_after_failure(now(), 4, INTERVAL, None, 1.0),
+        now() + chrono::Duration::minutes(8)
+    );
 }
 
 #[tokio::test]
@@ -486,7 +540,7 @@ async fn wrongly_declared_charset_still_reads_right() {
     let srv = FaultServer::start().await;
     let title = "Экспортный контроль: новые правила";
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"windows-1251\"?><rss version=\"2.0\"><channel><title>{title}</title>\
+        "<?xml version=\"1.0\" encoding=\"windows-1251\"?><rss version=\"2.0\"><channel><title>{title}</title><ttl>120</ttl>\
          <item><title>{title}</title><guid>1</guid></item></channel></rss>"
     );
     let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(&xml);
@@ -505,6 +559,12 @@ async fn wrongly_declared_charset_still_reads_right() {
     assert_eq!(parsed.title.as_deref(), Some(title));
     assert_eq!(parsed.items[0].title, title);
     assert!(!parsed.items[0].title.contains('\u{fffd}'));
+    // A 2-hour <ttl> raises the next poll.
+    assert_eq!(parsed.ttl, Some(Duration::from_secs(7200)));
+    assert_eq!(
+        success_next_poll(None, parsed.ttl),
+        now() + chrono::Duration::hours(2)
+    );
 }
 
 #[tokio::test]
@@ -630,4 +690,27 @@ async fn per_host_and_global_limits_hold() {
         .collect();
     fetch_all(cfg.clone(), urls).await;
     assert_eq!(srv.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn not_modified_after_a_permanent_redirect_still_reports_the_move() {
+    let srv = FaultServer::start().await;
+    srv.route("/old", Response::redirect(308, "/new"));
+    srv.route("/new", Response::ok(RSS).etag("\"e\""));
+    let req = FetchRequest {
+        url: srv.url("/old"),
+        etag: Some("\"e\"".into()),
+        last_modified: None,
+    };
+    match fetcher().fetch(&req).await {
+        FetchOutcome::NotModified {
+            moved_permanently, ..
+        } => assert_eq!(moved_permanently, Some(srv.url("/new"))),
+        other => panic!("{other:?}"),
+    }
+    // The validator went along on both hops.
+    assert!(srv
+        .requests()
+        .iter()
+        .all(|r| r.header("if-none-match") == Some("\"e\"")));
 }
