@@ -397,7 +397,7 @@ fn subject(d: &Digest, plan: &Plan<'_>) -> String {
 
 fn render_text(d: &Digest, plan: &Plan<'_>, limits: &RenderLimits) -> String {
     let mut t = String::with_capacity(512 + plan.shown * 600);
-    let _ = writeln!(t, "{}", clean_short(&d.title, MAX_TITLE_CHARS));
+    let _ = writeln!(t, "{}", heading(d));
     let _ = writeln!(t, "{}", overview(d, plan));
     for ps in &plan.sections {
         if ps.section.stories.is_empty() {
@@ -448,6 +448,15 @@ fn render_text(d: &Digest, plan: &Plan<'_>, limits: &RenderLimits) -> String {
     }
     let _ = write!(t, "\n-- \n{}\n", footer(d));
     t
+}
+
+/// The digest's title; an alert says it is one (it arrives outside the schedule).
+fn heading(d: &Digest) -> String {
+    let title = clean_short(&d.title, MAX_TITLE_CHARS);
+    match d.kind {
+        DigestKind::Digest => title,
+        DigestKind::Alert => format!("Immediate alert · {title}"),
+    }
 }
 
 fn overview(d: &Digest, plan: &Plan<'_>) -> String {
@@ -571,7 +580,7 @@ fn render_html(d: &Digest, plan: &Plan<'_>, limits: &RenderLimits, subject: &str
     h.push_str(
         "<tr><td style=\"padding:18px 20px 8px\"><div style=\"font-size:20px;font-weight:bold\">",
     );
-    esc(&mut h, &clean_short(&d.title, MAX_TITLE_CHARS));
+    esc(&mut h, &heading(d));
     h.push_str("</div><div style=\"color:#6b7280;font-size:13px\">");
     esc(&mut h, &overview(d, plan));
     h.push_str("</div></td></tr>\n");
@@ -1105,6 +1114,12 @@ mod tests {
             .subject
             .starts_with("policywatch alert: export-controls: Breaking Bcc: victim"));
         assert!(r.subject.ends_with("— 28 Nov"));
+        assert!(r
+            .text
+            .starts_with("Immediate alert · policywatch daily digest\n"));
+        assert!(r
+            .html
+            .contains(">Immediate alert · policywatch daily digest</div>"));
     }
 
     #[test]
