@@ -72,18 +72,19 @@ impl Common {
         }
     }
 
-    /// Loads and compiles the config, printing every error (and warning) to stderr.
+    /// Loads and compiles the config, printing every error (and warning) to stderr (with
+    /// journal priorities under systemd).
     pub fn load(&self) -> anyhow::Result<Loaded> {
         match self.config_source().load() {
             Ok(l) => {
                 for w in &l.warnings {
-                    eprintln!("{w}\n");
+                    crate::logging::diag(4, &format!("{w}\n\n"));
                 }
                 Ok(l)
             }
             Err(errors) => {
                 for e in &errors.0 {
-                    eprintln!("{e}\n");
+                    crate::logging::diag(3, &format!("{e}\n\n"));
                 }
                 bail!(
                     "the configuration has {} error(s); nothing was started",
@@ -94,9 +95,20 @@ impl Common {
     }
 }
 
+/// Exit status of `run` when the config does not compile (sysexits' EX_CONFIG). The unit's
+/// `RestartPreventExitStatus=` names it: restarting cannot fix a config, and a restart loop
+/// would bury the error in the journal.
+pub const EXIT_CONFIG: u8 = 78;
+
 /// `policywatch run`: the daemon (or one cycle with `--once`).
 pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
-    let cfg = common.load()?;
+    let cfg = match common.load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            crate::logging::diag(3, &format!("error: {e:#}"));
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
     let (tx, rx) = mpsc::channel(4);
     spawn_signal_handlers(tx)?;
     let opts = daemon::Options {

@@ -63,6 +63,49 @@ pub struct DaemonConfig {
     /// coalesced into the next alert.
     #[serde(with = "humantime_serde")]
     pub alert_min_gap: Duration,
+    /// Address of the optional metrics listener (`/metrics`, `/healthz`), e.g.
+    /// "127.0.0.1:9187". Off when absent. A loopback address, or an explicit interface
+    /// address (never a wildcard such as 0.0.0.0): see [`validate_listen`].
+    pub listen: Option<Spanned<String>>,
+}
+
+impl DaemonConfig {
+    /// The metrics listener's address, when configured (validated by `load_str`).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .as_ref()
+            .and_then(|l| l.get_ref().trim().parse().ok())
+    }
+}
+
+/// Checks `[daemon] listen`: an `IP:PORT`. Loopback is the intended use; a specific
+/// non-loopback address is allowed (the user named an interface on purpose) with a warning,
+/// since the endpoints have no authentication; a wildcard address is refused, so the
+/// listener is never exposed on every interface by accident.
+pub fn validate_listen(text: &str) -> Result<Option<String>, (String, String)> {
+    let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+        (
+            format!("daemon.listen `{text}` is not an IP:PORT address"),
+            "write a loopback address such as \"127.0.0.1:9187\" or \"[::1]:9187\"".to_string(),
+        )
+    })?;
+    let ip = addr.ip();
+    if ip.is_unspecified() {
+        return Err((
+            format!("daemon.listen `{text}` would listen on every interface"),
+            "the metrics endpoints have no authentication: use \"127.0.0.1:9187\", or name \
+             one interface's address explicitly"
+                .to_string(),
+        ));
+    }
+    if ip.is_loopback() {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
+            "daemon.listen `{text}` is not a loopback address: /metrics and /healthz will be \
+             reachable without authentication from that network"
+        )))
+    }
 }
 
 impl Default for DaemonConfig {
@@ -73,6 +116,7 @@ impl Default for DaemonConfig {
             max_concurrent_fetches: 16,
             backfill: Duration::from_secs(48 * 3600),
             alert_min_gap: Duration::from_secs(10 * 60),
+            listen: None,
         }
     }
 }
@@ -341,6 +385,22 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
         ));
     }
 
+    let mut warnings = Vec::new();
+    if let Some(listen) = &config.daemon.listen {
+        match validate_listen(listen.get_ref()) {
+            Ok(None) => {}
+            Ok(Some(w)) => warnings.push(render_at(
+                origin,
+                src,
+                listen.span().start,
+                "warning",
+                &w,
+                None,
+            )),
+            Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
+        }
+    }
+
     // Watches: ids unique and well-formed, then compile every rule.
     let mut watch_ids = HashSet::new();
     for w in &config.watches {
@@ -365,7 +425,6 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
             );
         }
     }
-    let mut warnings = Vec::new();
     let classifier = match Classifier::compile(&config.watches) {
         Ok(c) => {
             warnings.extend(c.warnings().iter().map(|w| w.render(origin, src)));

@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -29,6 +29,7 @@ use crate::config::{self, Feed, Loaded};
 use crate::feed::{self, FeedError};
 use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
 use crate::item::Item;
+use crate::metrics::{self, Metrics};
 use crate::notify::{self, Notifier};
 use crate::retry::{self, PollHints};
 use crate::service::Service;
@@ -118,6 +119,20 @@ struct Daemon {
     last_poll_at: Option<DateTime<Utc>>,
     /// Set when the last reload failed, so `STATUS=` says the old config is running.
     reload_error: Option<String>,
+    /// Counters for the optional `/metrics` listener (updated whether or not it runs).
+    metrics: Arc<Metrics>,
+    /// The listener, when `[daemon] listen` is set; dropped (stopped) with the daemon.
+    _metrics_server: Option<metrics::Server>,
+    /// The last `STATUS=` sent, so an unchanged line is not re-sent on every loop turn.
+    last_status: String,
+}
+
+/// The longest a healthy daemon goes without finishing a poll: twice the longest feed
+/// interval plus one fetch's time limit, and never less than 15 minutes. `None` (no bound)
+/// without feeds.
+fn stale_after(cfg: &Loaded) -> Option<Duration> {
+    let longest = cfg.feeds.iter().map(|f| f.interval).max()?;
+    Some((longest * 2 + cfg.config.http.total_timeout).max(Duration::from_secs(15 * 60)))
 }
 
 /// Opens the state, then runs until shutdown (or, with `once`, until one cycle is done).
@@ -136,6 +151,17 @@ pub async fn run(
     let notifier = Notifier::new(&cfg).context("cannot set up notifications")?;
     store.sync_feeds(cfg.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
     notifier.register(&mut store, &cfg, Utc::now())?;
+    let metrics = Metrics::new();
+    metrics.set_started(Utc::now().timestamp());
+    metrics.set_stale_after(stale_after(&cfg).unwrap_or(Duration::ZERO));
+    let metrics_server = match cfg.config.daemon.listen_addr() {
+        Some(addr) if !opts.once => {
+            let srv = metrics::Server::start(addr, metrics.clone()).await?;
+            tracing::info!("metrics listening on http://{}/metrics", srv.local_addr());
+            Some(srv)
+        }
+        _ => None,
+    };
 
     let mut d = Daemon {
         source,
@@ -148,12 +174,20 @@ pub async fn run(
         summary: Summary::default(),
         last_poll_at: None,
         reload_error: None,
+        metrics,
+        _metrics_server: metrics_server,
+        last_status: String::new(),
     };
+    // Only now — config compiled, database open and migrated, listener bound — is the
+    // service ready.
     let status = d.status_line();
+    d.metrics.set_ready(true);
     d.service.ready(&status);
+    d.last_status = status;
     tracing::info!(feeds = d.cfg.feeds.len(), watches = d.cfg.config.watches.len(),
         digests = d.cfg.digests.len(), db = %db.display(), "policywatch started");
     let result = d.event_loop(&opts, &mut control).await;
+    d.metrics.set_ready(false);
     d.service.stopping();
     result?;
     Ok(d.summary)
@@ -165,7 +199,7 @@ impl Daemon {
         opts: &Options,
         control: &mut mpsc::Receiver<Control>,
     ) -> anyhow::Result<()> {
-        let mut tasks: JoinSet<(String, PollResult)> = JoinSet::new();
+        let mut tasks: JoinSet<(String, PollResult, Duration)> = JoinSet::new();
         let mut started_once = false;
         let watchdog_every = self
             .service
@@ -203,9 +237,10 @@ impl Daemon {
                 },
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     match joined {
-                        Ok((url, result)) => {
+                        Ok((url, result, took)) => {
                             self.inflight_urls.remove(&url);
                             self.apply(&url, result, Utc::now())?;
+                            self.metrics.poll_done(Utc::now().timestamp(), took);
                         }
                         Err(e) if e.is_panic() => {
                             // A panic in a parser is a bug, but one feed must not stop the rest.
@@ -226,13 +261,26 @@ impl Daemon {
                     }
                 }
             }
+            // Every turn of the loop ends here, and no turn waits longer than
+            // `watchdog_every` (half of WATCHDOG_USEC): a loop stuck anywhere stops these.
             self.service.watchdog();
-            let status = self.status_line();
+            self.publish_status();
+        }
+    }
+
+    /// Sends `STATUS=` when the line changed (it carries minutes, so at most about once a
+    /// minute when idle).
+    fn publish_status(&mut self) {
+        let status = self.status_line();
+        if status != self.last_status {
             self.service.status(&status);
+            self.last_status = status;
         }
     }
 
     fn absorb(&mut self, report: notify::Report) {
+        self.metrics
+            .deliveries(report.sent, report.retrying, report.failed);
         self.summary.digests.extend(report.texts);
     }
 
@@ -260,7 +308,7 @@ impl Daemon {
 
     fn start_due_polls(
         &mut self,
-        tasks: &mut JoinSet<(String, PollResult)>,
+        tasks: &mut JoinSet<(String, PollResult, Duration)>,
         now: DateTime<Utc>,
         force: bool,
     ) -> anyhow::Result<()> {
@@ -268,8 +316,9 @@ impl Daemon {
             self.inflight_urls.insert(feed.url.clone());
             let fetcher = self.fetcher.clone();
             tasks.spawn(async move {
+                let started = Instant::now();
                 let result = poll(&fetcher, &state).await;
-                (feed.url, result)
+                (feed.url, result, started.elapsed())
             });
         }
         Ok(())
@@ -339,6 +388,12 @@ impl Daemon {
                         .unwrap_or_default()
                 });
                 let report = self.store.insert_items(url, &new, now, backfill_before)?;
+                self.metrics.items_stored(report.inserted.len());
+                for n in &new {
+                    for v in &n.verdicts {
+                        self.metrics.matched(&v.watch_id, 1);
+                    }
+                }
                 self.summary.new_items += report.inserted.len();
                 self.summary.new_matches += report.matches;
                 let next = retry::next_poll_after_success(
@@ -387,6 +442,7 @@ impl Daemon {
             }
             PollResult::Failed { error, retry_after } => {
                 self.summary.failures += 1;
+                self.metrics.poll_failed(&feed.name);
                 let failures = state.consecutive_failures + 1;
                 let next = retry::next_poll_after_failure(
                     now,
@@ -401,6 +457,33 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// The next scheduled digest firing, as wall-clock time in its own zone: "07:30 UTC"
+    /// today, "Tue 07:30 CET" later.
+    fn next_digest(&mut self, now: DateTime<Utc>) -> Option<String> {
+        let mut best: Option<(DateTime<Utc>, chrono_tz::Tz)> = None;
+        for d in &self.cfg.digests {
+            let Ok(st) = self.store.digest_state(&d.id, now) else {
+                continue;
+            };
+            let since = st.last_fired_at.unwrap_or(st.created_at);
+            if let Some(t) = d.schedule.next_after(since, d.timezone) {
+                if best.map_or(true, |(b, _)| t < b) {
+                    best = Some((t, d.timezone));
+                }
+            }
+        }
+        let (t, tz) = best?;
+        let local = t.with_timezone(&tz);
+        let today = now.with_timezone(&tz).date_naive() == local.date_naive();
+        Some(if t <= now {
+            "due now".to_string()
+        } else if today {
+            local.format("%H:%M %Z").to_string()
+        } else {
+            local.format("%a %H:%M %Z").to_string()
+        })
     }
 
     fn report_move(&self, feed: &Feed, state: &FeedState, moved_to: Option<&str>) {
@@ -420,14 +503,17 @@ impl Daemon {
             Ok(new) => match self.adopt(new) {
                 Ok(()) => {
                     self.reload_error = None;
+                    self.metrics.reloaded(true);
                     tracing::info!(feeds = self.cfg.feeds.len(), "configuration reloaded");
                 }
                 Err(e) => {
                     self.reload_error = Some(format!("{e:#}"));
+                    self.metrics.reloaded(false);
                     tracing::error!(error = %format!("{e:#}"), "reload failed; the old configuration keeps running");
                 }
             },
             Err(errors) => {
+                self.metrics.reloaded(false);
                 for e in &errors.0 {
                     tracing::error!("{e}");
                 }
@@ -440,6 +526,7 @@ impl Daemon {
         }
         let status = self.status_line();
         self.service.ready(&status);
+        self.last_status = status;
     }
 
     fn adopt(&mut self, new: Loaded) -> anyhow::Result<()> {
@@ -455,14 +542,22 @@ impl Daemon {
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
+        if new.config.daemon.listen_addr() != self.cfg.config.daemon.listen_addr() {
+            tracing::warn!(
+                "daemon.listen changed: the metrics listener keeps its old address until a restart"
+            );
+        }
+        self.metrics
+            .set_stale_after(stale_after(&new).unwrap_or(Duration::ZERO));
         self.cfg = Arc::new(new);
         self.notifier = notifier;
         self.fetcher = fetcher;
         Ok(())
     }
 
-    /// The one-line status systemd shows: "41 feeds, 3 failing; last poll 2 min ago; …".
-    fn status_line(&self) -> String {
+    /// The one-line status systemd shows: "41 feeds, 3 failing; last poll 2 min ago; next
+    /// digest 07:30 UTC". Also refreshes the gauges it reads.
+    fn status_line(&mut self) -> String {
         let states = self.store.feeds().unwrap_or_default();
         let configured: HashSet<&str> = self.cfg.feeds.iter().map(|f| f.url.as_str()).collect();
         let failing = states
@@ -472,6 +567,7 @@ impl Daemon {
                     && (s.consecutive_failures > 0 || s.gone_at.is_some())
             })
             .count();
+        self.metrics.set_feeds(configured.len(), failing);
         let mut s = format!("{} feeds, {} failing", configured.len(), failing);
         match self.last_poll_at {
             Some(t) => {
@@ -480,7 +576,12 @@ impl Daemon {
             }
             None => s.push_str("; no poll yet"),
         }
+        if let Some(next) = self.next_digest(Utc::now()) {
+            s.push_str(&format!("; next digest {next}"));
+        }
         if let Ok(depth) = self.store.outbox_depth() {
+            self.metrics
+                .set_outbox_depth(u64::try_from(depth).unwrap_or(0));
             if depth > 0 {
                 s.push_str(&format!("; {depth} deliveries pending"));
             }

@@ -6,7 +6,9 @@
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
 pub mod backtest;
+pub mod canon;
 pub mod classify;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;
@@ -16,7 +18,9 @@ pub mod fetch;
 pub mod item;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod notify;
+pub mod opml;
 pub mod retry;
 pub mod schedule;
 pub mod service;

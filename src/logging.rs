@@ -2,7 +2,10 @@
 //!
 //! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp (the journal adds its own)
 //! and start with a `<N>` syslog priority prefix, which journald turns into the entry's
-//! priority — so `journalctl -p warning` shows exactly our warnings and errors.
+//! priority — so `journalctl -p warning` shows exactly our warnings and errors. journald
+//! reads the stream line by line, so an event that spans lines (a config error rendered with
+//! its source line and caret) gets the prefix on *every* line, or its tail would be filed at
+//! the default priority and vanish from `-p warning`.
 
 use std::fmt;
 
@@ -38,8 +41,43 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.inner.format_event(ctx, writer, event)
+        let mut buf = String::new();
+        self.inner.format_event(ctx, Writer::new(&mut buf), event)?;
+        write!(
+            writer,
+            "{}",
+            prefix_lines(priority(event.metadata().level()), &buf)
+        )
+    }
+}
+
+/// `text` with `<prio>` in front of every line (the last line keeps its newline, if any).
+pub fn prefix_lines(prio: u8, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.split_inclusive('\n') {
+        out.push_str(&format!("<{prio}>"));
+        out.push_str(line);
+    }
+    out
+}
+
+/// Whether stderr goes to the journal (systemd sets `JOURNAL_STREAM` for the service).
+pub fn to_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Prints a diagnostic that is not a tracing event (a config error rendered before logging
+/// matters, say) to stderr — under the journal with `prio` on every line, so
+/// `journalctl -p err` shows start-up config errors in full too.
+pub fn diag(prio: u8, text: &str) {
+    let mut text = text.to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if to_journal() {
+        eprint!("{}", prefix_lines(prio, &text));
+    } else {
+        eprint!("{text}");
     }
 }
 
@@ -52,7 +90,7 @@ pub fn init(verbose: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = to_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -73,4 +111,27 @@ pub fn init(verbose: bool) {
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_of_a_multi_line_event_carries_the_priority() {
+        let text = "ERROR cfg.toml:3:9: error: bad\n  |\n3 | x = 1\n  |     ^\n";
+        let out = prefix_lines(3, text);
+        assert_eq!(out.lines().count(), 4);
+        assert!(out.lines().all(|l| l.starts_with("<3>")), "{out}");
+        assert!(out.ends_with("^\n"));
+        assert_eq!(prefix_lines(6, "one line\n"), "<6>one line\n");
+    }
+
+    #[test]
+    fn levels_map_to_syslog_priorities() {
+        assert_eq!(priority(&Level::ERROR), 3);
+        assert_eq!(priority(&Level::WARN), 4);
+        assert_eq!(priority(&Level::INFO), 6);
+        assert_eq!(priority(&Level::DEBUG), 7);
+    }
 }

@@ -1,0 +1,244 @@
+//! Clusters 100,000 generated stored items (about 25,000 stories told by one to seven outlets
+//! each, over 60 days, a 3-day window pruned as time passes) and prints the time for
+//! signatures and for index inserts, how well the known stories were recovered, and the peak
+//! memory (VmHWM from /proc/self/status). Run with `cargo bench --bench cluster`.
+//!
+//! The text is synthetic: each story has a handful of specific words (names, numbers) that
+//! its rewrites share, drawn from a large vocabulary, and every item also uses the small set of
+//! generic topic words (China, chips, export…) that all stories share — the case IDF weighting
+//! is there for. A quarter of the stories are in Chinese.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use policywatch::canon::canonical_url;
+use policywatch::cluster::{signature, ClusterIndex, Signature};
+
+const ITEMS: usize = 100_000;
+const DAYS: i64 = 60;
+
+/// xorshift64*: deterministic, dependency-free, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const GENERIC: &[&str] = &[
+    "china",
+    "chips",
+    "export",
+    "controls",
+    "nvidia",
+    "commerce",
+    "department",
+    "rules",
+    "semiconductor",
+    "license",
+    "washington",
+    "beijing",
+    "restrictions",
+    "technology",
+    "ai",
+    "companies",
+    "trade",
+    "government",
+    "officials",
+    "market",
+];
+const FILLER: &[&str] = &[
+    "said", "on", "the", "a", "new", "move", "after", "amid", "could", "would", "plans",
+    "expected", "latest", "major", "week", "firms", "industry", "analysts", "shares", "prices",
+];
+const HAN: &str = "美国商务部英伟达芯片出口中国许可证管制实体清单公司技术半导体政府市场规则制裁限制发布宣布新增企业设备光刻机人工智能算力数据中心销售费用季度亿美元";
+
+fn syllable(rng: &mut Rng) -> String {
+    const C: &[&str] = &[
+        "b", "d", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+    ];
+    const V: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
+    format!("{}{}", C[rng.below(C.len())], V[rng.below(V.len())])
+}
+
+/// A specific word: a made-up name or a model number.
+fn specific(rng: &mut Rng) -> String {
+    if rng.below(4) == 0 {
+        format!("{}{}", syllable(rng), rng.below(1000))
+    } else {
+        (0..3).map(|_| syllable(rng)).collect()
+    }
+}
+
+struct Story {
+    words: Vec<String>,
+    zh: bool,
+}
+
+fn story(rng: &mut Rng) -> Story {
+    let zh = rng.below(4) == 0;
+    let words = if zh {
+        let han: Vec<char> = HAN.chars().collect();
+        let mut words: Vec<String> = Vec::new();
+        for _ in 0..8 {
+            let n = 2 + rng.below(2);
+            words.push((0..n).map(|_| han[rng.below(han.len())]).collect());
+        }
+        words.push(specific(rng));
+        words.push(specific(rng));
+        words
+    } else {
+        (0..8).map(|_| specific(rng)).collect()
+    };
+    Story { words, zh }
+}
+
+/// One outlet's rewrite: most of the story's specific words in its own order, generic and
+/// filler words around them.
+fn rewrite(rng: &mut Rng, s: &Story) -> (String, String) {
+    let pick = |n: usize, rng: &mut Rng| -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let r = rng.below(10);
+            out.push(if r < 5 {
+                s.words[rng.below(s.words.len())].clone()
+            } else if r < 8 {
+                GENERIC[rng.below(GENERIC.len())].to_string()
+            } else {
+                FILLER[rng.below(FILLER.len())].to_string()
+            });
+        }
+        out
+    };
+    let sep = if s.zh { "" } else { " " };
+    let title = pick(9, rng).join(sep);
+    let summary = pick(30, rng).join(sep);
+    (title, summary)
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let t0: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).expect("time");
+    let step = Duration::seconds(DAYS * 86_400 / ITEMS as i64);
+
+    // Generate: (story number, time, url, title, summary), stories interleaved in time.
+    let mut items = Vec::with_capacity(ITEMS);
+    let mut open: Vec<(usize, Story, usize)> = Vec::new(); // (story no, story, rewrites left)
+    let mut stories = 0usize;
+    while items.len() < ITEMS {
+        if open.len() < 40 || rng.below(3) == 0 {
+            let s = story(&mut rng);
+            let n = 1 + rng.below(7);
+            open.push((stories, s, n));
+            stories += 1;
+        }
+        let k = rng.below(open.len());
+        let (no, ref s, ref mut left) = open[k];
+        let (title, summary) = rewrite(&mut rng, s);
+        let at = t0 + step * items.len() as i32;
+        let url = format!(
+            "https://outlet{}.example/news/{no}-{}",
+            rng.below(50),
+            *left
+        );
+        items.push((no, at, url, title, summary));
+        *left -= 1;
+        if *left == 0 {
+            open.swap_remove(k);
+        }
+    }
+
+    let start = Instant::now();
+    let sigs: Vec<Signature> = items
+        .iter()
+        .map(|(_, _, _, t, s)| signature(t, s))
+        .collect();
+    let sig_time = start.elapsed();
+    let urls: Vec<Option<String>> = items
+        .iter()
+        .map(|(_, _, u, _, _)| canonical_url(u))
+        .collect();
+    let bytes: usize = sigs.iter().map(|s| s.to_bytes().len()).sum();
+
+    let before_index = vm_hwm_kib();
+    let mut ix = ClusterIndex::new(Duration::days(3));
+    let start = Instant::now();
+    let mut cluster = Vec::with_capacity(ITEMS);
+    let mut max_len = 0;
+    for (i, (_, at, _, _, _)) in items.iter().enumerate() {
+        if i % 1000 == 0 {
+            ix.prune(*at - Duration::days(3));
+        }
+        let c = ix
+            .insert(i as i64, urls[i].as_deref(), &sigs[i], *at)
+            .unwrap_or(i as i64);
+        cluster.push(c);
+        max_len = max_len.max(ix.len());
+    }
+    let insert_time = start.elapsed();
+
+    // Quality against the generator's truth: pairs of consecutive rewrites of one story that
+    // landed together, and items that joined a cluster started by another story.
+    let mut first_of_story = std::collections::HashMap::new();
+    let (mut together, mut pairs, mut wrong) = (0usize, 0usize, 0usize);
+    for (i, (no, ..)) in items.iter().enumerate() {
+        if let Some(&f) = first_of_story.get(no) {
+            pairs += 1;
+            if cluster[i] == cluster[f] {
+                together += 1;
+            }
+        } else {
+            first_of_story.insert(*no, i);
+        }
+        let c = cluster[i] as usize;
+        if items[c].0 != *no {
+            wrong += 1;
+        }
+    }
+    let clusters = cluster
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| c == i as i64)
+        .count();
+
+    println!("cluster bench: {ITEMS} items, {stories} stories, window 3 days over {DAYS} days");
+    println!(
+        "  signatures: {:.2?} total, {:.1} µs/item, {:.0} bytes/item stored",
+        sig_time,
+        sig_time.as_secs_f64() * 1e6 / ITEMS as f64,
+        bytes as f64 / ITEMS as f64
+    );
+    println!(
+        "  index inserts (incl. pruning): {:.2?} total, {:.1} µs/item, max {} items in window",
+        insert_time,
+        insert_time.as_secs_f64() * 1e6 / ITEMS as f64,
+        max_len
+    );
+    println!(
+        "  clusters: {clusters}; rewrites joined to their story's first item: {together}/{pairs} ({:.1}%); items in another story's cluster: {wrong} ({:.2}%)",
+        100.0 * together as f64 / pairs.max(1) as f64,
+        100.0 * wrong as f64 / ITEMS as f64
+    );
+    match (before_index, vm_hwm_kib()) {
+        (Some(b), Some(k)) => println!(
+            "  peak memory (VmHWM): {:.1} MiB at the end; {:.1} MiB before the index was built \
+             (generated text and signatures of all {ITEMS} items)",
+            k as f64 / 1024.0,
+            b as f64 / 1024.0
+        ),
+        _ => println!("  peak memory: /proc/self/status not available"),
+    }
+}

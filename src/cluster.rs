@@ -1,0 +1,1000 @@
+//! Near-duplicate story clustering: decides when items from different feeds (or a re-issue by
+//! the same feed) are one story, so a digest shows it once with "also reported by …" and a
+//! story is never delivered twice.
+//!
+//! In: an item's title and summary (untrusted text) → a compact [`Signature`], which the store
+//! keeps per item; then `(item id, canonical URL, signature, first-seen time)` into a
+//! [`ClusterIndex`]. Out: the cluster id (the id of the cluster's first item) each item belongs
+//! to. Pure: no I/O, no clock, no randomness.
+//!
+//! # How similarity works, and why this way
+//! A signature is the sorted set of up to [`MAX_FEATURES`] 32-bit hashes of *features* of the
+//! normalised text (`crate::text::normalize`: NFKC, case, width, traditional → simplified
+//! Chinese; accents are kept, so Vietnamese tones stay distinct):
+//! - Latin, Cyrillic, Greek… words: stop words dropped, a plural `s` stripped, then cut to
+//!   their first five letters (a crude stemmer that folds `licence`/`license`/`licensing`,
+//!   `export`/`exports`, and works for Russian endings too). Numbers are one token across `.`
+//!   and `,` so `$5.5 billion`, `5,5 tỷ` and `55亿` share the feature `55`.
+//! - Han, Kana and Hangul: character bigrams (no word boundaries to rely on).
+//!
+//! Rewrites of one story by different outlets share few *phrases* but many *specific* words
+//! (H20, MI308, 5.5, Inspur, 80), while different stories on one topic share the *generic*
+//! ones (Nvidia, China, chip, export, Commerce). So the index weighs each feature by its
+//! inverse document frequency over the items currently in the window, and scores a pair by the
+//! weight of what they share relative to the smaller and the average side (see
+//! [`weighted_score`]). That needs corpus statistics, which is why the index keeps exact
+//! feature sets (a few hundred bytes per item) and an inverted index over them instead of
+//! MinHash/LSH bands: the sets are small (a headline and a lead paragraph), exact overlap is
+//! cheap, and candidate lookup through the postings of an item's *rarer* features finds the
+//! same candidates banding would, without its false negatives at low Jaccard.
+//!
+//! [`similarity`] is the same score with uniform weights, for callers without an index.
+//!
+//! # Clusters
+//! An item joins the cluster of the most similar earlier item within the time window whose
+//! score is at least [`SAME_STORY`], or of an earlier item with the same canonical URL (any
+//! score); otherwise it starts a new cluster whose id is its own item id. Joining is
+//! single-link, so a cluster's id never changes once given: the store can persist it.
+//! Cross-language clustering is not attempted; it happens only when shared names and numbers
+//! alone carry the score.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+use thiserror::Error;
+
+use crate::text::{is_cjk, is_word_char, normalize};
+
+/// Version byte at the start of every serialised signature. Bump it when feature extraction
+/// changes: signatures of different versions must not be compared (the lead can recompute
+/// old ones from the stored title and summary).
+pub const SIGNATURE_VERSION: u8 = 1;
+
+/// Most features kept per item. Title features come first, so a long summary cannot crowd out
+/// the headline. 128 features also fit the 128-bit title mask; a stored signature is at most
+/// 1 + 16 + 128 × 4 = 529 bytes.
+pub const MAX_FEATURES: usize = 128;
+
+/// Only the start of a summary is looked at: the lead paragraph is where rewrites of one story
+/// agree, and it bounds the work per item.
+const MAX_TITLE_CHARS: usize = 400;
+const MAX_SUMMARY_CHARS: usize = 700;
+
+/// Score at or above which two items are the same story (for [`ClusterIndex`] scores, which
+/// are IDF-weighted; [`similarity`] uses the same scale). Tuned on
+/// `tests/fixtures/cluster/stories.json`.
+pub const SAME_STORY: f64 = 0.30;
+
+/// The title-only score is discounted by this much: headlines are short, so a chance overlap
+/// of a few words moves it further than it moves the whole-text score.
+const TITLE_FACTOR: f64 = 0.7;
+
+/// Fewest shared features for a text match: two items sharing only "Nvidia" and "H20" are not
+/// the same story however short they are.
+const MIN_SHARED: usize = 3;
+
+/// A feature rarer than this share of the window is used to look up candidates; more common
+/// ones (China, chip…) still count in the score but would make every item a candidate.
+const CANDIDATE_MAX_DF_SHARE: f64 = 0.02;
+/// …but in a small window every feature may look common; this many postings are always fine.
+const CANDIDATE_MIN_DF_LIMIT: usize = 64;
+/// How many candidates (most shared rare features first) get an exact score.
+const MAX_SCORED: usize = 16;
+
+/// Errors reading a stored signature.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("signature is empty")]
+    Empty,
+    #[error("signature version {0} is not {SIGNATURE_VERSION}; recompute it from the item text")]
+    Version(u8),
+    #[error("signature length {0} is not 17 + 4·n bytes with n ≤ {MAX_FEATURES}")]
+    Length(usize),
+    #[error("signature title mask names features it does not have")]
+    Mask,
+    #[error("signature features are not strictly increasing")]
+    Unsorted,
+    #[error("signature hex is invalid")]
+    Hex,
+}
+
+/// The compact fingerprint of an item's text: a sorted set of feature hashes, and which of them
+/// occur in the title (bit `k` of `title` for `feats[k]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct Signature {
+    feats: Vec<u32>,
+    title: u128,
+}
+
+impl Signature {
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.feats.len()
+    }
+
+    /// True when the text had nothing to fingerprint (such an item can still cluster by URL).
+    pub fn is_empty(&self) -> bool {
+        self.feats.is_empty()
+    }
+
+    /// `[SIGNATURE_VERSION, title mask (u128 LE), f0 (u32 LE), f1, …]` — what the store keeps
+    /// (BLOB).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17 + 4 * self.feats.len());
+        out.push(SIGNATURE_VERSION);
+        out.extend_from_slice(&self.title.to_le_bytes());
+        for f in &self.feats {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads what [`Signature::to_bytes`] wrote; refuses anything else.
+    pub fn from_bytes(b: &[u8]) -> Result<Signature, SignatureError> {
+        let (&v, rest) = b.split_first().ok_or(SignatureError::Empty)?;
+        if v != SIGNATURE_VERSION {
+            return Err(SignatureError::Version(v));
+        }
+        if rest.len() < 16 || (rest.len() - 16) % 4 != 0 || (rest.len() - 16) / 4 > MAX_FEATURES {
+            return Err(SignatureError::Length(b.len()));
+        }
+        let (mask, rest) = rest.split_at(16);
+        let mut m = [0u8; 16];
+        m.copy_from_slice(mask);
+        let title = u128::from_le_bytes(m);
+        let feats: Vec<u32> = rest
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if feats.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(SignatureError::Unsorted);
+        }
+        if feats.len() < 128 && title >> feats.len() != 0 {
+            return Err(SignatureError::Mask);
+        }
+        Ok(Signature { feats, title })
+    }
+
+    /// Lower-case hex of [`Signature::to_bytes`] (for a TEXT column or logs).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.to_bytes())
+    }
+
+    pub fn from_hex(s: &str) -> Result<Signature, SignatureError> {
+        let b = hex::decode(s.trim()).map_err(|_| SignatureError::Hex)?;
+        Signature::from_bytes(&b)
+    }
+}
+
+/// The signature of an item's text. Never panics; empty input gives an empty signature.
+pub fn signature(title: &str, summary: &str) -> Signature {
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut ordered: Vec<u32> = Vec::new();
+    let mut in_title = 0usize;
+    for (k, (part, max)) in [(title, MAX_TITLE_CHARS), (summary, MAX_SUMMARY_CHARS)]
+        .into_iter()
+        .enumerate()
+    {
+        let part = clamp_chars(part, max);
+        let norm = normalize(part);
+        features(&norm.exact.text, &mut |f| {
+            if ordered.len() < MAX_FEATURES && seen.insert(f) {
+                ordered.push(f);
+            }
+        });
+        if k == 0 {
+            in_title = ordered.len();
+        }
+    }
+    let title_feats: HashSet<u32> = ordered[..in_title].iter().copied().collect();
+    ordered.sort_unstable();
+    let mut mask = 0u128;
+    for (k, f) in ordered.iter().enumerate() {
+        if title_feats.contains(f) {
+            mask |= 1u128 << k;
+        }
+    }
+    Signature {
+        feats: ordered,
+        title: mask,
+    }
+}
+
+/// Same-story score of two signatures with every feature weighing the same (0 … 1). The
+/// [`ClusterIndex`] uses the IDF-weighted version of this score.
+pub fn similarity(a: &Signature, b: &Signature) -> f64 {
+    let ones = vec![1.0; a.len()];
+    pair_score(a, &ones, &b.feats, b.title, |_| 1.0)
+}
+
+/// The same-story score of `a` (with per-feature weights `aw`) against `b`'s features and title
+/// mask, weighing `b`'s features with `weight`: the better of the whole-text score and the
+/// title-only score. Headlines of one story often share their few specific words (Nvidia,
+/// Blackwell, B30A) while the summaries go separate ways, which the whole-text score dilutes.
+fn pair_score(
+    a: &Signature,
+    aw: &[f64],
+    b: &[u32],
+    b_title: u128,
+    mut weight: impl FnMut(u32) -> f64,
+) -> f64 {
+    let (mut wa, mut wa_t) = (0.0, 0.0);
+    for (k, w) in aw.iter().enumerate() {
+        wa += w;
+        if a.title >> k & 1 == 1 {
+            wa_t += w;
+        }
+    }
+    let (mut wb, mut wb_t) = (0.0, 0.0);
+    let (mut shared, mut shared_t) = (0.0, 0.0);
+    let (mut n, mut n_t) = (0usize, 0usize);
+    let mut i = 0;
+    for (k, &fb) in b.iter().enumerate() {
+        let tb = b_title >> k & 1 == 1;
+        while i < a.feats.len() && a.feats[i] < fb {
+            i += 1;
+        }
+        let both = i < a.feats.len() && a.feats[i] == fb;
+        // A shared feature weighs what `a` says (the same statistics, computed once).
+        let w = if both { aw[i] } else { weight(fb) };
+        wb += w;
+        if tb {
+            wb_t += w;
+        }
+        if both {
+            shared += w;
+            n += 1;
+            if tb && a.title >> i & 1 == 1 {
+                shared_t += w;
+                n_t += 1;
+            }
+        }
+    }
+    let full = if n >= MIN_SHARED {
+        weighted_score(shared, wa, wb)
+    } else {
+        0.0
+    };
+    let title = if n_t >= MIN_SHARED {
+        TITLE_FACTOR * weighted_score(shared_t, wa_t, wb_t)
+    } else {
+        0.0
+    };
+    full.max(title)
+}
+
+/// The score from the shared weight and both sides' total weights: the mean of the overlap
+/// coefficient (shared / smaller side — a title-only aggregator entry fully contained in a
+/// wire story scores high) and the Dice coefficient (shared / mean side — so a tiny side that
+/// happens to be contained in a long one does not score 1). Tuned on the fixtures.
+pub fn weighted_score(shared: f64, wa: f64, wb: f64) -> f64 {
+    let min = wa.min(wb);
+    if min <= 0.0 || shared <= 0.0 {
+        return 0.0;
+    }
+    let overlap = shared / min;
+    let dice = 2.0 * shared / (wa + wb);
+    (0.5 * overlap + 0.5 * dice).min(1.0)
+}
+
+#[cfg(test)]
+fn intersect_count(a: &[u32], b: &[u32]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
+}
+
+fn clamp_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// FNV-1a, 64-bit, folded to 32: stable across platforms and releases (signatures are
+/// persisted), fast, and good enough for sets of a hundred features.
+fn hash(tag: u8, s: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in std::iter::once(&tag).chain(s.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// Words that say nothing about which story it is: English and Vietnamese function words and
+/// newswire boilerplate. Compared after normalisation (lower case, accents kept).
+const STOP_WORDS: &[&str] = &[
+    // English
+    "a",
+    "about",
+    "according",
+    "after",
+    "again",
+    "against",
+    "all",
+    "also",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "before",
+    "being",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "he",
+    "her",
+    "his",
+    "how",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "just",
+    "may",
+    "more",
+    "most",
+    "new",
+    "next",
+    "no",
+    "not",
+    "now",
+    "of",
+    "on",
+    "one",
+    "or",
+    "other",
+    "our",
+    "out",
+    "over",
+    "said",
+    "say",
+    "says",
+    "she",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "to",
+    "too",
+    "under",
+    "up",
+    "us",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "today",
+    "yesterday",
+    "week",
+    "people",
+    "familiar",
+    "matter",
+    "sources",
+    "source",
+    "told",
+    "report",
+    "reported",
+    "reports",
+    "reuters",
+    "exclusive",
+    "update",
+    "updated",
+    "breaking",
+    "news",
+    "read",
+    "more",
+    "full",
+    "story",
+    "here",
+    "via",
+    // Vietnamese function syllables
+    "và",
+    "của",
+    "các",
+    "là",
+    "có",
+    "được",
+    "cho",
+    "với",
+    "trong",
+    "này",
+    "đã",
+    "những",
+    "một",
+    "không",
+    "về",
+    "để",
+    "khi",
+    "từ",
+    "sẽ",
+    "theo",
+    "tại",
+    "cũng",
+    "đang",
+    "bị",
+    "vì",
+    "nên",
+    "thì",
+    "mà",
+    "như",
+    "đến",
+    "ra",
+    "vào",
+    "lại",
+    "nhiều",
+    "hơn",
+    "sau",
+    "trước",
+    "ngày",
+    "năm",
+    "tháng",
+];
+
+/// Calls `emit` with the hash of every feature of a normalised text, in text order.
+fn features(text: &str, emit: &mut impl FnMut(u32)) {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    let mut word = String::new();
+    while i < chars.len() {
+        let c = chars[i];
+        if is_cjk(c) {
+            let start = i;
+            while i < chars.len() && is_cjk(chars[i]) {
+                i += 1;
+            }
+            let run = &chars[start..i];
+            if run.len() == 1 {
+                let mut s = [0u8; 4];
+                emit(hash(b'c', run[0].encode_utf8(&mut s)));
+            } else {
+                let mut s = String::with_capacity(8);
+                for w in run.windows(2) {
+                    s.clear();
+                    s.push(w[0]);
+                    s.push(w[1]);
+                    emit(hash(b'c', &s));
+                }
+            }
+            continue;
+        }
+        if is_word_char(c) {
+            word.clear();
+            while i < chars.len() {
+                let d = chars[i];
+                if is_word_char(d) && !is_cjk(d) {
+                    word.push(d);
+                    i += 1;
+                } else if matches!(d, '.' | ',')
+                    && word.chars().last().is_some_and(|l| l.is_ascii_digit())
+                    && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit())
+                {
+                    // 5.5 / 5,5 / 1,000: one number token, separators dropped.
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            if let Some(tok) = word_feature(&word) {
+                emit(hash(b'w', &tok));
+            }
+            continue;
+        }
+        i += 1;
+    }
+}
+
+/// Adjectives of the countries policy news is about, folded to the country ("Chinese market"
+/// and "China" are one feature). Returns the feature (already cut to five letters).
+fn demonym(w: &str) -> Option<&'static str> {
+    Some(match w {
+        "chinese" => "china",
+        "japanese" => "japan",
+        "dutch" => "nethe",
+        "vietnamese" => "vietn",
+        "malaysian" => "malay",
+        "korean" | "koreans" => "korea",
+        "taiwanese" => "taiwa",
+        "russian" | "russians" => "russi",
+        "indian" => "india",
+        "american" | "americans" => "ameri",
+        "german" => "germa",
+        "british" => "brita",
+        "singaporean" => "singa",
+        "emirati" => "emira",
+        "saudi" => "saudi",
+        _ => return None,
+    })
+}
+
+/// The feature of one word, or `None` for stop words and single letters.
+fn word_feature(w: &str) -> Option<String> {
+    let n = w.chars().count();
+    if w.chars().any(|c| c.is_ascii_digit()) {
+        // Numbers and model names (h20, mi308, 16nm) are kept whole: they are the most
+        // specific thing a headline says.
+        return Some(w.to_string());
+    }
+    if n < 2 || STOP_WORDS.contains(&w) {
+        return None;
+    }
+    if let Some(country) = demonym(w) {
+        return Some(country.to_string());
+    }
+    let mut t: &str = w;
+    if n > 3 && t.ends_with('s') && !t.ends_with("ss") {
+        t = &t[..t.len() - 1];
+    }
+    Some(t.chars().take(5).collect())
+}
+
+/// How an item was placed by [`ClusterIndex::insert_detailed`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Placement {
+    /// Started a new cluster (its id is the item's id).
+    New,
+    /// Same canonical URL as item `with`.
+    SameUrl { with: i64 },
+    /// Text similar to item `with` (score at least [`SAME_STORY`]).
+    Similar { with: i64, score: f64 },
+    /// The item id was already in the index; its existing cluster is returned.
+    Known,
+}
+
+/// The outcome of inserting one item.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assignment {
+    /// Cluster id: the item id of the cluster's first item (the item's own id when new).
+    pub cluster: i64,
+    pub placement: Placement,
+}
+
+struct Entry {
+    id: i64,
+    cluster: i64,
+    at: i64,
+    feats: Box<[u32]>,
+    title: u128,
+    url: Option<Box<str>>,
+}
+
+/// In-memory index of the items seen within a time window, for fast same-story lookup.
+///
+/// Feed it items in first-seen order (it prunes from the front, oldest insert first); items
+/// are only compared with items at most `window` apart. Memory is roughly 0.5–1 KiB per item.
+pub struct ClusterIndex {
+    window: Duration,
+    /// Insertion order; `entries[k]` has sequence number `base + k`.
+    entries: VecDeque<Entry>,
+    base: u64,
+    by_id: HashMap<i64, u64>,
+    /// Feature → sequence numbers of the entries that have it, ascending.
+    postings: HashMap<u32, VecDeque<u64>>,
+    /// Canonical URL → sequence number of the latest entry with it.
+    by_url: HashMap<Box<str>, u64>,
+}
+
+impl ClusterIndex {
+    /// An empty index comparing items at most `window` apart (negative windows count as zero).
+    pub fn new(window: Duration) -> Self {
+        ClusterIndex {
+            window: window.max(Duration::zero()),
+            entries: VecDeque::new(),
+            base: 0,
+            by_id: HashMap::new(),
+            postings: HashMap::new(),
+            by_url: HashMap::new(),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Number of items in the index.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The cluster of an item still in the index.
+    pub fn cluster_of(&self, id: i64) -> Option<i64> {
+        self.entry(*self.by_id.get(&id)?).map(|e| e.cluster)
+    }
+
+    /// Places a new item and remembers it. Returns the cluster it joined (`None` when it
+    /// started its own cluster, whose id is `id`). `canonical_url` should come from
+    /// [`crate::canon::canonical_url`]; `at` should be the item's first-seen time (monotonic,
+    /// unlike feed-supplied dates).
+    pub fn insert(
+        &mut self,
+        id: i64,
+        canonical_url: Option<&str>,
+        sig: &Signature,
+        at: DateTime<Utc>,
+    ) -> Option<i64> {
+        let a = self.insert_detailed(id, canonical_url, sig, at);
+        (a.cluster != id).then_some(a.cluster)
+    }
+
+    /// [`ClusterIndex::insert`] with the reason (for logs and tests).
+    pub fn insert_detailed(
+        &mut self,
+        id: i64,
+        canonical_url: Option<&str>,
+        sig: &Signature,
+        at: DateTime<Utc>,
+    ) -> Assignment {
+        if let Some(cluster) = self.cluster_of(id) {
+            return Assignment {
+                cluster,
+                placement: Placement::Known,
+            };
+        }
+        let t = at.timestamp();
+        let (cluster, placement) = match self.place(canonical_url, sig, t) {
+            Some((cluster, p)) => (cluster, p),
+            None => (id, Placement::New),
+        };
+        self.push(id, cluster, canonical_url, sig, t);
+        Assignment { cluster, placement }
+    }
+
+    /// Re-adds an item whose cluster was already decided (and stored) — for rebuilding the
+    /// index from the database at start-up. Does not compare anything.
+    pub fn restore(
+        &mut self,
+        id: i64,
+        cluster: i64,
+        canonical_url: Option<&str>,
+        sig: &Signature,
+        at: DateTime<Utc>,
+    ) {
+        if self.by_id.contains_key(&id) {
+            return;
+        }
+        self.push(id, cluster, canonical_url, sig, at.timestamp());
+    }
+
+    /// Which earlier item a new item would join, without inserting it.
+    pub fn lookup(
+        &self,
+        canonical_url: Option<&str>,
+        sig: &Signature,
+        at: DateTime<Utc>,
+    ) -> Option<Assignment> {
+        self.place(canonical_url, sig, at.timestamp())
+            .map(|(cluster, placement)| Assignment { cluster, placement })
+    }
+
+    /// Forgets items inserted before any item whose time is `before` or later: pops from the
+    /// oldest insert while its time is before `before`.
+    pub fn prune(&mut self, before: DateTime<Utc>) {
+        let cut = before.timestamp();
+        while self.entries.front().is_some_and(|e| e.at < cut) {
+            let Some(e) = self.entries.pop_front() else {
+                break;
+            };
+            let seq = self.base;
+            self.base += 1;
+            self.by_id.remove(&e.id);
+            for f in e.feats.iter() {
+                if let Some(p) = self.postings.get_mut(f) {
+                    // Postings are in sequence order, so this entry is at the front.
+                    while p.front().is_some_and(|&s| s <= seq) {
+                        p.pop_front();
+                    }
+                    if p.is_empty() {
+                        self.postings.remove(f);
+                    }
+                }
+            }
+            if let Some(u) = e.url {
+                if self.by_url.get(&u) == Some(&seq) {
+                    self.by_url.remove(&u);
+                }
+            }
+        }
+    }
+
+    /// The IDF-weighted score of two signatures under this index's current statistics.
+    pub fn score(&self, a: &Signature, b: &Signature) -> f64 {
+        let n = self.entries.len() as f64 + 1.0;
+        let aw: Vec<f64> = a.feats.iter().map(|f| self.weight(*f, n)).collect();
+        pair_score(a, &aw, &b.feats, b.title, |f| self.weight(f, n))
+    }
+
+    fn entry(&self, seq: u64) -> Option<&Entry> {
+        let k = seq.checked_sub(self.base)?;
+        self.entries.get(usize::try_from(k).ok()?)
+    }
+
+    fn df(&self, f: u32) -> usize {
+        self.postings.get(&f).map_or(0, VecDeque::len)
+    }
+
+    /// Inverse document frequency, counting the item being scored as one more document.
+    fn weight(&self, f: u32, n: f64) -> f64 {
+        let df = self.df(f) as f64 + 1.0;
+        (n / df).ln() + 1.0
+    }
+
+    fn place(
+        &self,
+        canonical_url: Option<&str>,
+        sig: &Signature,
+        t: i64,
+    ) -> Option<(i64, Placement)> {
+        let win = self.window.num_seconds();
+        if let Some(u) = canonical_url {
+            if let Some(e) = self.by_url.get(u).and_then(|&s| self.entry(s)) {
+                return Some((e.cluster, Placement::SameUrl { with: e.id }));
+            }
+        }
+        if sig.feats.len() < MIN_SHARED || self.entries.is_empty() {
+            return None;
+        }
+        let n = self.entries.len() as f64 + 1.0;
+        let limit = ((n * CANDIDATE_MAX_DF_SHARE) as usize).max(CANDIDATE_MIN_DF_LIMIT);
+        let mut hits: HashMap<u64, u32> = HashMap::new();
+        for f in &sig.feats {
+            if let Some(p) = self.postings.get(f) {
+                if p.len() <= limit {
+                    for &s in p {
+                        *hits.entry(s).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        let mut cands: Vec<(u32, u64)> = hits
+            .into_iter()
+            .filter(|&(_, h)| h >= 2 || sig.feats.len() <= 6)
+            .map(|(s, h)| (h, s))
+            .collect();
+        // Most shared rare features first; among equals, the most recent.
+        cands.sort_unstable_by(|a, b| b.cmp(a));
+        cands.truncate(MAX_SCORED);
+        let aw: Vec<f64> = sig.feats.iter().map(|f| self.weight(*f, n)).collect();
+        let mut best: Option<(f64, &Entry)> = None;
+        for (_, s) in cands {
+            let Some(e) = self.entry(s) else { continue };
+            if (e.at - t).abs() > win {
+                continue;
+            }
+            let score = pair_score(sig, &aw, &e.feats, e.title, |f| self.weight(f, n));
+            if score >= SAME_STORY && best.map_or(true, |(b, _)| score > b) {
+                best = Some((score, e));
+            }
+        }
+        best.map(|(score, e)| (e.cluster, Placement::Similar { with: e.id, score }))
+    }
+
+    fn push(&mut self, id: i64, cluster: i64, url: Option<&str>, sig: &Signature, t: i64) {
+        let seq = self.base + self.entries.len() as u64;
+        for f in &sig.feats {
+            self.postings.entry(*f).or_default().push_back(seq);
+        }
+        let url: Option<Box<str>> = url.map(Into::into);
+        if let Some(u) = &url {
+            self.by_url.insert(u.clone(), seq);
+        }
+        self.by_id.insert(id, seq);
+        self.entries.push_back(Entry {
+            id,
+            cluster,
+            at: t,
+            feats: sig.feats.clone().into_boxed_slice(),
+            title: sig.title,
+            url,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_776_000_000 + h * 3600, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn signature_round_trips_and_refuses_garbage() {
+        let s = signature(
+            "US curbs Nvidia H20 exports",
+            "Licences now needed for China.",
+        );
+        assert!(s.len() >= 5);
+        assert_eq!(Signature::from_bytes(&s.to_bytes()), Ok(s.clone()));
+        assert_eq!(Signature::from_hex(&s.to_hex()), Ok(s.clone()));
+        assert_eq!(Signature::from_bytes(&[]), Err(SignatureError::Empty));
+        assert_eq!(Signature::from_bytes(&[9]), Err(SignatureError::Version(9)));
+        assert_eq!(
+            Signature::from_bytes(&[SIGNATURE_VERSION, 1, 2]),
+            Err(SignatureError::Length(3))
+        );
+        let mut unsorted = vec![SIGNATURE_VERSION];
+        unsorted.extend_from_slice(&0u128.to_le_bytes());
+        unsorted.extend_from_slice(&[2, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            Signature::from_bytes(&unsorted),
+            Err(SignatureError::Unsorted)
+        );
+        let mut bad_mask = vec![SIGNATURE_VERSION];
+        bad_mask.extend_from_slice(&0b100u128.to_le_bytes());
+        bad_mask.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(Signature::from_bytes(&bad_mask), Err(SignatureError::Mask));
+        // Title features are marked.
+        assert_eq!(s.title.count_ones(), 4, "us is a stop word");
+        assert_eq!(Signature::from_hex("zz"), Err(SignatureError::Hex));
+        let too_many: Vec<u8> = std::iter::once(SIGNATURE_VERSION)
+            .chain(0u128.to_le_bytes())
+            .chain((0..=MAX_FEATURES as u32).flat_map(u32::to_le_bytes))
+            .collect();
+        assert!(matches!(
+            Signature::from_bytes(&too_many),
+            Err(SignatureError::Length(_))
+        ));
+    }
+
+    #[test]
+    fn features_are_bounded_and_title_first() {
+        let long: String = (0..5000).map(|i| format!("{i} ")).collect();
+        let s = signature("Alpha Bravo Charlie", &long);
+        assert_eq!(s.len(), MAX_FEATURES);
+        let title_only = signature("Alpha Bravo Charlie", "");
+        assert_eq!(intersect_count(&s.feats, &title_only.feats), 3);
+        assert!(signature("", "").is_empty());
+        assert!(signature("the of and", "   ").is_empty());
+    }
+
+    #[test]
+    fn stemming_numbers_and_scripts() {
+        // licence/license, plural s, numbers across separators.
+        let a = signature("Export licences for H20 cost $5.5 billion", "");
+        let b = signature("export license H20 5,5", "");
+        assert_eq!(intersect_count(&a.feats, &b.feats), 4);
+        // Chinese: traditional and simplified agree (via text::normalize), bigrams.
+        let zh_s = signature("英伟达芯片", "");
+        let zh_t = signature("英偉達芯片", "");
+        assert_eq!(zh_s, zh_t);
+        assert_eq!(zh_s.len(), 4);
+        // Vietnamese tones are distinct features.
+        assert_ne!(signature("cấm", ""), signature("cam", ""));
+        // Full-width and case fold.
+        assert_eq!(
+            signature("ＮＶＩＤＩＡ H20", ""),
+            signature("nvidia h20", "")
+        );
+    }
+
+    #[test]
+    fn hostile_text_does_not_panic() {
+        let s: String = "\u{301}\u{200b}%\u{0}𝕏😀,.,.9,".repeat(2000);
+        let _ = signature(&s, &s);
+        let _ = signature("1,", ",1");
+        let _ = similarity(&signature(&s, ""), &Signature::default());
+    }
+
+    #[test]
+    fn similarity_is_symmetric_and_bounded() {
+        let a = signature("Nvidia H20 needs export licence for China", "AMD MI308 too");
+        let b = signature("US requires licences for Nvidia H20 and AMD MI308", "");
+        let c = signature("Japan adds 23 chipmaking tools to export control list", "");
+        assert!((similarity(&a, &b) - similarity(&b, &a)).abs() < 1e-12);
+        assert!(similarity(&a, &a) > 0.999);
+        assert!(similarity(&a, &b) > similarity(&a, &c));
+        assert_eq!(similarity(&a, &Signature::default()), 0.0);
+    }
+
+    #[test]
+    fn same_url_joins_regardless_of_text() {
+        let mut ix = ClusterIndex::new(Duration::days(3));
+        let a = signature("China tightens rare earth licensing", "");
+        let b = signature("Beijing's mineral move", "");
+        assert_eq!(ix.insert(1, Some("https://x.example/a"), &a, t(0)), None);
+        assert_eq!(ix.insert(2, Some("https://x.example/a"), &b, t(1)), Some(1));
+        assert_eq!(ix.cluster_of(2), Some(1));
+        // Inserting a known id again answers its cluster and changes nothing.
+        assert_eq!(ix.insert(2, None, &b, t(2)), Some(1));
+        assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn window_and_prune() {
+        let mut ix = ClusterIndex::new(Duration::days(2));
+        let a = signature(
+            "Nvidia H20 export licence rule hits AMD MI308",
+            "charge 5.5 billion",
+        );
+        assert_eq!(ix.insert(1, None, &a, t(0)), None);
+        // The same text five days later is outside the window: a new cluster.
+        assert_eq!(ix.insert(2, None, &a, t(120)), None);
+        // A day after that it joins the second one.
+        assert_eq!(ix.insert(3, None, &a, t(130)), Some(2));
+        ix.prune(t(100));
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.cluster_of(1), None);
+        assert_eq!(ix.cluster_of(3), Some(2));
+        ix.prune(t(1000));
+        assert!(ix.is_empty());
+        assert!(ix.postings.is_empty());
+        assert!(ix.by_url.is_empty() && ix.by_id.is_empty());
+    }
+
+    #[test]
+    fn restore_keeps_stored_clusters() {
+        let mut ix = ClusterIndex::new(Duration::days(3));
+        let a = signature(
+            "Malaysia requires permits for US AI chip exports",
+            "transshipment",
+        );
+        ix.restore(10, 7, Some("https://x.example/m"), &a, t(0));
+        assert_eq!(ix.cluster_of(10), Some(7));
+        assert_eq!(
+            ix.insert(11, Some("https://x.example/m"), &a, t(1)),
+            Some(7)
+        );
+        let found = ix.lookup(None, &a, t(2)).map(|a| a.cluster);
+        assert_eq!(found, Some(7));
+        assert_eq!(ix.len(), 2, "lookup does not insert");
+    }
+}

@@ -1,0 +1,817 @@
+//! The daemon as systemd runs it: the REAL binary, started with `NOTIFY_SOCKET` pointing at a
+//! unix datagram socket this test owns, `WATCHDOG_USEC`/`WATCHDOG_PID` set, `JOURNAL_STREAM`
+//! set, feeds served by the loopback fault server, state in a temp directory. Signals are real
+//! signals. Also checks the shipped unit file with `systemd-analyze` where it exists.
+//!
+//! Waiting is always "until this message arrives, or give up after a generous deadline" — the
+//! deadline is a hang guard, never a timing assertion.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+
+use support::{FaultServer, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_policywatch");
+/// Upper bound on any single wait. Only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+// ------------------------------------------------------------------------------ fixtures
+
+fn rss(items: &[(&str, &str, &str)]) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
+         <link>https://x.test/</link><description>d</description>",
+    );
+    for (guid, title, desc) in items {
+        s.push_str(&format!(
+            "<item><guid>{guid}</guid><title>{title}</title><link>https://x.test/{guid}</link>\
+             <description>{desc}</description></item>"
+        ));
+    }
+    s.push_str("</channel></rss>");
+    s
+}
+
+const ENTITY: &str = "Commerce adds 12 Chinese firms to the Entity List over AI chip smuggling";
+const H20: &str = "Nvidia H20 sales to China halted under a new export license rule";
+
+fn policy_feed() -> String {
+    rss(&[
+        (
+            "pw-1",
+            ENTITY,
+            "The Bureau of Industry and Security tightened export controls on semiconductors.",
+        ),
+        (
+            "pw-2",
+            H20,
+            "Nvidia said the US government now requires a license for H20 GPUs.",
+        ),
+        ("pw-3", "A bakery wins a prize", "Bread."),
+    ])
+}
+
+struct FeedSpec<'a> {
+    name: &'a str,
+    url: String,
+    interval: Option<&'a str>,
+}
+
+/// The shipped config (its watch rules) with test feeds, one log digest, short timeouts.
+/// `extra` edits the document last (a listener, a broken rule, ...).
+fn write_config(
+    path: &Path,
+    feeds: &[FeedSpec<'_>],
+    first_byte_timeout: &str,
+    extra: impl FnOnce(&mut toml_edit::DocumentMut),
+) {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policywatch.toml"
+    ))
+    .expect("shipped config");
+    let mut doc: toml_edit::DocumentMut = shipped.parse().expect("shipped config is TOML");
+    let mut arr = toml_edit::ArrayOfTables::new();
+    for f in feeds {
+        let mut t = toml_edit::Table::new();
+        t["url"] = toml_edit::value(f.url.as_str());
+        t["name"] = toml_edit::value(f.name);
+        if let Some(i) = f.interval {
+            t["interval"] = toml_edit::value(i);
+        }
+        arr.push(t);
+    }
+    doc["feeds"] = toml_edit::Item::ArrayOfTables(arr);
+    let mut digests = toml_edit::ArrayOfTables::new();
+    let mut d = toml_edit::Table::new();
+    d["id"] = toml_edit::value("daily");
+    d["schedule"] = toml_edit::value("daily 07:30");
+    d["via"] = toml_edit::value("log");
+    digests.push(d);
+    doc["digests"] = toml_edit::Item::ArrayOfTables(digests);
+    doc["daemon"]["backfill"] = toml_edit::value("36500days");
+    doc["daemon"]["min_interval"] = toml_edit::value("1s");
+    doc["http"]["first_byte_timeout"] = toml_edit::value(first_byte_timeout);
+    doc["http"]["total_timeout"] = toml_edit::value("60s");
+    doc["http"]["per_host_gap"] = toml_edit::value("0s");
+    doc["http"]["per_host_concurrency"] = toml_edit::value(8);
+    extra(&mut doc);
+    std::fs::write(path, doc.to_string()).expect("write config");
+}
+
+// ------------------------------------------------------------------------------ the harness
+
+/// The service manager's end of `NOTIFY_SOCKET`.
+struct Manager {
+    sock: UnixDatagram,
+    path: PathBuf,
+    /// Every message received so far, in order.
+    seen: Vec<String>,
+}
+
+impl Manager {
+    fn bind(dir: &Path) -> Manager {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        Manager {
+            sock,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives until a message satisfies `pred`; returns it. Panics at the deadline with
+    /// everything seen so far.
+    async fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = match tokio::time::timeout_at(until, self.sock.recv(&mut buf)).await {
+                Ok(r) => r.expect("recv on notify socket"),
+                Err(_) => panic!("no {what} within {DEADLINE:?}; got:\n{:#?}", self.seen),
+            };
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.seen.push(msg.clone());
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    fn position(&self, pred: impl Fn(&str) -> bool) -> Option<usize> {
+        self.seen.iter().position(|m| pred(m))
+    }
+}
+
+fn has_line(msg: &str, line: &str) -> bool {
+    msg.lines().any(|l| l == line)
+}
+
+fn status_of(msg: &str) -> Option<&str> {
+    msg.lines().find_map(|l| l.strip_prefix("STATUS="))
+}
+
+/// A running daemon with its stderr collected line by line.
+struct Daemon {
+    child: Child,
+    pid: i32,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `policywatch run` as systemd would: notify socket, watchdog for this very pid
+    /// (sd_notify only honours `WATCHDOG_USEC` when `WATCHDOG_PID` is our pid, so a shell
+    /// sets it to its own pid and then execs the binary), journal stream.
+    fn start(mgr: &Manager, config: &Path, state: &Path) -> Daemon {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+            .arg(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .env("NOTIFY_SOCKET", &mgr.path)
+            .env("WATCHDOG_USEC", "2000000")
+            .env("JOURNAL_STREAM", "8:12345")
+            .env_remove("RUST_LOG")
+            .env_remove("CONFIGURATION_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn policywatch");
+        let pid = child.id().expect("child pid") as i32;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let mut reader = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = reader.next_line().await {
+                lines.lock().unwrap().push(l);
+            }
+        });
+        Daemon { child, pid, stderr }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.pid, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid);
+    }
+
+    async fn exit(&mut self) -> ExitStatus {
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {DEADLINE:?}:\n{}", self.log()))
+            .expect("wait for policywatch")
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Waits (deadline-bounded) until `cond` holds, checking every 50 ms.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `policywatch run --once` over the same state; returns stdout.
+async fn run_once(config: &Path, state: &Path, all: bool) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--once"]);
+    if all {
+        cmd.arg("--all");
+    }
+    let out = tokio::time::timeout(
+        DEADLINE,
+        cmd.arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run --once finished")
+    .expect("run --once ran");
+    assert!(
+        out.status.success(),
+        "run --once failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ------------------------------------------------------------------------------ the tests
+
+/// READY after start-up with a useful STATUS, WATCHDOG from the loop, a good reload applied
+/// (RELOADING with MONOTONIC_USEC, then READY; the added feed is polled), a bad reload refused
+/// (the old config keeps running and polling; STATUS says so; every error is logged with its
+/// location at error priority), STOPPING on SIGTERM and exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_lifecycle_with_good_and_bad_reloads() {
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    srv.route(
+        "/b.xml",
+        Response::ok(rss(&[("b-1", "Gallium export curbs", "x")])),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feed_a = || FeedSpec {
+        name: "Feed A",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    };
+    write_config(&cfg, &[feed_a()], "10s", |_| {});
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+
+    // Start-up: READY (with STATUS) is the first thing said.
+    let ready = mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    assert_eq!(mgr.seen.len(), 1, "READY=1 must come first: {:?}", mgr.seen);
+    let status = status_of(&ready).expect("READY carries a STATUS");
+    assert!(status.starts_with("1 feeds, 0 failing"), "{status}");
+    assert!(status.contains("next digest "), "{status}");
+
+    // The loop feeds the watchdog, and STATUS follows the first poll.
+    mgr.wait_for("WATCHDOG=1", |m| has_line(m, "WATCHDOG=1"))
+        .await;
+    mgr.wait_for("STATUS after a poll", |m| {
+        status_of(m).is_some_and(|s| s.contains("last poll 0 min ago"))
+    })
+    .await;
+
+    // A good reload: feed B added.
+    write_config(
+        &cfg,
+        &[
+            feed_a(),
+            FeedSpec {
+                name: "Feed B",
+                url: srv.url("/b.xml").to_string(),
+                interval: None,
+            },
+        ],
+        "10s",
+        |_| {},
+    );
+    d.signal(libc::SIGHUP);
+    let reloading = mgr
+        .wait_for("RELOADING=1", |m| has_line(m, "RELOADING=1"))
+        .await;
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("RELOADING=1 carries MONOTONIC_USEC");
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{usec}");
+    let ready = mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    let status = status_of(&ready).expect("READY carries a STATUS");
+    assert!(status.starts_with("2 feeds"), "{status}");
+    assert!(!status.contains("reload failed"), "{status}");
+    until("the added feed is polled", || {
+        !srv.requests_to("/b.xml").is_empty()
+    })
+    .await;
+
+    // A bad reload: a broken rule (and a feed C that must not appear).
+    write_config(
+        &cfg,
+        &[
+            feed_a(),
+            FeedSpec {
+                name: "Feed C",
+                url: srv.url("/c.xml").to_string(),
+                interval: None,
+            },
+        ],
+        "10s",
+        |doc| {
+            doc["watches"][0]["query"] = toml_edit::value("(nvidia OR amd");
+        },
+    );
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("RELOADING=1", |m| has_line(m, "RELOADING=1"))
+        .await;
+    let ready = mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    let status = status_of(&ready).expect("READY carries a STATUS");
+    assert!(
+        status.starts_with("2 feeds"),
+        "old config still runs: {status}"
+    );
+    assert!(
+        status.contains("reload failed") && status.contains("previous config"),
+        "{status}"
+    );
+    // Still polling with the old config: more requests to A, none to C.
+    let before = srv.requests_to("/a.xml").len();
+    until("polling goes on after a refused reload", || {
+        srv.requests_to("/a.xml").len() > before
+    })
+    .await;
+    assert!(srv.requests_to("/c.xml").is_empty());
+    assert!(d.still_running());
+
+    d.signal(libc::SIGTERM);
+    mgr.wait_for("STOPPING=1", |m| has_line(m, "STOPPING=1"))
+        .await;
+    let status = d.exit().await;
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+
+    // The order of the whole conversation.
+    let first_ready = mgr.position(|m| has_line(m, "READY=1")).unwrap();
+    let first_watchdog = mgr.position(|m| has_line(m, "WATCHDOG=1")).unwrap();
+    let first_reload = mgr.position(|m| has_line(m, "RELOADING=1")).unwrap();
+    let stopping = mgr.position(|m| has_line(m, "STOPPING=1")).unwrap();
+    assert!(first_ready < first_watchdog && first_watchdog < first_reload);
+    assert_eq!(stopping, mgr.seen.len() - 1, "STOPPING=1 is the last word");
+    // Every RELOADING=1 is followed by a READY=1 before anything else reloads or stops.
+    for (i, m) in mgr.seen.iter().enumerate() {
+        if has_line(m, "RELOADING=1") {
+            let next = mgr.seen[i + 1..]
+                .iter()
+                .find(|m| has_line(m, "READY=1") || has_line(m, "RELOADING=1"))
+                .expect("something after RELOADING");
+            assert!(
+                has_line(next, "READY=1"),
+                "RELOADING=1 not closed by READY=1"
+            );
+        }
+    }
+
+    // The journal: every line carries a priority, none a timestamp of its own, and the
+    // refused reload's error is there with its location, each line at error priority.
+    let log = d.log();
+    for line in log.lines() {
+        assert!(
+            line.len() >= 3
+                && line.starts_with('<')
+                && line.as_bytes()[2] == b'>'
+                && (b'0'..=b'7').contains(&line.as_bytes()[1]),
+            "no priority prefix: {line:?}"
+        );
+        assert!(
+            !line[3..].trim_start().starts_with("20"),
+            "timestamp in a journal line: {line:?}"
+        );
+    }
+    let cfg_name = cfg.display().to_string();
+    let err_line = log
+        .lines()
+        .find(|l| l.contains(&format!("{cfg_name}:")))
+        .unwrap_or_else(|| panic!("no located config error in the log:\n{log}"));
+    assert!(err_line.starts_with("<3>"), "{err_line}");
+    let caret = log
+        .lines()
+        .find(|l| l.trim_end().ends_with('^'))
+        .unwrap_or_else(|| panic!("no caret line:\n{log}"));
+    assert!(
+        caret.starts_with("<3>"),
+        "continuation lines keep the priority: {caret}"
+    );
+    assert!(log
+        .lines()
+        .any(|l| l.starts_with("<6>") && l.contains("configuration reloaded")));
+}
+
+/// A config that does not compile: no READY=1 (nothing was started), every error in the
+/// journal at error priority with its location, and exit status 78, which the unit's
+/// `RestartPreventExitStatus=` keeps from restarting in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_config_never_reports_ready_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [FeedSpec {
+        name: "Nowhere",
+        url: "http://127.0.0.1:9/feed.xml".to_string(),
+        interval: None,
+    }];
+    write_config(&cfg, &feeds, "10s", |doc| {
+        doc["watches"][1]["query"] = toml_edit::value("nvidia AND");
+        doc["daemon"]["listen"] = toml_edit::value("0.0.0.0:9187");
+    });
+    let mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    let status = d.exit().await;
+    assert_eq!(status.code(), Some(78), "{}", d.log());
+    let mut buf = [0u8; 512];
+    match mgr.sock.try_recv(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the service manager heard something: {other:?}"),
+    }
+    assert!(
+        !state.join("policywatch.db").exists(),
+        "nothing was started"
+    );
+    until("stderr read to the end", || {
+        d.log().contains("nothing was started")
+    })
+    .await;
+    let log = d.log();
+    let cfg_name = cfg.display().to_string();
+    let located: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("{cfg_name}:")))
+        .collect();
+    assert_eq!(located.len(), 2, "both errors, each located:\n{log}");
+    for line in log.lines() {
+        assert!(line.starts_with("<3>"), "not at error priority: {line:?}");
+    }
+}
+
+/// SIGTERM while one feed hangs before its headers: exit 0 promptly (the hung fetch is
+/// dropped, nothing half-written), and the next runs report every story exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hanging_poll_exits_cleanly_and_nothing_is_reported_twice() {
+    let srv = FaultServer::start().await;
+    srv.route("/good.xml", Response::ok(policy_feed()));
+    srv.route("/hang.xml", Response::hang());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [
+        FeedSpec {
+            name: "Good",
+            url: srv.url("/good.xml").to_string(),
+            interval: None,
+        },
+        FeedSpec {
+            name: "Hang",
+            url: srv.url("/hang.xml").to_string(),
+            interval: None,
+        },
+    ];
+    // The hang outlives the test unless the daemon lets go of it.
+    write_config(&cfg, &feeds, "10min", |_| {});
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("the good feed's poll applied", |m| {
+        status_of(m).is_some_and(|s| s.contains("last poll"))
+    })
+    .await;
+    until("the hanging request is in flight", || {
+        !srv.requests_to("/hang.xml").is_empty()
+    })
+    .await;
+
+    d.signal(libc::SIGTERM);
+    mgr.wait_for("STOPPING=1", |m| has_line(m, "STOPPING=1"))
+        .await;
+    let status = d.exit().await;
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+    assert!(
+        d.log().contains("shutting down") && d.log().contains("in_flight=1"),
+        "{}",
+        d.log()
+    );
+
+    // The next start: the hung feed now answers; the stories stored before the stop are
+    // reported once, by the first run only.
+    srv.route("/hang.xml", Response::ok(rss(&[])));
+    let first = run_once(&cfg, &state, false).await;
+    assert_eq!(first.matches(ENTITY).count(), 1, "{first}");
+    assert_eq!(first.matches(H20).count(), 1, "{first}");
+    assert!(!first.contains("A bakery"), "{first}");
+    let second = run_once(&cfg, &state, true).await;
+    assert!(
+        !second.contains(ENTITY) && !second.contains(H20),
+        "{second}"
+    );
+    assert!(second.contains("nothing new matched"), "{second}");
+}
+
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics listener");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut buf = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf))
+        .await
+        .expect("response within the deadline")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// With `[daemon] listen` set, the daemon serves /healthz and /metrics on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listener_serves_health_and_prometheus_text() {
+    let srv = FaultServer::start().await;
+    srv.route("/good.xml", Response::ok(policy_feed()));
+    srv.route("/bad.xml", Response::status(500));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [
+        FeedSpec {
+            name: "Good",
+            url: srv.url("/good.xml").to_string(),
+            interval: None,
+        },
+        FeedSpec {
+            name: "Bad \"one\"",
+            url: srv.url("/bad.xml").to_string(),
+            interval: None,
+        },
+    ];
+    write_config(&cfg, &feeds, "10s", |doc| {
+        doc["daemon"]["listen"] = toml_edit::value("127.0.0.1:0");
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    // The bound port is in the start-up log (written before READY; read by another task).
+    until("the listener's address in the log", || {
+        d.log().contains("/metrics")
+    })
+    .await;
+    let log = d.log();
+    let addr = log
+        .lines()
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)
+                .and_then(|r| r.strip_suffix("/metrics"))
+        })
+        .unwrap_or_else(|| panic!("no listener address in the log:\n{log}"))
+        .to_string();
+    let (code, body) = http_get(&addr, "/healthz").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"ready\":true"), "{body}");
+
+    mgr.wait_for("the failing feed in STATUS", |m| {
+        status_of(m).is_some_and(|s| s.contains("1 failing") && s.contains("last poll"))
+    })
+    .await;
+    // Both polls applied: scrape until the counter says so (deadline-bounded).
+    let until_t = tokio::time::Instant::now() + DEADLINE;
+    let text = loop {
+        let (code, text) = http_get(&addr, "/metrics").await;
+        assert_eq!(code, 200);
+        if text.contains("\npolicywatch_polls_total 2\n") {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < until_t,
+            "never 2 polls:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let value = |sample: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample}:\n{text}"))
+    };
+    assert_eq!(value("policywatch_polls_total"), 2.0);
+    assert!(value("policywatch_items_total") >= 3.0);
+    assert!(value("policywatch_matches_total{watch=\"ai-chips\"}") >= 2.0);
+    assert!(value("policywatch_poll_failures_total{feed=\"Bad \\\"one\\\"\"}") >= 1.0);
+    assert_eq!(value("policywatch_feeds"), 2.0);
+    assert_eq!(value("policywatch_feeds_failing"), 1.0);
+    assert_eq!(value("policywatch_poll_duration_seconds_count"), 2.0);
+    assert_eq!(value("policywatch_ready"), 1.0);
+    let (code, _) = http_get(&addr, "/nope").await;
+    assert_eq!(code, 404);
+
+    d.signal(libc::SIGINT);
+    let status = d.exit().await;
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+}
+
+/// `[daemon] listen`: loopback accepted, a wildcard or a host name refused with its location,
+/// a specific public address accepted with a warning.
+#[test]
+fn listen_address_is_validated() {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policywatch.toml"
+    ))
+    .unwrap();
+    let with = |listen: &str| {
+        let mut doc: toml_edit::DocumentMut = shipped.parse().unwrap();
+        doc["daemon"]["listen"] = toml_edit::value(listen);
+        policywatch::config::load_str("pw.toml", &doc.to_string())
+    };
+    for ok in ["127.0.0.1:9187", "[::1]:9187"] {
+        let l = with(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert!(!l.warnings.iter().any(|w| w.contains("daemon.listen")));
+        assert_eq!(l.config.daemon.listen_addr(), Some(ok.parse().unwrap()));
+    }
+    for bad in ["0.0.0.0:9187", "[::]:9187", "localhost:9187", "9187"] {
+        let e = with(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        let text = e.to_string();
+        assert!(
+            text.contains("pw.toml:") && text.contains("daemon.listen"),
+            "{text}"
+        );
+    }
+    let l = with("192.0.2.7:9187").expect("an explicit interface address is allowed");
+    assert!(l.warnings.iter().any(|w| w.contains("not a loopback")));
+    let default = policywatch::config::load_str("pw.toml", &shipped).unwrap();
+    assert_eq!(default.config.daemon.listen_addr(), None, "off by default");
+}
+
+// ------------------------------------------------------------------------------ the unit
+
+fn systemd_analyze() -> Option<PathBuf> {
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// The shipped unit with `ExecStart=` pointing at the binary under test (verify checks that
+/// the executable exists).
+fn unit_for_test(dir: &Path) -> PathBuf {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/policywatch.service"
+    ))
+    .expect("shipped unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/policywatch run "));
+    let path = dir.join("policywatch.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "ExecStart=/usr/local/bin/policywatch",
+            &format!("ExecStart={BIN}"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn unit_declares_the_service_contract() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/policywatch.service"
+    ))
+    .unwrap();
+    let keys: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    for want in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        "StateDirectory=policywatch",
+        "ConfigurationDirectory=policywatch",
+        "LoadCredential=smtp-password:/etc/policywatch/smtp-password",
+        "Restart=on-failure",
+        "ExecStart=/usr/local/bin/policywatch run --config /etc/policywatch/policywatch.toml",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "MemoryDenyWriteExecute=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(keys.contains(&want), "unit lacks {want}");
+    }
+    assert!(keys.iter().any(|k| k.starts_with("WatchdogSec=")));
+    assert!(
+        !keys.iter().any(|k| k.starts_with("IPAddressDeny=")),
+        "it must reach the internet"
+    );
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    let Some(sa) = systemd_analyze() else {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_for_test(dir.path());
+    let out = std::process::Command::new(&sa)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "verify failed:\n{text}");
+    // Complaints about the unit's own lines (unknown keys, bad syntax) do not fail verify:
+    // refuse them here.
+    assert!(
+        !text.contains("policywatch.service:"),
+        "verify complained about the unit:\n{text}"
+    );
+}
+
+#[test]
+fn unit_exposure_is_at_most_1_5() {
+    let Some(sa) = systemd_analyze() else {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_for_test(dir.path());
+    let out = std::process::Command::new(&sa)
+        .args(["security", "--offline=true", "--threshold=15", "--no-pager"])
+        .arg(&unit)
+        .current_dir(dir.path())
+        .output()
+        .expect("run systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for policywatch.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure figure:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    println!("systemd-analyze security: policywatch.service exposure {exposure}");
+    assert!(exposure <= 1.5, "exposure {exposure}:\n{text}");
+    assert!(out.status.success(), "above --threshold=15:\n{text}");
+}
