@@ -397,7 +397,7 @@ fn subject(d: &Digest, plan: &Plan<'_>) -> String {
 
 fn render_text(d: &Digest, plan: &Plan<'_>, limits: &RenderLimits) -> String {
     let mut t = String::with_capacity(512 + plan.shown * 600);
-    let _ = writeln!(t, "{}", clean_short(&d.title, MAX_TITLE_CHARS));
+    let _ = writeln!(t, "{}", heading(d));
     let _ = writeln!(t, "{}", overview(d, plan));
     for ps in &plan.sections {
         if ps.section.stories.is_empty() {
@@ -448,6 +448,15 @@ fn render_text(d: &Digest, plan: &Plan<'_>, limits: &RenderLimits) -> String {
     }
     let _ = write!(t, "\n-- \n{}\n", footer(d));
     t
+}
+
+/// The digest's title; an alert says it is one (it arrives outside the schedule).
+fn heading(d: &Digest) -> String {
+    let title = clean_short(&d.title, MAX_TITLE_CHARS);
+    match d.kind {
+        DigestKind::Digest => title,
+        DigestKind::Alert => format!("Immediate alert · {title}"),
+    }
 }
 
 fn overview(d: &Digest, plan: &Plan<'_>) -> String {
@@ -571,7 +580,7 @@ fn render_html(d: &Digest, plan: &Plan<'_>, limits: &RenderLimits, subject: &str
     h.push_str(
         "<tr><td style=\"padding:18px 20px 8px\"><div style=\"font-size:20px;font-weight:bold\">",
     );
-    esc(&mut h, &clean_short(&d.title, MAX_TITLE_CHARS));
+    esc(&mut h, &heading(d));
     h.push_str("</div><div style=\"color:#6b7280;font-size:13px\">");
     esc(&mut h, &overview(d, plan));
     h.push_str("</div></td></tr>\n");
@@ -1105,6 +1114,12 @@ mod tests {
             .subject
             .starts_with("policywatch alert: export-controls: Breaking Bcc: victim"));
         assert!(r.subject.ends_with("— 28 Nov"));
+        assert!(r
+            .text
+            .starts_with("Immediate alert · policywatch daily digest\n"));
+        assert!(r
+            .html
+            .contains(">Immediate alert · policywatch daily digest</div>"));
     }
 
     #[test]
@@ -1535,6 +1550,99 @@ mod tests {
                 assert_eq!(per_watch, &vec![("ai-chips".to_string(), 1, 1)]);
             }
             other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Whatever a feed sends, rendering neither panics nor lets markup or header breaks through.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text mixing markup, quotes, CR/LF, controls, bidi overrides and multi-byte scripts.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("<script>".to_string()),
+                Just("\"'&<>".to_string()),
+                Just("\r\n".to_string()),
+                Just("\u{0}\u{1b}\u{7}".to_string()),
+                Just("\u{202E}".to_string()),
+                Just("xuất khẩu ".to_string()),
+                Just("实体清单".to_string()),
+                Just("🇺🇸 ".to_string()),
+                "[a-z ]{0,12}",
+                any::<char>().prop_map(|c| c.to_string()),
+            ],
+            0..24,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    fn evidence() -> impl Strategy<Value = Evidence> {
+        (
+            prop::sample::select(vec![Field::Title, Field::Summary, Field::Content]),
+            0usize..400,
+            0usize..400,
+        )
+            .prop_map(|(field, start, end)| Evidence {
+                term: "t\r\nX: y".into(),
+                field,
+                start,
+                end,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn render_is_total_and_safe(
+            title in hostile_text(),
+            summary in hostile_text(),
+            feed in hostile_text(),
+            link in hostile_text(),
+            ev in prop::collection::vec(evidence(), 0..6),
+            snippet_chars in 0usize..120,
+            max_stories in 0usize..4,
+            alert in any::<bool>(),
+        ) {
+            let story = Story {
+                item_id: 1,
+                title: title.clone(),
+                link: Some(link),
+                feed_name: feed,
+                published: None,
+                summary,
+                summary_field: Field::Summary,
+                score: 1.0,
+                evidence: ev,
+                also_reported: vec![(title.clone(), Some(title.clone()))],
+            };
+            let d = Digest {
+                id: title.clone(),
+                title: title.clone(),
+                generated_at: Utc::now(),
+                timezone: Tz::UTC,
+                sections: vec![Section {
+                    watch_id: title.clone(),
+                    watch_name: title,
+                    stories: vec![story.clone(), story],
+                }],
+                feed_health: vec![],
+                kind: if alert { DigestKind::Alert } else { DigestKind::Digest },
+            };
+            let r = render(&d, &RenderLimits { max_stories, snippet_chars });
+            prop_assert!(!r.subject.contains('\r') && !r.subject.contains('\n'));
+            prop_assert!(r.subject.chars().count() <= MAX_SUBJECT_CHARS);
+            prop_assert!(!r.html.contains("<script"));
+            let rlo = '\u{202E}';
+            let (nul, esc_char) = ('\u{0}', '\u{1b}');
+            prop_assert!(!r.html.contains(rlo) && !r.text.contains(rlo));
+            prop_assert!(!r.html.contains(nul) && !r.text.contains(esc_char));
+            prop_assert_eq!(r.shown + r.trimmed, 2);
+            let _ = log_lines(&d, &RenderLimits { max_stories, snippet_chars });
         }
     }
 }

@@ -121,7 +121,9 @@ impl Notifier {
             if !d.immediate.is_empty() {
                 let gap =
                     chrono::Duration::from_std(cfg.config.daemon.alert_min_gap).unwrap_or_default();
-                if st.last_alert_at.is_none_or(|t| now - t >= gap) {
+                // map_or, not is_none_or: the crate's MSRV is 1.80.
+                #[allow(clippy::unnecessary_map_or)]
+                if st.last_alert_at.map_or(true, |t| now - t >= gap) {
                     store.claim(&d.id, Kind::Alert, d.via.as_str(), &d.immediate, now, false)?;
                 }
             }

@@ -640,3 +640,63 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! For any instant and zone, the next firing is later, soon enough, and at the written
+    //! local time unless that time did not exist that day.
+    use super::*;
+    use chrono::Offset as _;
+    use proptest::prelude::*;
+
+    const ZONES: &[&str] = &[
+        "Europe/Berlin",
+        "America/New_York",
+        "Asia/Kolkata",
+        "Australia/Lord_Howe", // 30-minute DST shift
+        "Asia/Ho_Chi_Minh",
+        "UTC",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn next_firing_is_later_and_on_time(
+            secs in 1_700_000_000i64..1_900_000_000,
+            zone in prop::sample::select(ZONES),
+            hour in 0u32..24,
+            minute in 0u32..60,
+            kind in 0usize..4,
+        ) {
+            let tz: Tz = zone.parse().expect("zone");
+            let after = Utc.timestamp_opt(secs, 0).single().expect("time");
+            let text = match kind {
+                0 => format!("daily {hour:02}:{minute:02}"),
+                1 => format!("weekdays {hour:02}:{minute:02}"),
+                2 => format!("weekly wed {hour:02}:{minute:02}"),
+                _ => format!("hourly :{minute:02}"),
+            };
+            let s = Schedule::parse(&text).expect("parse");
+            let next = s.next_after(after, tz).expect("fires");
+            prop_assert!(next > after);
+            let bound = if kind == 3 { Duration::hours(2) } else { Duration::days(8) };
+            prop_assert!(next - after <= bound, "{} after {} in {}: {}", text, after, zone, next);
+            let local = next.with_timezone(&tz);
+            if kind == 3 {
+                prop_assert_eq!(local.minute(), minute);
+            } else if (local.hour(), local.minute()) != (hour, minute) {
+                // Only allowed when the written time fell into a DST gap that day: then the
+                // instant just before the firing is in another offset.
+                let before = (next - Duration::minutes(1)).with_timezone(&tz);
+                prop_assert!(
+                    before.offset().fix() != local.offset().fix(),
+                    "{} in {}: {} is not {:02}:{:02} and not after a gap", text, zone, local, hour, minute
+                );
+            }
+            // Asking again from the firing gives a strictly later one (no double firing).
+            let again = s.next_after(next, tz).expect("fires again");
+            prop_assert!(again > next);
+        }
+    }
+}

@@ -6,8 +6,6 @@
 
 mod smtp;
 
-use std::path::Path;
-
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use policywatch::config::{self, Loaded};
 use policywatch::item::{Evidence, Field, Item, Verdict};
@@ -59,18 +57,20 @@ fn load_config(smtp: &SmtpConfig, max_stories: usize) -> Loaded {
         TlsMode::Tls => "tls",
         TlsMode::None => "none",
     });
-    s["username"] = toml_edit::value(smtp.username.clone().expect("user"));
-    s["password_file"] = toml_edit::value(path_str(smtp.password_file.as_deref()));
+    if let Some(user) = &smtp.username {
+        s["username"] = toml_edit::value(user.as_str());
+    }
+    if let Some(p) = &smtp.password_file {
+        s["password_file"] = toml_edit::value(p.to_string_lossy().as_ref());
+    }
     s["from"] = toml_edit::value(smtp.from.as_str());
-    s["ca_file"] = toml_edit::value(path_str(smtp.ca_file.as_deref()));
+    if let Some(p) = &smtp.ca_file {
+        s["ca_file"] = toml_edit::value(p.to_string_lossy().as_ref());
+    }
     s["timeout"] = toml_edit::value("10s");
     doc["smtp"] = toml_edit::Item::Table(s);
     config::load_str("test config", &doc.to_string())
         .unwrap_or_else(|e| panic!("test config must load:\n{e}"))
-}
-
-fn path_str(p: Option<&Path>) -> String {
-    p.expect("path").to_string_lossy().into_owned()
 }
 
 /// `n` export-control stories from the test feed, stored and classified at `at`.
@@ -249,6 +249,60 @@ async fn a_relay_that_is_down_for_a_while_gets_the_digest_once_when_back() {
         vec![format!("<{}>", d.message_id)]
     );
     assert_eq!(store.delivery(1).expect("delivery").status, "sent");
+}
+
+#[tokio::test]
+async fn a_relay_down_for_days_is_given_up_once() {
+    // No server process at all: runs with or without python.
+    let smtp = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: Some(smtp::dead_port()),
+        tls: TlsMode::Starttls,
+        username: None,
+        password_file: None,
+        password_env: None,
+        password_credential: None,
+        from: "digests@policywatch.test".into(),
+        ca_file: None,
+        timeout: std::time::Duration::from_secs(5),
+        max_message_bytes: None,
+    };
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(&mut store, &smtp, 1, 150);
+    let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");
+    assert_eq!(counts(&r), (0, 1, 0));
+    let created = store.delivery(1).expect("delivery").created_at;
+    // Just before the limit it is still retried...
+    let r = notifier
+        .tick(
+            &mut store,
+            &cfg,
+            created + Duration::days(3) - Duration::minutes(1),
+        )
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 1, 0));
+    // ...at the limit it is given up, once.
+    let d = store.delivery(1).expect("delivery");
+    let r = notifier
+        .tick(&mut store, &cfg, d.next_attempt_at + Duration::days(1))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 1));
+    let d = store.delivery(1).expect("delivery");
+    assert_eq!(d.status, "failed");
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("gave up after 3 attempts over 3days"),
+        "{d:?}"
+    );
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::days(30))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 0));
 }
 
 #[tokio::test]
