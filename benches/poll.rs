@@ -62,7 +62,9 @@ async fn serve(items: usize, big: usize) -> std::net::SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(2048);
                 let mut chunk = [0u8; 2048];
@@ -178,12 +180,21 @@ async fn cycle(cfg: &Path, state: &Path, all: bool) -> (f64, f64, u64, daemon::S
     let summary = daemon::run(
         ConfigSource::File(cfg.to_path_buf()),
         loaded,
-        Options { state_dir: state.to_path_buf(), once: true, all },
+        Options {
+            state_dir: state.to_path_buf(),
+            once: true,
+            all,
+        },
         rx,
     )
     .await
     .unwrap();
-    (w0.elapsed().as_secs_f64(), cpu_secs() - c0, proc_status("VmHWM:"), summary)
+    (
+        w0.elapsed().as_secs_f64(),
+        cpu_secs() - c0,
+        proc_status("VmHWM:"),
+        summary,
+    )
 }
 
 async fn scenario(feeds: usize, items: usize) {
@@ -212,7 +223,13 @@ async fn big_body() {
     reset_peak();
     let before = proc_status("VmRSS:");
     let url = url::Url::parse(&format!("http://{addr}/big")).unwrap();
-    let out = fetcher.fetch(&FetchRequest { url, etag: None, last_modified: None }).await;
+    let out = fetcher
+        .fetch(&FetchRequest {
+            url,
+            etag: None,
+            last_modified: None,
+        })
+        .await;
     let peak = proc_status("VmHWM:");
     let what = match out {
         FetchOutcome::Failed { error, .. } => format!("refused: {error}"),
@@ -229,9 +246,15 @@ async fn big_body() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         if want("200x50") {
             scenario(200, 50).await;
