@@ -30,6 +30,7 @@ fn stories(watch: &str, n: usize, base: i64) -> Vec<Story> {
                 feed_name: format!("Feed {}", i % 40),
                 published: Some(t0 + Duration::minutes(i as i64)),
                 summary,
+                summary_field: Field::Summary,
                 score: (i % 113) as f64 / 7.0,
                 evidence: vec![
                     Evidence {

@@ -5,7 +5,7 @@
 //! per watch and per language, then every miss (false positive / false negative) with id and
 //! title, then whether the seed article is flagged by both default watches.
 //!
-//! Usage: `cargo run --release --example score_dev -- --config config/watches.toml
+//! Usage: `cargo run --release --example score_dev -- --config config/policywatch.toml
 //! [--shared ../shared] [--quiet] [--explain ID]...` (`--quiet` omits the list of misses;
 //! `--explain ID` prints the classifier's explanation for that item).
 //! Label columns are matched to watches by name: `export_controls` ↔ `export-controls`.
@@ -72,7 +72,7 @@ impl Counts {
 }
 
 fn main() -> ExitCode {
-    let mut config = "config/watches.toml".to_string();
+    let mut config = "config/policywatch.toml".to_string();
     let mut shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").to_string();
     let mut quiet = false;
     let mut explain: Vec<String> = Vec::new();

@@ -40,6 +40,9 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     #[serde(default)]
     pub digests: Vec<DigestConfig>,
+    /// The mail relay, needed when a digest has `via = "email"`.
+    #[serde(default)]
+    pub smtp: Option<Spanned<crate::mail::SmtpConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,12 +139,15 @@ pub struct FeedConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     Log,
+    /// By SMTP through the `[smtp]` relay, to the digest's `to`.
+    Email,
 }
 
 impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Log => "log",
+            Via::Email => "email",
         }
     }
 }
@@ -506,6 +512,35 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
         }
         let mut seen = HashSet::new();
         watches.retain(|w| seen.insert(w.clone()));
+        if d.via == Via::Email {
+            if config.smtp.is_none() {
+                errs.at(
+                    d.id.span(),
+                    format!("digest `{id}` has via = \"email\" but there is no [smtp] section"),
+                    Some(
+                        "add [smtp] with at least host and from, e.g. host = \"smtp.example.org\" \
+                         and from = \"policywatch <alerts@example.org>\""
+                            .into(),
+                    ),
+                );
+            }
+            if d.to.is_empty() {
+                errs.at(
+                    d.id.span(),
+                    format!("digest `{id}` has via = \"email\" but no recipients"),
+                    Some("add to = [\"analyst@example.org\"]".into()),
+                );
+            }
+            for addr in &d.to {
+                if let Err(e) = addr.parse::<lettre::message::Mailbox>() {
+                    errs.at(
+                        d.id.span(),
+                        format!("digest `{id}`: `{addr}` is not a mail address ({e})"),
+                        Some("write \"name@example.org\" or \"Name <name@example.org>\"".into()),
+                    );
+                }
+            }
+        }
         if d.max_stories == 0 {
             errs.at(
                 d.id.span(),
@@ -536,6 +571,12 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                 send_empty: d.send_empty,
                 max_stories: d.max_stories,
             });
+        }
+    }
+
+    if let Some(smtp) = &config.smtp {
+        if let Err(e) = smtp.get_ref().validate() {
+            errs.at(smtp.span(), e.to_string(), None);
         }
     }
 

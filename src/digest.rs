@@ -102,8 +102,11 @@ pub struct Story {
     pub link: Option<String>,
     pub feed_name: String,
     pub published: Option<DateTime<Utc>>,
-    /// Plain text from the item.
+    /// Plain text from the item: its summary, or its content when it has no summary.
     pub summary: String,
+    /// Which item field `summary` holds ([`Field::Summary`] or [`Field::Content`]): evidence on
+    /// that field is what the snippet highlights.
+    pub summary_field: Field,
     pub score: f64,
     /// Byte ranges into the item's original title/summary/content.
     pub evidence: Vec<Evidence>,
@@ -493,8 +496,8 @@ fn source_line(s: &Story, tz: Tz) -> String {
 
 fn footer(d: &Digest) -> String {
     format!(
-        "Sent by {APP_NAME} ({} \"{}\"). Reply-free address; change the watches or the \
-         schedule in the {APP_NAME} config.",
+        "Sent automatically by {APP_NAME} ({} \"{}\"). To change what you get, edit the \
+         watches or the schedule in the {APP_NAME} config.",
         d.kind.as_str(),
         clean_short(&d.id, MAX_NAME_CHARS)
     )
@@ -773,7 +776,7 @@ fn snippet(s: &Story, max_chars: usize) -> Snippet {
         s.evidence
             .iter()
             .take(MAX_EVIDENCE)
-            .filter(|e| e.field == Field::Summary)
+            .filter(|e| e.field == s.summary_field)
             .map(|e| (e.start, e.end)),
     );
     // Byte offset of every char start, plus the end: the window is chosen in chars (what the
@@ -1016,6 +1019,7 @@ mod tests {
             feed_name: "Example News".into(),
             published: Utc.with_ymd_and_hms(2026, 11, 27, 17, 4, 0).single(),
             summary: summary.into(),
+            summary_field: Field::Summary,
             score,
             evidence: Vec::new(),
             also_reported: Vec::new(),
@@ -1305,6 +1309,35 @@ mod tests {
         assert!(r
             .html
             .contains("列入<b style=\"background:#fef3c7\">实体清单</b>"));
+    }
+
+    #[test]
+    fn snippet_from_content_highlights_content_evidence() {
+        let body = "Full text: the ministry tightened gallium export licensing.";
+        let at = body.find("gallium").expect("term");
+        let mut s = story(1, "t", body, 1.0);
+        s.summary_field = Field::Content;
+        s.evidence = vec![
+            ev("gallium", Field::Content, at, at + 7),
+            // A summary range must not be applied to content text.
+            ev("full", Field::Summary, 0, 4),
+        ];
+        let r = render(
+            &digest(vec![section("w", vec![s])]),
+            &RenderLimits::default(),
+        );
+        assert!(
+            r.text
+                .contains("   Full text: the ministry tightened *gallium* export"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text
+                .contains("Matched: gallium (content), full (summary)"),
+            "{}",
+            r.text
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod fetch;
 pub mod item;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod notify;
 pub mod retry;

@@ -23,6 +23,9 @@ use thiserror::Error;
 
 use crate::config::{Loaded, Via};
 use crate::digest::{self, DigestKind, FeedProblem, LogRecord, RenderLimits, Section, Story};
+use crate::item::Field;
+use crate::mail::{MailError, Mailer};
+use crate::retry;
 use crate::store::{Delivery, Kind, Store, StoreError};
 
 /// Failures below this count are not worth a line in a digest; a feed failing this many polls
@@ -30,11 +33,21 @@ use crate::store::{Delivery, Kind, Store, StoreError};
 const FAILING_AFTER: u32 = 3;
 /// Snippet length in digests.
 const SNIPPET_CHARS: usize = 280;
+/// After a "message too large" refusal the one retry carries this fraction of the stories
+/// (the relay did not say its limit; a quarter is small enough for any sane one).
+const TRIM_DIVISOR: usize = 4;
+/// Attempts to fit a message under `smtp.max_message_bytes` by rendering fewer stories, before
+/// the relay sees it.
+const MAX_FIT_ROUNDS: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum NotifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("mail setup: {0}")]
+    Mail(#[from] MailError),
+    #[error("a digest has via = \"email\" but the config has no [smtp] section")]
+    NoSmtp,
 }
 
 /// What one pass did, for logs, status and tests.
@@ -43,17 +56,28 @@ pub struct Report {
     pub sent: usize,
     pub retrying: usize,
     pub failed: usize,
-    /// The rendered text of each delivery made in this pass (what `run --once` prints).
+    /// The rendered text of each delivery logged in this pass, and one line per mail outcome
+    /// (what `run --once` prints).
     pub texts: Vec<String>,
 }
 
-pub struct Notifier {}
+pub struct Notifier {
+    /// The relay, when some digest goes by email. Built once per config (the password is read
+    /// here, so a wrong password path fails at start or reload, not at 07:30).
+    mailer: Option<Mailer>,
+}
 
 impl Notifier {
     /// Builds the notifier for a config; sets up SMTP (and reads its password) only when a
     /// digest is sent by email.
-    pub fn new(_cfg: &Loaded) -> Result<Notifier, NotifyError> {
-        Ok(Notifier {})
+    pub fn new(cfg: &Loaded) -> Result<Notifier, NotifyError> {
+        let needs_mail = cfg.digests.iter().any(|d| d.via == Via::Email);
+        let mailer = match (&cfg.config.smtp, needs_mail) {
+            (Some(smtp), true) => Some(Mailer::new(smtp.get_ref())?),
+            (None, true) => return Err(NotifyError::NoSmtp),
+            (_, false) => None,
+        };
+        Ok(Notifier { mailer })
     }
 
     /// Registers every configured digest, so stories classified from now on are theirs.
@@ -183,17 +207,156 @@ impl Notifier {
                 .min(dcfg.max_stories),
             snippet_chars: SNIPPET_CHARS,
         };
-        let rendered = digest::render(&d, &limits);
         match dcfg.via {
             Via::Log => {
+                let rendered = digest::render(&d, &limits);
                 log_digest(&d, &limits, delivery);
                 store.mark_sent(delivery.id, now, "logged")?;
                 report.sent += 1;
                 report.texts.push(rendered.text);
             }
+            Via::Email => {
+                self.mail(store, dcfg, &d, delivery, limits, now, report)
+                    .await?
+            }
         }
         Ok(())
     }
+
+    /// `via = "email"`: fit the message under the relay's size limit, send it, and record the
+    /// outcome. Marked sent only on the server's acceptance; a transient failure is retried
+    /// with backoff (given up after [`retry::SMTP_GIVE_UP_AFTER`]); "too large" is retried once
+    /// with a quarter of the stories, then marked failed. Every path ends in exactly one store
+    /// update, so no delivery can loop.
+    #[allow(clippy::too_many_arguments)]
+    async fn mail(
+        &self,
+        store: &mut Store,
+        dcfg: &crate::config::Digest,
+        d: &digest::Digest,
+        delivery: &Delivery,
+        limits: RenderLimits,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), NotifyError> {
+        let Some(mailer) = &self.mailer else {
+            // Unreachable with a validated config; fail visibly rather than panic.
+            return fail(store, delivery, "no [smtp] relay is configured", report);
+        };
+        let list_id = mailer.list_id(&dcfg.id);
+        // The Date is the claim time, like the Message-ID fixed per delivery: a resend after
+        // a crash is the same message, and recipients see when the digest was cut.
+        let date = delivery.created_at;
+        let mut max_stories = limits.max_stories;
+        let mut fitted = None;
+        for _ in 0..MAX_FIT_ROUNDS {
+            let rendered = digest::render(
+                d,
+                &RenderLimits {
+                    max_stories,
+                    ..limits
+                },
+            );
+            match mailer.build_message(&dcfg.to, &rendered, &delivery.message_id, date, &list_id) {
+                Ok(msg) => {
+                    fitted = Some((msg, rendered));
+                    break;
+                }
+                Err(MailError::TooLarge { size, max }) if rendered.shown > 1 => {
+                    // Scale by how far over the limit we are, with a margin for the markup
+                    // that does not shrink; always at least one story fewer.
+                    let scaled = rendered.shown as f64 * max as f64 / size.max(1) as f64 * 0.9;
+                    max_stories = (scaled as usize).clamp(1, rendered.shown - 1);
+                }
+                Err(e) => return fail(store, delivery, &e.to_string(), report),
+            }
+        }
+        let Some((msg, rendered)) = fitted else {
+            let msg = format!(
+                "the digest does not fit in smtp.max_message_bytes ({} bytes) even with {max_stories} stories",
+                mailer.max_message_bytes().unwrap_or_default()
+            );
+            return fail(store, delivery, &msg, report);
+        };
+        match mailer.send(&msg).await {
+            Ok(reply) => {
+                tracing::info!(
+                    delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
+                    message_id = %delivery.message_id, recipients = dcfg.to.len(),
+                    stories = rendered.shown, trimmed = rendered.trimmed, reply = %reply,
+                    "mailed: {}", rendered.subject
+                );
+                store.mark_sent(delivery.id, now, &reply)?;
+                report.sent += 1;
+                report.texts.push(format!(
+                    "mailed to {}: {} ({reply})",
+                    dcfg.to.join(", "),
+                    rendered.subject
+                ));
+            }
+            Err(e) if e.transient => {
+                let age = (now - delivery.created_at).to_std().unwrap_or_default();
+                if age >= retry::SMTP_GIVE_UP_AFTER {
+                    let msg = format!(
+                        "gave up after {} attempts over {}: {}",
+                        delivery.attempts + 1,
+                        humantime::format_duration(retry::SMTP_GIVE_UP_AFTER),
+                        e.message
+                    );
+                    return fail(store, delivery, &msg, report);
+                }
+                let wait = retry::smtp_backoff(delivery.attempts + 1, rand::random::<f64>());
+                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                tracing::warn!(
+                    delivery = delivery.id, digest = %delivery.digest_id, attempt = delivery.attempts + 1,
+                    retry_at = %at, "mail deferred: {}", e.message
+                );
+                store.mark_retry(delivery.id, &e.message, at, None)?;
+                report.retrying += 1;
+                report.texts.push(format!(
+                    "mail deferred, next attempt at {at}: {} — {}",
+                    rendered.subject, e.message
+                ));
+            }
+            Err(e) if e.is_too_large() && delivery.trim_to.is_none() && rendered.shown > 1 => {
+                let trim = (rendered.shown / TRIM_DIVISOR).max(1);
+                tracing::warn!(
+                    delivery = delivery.id, digest = %delivery.digest_id, stories = rendered.shown,
+                    trim_to = trim, "relay refused the digest as too large; retrying once with fewer stories: {}",
+                    e.message
+                );
+                store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
+                report.retrying += 1;
+                report.texts.push(format!(
+                    "mail refused as too large, retrying with {trim} stories: {}",
+                    e.message
+                ));
+            }
+            Err(e) => return fail(store, delivery, &e.message, report),
+        }
+        Ok(())
+    }
+}
+
+/// A permanent failure: logged at error level, the delivery marked failed (its stories stay
+/// claimed, so they are not mailed again by a later digest).
+fn fail(
+    store: &mut Store,
+    delivery: &Delivery,
+    msg: &str,
+    report: &mut Report,
+) -> Result<(), NotifyError> {
+    tracing::error!(
+        delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
+        "delivery failed for good: {msg}"
+    );
+    store.mark_failed(delivery.id, msg)?;
+    report.failed += 1;
+    report.texts.push(format!(
+        "delivery {} of digest `{}` failed: {msg}",
+        delivery.id, delivery.digest_id
+    ));
+    Ok(())
 }
 
 /// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
@@ -248,6 +411,11 @@ fn assemble(
                 m.item.content.clone()
             } else {
                 m.item.summary.clone()
+            },
+            summary_field: if m.item.summary.is_empty() {
+                Field::Content
+            } else {
+                Field::Summary
             },
             score: m.score,
             evidence: m.evidence,

@@ -168,6 +168,69 @@ pub fn next_poll_after_failure(
     at
 }
 
+// ---------------------------------------------------------------------------------------------
+// SMTP delivery (owned by the mail part). `mail` classifies each failed send with
+// `smtp_failure_is_transient`; `notify` waits `smtp_backoff` between attempts of one delivery.
+
+/// What went wrong with an SMTP send, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpFailure {
+    /// The server answered with a reply code (see `code`).
+    Reply,
+    /// Could not connect, or the connection broke (refused, reset, DNS).
+    Connection,
+    /// Connect or a command timed out.
+    Timeout,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The server said something we could not parse.
+    Protocol,
+    /// We refused to go on: no usable AUTH mechanism, bad envelope. Our side or config.
+    Client,
+}
+
+/// Whether a failed send is worth retrying unchanged.
+///
+/// Reply codes decide when there is one: 4xx is the server's "try again later", 5xx is final
+/// (RFC 5321 §4.2.1); a 552 is final for *this* message, and the caller may send a trimmed one
+/// (see [`smtp_reply_means_too_large`]). Without a code, network trouble (refused, reset,
+/// timeout) is transient. TLS failures are transient too: they are almost always a relay
+/// being reconfigured or a certificate being renewed, and a digest that waits is better than
+/// one marked failed for good; the backoff keeps the retries rare. A client-side refusal
+/// (no AUTH mechanism in common, bad addresses) will not fix itself: permanent.
+pub fn smtp_failure_is_transient(code: Option<u16>, failure: SmtpFailure) -> bool {
+    match code {
+        Some(c) if (400..500).contains(&c) => true,
+        Some(c) if (500..600).contains(&c) => false,
+        // A code outside 4xx/5xx on a failure is a confused server: like a protocol error.
+        Some(_) => true,
+        None => !matches!(failure, SmtpFailure::Client),
+    }
+}
+
+/// Whether a permanent reply says the message was too big, so a trimmed digest may pass:
+/// 552 (RFC 5321 "exceeded storage allocation", what relays send for size limits), or the
+/// enhanced status 5.3.4 "message too big for system" under another code.
+pub fn smtp_reply_means_too_large(code: Option<u16>, message: &str) -> bool {
+    code == Some(552) || (code.is_some_and(|c| c >= 500) && message.contains("5.3.4"))
+}
+
+/// First retry of a delivery after a minute, doubling, at most every 30 minutes: mail relays
+/// come back within minutes (greylisting asks for 1-15), and a digest that is hours late is
+/// worth little.
+pub const SMTP_RETRY_BASE: Duration = Duration::from_secs(60);
+pub const SMTP_RETRY_CAP: Duration = Duration::from_secs(30 * 60);
+
+/// A delivery still failing transiently this long after it was claimed is given up (marked
+/// failed, and visible in status): its news is stale, and a relay that is down for days needs a
+/// person more than it needs more retries.
+pub const SMTP_GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// Wait before the next attempt of a delivery that has failed transiently `failures` times.
+pub fn smtp_backoff(failures: u32, jitter01: f64) -> Duration {
+    backoff(failures, SMTP_RETRY_BASE, SMTP_RETRY_CAP, jitter01)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +244,42 @@ mod tests {
         assert_eq!(backoff(3, base, cap, 0.0), Duration::from_secs(120));
         assert_eq!(backoff(40, base, cap, 1.0), cap);
         assert_eq!(backoff(40, base, cap, 0.0), cap / 2);
+    }
+
+    #[test]
+    fn smtp_codes_and_failures_classify() {
+        use SmtpFailure::*;
+        let cases: &[(Option<u16>, SmtpFailure, bool)] = &[
+            (Some(421), Reply, true),
+            (Some(450), Reply, true),
+            (Some(451), Reply, true),
+            (Some(452), Reply, true),
+            (Some(535), Reply, false),
+            (Some(550), Reply, false),
+            (Some(552), Reply, false),
+            (Some(554), Reply, false),
+            (None, Connection, true),
+            (None, Timeout, true),
+            (None, Tls, true),
+            (None, Protocol, true),
+            (None, Client, false),
+        ];
+        for &(code, failure, want) in cases {
+            assert_eq!(
+                smtp_failure_is_transient(code, failure),
+                want,
+                "{code:?} {failure:?}"
+            );
+        }
+        assert!(smtp_reply_means_too_large(Some(552), "5.2.2 mailbox full"));
+        assert!(smtp_reply_means_too_large(
+            Some(554),
+            "5.3.4 Message too big for system"
+        ));
+        assert!(!smtp_reply_means_too_large(Some(550), "5.1.1 no such user"));
+        assert!(!smtp_reply_means_too_large(Some(451), "4.3.4 try later"));
+        assert_eq!(smtp_backoff(1, 1.0), SMTP_RETRY_BASE);
+        assert_eq!(smtp_backoff(20, 1.0), SMTP_RETRY_CAP);
     }
 }
 

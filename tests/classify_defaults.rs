@@ -1,12 +1,12 @@
-//! The shipped default watches (config/watches.toml) on hand-written multilingual fixtures, and
+//! The shipped default watches (config/policywatch.toml) on hand-written multilingual fixtures, and
 //! on the shared seed article when `../shared` is present.
 
 use policywatch::classify::{watches_from_toml, Classifier};
 use policywatch::item::Item;
 
 fn defaults() -> Classifier {
-    let src = include_str!("../config/watches.toml");
-    let ws = watches_from_toml(src).expect("config/watches.toml parses");
+    let src = include_str!("../config/policywatch.toml");
+    let ws = watches_from_toml(src).expect("config/policywatch.toml parses");
     let ids: Vec<&str> = ws.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(ids, vec!["export-controls", "ai-chips"]);
     match Classifier::compile(&ws) {
@@ -14,7 +14,7 @@ fn defaults() -> Classifier {
         Err(errs) => {
             let msg: Vec<String> = errs
                 .iter()
-                .map(|e| e.render("config/watches.toml", src))
+                .map(|e| e.render("config/policywatch.toml", src))
                 .collect();
             panic!("default rules do not compile:\n{}", msg.join("\n"));
         }

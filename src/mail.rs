@@ -1,0 +1,946 @@
+//! Sending rendered digests by SMTP: the `[smtp]` config section, building the MIME message and
+//! handing it to the relay.
+//!
+//! In: [`SmtpConfig`] (from the config file), a [`Rendered`] digest from `digest`, recipients,
+//! and the delivery's stable Message-ID from `notify`. Out: a `lettre::Message`, and for a send
+//! either the server's acceptance reply or a [`SendError`] that says whether trying again later
+//! can help (the decision itself lives in `retry`).
+//!
+//! # Security
+//! - TLS is required by default (STARTTLS, or implicit TLS on 465) with rustls and the webpki
+//!   roots plus an optional extra CA (`ca_file`) for internal relays. Plain SMTP is refused
+//!   unless the relay is on loopback (a local MTA).
+//! - The password is read once, from a file, an environment variable or a systemd credential
+//!   (`$CREDENTIALS_DIRECTORY/<name>`, from `LoadCredential=`), never from the config file
+//!   itself, and never appears in `Debug` output or logs.
+//! - Header values that could come from feeds (the subject) are cleaned of CR/LF before lettre
+//!   encodes them; Message-ID and List-Id are validated to a strict character set.
+//!
+//! One connection per send (lettre's pool is not compiled in): digests go out a few times a
+//! day, and a pooled idle connection would only add a background task and stale-connection
+//! failures.
+
+use std::fmt;
+use std::io::Read as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+use crate::digest::{clean_line, Rendered};
+use crate::retry::{smtp_failure_is_transient, smtp_reply_means_too_large, SmtpFailure};
+
+/// Password files and credentials larger than this are not passwords.
+const MAX_PASSWORD_BYTES: u64 = 4096;
+/// CA bundles larger than this are not what `ca_file` is for.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+/// Server replies and error texts are cut to this many characters in [`SendError`].
+const MAX_ERROR_CHARS: usize = 600;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the connection to the relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain connect, then STARTTLS; refusing to go on without it. Port 587 by default.
+    #[default]
+    Starttls,
+    /// TLS from the first byte ("SMTPS"). Port 465 by default.
+    Tls,
+    /// No encryption: only for a relay on loopback. Port 25 by default.
+    None,
+}
+
+impl TlsMode {
+    pub fn default_port(self) -> u16 {
+        match self {
+            TlsMode::Starttls => 587,
+            TlsMode::Tls => 465,
+            TlsMode::None => 25,
+        }
+    }
+}
+
+/// The `[smtp]` section of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (one line; a trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// systemd credential name: the password is read from `$CREDENTIALS_DIRECTORY/<name>`.
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    /// Sender mailbox, e.g. `policywatch <alerts@example.org>`.
+    pub from: String,
+    /// Extra trusted root certificate(s), PEM, for internal relays and tests.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Connect and per-command timeout, e.g. "30s".
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest message the relay takes; bigger digests are trimmed before sending.
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("[smtp] {key}: {reason}")]
+    Config { key: &'static str, reason: String },
+    #[error("[smtp] cannot read the password from {source_desc}: {reason}")]
+    Password { source_desc: String, reason: String },
+    #[error("[smtp] ca_file {}: {reason}", path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("invalid mail address `{address}`: {reason}")]
+    Address { address: String, reason: String },
+    #[error("invalid {header}: {reason}")]
+    Header {
+        header: &'static str,
+        reason: String,
+    },
+    #[error("cannot build the message: {0}")]
+    Build(String),
+    #[error("message is {size} bytes, above the relay's limit of {max} bytes (smtp.max_message_bytes): trim it")]
+    TooLarge { size: usize, max: usize },
+    #[error("[smtp] TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A send that did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// Trying the same message again later may succeed (decided by `retry`).
+    pub transient: bool,
+    /// The SMTP reply code, when the server answered.
+    pub code: Option<u16>,
+    /// What happened, with the server's words and a hint; one line.
+    pub message: String,
+}
+
+impl SendError {
+    /// The relay refused the message for its size: a trimmed digest may pass.
+    pub fn is_too_large(&self) -> bool {
+        smtp_reply_means_too_large(self.code, &self.message)
+    }
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(self.tls.default_port())
+    }
+
+    /// Checks what can be checked without touching files or the network.
+    pub fn validate(&self) -> Result<(), MailError> {
+        let bad = |key, reason: &str| {
+            Err(MailError::Config {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let host = self.host.trim();
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("host", "write the relay's host name or IP address");
+        }
+        if self.port == Some(0) {
+            return bad(
+                "port",
+                "0 is not a port: leave it out for the default of the tls mode",
+            );
+        }
+        if self.tls == TlsMode::None && !is_loopback_host(host) {
+            return bad(
+                "tls",
+                "\"none\" sends the password and the mail in clear text: it is allowed only for \
+                 a relay on loopback (localhost, 127.0.0.1, ::1); use \"starttls\" or \"tls\"",
+            );
+        }
+        self.from
+            .parse::<Mailbox>()
+            .map_err(|e| MailError::Config {
+                key: "from",
+                reason: format!(
+                    "`{}` is not a mailbox ({e}): write e.g. \"policywatch <alerts@example.org>\"",
+                    clean_line(&self.from)
+                ),
+            })?;
+        let sources = [
+            self.password_file.is_some(),
+            self.password_env.is_some(),
+            self.password_credential.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if sources > 1 {
+            return bad(
+                "password_file",
+                "set only one of password_file, password_env, password_credential",
+            );
+        }
+        match (&self.username, sources) {
+            (Some(_), 0) => {
+                return bad(
+                    "username",
+                    "a username needs a password: set password_file, password_env or \
+                     password_credential",
+                )
+            }
+            (None, 1) => return bad("username", "a password is set but no username"),
+            _ => {}
+        }
+        if let Some(name) = &self.password_credential {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return bad(
+                    "password_credential",
+                    "write the credential's name as given in LoadCredential=NAME:path, not a path",
+                );
+            }
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout", "must be above zero, e.g. \"30s\"");
+        }
+        Ok(())
+    }
+
+    /// Reads the password from its source; `env` looks up environment variables (injected so
+    /// tests need not change the process environment).
+    fn read_password(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, MailError> {
+        let (desc, raw) = if let Some(path) = &self.password_file {
+            let desc = format!("password_file {}", path.display());
+            (
+                desc.clone(),
+                read_small_file(path, MAX_PASSWORD_BYTES, &desc)?,
+            )
+        } else if let Some(var) = &self.password_env {
+            let desc = format!("password_env {var}");
+            let v = env(var).ok_or_else(|| MailError::Password {
+                source_desc: desc.clone(),
+                reason: "the variable is not set (or not UTF-8)".into(),
+            })?;
+            (desc, v)
+        } else if let Some(name) = &self.password_credential {
+            let desc = format!("password_credential {name}");
+            let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| MailError::Password {
+                source_desc: desc.clone(),
+                reason: format!(
+                    "CREDENTIALS_DIRECTORY is not set: run under systemd with \
+                     LoadCredential={name}:/path/to/secret in the unit"
+                ),
+            })?;
+            let path = Path::new(&dir).join(name);
+            (
+                desc.clone(),
+                read_small_file(&path, MAX_PASSWORD_BYTES, &desc)?,
+            )
+        } else {
+            return Ok(None);
+        };
+        // Files written by `echo` end in a newline that is not part of the password.
+        let pw = raw
+            .strip_suffix("\r\n")
+            .or_else(|| raw.strip_suffix('\n'))
+            .unwrap_or(&raw);
+        if pw.is_empty() {
+            return Err(MailError::Password {
+                source_desc: desc,
+                reason: "it is empty".into(),
+            });
+        }
+        Ok(Some(pw.to_string()))
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn read_small_file(path: &Path, max: u64, desc: &str) -> Result<String, MailError> {
+    let err = |reason: String| MailError::Password {
+        source_desc: desc.to_string(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let mut buf = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut buf)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    if buf.len() as u64 > max {
+        return Err(err(format!(
+            "{} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): tells vacation responders and ticket systems
+/// not to answer.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".into())
+    }
+}
+
+/// `X-Auto-Response-Suppress: All`: Exchange's own switch for the same.
+#[derive(Clone)]
+struct AutoResponseSuppress;
+
+impl Header for AutoResponseSuppress {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Auto-Response-Suppress")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoResponseSuppress)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "All".into())
+    }
+}
+
+/// `List-Id: <id>` (RFC 2919), so people can filter digests into a folder.
+#[derive(Clone)]
+struct ListId(String);
+
+impl Header for ListId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Id")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListId(s.to_string()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), format!("<{}>", self.0))
+    }
+}
+
+/// Sends digests through one configured relay.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    username: Option<String>,
+    timeout: Duration,
+    max_message_bytes: Option<usize>,
+}
+
+impl fmt::Debug for Mailer {
+    // Written by hand so the transport (which holds the credentials) is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.username.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+impl Mailer {
+    /// Validates the config, reads the password and the extra CA, and prepares the transport.
+    /// Does not connect.
+    pub fn new(cfg: &SmtpConfig) -> Result<Mailer, MailError> {
+        Self::with_env(cfg, &|k| std::env::var(k).ok())
+    }
+
+    fn with_env(
+        cfg: &SmtpConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Mailer, MailError> {
+        cfg.validate()?;
+        let host = cfg.host.trim().to_string();
+        let port = cfg.port();
+        let from: Mailbox = cfg.from.parse().map_err(|e| MailError::Address {
+            address: cfg.from.clone(),
+            reason: format!("{e}"),
+        })?;
+        let password = cfg.read_password(env)?;
+
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+            .port(port)
+            .timeout(Some(cfg.timeout));
+        if cfg.tls != TlsMode::None {
+            // rustls wants the bare name or address, without IPv6 brackets.
+            let domain = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let mut params = TlsParameters::builder(domain);
+            if let Some(path) = &cfg.ca_file {
+                params = params.add_root_certificate(read_ca(path)?);
+            }
+            let params = params
+                .build_rustls()
+                .map_err(|e| MailError::Tls(e.to_string()))?;
+            builder = builder.tls(match cfg.tls {
+                TlsMode::Tls => Tls::Wrapper(params),
+                _ => Tls::Required(params),
+            });
+        } else {
+            builder = builder.tls(Tls::None);
+        }
+        if let (Some(user), Some(pw)) = (&cfg.username, password) {
+            builder = builder
+                .credentials(Credentials::new(user.clone(), pw))
+                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+        }
+        Ok(Mailer {
+            transport: builder.build(),
+            from,
+            host,
+            port,
+            tls: cfg.tls,
+            username: cfg.username.clone(),
+            timeout: cfg.timeout,
+            max_message_bytes: cfg.max_message_bytes,
+        })
+    }
+
+    pub fn max_message_bytes(&self) -> Option<usize> {
+        self.max_message_bytes
+    }
+
+    /// The List-Id for a digest: `<digest>.policywatch.<sender's domain>` (RFC 2919 wants it
+    /// under a domain the sender controls). Characters outside `[a-z0-9-]` become `-`.
+    pub fn list_id(&self, digest_id: &str) -> String {
+        let mut name: String = digest_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(60)
+            .collect();
+        name = name.trim_matches('-').to_string();
+        if name.is_empty() {
+            name = "digest".into();
+        }
+        let domain: String = self
+            .from
+            .email
+            .domain()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect();
+        let domain = domain.trim_matches('.');
+        if domain.is_empty() {
+            format!("{name}.policywatch")
+        } else {
+            format!("{name}.policywatch.{domain}")
+        }
+    }
+
+    /// Builds the multipart/alternative message (plain text first, HTML preferred) with
+    /// `Date`, `Message-ID` (`message_id` with or without angle brackets, e.g.
+    /// `delivery-42.daily@policywatch`), `Auto-Submitted: auto-generated` and `List-Id:
+    /// <list_id>`. Fails with [`MailError::TooLarge`] above `max_message_bytes`.
+    pub fn build_message(
+        &self,
+        to: &[String],
+        rendered: &Rendered,
+        message_id: &str,
+        date: DateTime<Utc>,
+        list_id: &str,
+    ) -> Result<Message, MailError> {
+        if to.is_empty() {
+            return Err(MailError::Address {
+                address: String::new(),
+                reason: "no recipients".into(),
+            });
+        }
+        let mut b = Message::builder().from(self.from.clone());
+        for addr in to {
+            let mbox: Mailbox = addr.parse().map_err(|e| MailError::Address {
+                address: clean_line(addr),
+                reason: format!("{e}"),
+            })?;
+            b = b.to(mbox);
+        }
+        let mid = message_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        if !is_msg_id(mid) {
+            return Err(MailError::Header {
+                header: "Message-ID",
+                reason: format!("`{}` is not of the form left@right", clean_line(message_id)),
+            });
+        }
+        if !is_dot_atom(list_id) {
+            return Err(MailError::Header {
+                header: "List-Id",
+                reason: format!(
+                    "`{}` must be letters, digits, '-' and '.', e.g. daily.policywatch.example.org",
+                    clean_line(list_id)
+                ),
+            });
+        }
+        let msg = b
+            // The renderer already keeps the subject on one line; cleaning again here keeps
+            // that true for any caller.
+            .subject(clean_line(&rendered.subject))
+            .date(SystemTime::from(date))
+            .message_id(Some(format!("<{mid}>")))
+            .header(AutoSubmitted)
+            .header(AutoResponseSuppress)
+            .header(ListId(list_id.to_string()))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::plain(rendered.text.clone()))
+                    .singlepart(SinglePart::html(rendered.html.clone())),
+            )
+            .map_err(|e| MailError::Build(e.to_string()))?;
+        if let Some(max) = self.max_message_bytes {
+            let size = msg.formatted().len();
+            if size > max {
+                return Err(MailError::TooLarge { size, max });
+            }
+        }
+        Ok(msg)
+    }
+
+    /// Hands the message to the relay. Ok is the server's acceptance reply ("250 2.0.0 OK
+    /// queued as ..."): only then is the message the relay's responsibility.
+    pub async fn send(&self, msg: &Message) -> Result<String, SendError> {
+        match self.transport.send(msg.clone()).await {
+            Ok(resp) => {
+                let text: Vec<&str> = resp.message().collect();
+                Ok(clean_line(&format!(
+                    "{} {}",
+                    u16::from(resp.code()),
+                    text.join(" ")
+                )))
+            }
+            Err(e) => Err(self.classify(&e)),
+        }
+    }
+
+    fn classify(&self, e: &lettre::transport::smtp::Error) -> SendError {
+        let code = e.status().map(u16::from);
+        let failure = if code.is_some() {
+            SmtpFailure::Reply
+        } else if e.is_timeout() {
+            SmtpFailure::Timeout
+        } else if e.is_tls() || tls_failure_in(e) {
+            SmtpFailure::Tls
+        } else if e.is_client() {
+            SmtpFailure::Client
+        } else if e.is_response() {
+            SmtpFailure::Protocol
+        } else {
+            SmtpFailure::Connection
+        };
+        let server = format!("{}:{}", self.host, self.port);
+        let detail = clean_line(&e.to_string());
+        let message = match (failure, code) {
+            (_, Some(c @ (530 | 534 | 535 | 538))) => format!(
+                "SMTP authentication with {server} failed ({c}): {detail}; check [smtp] \
+                 username and its password source"
+            ),
+            (_, Some(c)) if smtp_reply_means_too_large(Some(c), &detail) => {
+                format!("{server} refused the message as too large ({c}): {detail}")
+            }
+            (_, Some(c)) if c >= 500 => format!("{server} refused the message ({c}): {detail}"),
+            (_, Some(c)) => format!("{server} deferred the message ({c}): {detail}"),
+            (SmtpFailure::Timeout, None) => format!(
+                "SMTP server {server} did not answer within {}: {detail}",
+                humantime::format_duration(self.timeout)
+            ),
+            (SmtpFailure::Tls, None) => format!(
+                "TLS with {server} failed: {detail} (for a private relay or a self-signed \
+                 certificate, set [smtp] ca_file)"
+            ),
+            (SmtpFailure::Client, None) if detail.contains("authentication mechanism") => format!(
+                "{server} offers no authentication mechanism we use (PLAIN or LOGIN over TLS): \
+                 {detail}; check that the relay expects a login, or remove [smtp] username"
+            ),
+            (SmtpFailure::Client, None) => format!("cannot send via {server}: {detail}"),
+            (SmtpFailure::Protocol, None) => {
+                format!("SMTP server {server} sent an unexpected reply: {detail}")
+            }
+            _ => format!("cannot reach SMTP server {server}: {detail}"),
+        };
+        SendError {
+            transient: smtp_failure_is_transient(code, failure),
+            code,
+            message: truncate(&message, MAX_ERROR_CHARS),
+        }
+    }
+}
+
+/// Whether a rustls error hides in the error's source chain. lettre reports a failed TLS
+/// handshake (untrusted or expired certificate, wrong name) as a connection error, and the
+/// difference matters to the person reading the log.
+fn tls_failure_in(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn read_ca(path: &Path) -> Result<Certificate, MailError> {
+    let err = |reason: String| MailError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut pem = Vec::new();
+    f.take(MAX_CA_FILE_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| err(e.to_string()))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(err(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    // lettre accepts a file without certificates and trusts nothing extra; say so instead.
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(err(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    Certificate::from_pem(&pem).map_err(|e| err(e.to_string()))
+}
+
+/// `left@right` made of RFC 5322 atext and dots: what we generate, and nothing that could end
+/// the header or the angle brackets.
+fn is_msg_id(s: &str) -> bool {
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+    match s.split_once('@') {
+        Some((l, r)) => {
+            s.len() <= 250
+                && !l.is_empty()
+                && !r.is_empty()
+                && l.chars().all(atext)
+                && r.chars().all(atext)
+        }
+        None => false,
+    }
+}
+
+fn is_dot_atom(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(toml_text: &str) -> SmtpConfig {
+        toml::from_str(toml_text).expect("config parses")
+    }
+
+    fn base() -> SmtpConfig {
+        cfg(r#"
+            host = "smtp.example.org"
+            from = "policywatch <alerts@example.org>"
+        "#)
+    }
+
+    fn rendered(subject: &str) -> Rendered {
+        Rendered {
+            subject: subject.into(),
+            text: "plain body\n".into(),
+            html: "<p>html body</p>\n".into(),
+            shown: 1,
+            trimmed: 0,
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_starttls_587_and_30s() {
+        let c = base();
+        assert_eq!(c.tls, TlsMode::Starttls);
+        assert_eq!(c.port(), 587);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        c.validate().expect("valid");
+        let c = cfg(r#"
+            host = "smtp.example.org"
+            tls = "tls"
+            from = "a@example.org"
+            timeout = "1m 30s"
+        "#);
+        assert_eq!((c.port(), c.timeout), (465, Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn unknown_keys_and_modes_are_rejected() {
+        let e = toml::from_str::<SmtpConfig>("host = \"h\"\nfrom = \"a@b.c\"\npassword = \"x\"\n")
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("unknown field `password`"), "{e}");
+        let e = toml::from_str::<SmtpConfig>("host = \"h\"\nfrom = \"a@b.c\"\ntls = \"ssl\"\n")
+            .expect_err("unknown mode");
+        assert!(e.to_string().contains("starttls"), "{e}");
+    }
+
+    #[test]
+    fn validation_says_what_to_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "host = \"smtp.example.org\"\ntls = \"none\"",
+                "only for a relay on loopback",
+            ),
+            ("host = \"\"", "host"),
+            ("host = \"h\"\nport = 0", "0 is not a port"),
+            ("host = \"h\"\nusername = \"u\"", "needs a password"),
+            ("host = \"h\"\npassword_env = \"P\"", "no username"),
+            (
+                "host = \"h\"\nusername = \"u\"\npassword_env = \"P\"\npassword_file = \"/x\"",
+                "only one of",
+            ),
+            (
+                "host = \"h\"\nusername = \"u\"\npassword_credential = \"../etc/shadow\"",
+                "LoadCredential",
+            ),
+        ];
+        for (body, want) in cases {
+            let c = cfg(&format!("{body}\nfrom = \"a@example.org\"\n"));
+            let e = c.validate().expect_err(body).to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let c = cfg("host = \"h\"\nfrom = \"not an address\"\n");
+        assert!(c.validate().expect_err("from").to_string().contains("from"));
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]", "127.0.0.53"] {
+            let c = cfg(&format!(
+                "host = \"{host}\"\ntls = \"none\"\nfrom = \"a@example.org\"\n"
+            ));
+            c.validate().unwrap_or_else(|e| panic!("{host}: {e}"));
+            assert_eq!(c.port(), 25);
+        }
+    }
+
+    #[test]
+    fn password_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let mut c = base();
+        c.username = Some("u".into());
+        c.password_file = Some(file.clone());
+        assert_eq!(
+            c.read_password(&no_env).expect("file").as_deref(),
+            Some("s3cret")
+        );
+
+        std::fs::write(&file, "\n").expect("write");
+        assert!(c
+            .read_password(&no_env)
+            .expect_err("empty")
+            .to_string()
+            .contains("empty"));
+        std::fs::write(&file, "x".repeat(5000)).expect("write");
+        assert!(c
+            .read_password(&no_env)
+            .expect_err("big")
+            .to_string()
+            .contains("larger"));
+
+        c.password_file = None;
+        c.password_env = Some("PW_VAR".into());
+        let env = |k: &str| (k == "PW_VAR").then(|| "from-env".to_string());
+        assert_eq!(
+            c.read_password(&env).expect("env").as_deref(),
+            Some("from-env")
+        );
+        assert!(c
+            .read_password(&no_env)
+            .expect_err("unset")
+            .to_string()
+            .contains("not set"));
+
+        c.password_env = None;
+        c.password_credential = Some("smtp-password".into());
+        std::fs::write(dir.path().join("smtp-password"), "from-cred\r\n").expect("write");
+        let d = dir.path().to_string_lossy().to_string();
+        let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone());
+        assert_eq!(
+            c.read_password(&env).expect("cred").as_deref(),
+            Some("from-cred")
+        );
+        let e = c.read_password(&no_env).expect_err("no dir").to_string();
+        assert!(e.contains("LoadCredential=smtp-password:"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut c = base();
+        c.username = Some("user".into());
+        c.password_env = Some("PW".into());
+        let env = |_: &str| Some("hunter2-very-secret".to_string());
+        let m = Mailer::with_env(&c, &env).expect("mailer");
+        let dbg = format!("{m:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+    }
+
+    #[test]
+    fn ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, "not a certificate").expect("write");
+        let mut c = base();
+        c.ca_file = Some(p);
+        let e = Mailer::with_env(&c, &no_env)
+            .expect_err("bad ca")
+            .to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn message_has_headers_and_both_parts() {
+        let m = Mailer::with_env(&base(), &no_env).expect("mailer");
+        let date = DateTime::parse_from_rfc3339("2026-11-28T06:30:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        let msg = m
+            .build_message(
+                &["Analyst <analyst@example.org>".into()],
+                &rendered("policywatch: 3 export-controls\r\nBcc: victim@example.org"),
+                "delivery-42.daily@policywatch",
+                date,
+                "daily.policywatch",
+            )
+            .expect("message");
+        let raw = String::from_utf8(msg.formatted()).expect("utf8");
+        let head = raw.split("\r\n\r\n").next().expect("headers");
+        assert!(
+            head.contains("Message-ID: <delivery-42.daily@policywatch>"),
+            "{head}"
+        );
+        assert!(head.contains("Auto-Submitted: auto-generated"), "{head}");
+        assert!(head.contains("List-Id: <daily.policywatch>"), "{head}");
+        assert!(
+            head.contains("Date: Sat, 28 Nov 2026 06:30:00 +0000"),
+            "{head}"
+        );
+        assert!(head.contains("multipart/alternative"), "{head}");
+        // The CR/LF in the subject became a space: no header line starts with "Bcc".
+        assert!(
+            !head
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc")),
+            "{head}"
+        );
+        assert!(raw.contains("text/plain") && raw.contains("text/html"));
+    }
+
+    #[test]
+    fn list_ids_are_safe_and_under_the_sender_domain() {
+        let m = Mailer::with_env(&base(), &no_env).expect("mailer");
+        assert_eq!(m.list_id("daily"), "daily.policywatch.example.org");
+        assert_eq!(
+            m.list_id("Week ly/<x>"),
+            "week-ly--x.policywatch.example.org"
+        );
+        assert_eq!(m.list_id("日报"), "digest.policywatch.example.org");
+        assert!(is_dot_atom(&m.list_id("a b\r\nc")));
+    }
+
+    #[test]
+    fn bad_ids_addresses_and_sizes_are_refused() {
+        let mut c = base();
+        c.max_message_bytes = Some(500);
+        let m = Mailer::with_env(&c, &no_env).expect("mailer");
+        let now = Utc::now();
+        let r = rendered("s");
+        let to = vec!["a@example.org".to_string()];
+        let e = m
+            .build_message(&to, &r, "no-at-sign", now, "l")
+            .expect_err("mid");
+        assert!(e.to_string().contains("Message-ID"), "{e}");
+        let e = m
+            .build_message(&to, &r, "a@b>\r\nX: y", now, "l")
+            .expect_err("mid");
+        assert!(e.to_string().contains("Message-ID"), "{e}");
+        let e = m
+            .build_message(&to, &r, "a@b", now, "bad list>")
+            .expect_err("list");
+        assert!(e.to_string().contains("List-Id"), "{e}");
+        let e = m
+            .build_message(&["nobody".into()], &r, "a@b", now, "l")
+            .expect_err("to");
+        assert!(e.to_string().contains("nobody"), "{e}");
+        assert!(m.build_message(&[], &r, "a@b", now, "l").is_err());
+        let big = Rendered {
+            text: "x".repeat(2000),
+            ..r.clone()
+        };
+        match m.build_message(&to, &big, "a@b", now, "l") {
+            Err(MailError::TooLarge { size, max: 500 }) => assert!(size > 2000),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! The email output end to end through the durable outbox: stories stored in a real SQLite
+//! file, claimed into a delivery, rendered, sent to a real SMTP server process on loopback
+//! (tests/smtp/server.py), marked sent. The faults a relay really has — down for a while,
+//! "552 too large", a crash between claim and send — each end with the digest delivered once
+//! (or failed once), never in a loop.
+
+mod smtp;
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use policywatch::config::{self, Loaded};
+use policywatch::item::{Evidence, Field, Item, Verdict};
+use policywatch::mail::{Mailer, SmtpConfig, TlsMode};
+use policywatch::notify::{Notifier, Report};
+use policywatch::store::{Kind, NewItem, Store};
+use smtp::{header_values, parse_message, Env, Opts};
+
+const FEED: &str = "https://wire.policywatch.test/feed.xml";
+
+fn t0() -> DateTime<Utc> {
+    // 08:00 UTC: the digest's "daily 07:30" is not due again for a day, so only flush() and
+    // retries send anything in these tests.
+    Utc.with_ymd_and_hms(2026, 11, 28, 8, 0, 0)
+        .single()
+        .expect("time")
+}
+
+/// The shipped config (its watches) with one feed, one email digest and `smtp`.
+fn load_config(smtp: &SmtpConfig, max_stories: usize) -> Loaded {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policywatch.toml"
+    ))
+    .expect("shipped config");
+    let mut doc: toml_edit::DocumentMut = shipped.parse().expect("toml");
+    let mut feeds = toml_edit::ArrayOfTables::new();
+    let mut f = toml_edit::Table::new();
+    f["url"] = toml_edit::value(FEED);
+    f["name"] = toml_edit::value("Test Wire");
+    feeds.push(f);
+    doc["feeds"] = toml_edit::Item::ArrayOfTables(feeds);
+    let mut digests = toml_edit::ArrayOfTables::new();
+    let mut d = toml_edit::Table::new();
+    d["id"] = toml_edit::value("daily");
+    d["schedule"] = toml_edit::value("daily 07:30");
+    d["via"] = toml_edit::value("email");
+    let mut to = toml_edit::Array::new();
+    to.push("Analyst <analyst@policywatch.test>");
+    d["to"] = toml_edit::value(to);
+    d["max_stories"] = toml_edit::value(max_stories as i64);
+    digests.push(d);
+    doc["digests"] = toml_edit::Item::ArrayOfTables(digests);
+    let mut s = toml_edit::Table::new();
+    s["host"] = toml_edit::value(smtp.host.as_str());
+    s["port"] = toml_edit::value(i64::from(smtp.port.expect("port")));
+    s["tls"] = toml_edit::value(match smtp.tls {
+        TlsMode::Starttls => "starttls",
+        TlsMode::Tls => "tls",
+        TlsMode::None => "none",
+    });
+    s["username"] = toml_edit::value(smtp.username.clone().expect("user"));
+    s["password_file"] = toml_edit::value(path_str(smtp.password_file.as_deref()));
+    s["from"] = toml_edit::value(smtp.from.as_str());
+    s["ca_file"] = toml_edit::value(path_str(smtp.ca_file.as_deref()));
+    s["timeout"] = toml_edit::value("10s");
+    doc["smtp"] = toml_edit::Item::Table(s);
+    config::load_str("test config", &doc.to_string())
+        .unwrap_or_else(|e| panic!("test config must load:\n{e}"))
+}
+
+fn path_str(p: Option<&Path>) -> String {
+    p.expect("path").to_string_lossy().into_owned()
+}
+
+/// `n` export-control stories from the test feed, stored and classified at `at`.
+fn add_stories(store: &mut Store, n: usize, at: DateTime<Utc>) {
+    store.sync_feeds([(FEED, "Test Wire")]).expect("sync feeds");
+    let new: Vec<NewItem> = (0..n)
+        .map(|i| {
+            let title = format!("Entity List adds firm number {i}");
+            NewItem {
+                item: Item {
+                    guid: Some(format!("story-{i}")),
+                    link: Some(format!("https://wire.policywatch.test/{i}")),
+                    title: title.clone(),
+                    summary: format!(
+                        "The Commerce Department added firm {i} to the Entity List. {}",
+                        "Background on licensing policy follows. ".repeat(8)
+                    ),
+                    published: Some(at - Duration::minutes(i as i64)),
+                    feed_name: "Test Wire".into(),
+                    ..Default::default()
+                },
+                verdicts: vec![Verdict {
+                    watch_id: "export-controls".into(),
+                    score: 5.0,
+                    evidence: vec![Evidence {
+                        term: "\"entity list\"".into(),
+                        field: Field::Title,
+                        start: 0,
+                        end: "Entity List".len(),
+                    }],
+                }],
+            }
+        })
+        .collect();
+    store.insert_items(FEED, &new, at, None).expect("insert");
+}
+
+/// Store, config and notifier for one test, with `n` stories waiting for the digest.
+fn setup(store: &mut Store, smtp: &SmtpConfig, n: usize, max_stories: usize) -> (Loaded, Notifier) {
+    let cfg = load_config(smtp, max_stories);
+    let notifier = Notifier::new(&cfg).expect("notifier");
+    notifier.register(store, &cfg, t0()).expect("register");
+    add_stories(store, n, t0() + Duration::seconds(1));
+    (cfg, notifier)
+}
+
+fn counts(r: &Report) -> (usize, usize, usize) {
+    (r.sent, r.retrying, r.failed)
+}
+
+#[tokio::test]
+async fn a_digest_arrives_once() {
+    let Some(env) = Env::new() else { return };
+    let server = env.start(Opts::default());
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(
+        &mut store,
+        &env.config(server.port, TlsMode::Starttls),
+        3,
+        150,
+    );
+
+    let r = notifier
+        .flush(&mut store, &cfg, t0() + Duration::minutes(1))
+        .await
+        .expect("flush");
+    assert_eq!(counts(&r), (1, 0, 0));
+    // What `run --once` prints for it.
+    assert_eq!(r.texts.len(), 1);
+    assert!(
+        r.texts[0].starts_with(
+            "mailed to Analyst <analyst@policywatch.test>: policywatch: 3 export-controls — 28 Nov (250 "
+        ),
+        "{:?}",
+        r.texts
+    );
+    let delivery = store.delivery(1).expect("delivery 1");
+    assert_eq!(delivery.status, "sent");
+
+    let files = env.messages();
+    assert_eq!(files.len(), 1);
+    let parsed = parse_message(&files[0]);
+    assert_eq!(
+        header_values(&parsed, "Message-ID"),
+        vec![format!("<{}>", delivery.message_id)]
+    );
+    assert_eq!(
+        header_values(&parsed, "List-Id"),
+        vec!["<daily.policywatch.policywatch.test>"]
+    );
+    assert_eq!(
+        header_values(&parsed, "Subject"),
+        vec!["policywatch: 3 export-controls — 28 Nov"]
+    );
+    let text = parsed["parts"][0]["text"].as_str().expect("text");
+    for i in 0..3 {
+        assert_eq!(
+            text.matches(&format!("Entity List adds firm number {i}\n"))
+                .count(),
+            1,
+            "{text}"
+        );
+    }
+
+    // Nothing new: further passes send nothing.
+    let r = notifier
+        .flush(&mut store, &cfg, t0() + Duration::minutes(2))
+        .await
+        .expect("flush");
+    assert_eq!(counts(&r), (0, 0, 0));
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::minutes(3))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 0));
+    assert_eq!(env.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_relay_that_is_down_for_a_while_gets_the_digest_once_when_back() {
+    let Some(env) = Env::new() else { return };
+    let port = smtp::dead_port();
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(&mut store, &env.config(port, TlsMode::Starttls), 2, 150);
+
+    let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");
+    assert_eq!(counts(&r), (0, 1, 0), "connection refused is retried later");
+    let d = store.delivery(1).expect("delivery");
+    assert_eq!((d.status.as_str(), d.attempts), ("pending", 1));
+    assert!(d.next_attempt_at > t0(), "backs off");
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot reach"),
+        "{d:?}"
+    );
+
+    // Before the backoff has passed nothing is attempted.
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::seconds(5))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 0));
+
+    // Still down at the retry: backs off further.
+    let r = notifier
+        .tick(&mut store, &cfg, d.next_attempt_at)
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 1, 0));
+    let d2 = store.delivery(1).expect("delivery");
+    assert_eq!(d2.attempts, 2);
+
+    // The relay comes back on the same port.
+    let _server = env.start(Opts {
+        port,
+        ..Opts::default()
+    });
+    let r = notifier
+        .tick(&mut store, &cfg, d2.next_attempt_at)
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (1, 0, 0));
+    let r = notifier
+        .tick(&mut store, &cfg, d2.next_attempt_at + Duration::hours(1))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 0));
+    let files = env.messages();
+    assert_eq!(files.len(), 1, "delivered exactly once");
+    assert_eq!(
+        header_values(&parse_message(&files[0]), "Message-ID"),
+        vec![format!("<{}>", d.message_id)]
+    );
+    assert_eq!(store.delivery(1).expect("delivery").status, "sent");
+}
+
+#[tokio::test]
+async fn too_large_is_retried_once_trimmed() {
+    let Some(env) = Env::new() else { return };
+    // Sixty stories make ~100 KB; a quarter of them fits under 40 KB.
+    let server = env.start(Opts {
+        max_bytes: Some(40_000),
+        ..Opts::default()
+    });
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(
+        &mut store,
+        &env.config(server.port, TlsMode::Starttls),
+        60,
+        150,
+    );
+
+    let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");
+    assert_eq!(counts(&r), (0, 1, 0));
+    let d = store.delivery(1).expect("delivery");
+    assert_eq!(d.trim_to, Some(15));
+    assert_eq!(d.next_attempt_at, t0(), "the trimmed retry is due at once");
+
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::seconds(1))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (1, 0, 0));
+    let rejections = env.rejections();
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0]["code"], 552);
+    let files = env.messages();
+    assert_eq!(files.len(), 1);
+    let parsed = parse_message(&files[0]);
+    let text = parsed["parts"][0]["text"].as_str().expect("text");
+    assert!(
+        text.contains("…and 45 more stories for export-controls not shown"),
+        "{text}"
+    );
+    // The subject still counts every story claimed.
+    assert_eq!(
+        header_values(&parsed, "Subject"),
+        vec!["policywatch: 60 export-controls — 28 Nov"]
+    );
+}
+
+#[tokio::test]
+async fn too_large_even_when_trimmed_fails_once_and_never_loops() {
+    let Some(env) = Env::new() else { return };
+    let server = env.start(Opts {
+        max_bytes: Some(1_000),
+        ..Opts::default()
+    });
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(
+        &mut store,
+        &env.config(server.port, TlsMode::Starttls),
+        8,
+        150,
+    );
+
+    let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");
+    assert_eq!(counts(&r), (0, 1, 0));
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::seconds(1))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 1));
+    let d = store.delivery(1).expect("delivery");
+    assert_eq!(d.status, "failed");
+    assert!(
+        d.last_error.as_deref().unwrap_or("").contains("552"),
+        "{d:?}"
+    );
+    for h in [1, 2, 24, 100] {
+        let r = notifier
+            .tick(&mut store, &cfg, t0() + Duration::hours(h))
+            .await
+            .expect("tick");
+        assert_eq!(r.failed + r.retrying, 0, "hour {h}: no further attempts");
+    }
+    assert_eq!(
+        env.rejections().len(),
+        2,
+        "the full digest and the trimmed one"
+    );
+    assert!(env.messages().is_empty());
+    // The stories stay claimed: the next digest does not resend them.
+    assert_eq!(store.failed_deliveries().expect("failed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_restart_between_claim_and_send_delivers_once() {
+    let Some(env) = Env::new() else { return };
+    let server = env.start(Opts::default());
+    let smtp = env.config(server.port, TlsMode::Starttls);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("policywatch.db");
+
+    // The process that crashed: it claimed the stories (one transaction) and died.
+    let claimed = {
+        let mut store = Store::open(&db).expect("store");
+        let (cfg, _notifier) = setup(&mut store, &smtp, 4, 150);
+        let d = &cfg.digests[0];
+        store
+            .claim(
+                &d.id,
+                Kind::Digest,
+                d.via.as_str(),
+                &d.watches,
+                t0() + Duration::seconds(2),
+                false,
+            )
+            .expect("claim")
+            .expect("a delivery")
+    };
+    assert!(env.messages().is_empty());
+
+    // The restarted process: a new store handle, a new notifier.
+    let mut store = Store::open(&db).expect("reopen");
+    let cfg = load_config(&smtp, 150);
+    let notifier = Notifier::new(&cfg).expect("notifier");
+    notifier
+        .register(&mut store, &cfg, t0() + Duration::minutes(1))
+        .expect("register");
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::minutes(1))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (1, 0, 0));
+    let r = notifier
+        .flush(&mut store, &cfg, t0() + Duration::minutes(2))
+        .await
+        .expect("flush");
+    assert_eq!(
+        counts(&r),
+        (0, 0, 0),
+        "the stories were claimed once, and are sent"
+    );
+    let files = env.messages();
+    assert_eq!(files.len(), 1);
+    let parsed = parse_message(&files[0]);
+    assert_eq!(
+        header_values(&parsed, "Message-ID"),
+        vec![format!("<{}>", claimed.message_id)]
+    );
+    let text = parsed["parts"][0]["text"].as_str().expect("text");
+    assert_eq!(text.matches("Entity List adds firm number").count(), 4);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_server_accepted_resends_the_same_message_id() {
+    let Some(env) = Env::new() else { return };
+    let server = env.start(Opts::default());
+    let smtp = env.config(server.port, TlsMode::Starttls);
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(&mut store, &smtp, 2, 150);
+    let d = &cfg.digests[0];
+    let delivery = store
+        .claim(&d.id, Kind::Digest, d.via.as_str(), &d.watches, t0(), false)
+        .expect("claim")
+        .expect("a delivery");
+
+    // The crashed process got as far as the server's acceptance, not as far as mark_sent.
+    let mailer = Mailer::new(&smtp).expect("mailer");
+    let rendered = policywatch::digest::render(
+        &policywatch::digest::Digest {
+            id: "daily".into(),
+            title: "t".into(),
+            generated_at: t0(),
+            timezone: chrono_tz::UTC,
+            sections: vec![],
+            feed_health: vec![],
+            kind: policywatch::digest::DigestKind::Digest,
+        },
+        &Default::default(),
+    );
+    let msg = mailer
+        .build_message(
+            &d.to,
+            &rendered,
+            &delivery.message_id,
+            delivery.created_at,
+            &mailer.list_id("daily"),
+        )
+        .expect("message");
+    mailer.send(&msg).await.expect("accepted");
+
+    // After the restart the pending delivery goes out again: at-least-once, but with the same
+    // Message-ID (and Date), so mail clients and archives recognise the duplicate.
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::minutes(1))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (1, 0, 0));
+    let files = env.messages();
+    assert_eq!(files.len(), 2);
+    let ids: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| header_values(&parse_message(f), "Message-ID"))
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[0], vec![format!("<{}>", delivery.message_id)]);
+    let dates: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| header_values(&parse_message(f), "Date"))
+        .collect();
+    assert_eq!(dates[0], dates[1]);
+}
+
+#[test]
+fn email_digests_need_smtp_and_recipients() {
+    let base = "[[watches]]\nid = \"w\"\nquery = \"chip\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"email\"\nto = [\"a@example.org\"]\n",
+            "no [smtp] section",
+        ),
+        (
+            "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"email\"\n\
+             [smtp]\nhost = \"smtp.example.org\"\nfrom = \"a@example.org\"\n",
+            "no recipients",
+        ),
+        (
+            "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"email\"\nto = [\"not an address\"]\n\
+             [smtp]\nhost = \"smtp.example.org\"\nfrom = \"a@example.org\"\n",
+            "is not a mail address",
+        ),
+        (
+            "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"email\"\nto = [\"a@example.org\"]\n\
+             [smtp]\nhost = \"smtp.example.org\"\ntls = \"none\"\nfrom = \"a@example.org\"\n",
+            "only for a relay on loopback",
+        ),
+    ];
+    for (digests, want) in cases {
+        let src = format!("{base}{digests}");
+        let err = config::load_str("t.toml", &src)
+            .expect_err(want)
+            .to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let ok = format!(
+        "{base}[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"email\"\nto = [\"a@example.org\"]\n\
+         [smtp]\nhost = \"smtp.example.org\"\nfrom = \"policywatch <a@example.org>\"\n"
+    );
+    config::load_str("t.toml", &ok).unwrap_or_else(|e| panic!("{e}"));
+}

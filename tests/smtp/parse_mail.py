@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Parses a stored message with Python's own email package (independent of lettre) and prints
+JSON: every header (decoded), and every leaf part's content type, charset and decoded text."""
+
+import json
+import sys
+from email import policy
+from email.parser import BytesParser
+
+
+def main():
+    with open(sys.argv[1], "rb") as f:
+        msg = BytesParser(policy=policy.default).parse(f)
+    out = {
+        "headers": [[k, str(v)] for k, v in msg.items()],
+        "content_type": msg.get_content_type(),
+        "defects": [str(d) for d in msg.defects],
+        "parts": [],
+    }
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        out["parts"].append({
+            "content_type": part.get_content_type(),
+            "charset": part.get_content_charset(),
+            "text": part.get_content(),
+            "defects": [str(d) for d in part.defects],
+        })
+    json.dump(out, sys.stdout, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()
