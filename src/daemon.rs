@@ -2,7 +2,8 @@
 //! classify → store, and hands digests to `notify`. Also what `run --once` runs.
 //!
 //! In: a compiled config, a state directory, [`Control`] events (reload, shutdown) from the
-//! binary's signal handlers. Out: store writes, notifications, service-manager messages.
+//! binary's signal handlers. Out: store writes, notifications, service-manager messages
+//! (`service`), counters for the optional metrics listener (`metrics`).
 //!
 //! # Shape
 //! Fetching and parsing run in spawned tasks (bounded by the [`Fetcher`]'s global and per-host

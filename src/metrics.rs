@@ -689,4 +689,35 @@ mod tests {
         let resp = get(addr, &big).await;
         assert!(resp.starts_with("HTTP/1.1 431 "), "{resp}");
     }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_capacity_returns() {
+        let m = Metrics::new();
+        let srv = Server::start("127.0.0.1:0".parse().expect("addr"), m)
+            .await
+            .expect("bind loopback");
+        let addr = srv.local_addr();
+        // Fill every slot with a client that says nothing. The accept loop takes slots in
+        // accept order, so the next connection finds none.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let refused = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(refused, "", "over the cap: closed unanswered");
+        // Once the idle clients leave, their slots come back.
+        drop(idle);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let resp = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+            if resp.starts_with("HTTP/1.1 200 ") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "slots never returned"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -171,6 +171,15 @@ impl Daemon {
     /// (sd_notify only honours `WATCHDOG_USEC` when `WATCHDOG_PID` is our pid, so a shell
     /// sets it to its own pid and then execs the binary), journal stream.
     fn start(mgr: &Manager, config: &Path, state: &Path) -> Daemon {
+        Self::start_with(mgr, config, state, &[])
+    }
+
+    fn start_with(
+        mgr: &Manager,
+        config: &Path,
+        state: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
@@ -185,6 +194,8 @@ impl Daemon {
             .env_remove("RUST_LOG")
             .env_remove("CONFIGURATION_DIRECTORY")
             .env_remove("STATE_DIRECTORY")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -483,6 +494,72 @@ async fn a_broken_config_never_reports_ready_and_exits_78() {
     for line in log.lines() {
         assert!(line.starts_with("<3>"), "not at error priority: {line:?}");
     }
+}
+
+/// The unit's SMTP credential: `LoadCredential=smtp-password:…` with `SetCredential=` one empty
+/// line as its fallback. With the file, the daemon starts; with only the fallback and an email
+/// digest that needs the password, it refuses to start and names the credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_password_comes_from_the_credential_and_the_fallback_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let feeds = [FeedSpec {
+        name: "Nowhere",
+        url: "http://127.0.0.1:9/feed.xml".to_string(),
+        interval: Some("1day"),
+    }];
+    write_config(&cfg, &feeds, "10s", |doc| {
+        let mut smtp = toml_edit::Table::new();
+        smtp["host"] = toml_edit::value("127.0.0.1");
+        smtp["port"] = toml_edit::value(2525);
+        smtp["tls"] = toml_edit::value("none");
+        smtp["username"] = toml_edit::value("policywatch");
+        smtp["password_credential"] = toml_edit::value("smtp-password");
+        smtp["from"] = toml_edit::value("policywatch <pw@example.test>");
+        doc["smtp"] = toml_edit::Item::Table(smtp);
+        doc["digests"][0]["via"] = toml_edit::value("email");
+        let mut to = toml_edit::Array::new();
+        to.push("analyst@example.test");
+        doc["digests"][0]["to"] = toml_edit::value(to);
+    });
+    let start = |sub: &str| {
+        let sub_dir = dir.path().join(sub);
+        std::fs::create_dir(&sub_dir).unwrap();
+        let mgr = Manager::bind(&sub_dir);
+        let d = Daemon::start_with(
+            &mgr,
+            &cfg,
+            &sub_dir.join("state"),
+            &[("CREDENTIALS_DIRECTORY", creds.as_os_str())],
+        );
+        (mgr, d)
+    };
+
+    // The real file: one line, newline-terminated, as `echo` writes it.
+    std::fs::write(creds.join("smtp-password"), "s3cret\n").unwrap();
+    let (mut mgr, mut d) = start("with-file");
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    d.signal(libc::SIGTERM);
+    assert!(d.exit().await.success(), "{}", d.log());
+
+    // The unit's fallback when the file is missing (SetCredential=smtp-password:\n).
+    std::fs::write(creds.join("smtp-password"), "\n").unwrap();
+    let (mgr, mut d) = start("fallback");
+    let status = d.exit().await;
+    assert!(!status.success());
+    let mut buf = [0u8; 512];
+    assert!(
+        mgr.sock.try_recv(&mut buf).is_err(),
+        "no READY=1 without a password"
+    );
+    until("the error in the log", || d.log().contains("smtp-password")).await;
+    let log = d.log();
+    assert!(
+        log.contains("password_credential smtp-password") && log.contains("empty"),
+        "{log}"
+    );
 }
 
 /// SIGTERM while one feed hangs before its headers: exit 0 promptly (the hung fetch is
