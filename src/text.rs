@@ -14,7 +14,7 @@
 //! Pure ASCII text without odd whitespace takes a fast path: lowercase copy, identity offsets.
 
 use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Longest field text we look at. Feeds bound their items already; this keeps offsets in `u32`
 /// and the per-item cost bounded even if a caller forgets.
@@ -134,6 +134,11 @@ pub fn is_cjk(c: char) -> bool {
         | 0xF900..=0xFAFF    // compatibility ideographs
         | 0xFF66..=0xFF9F    // half-width Katakana (NFKC folds them, but be safe)
         | 0x20000..=0x3FFFF) // Ext B..
+}
+
+/// CJK characters that normalisation never changes (besides the traditional→simplified fold).
+fn is_plain_cjk(c: char) -> bool {
+    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xAC00..=0xD7A3 | 0x3041..=0x3096 | 0x30A1..=0x30FA)
 }
 
 /// A character that is part of a word for whole-word matching (Latin, Cyrillic, Greek, digits…).
@@ -417,6 +422,19 @@ pub fn normalize(s: &str) -> NormPair {
     let mut buf: Vec<char> = Vec::with_capacity(8);
     let mut it = s.char_indices().peekable();
     while let Some((i, c)) = it.next() {
+        // Fast path for ideographs and Hangul not followed by a combining mark (the bulk of
+        // CJK text): nothing to compose, case-fold or strip.
+        if is_plain_cjk(c)
+            && it
+                .peek()
+                .map_or(true, |&(_, d)| is_plain_cjk(d) || d.is_ascii())
+        {
+            let range = (i as u32, (i + c.len_utf8()) as u32);
+            let l = t2s(c);
+            exact.push(l, range);
+            folded.push(l, range);
+            continue;
+        }
         // A segment is one character plus the combining marks after it, so decomposed input
         // ("e" + U+0301) composes the same as precomposed input.
         let mut j = i + c.len_utf8();
@@ -448,6 +466,13 @@ pub fn normalize(s: &str) -> NormPair {
             folded.push(' ', range);
             continue;
         }
+        if j == i + c.len_utf8() && is_plain_cjk(c) {
+            // Ideographs and Hangul syllables: NFKC, case and accent folding leave them alone.
+            let l = t2s(c);
+            exact.push(l, range);
+            folded.push(l, range);
+            continue;
+        }
         if is_ignorable(c) && j == i + c.len_utf8() {
             continue;
         }
@@ -459,8 +484,12 @@ pub fn normalize(s: &str) -> NormPair {
         }
         // Lowercasing can leave text that NFKC would still change; compose once more so the
         // result is a fixed point (normalisation must be idempotent).
-        let again: Vec<char> = buf.iter().copied().nfkc().collect();
-        for &l in &again {
+        if is_nfkc_quick(buf.iter().copied()) != IsNormalized::Yes {
+            let again: Vec<char> = buf.iter().copied().nfkc().collect();
+            buf.clear();
+            buf.extend(again);
+        }
+        for &l in &buf {
             if is_ignorable(l) {
                 continue;
             }
@@ -500,8 +529,21 @@ pub fn normalize_term(s: &str) -> (String, String) {
 /// The word tokens of a normalised text as byte start offsets: maximal runs of word characters,
 /// and each CJK character on its own. Used for `NEAR` distances.
 pub fn word_starts(text: &str) -> Vec<u32> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(text.len() / 5);
     let mut in_word = false;
+    if text.is_ascii() {
+        for (i, b) in text.bytes().enumerate() {
+            if b.is_ascii_alphanumeric() {
+                if !in_word {
+                    out.push(i as u32);
+                    in_word = true;
+                }
+            } else {
+                in_word = false;
+            }
+        }
+        return out;
+    }
     for (i, c) in text.char_indices() {
         if is_cjk(c) {
             out.push(i as u32);
