@@ -338,6 +338,12 @@ fn join_hyphenated(text: String) -> String {
             continue;
         }
         // Decode just the neighbouring chars ('-' is ASCII, so i and i+1 are char boundaries).
+        if b[i - 1].is_ascii() && b[i + 1].is_ascii() {
+            if b[i - 1].is_ascii_alphanumeric() && b[i + 1].is_ascii_alphanumeric() {
+                b[i] = b' ';
+            }
+            continue;
+        }
         let mut ps = i - 1;
         while ps > 0 && (b[ps] & 0xC0) == 0x80 {
             ps -= 1;
@@ -363,6 +369,7 @@ fn join_hyphenated(text: String) -> String {
 }
 
 /// Output builder for the general path.
+#[derive(Clone)]
 struct Out {
     text: String,
     map: Vec<(u32, u32)>,
@@ -417,9 +424,11 @@ pub fn normalize(s: &str) -> NormPair {
         };
     }
     let mut exact = Out::with_capacity(s.len() + 8);
-    let mut folded = Out::with_capacity(s.len() + 8);
-    let mut differs = false;
+    // The folded variant is only materialised once folding first changes something (most
+    // non-ASCII text — CJK, or Latin text with a few typographic quotes — never does).
+    let mut folded: Option<Out> = None;
     let mut buf: Vec<char> = Vec::with_capacity(8);
+    let mut fbuf: Vec<char> = Vec::with_capacity(8);
     let mut it = s.char_indices().peekable();
     while let Some((i, c)) = it.next() {
         // Fast path for ideographs and Hangul not followed by a combining mark (the bulk of
@@ -432,7 +441,9 @@ pub fn normalize(s: &str) -> NormPair {
             let range = (i as u32, (i + c.len_utf8()) as u32);
             let l = t2s(c);
             exact.push(l, range);
-            folded.push(l, range);
+            if let Some(f) = folded.as_mut() {
+                f.push(l, range);
+            }
             continue;
         }
         // A segment is one character plus the combining marks after it, so decomposed input
@@ -443,6 +454,9 @@ pub fn normalize(s: &str) -> NormPair {
         // neighbours in the exact and the accent-folded text (idempotence).
         if c.is_alphanumeric() {
             while let Some(&(k, d)) = it.peek() {
+                if d.is_ascii() {
+                    break;
+                }
                 // Half-width voiced sound marks become combining marks under NFKC, so they
                 // belong to the segment before them too.
                 if is_combining_mark(d) || d == '\u{FF9E}' || d == '\u{FF9F}' {
@@ -458,19 +472,25 @@ pub fn normalize(s: &str) -> NormPair {
             let lc = c.to_ascii_lowercase();
             let lc = if c.is_whitespace() { ' ' } else { lc };
             exact.push(lc, range);
-            folded.push(lc, range);
+            if let Some(f) = folded.as_mut() {
+                f.push(lc, range);
+            }
             continue;
         }
         if c.is_whitespace() {
             exact.push(' ', range);
-            folded.push(' ', range);
+            if let Some(f) = folded.as_mut() {
+                f.push(' ', range);
+            }
             continue;
         }
         if j == i + c.len_utf8() && is_plain_cjk(c) {
             // Ideographs and Hangul syllables: NFKC, case and accent folding leave them alone.
             let l = t2s(c);
             exact.push(l, range);
-            folded.push(l, range);
+            if let Some(f) = folded.as_mut() {
+                f.push(l, range);
+            }
             continue;
         }
         if is_ignorable(c) && j == i + c.len_utf8() {
@@ -498,24 +518,25 @@ pub fn normalize(s: &str) -> NormPair {
                 '\u{2018}' | '\u{2019}' | '\u{02BC}' => '\'',
                 _ => t2s(l),
             };
+            fbuf.clear();
+            fold_char(l, &mut |f| fbuf.push(f));
+            if folded.is_none() && fbuf.as_slice() != [l] {
+                folded = Some(exact.clone());
+            }
             exact.push(l, range);
-            fold_char(l, &mut |f| {
-                folded.push(f, range);
-            });
+            if let Some(f) = folded.as_mut() {
+                for &x in &fbuf {
+                    f.push(x, range);
+                }
+            }
         }
     }
-    if exact.text != folded.text {
-        differs = true;
-    }
     let orig_len = s.len();
-    NormPair {
-        exact: exact.finish(orig_len),
-        folded: if differs {
-            Some(folded.finish(orig_len))
-        } else {
-            None
-        },
-    }
+    let exact = exact.finish(orig_len);
+    let folded = folded
+        .map(|f| f.finish(orig_len))
+        .filter(|f| f.text != exact.text);
+    NormPair { exact, folded }
 }
 
 /// Normalises a query term; returns `(exact, folded)`. The term "has diacritics" when they
