@@ -158,25 +158,28 @@ fn fold_char(c: char, out: &mut impl FnMut(char)) {
         out(c);
         return;
     }
-    match c {
-        'đ' | 'ð' => return out('d'),
-        'ł' => return out('l'),
-        'ø' => return out('o'),
-        'ı' => return out('i'),
-        _ => {}
-    }
     if is_combining_mark(c) {
         return;
     }
+    // Letters whose "accent" is part of the glyph (no Unicode decomposition) fold by hand; the
+    // same mapping applies to the base of a decomposed letter (ǿ → ø → o) so folding is a
+    // fixed point.
+    let base = |d: char| match d {
+        'đ' | 'ð' => 'd',
+        'ł' => 'l',
+        'ø' => 'o',
+        'ı' => 'i',
+        _ => d,
+    };
     let mut any = false;
     for d in std::iter::once(c).nfd() {
         if !is_combining_mark(d) {
             any = true;
-            out(d);
+            out(base(d));
         }
     }
     if !any {
-        out(c);
+        out(base(c));
     }
 }
 

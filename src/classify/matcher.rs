@@ -12,7 +12,7 @@
 //! plus a tree walk for the watches that had any hit at all.
 
 use std::borrow::Cow;
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -282,8 +282,6 @@ pub struct ItemHits<'a> {
     hits: Vec<Hit>,
     /// Bit per pattern: does it occur at all (the quick skip for watches without any hit).
     hit_bits: Vec<u64>,
-    /// Word start offsets per field and variant, computed only when a NEAR clause needs them.
-    words: [[OnceCell<Vec<u32>>; 2]; 7],
 }
 
 pub fn field_text(item: &Item, f: Field) -> Cow<'_, str> {
@@ -383,7 +381,6 @@ impl Matcher {
             fields,
             hits,
             hit_bits,
-            words: Default::default(),
         }
     }
 
@@ -471,7 +468,6 @@ impl ItemHits<'static> {
             fields: (0..Field::ALL.len()).map(|_| None).collect(),
             hits,
             hit_bits,
-            words: Default::default(),
         }
     }
 }
@@ -496,24 +492,6 @@ impl<'a> ItemHits<'a> {
         self.of_pattern(atom.pattern)
             .iter()
             .filter(move |h| atom.fields.0 & (1 << h.field) != 0)
-    }
-
-    /// First and last word index a hit covers (synthetic hits: 0, 0).
-    fn tokens(&self, h: &Hit) -> (u32, u32) {
-        let Some(ft) = self.fields.get(h.field as usize).and_then(|f| f.as_ref()) else {
-            return (0, 0);
-        };
-        let cell = &self.words[(h.field as usize).min(6)][(h.var as usize).min(1)];
-        let ws = cell.get_or_init(|| {
-            let t = if h.var == 0 {
-                ft.norm.folded()
-            } else {
-                &ft.norm.exact
-            };
-            text::word_starts(&t.text)
-        });
-        let idx = |b: u32| ws.partition_point(|&w| w <= b).saturating_sub(1) as u32;
-        (idx(h.s), idx(h.e.saturating_sub(1).max(h.s)))
     }
 
     /// Original byte range of a hit.
@@ -541,14 +519,14 @@ impl<'a> ItemHits<'a> {
     }
 }
 
-/// Word spans (field, first, last) of the hits of a positional node.
+/// Original byte spans (field, start, end) of the hits of a positional node.
 fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<(u8, u32, u32)>) {
     match n {
         Node::Atom(a) => {
             let atom = &m.atoms[*a as usize];
             out.extend(h.of_atom(atom).map(|x| {
-                let (ts, te) = h.tokens(x);
-                (x.field, ts, te)
+                let (s, e) = h.original_range(x);
+                (x.field, s as u32, e as u32)
             }));
         }
         Node::Or(v) => v.iter().for_each(|x| spans(m, x, h, out)),
@@ -556,15 +534,51 @@ fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<(u8, u32, u32)>) {
     }
 }
 
-fn near_ok(a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: bool) -> bool {
+/// Number of words starting in `text[from..to]`, counting stops once it exceeds `limit`.
+/// Each CJK character is a word. Counting on the original text treats hits of the exact and
+/// the accent-folded variant alike, and only looks at the stretch between the two hits.
+fn words_between(text: &str, from: usize, to: usize, limit: u32) -> u32 {
+    let Some(seg) = text.get(from..to) else {
+        return 0;
+    };
+    let mut prev_word = text[..from].chars().next_back().is_some_and(is_word_char);
+    let mut n = 0;
+    for c in seg.chars() {
+        if text::is_cjk(c) {
+            n += 1;
+            prev_word = false;
+        } else if is_word_char(c) {
+            if !prev_word {
+                n += 1;
+            }
+            prev_word = true;
+        } else {
+            prev_word = false;
+        }
+        if n > limit {
+            break;
+        }
+    }
+    n
+}
+
+fn near_ok(h: &ItemHits, a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: bool) -> bool {
     if a.0 != b.0 {
         return false;
     }
-    let before = |x: (u8, u32, u32), y: (u8, u32, u32)| x.2 < y.1 && y.1 - x.2 - 1 <= n;
+    let text = h
+        .fields
+        .get(a.0 as usize)
+        .and_then(|f| f.as_ref())
+        .map(|f| f.orig.as_ref())
+        .unwrap_or("");
+    let before = |x: (u8, u32, u32), y: (u8, u32, u32)| {
+        x.2 <= y.1 && words_between(text, x.2 as usize, y.1 as usize, n) <= n
+    };
     if ordered {
         before(a, b)
     } else {
-        let overlap = a.1 <= b.2 && b.1 <= a.2;
+        let overlap = a.1 < b.2 && b.1 < a.2;
         overlap || before(a, b) || before(b, a)
     }
 }
@@ -593,7 +607,7 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             spans(m, a, h, &mut sa);
             spans(m, b, h, &mut sb);
             sa.iter()
-                .any(|&x| sb.iter().any(|&y| near_ok(x, y, *n, *ordered)))
+                .any(|&x| sb.iter().any(|&y| near_ok(h, x, y, *n, *ordered)))
         }
         Node::AtLeast { n, inner } => count(m, inner, h) >= *n as usize,
     }
