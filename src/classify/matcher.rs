@@ -562,6 +562,15 @@ fn words_between(text: &str, from: usize, to: usize, limit: u32) -> u32 {
     n
 }
 
+/// At most this many hits per side of a NEAR are considered.
+const MAX_NEAR_SPANS: usize = 4096;
+
+/// Two hits further apart than this many bytes are never within `n` words: 64 bytes per word
+/// is generous even for long words with punctuation, and bounds the scan between them.
+fn max_near_bytes(n: u32) -> u32 {
+    n.saturating_add(2).saturating_mul(64)
+}
+
 fn near_ok(h: &ItemHits, a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: bool) -> bool {
     if a.0 != b.0 {
         return false;
@@ -573,7 +582,9 @@ fn near_ok(h: &ItemHits, a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: 
         .map(|f| f.orig.as_ref())
         .unwrap_or("");
     let before = |x: (u8, u32, u32), y: (u8, u32, u32)| {
-        x.2 <= y.1 && words_between(text, x.2 as usize, y.1 as usize, n) <= n
+        x.2 <= y.1
+            && y.1 - x.2 <= max_near_bytes(n)
+            && words_between(text, x.2 as usize, y.1 as usize, n) <= n
     };
     if ordered {
         before(a, b)
@@ -606,8 +617,19 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             let mut sb = Vec::new();
             spans(m, a, h, &mut sa);
             spans(m, b, h, &mut sb);
-            sa.iter()
-                .any(|&x| sb.iter().any(|&y| near_ok(h, x, y, *n, *ordered)))
+            // Only pairs whose byte distance could be "near" are checked: sort one side and look
+            // at the window around each hit of the other (bounded work on hostile input).
+            sb.sort_unstable();
+            sb.truncate(MAX_NEAR_SPANS);
+            sa.truncate(MAX_NEAR_SPANS);
+            let w = max_near_bytes(*n);
+            sa.iter().any(|&x| {
+                let lo = sb.partition_point(|y| (y.0, y.1) < (x.0, x.1.saturating_sub(w + 256)));
+                sb[lo..]
+                    .iter()
+                    .take_while(|y| (y.0, y.1) <= (x.0, x.2.saturating_add(w)))
+                    .any(|&y| near_ok(h, x, y, *n, *ordered))
+            })
         }
         Node::AtLeast { n, inner } => count(m, inner, h) >= *n as usize,
     }
