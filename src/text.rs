@@ -83,28 +83,30 @@ fn clamp(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// True when the ASCII fast path gives exactly what the general path would.
-fn ascii_fast_ok(s: &str) -> bool {
+/// The ASCII fast path in one pass: lowercase, hyphens between alphanumerics to spaces.
+/// Returns `None` (use the general path) at the first byte it cannot handle identically:
+/// non-ASCII, a whitespace character other than a single space.
+fn ascii_fast(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let mut prev_space = false;
-    for &c in b {
-        if c >= 0x80 {
-            return false;
-        }
-        if c == b' ' {
-            if prev_space {
-                return false;
+    let mut out = Vec::with_capacity(b.len());
+    let mut prev = 0u8;
+    for (i, &c) in b.iter().enumerate() {
+        let o = match c {
+            0x80.. | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => return None,
+            b' ' if prev == b' ' => return None,
+            b'A'..=b'Z' => c + 32,
+            b'-' if prev.is_ascii_alphanumeric()
+                && b.get(i + 1).is_some_and(|n| n.is_ascii_alphanumeric()) =>
+            {
+                b' '
             }
-            prev_space = true;
-        } else {
-            // Other ASCII whitespace (and controls that are whitespace) would be rewritten.
-            if matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
-                return false;
-            }
-            prev_space = false;
-        }
+            _ => c,
+        };
+        out.push(o);
+        prev = c;
     }
-    true
+    // Only ASCII bytes were written.
+    String::from_utf8(out).ok()
 }
 
 /// Characters that carry no text and only break matching (soft hyphen, zero-width joiners...).
@@ -415,8 +417,7 @@ impl Out {
 /// Normalises `s` into both variants (see the module doc).
 pub fn normalize(s: &str) -> NormPair {
     let s = clamp(s, MAX_FIELD_BYTES);
-    if ascii_fast_ok(s) {
-        let text = join_hyphenated(s.to_ascii_lowercase());
+    if let Some(text) = ascii_fast(s) {
         return NormPair {
             exact: Normalized {
                 text,
@@ -465,6 +466,16 @@ pub fn normalize(s: &str) -> NormPair {
                 if is_combining_mark(d) || d == '\u{FF9E}' || d == '\u{FF9F}' {
                     j = k + d.len_utf8();
                     it.next();
+                } else if is_ignorable(d)
+                    && s[k..]
+                        .chars()
+                        .find(|x| !is_ignorable(*x))
+                        .is_some_and(is_combining_mark)
+                {
+                    // A soft hyphen or zero-width char between a letter and its accent: drop
+                    // it and keep composing, as a second pass would.
+                    j = k + d.len_utf8();
+                    it.next();
                 } else {
                     break;
                 }
@@ -500,7 +511,7 @@ pub fn normalize(s: &str) -> NormPair {
             continue;
         }
         buf.clear();
-        for n in s[i..j].nfkc() {
+        for n in s[i..j].chars().filter(|x| !is_ignorable(*x)).nfkc() {
             for l in n.to_lowercase() {
                 buf.push(l);
             }
