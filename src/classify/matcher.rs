@@ -473,6 +473,7 @@ impl ItemHits<'static> {
 }
 
 impl<'a> ItemHits<'a> {
+    #[inline]
     pub fn pattern_hit(&self, p: u32) -> bool {
         self.hit_bits
             .get(p as usize / 64)
@@ -486,6 +487,15 @@ impl<'a> ItemHits<'a> {
         let s = self.hits.partition_point(|h| h.pat < p);
         let e = s + self.hits[s..].partition_point(|h| h.pat == p);
         &self.hits[s..e]
+    }
+
+    #[inline]
+    fn atom_hit(&self, atom: &Atom) -> bool {
+        self.pattern_hit(atom.pattern)
+            && self
+                .of_pattern(atom.pattern)
+                .iter()
+                .any(|h| atom.fields.0 & (1 << h.field) != 0)
     }
 
     fn of_atom<'b>(&'b self, atom: &'b Atom) -> impl Iterator<Item = &'b Hit> + 'b {
@@ -603,10 +613,16 @@ fn count(m: &Matcher, n: &Node, h: &ItemHits) -> usize {
 }
 
 pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
+    // Atoms are tested inline (a bit test for the usual case of an absent pattern): real rules
+    // are long OR lists of terms, and this walk runs for every item with any hit.
+    let test = |x: &Node| match x {
+        Node::Atom(a) => h.atom_hit(&m.atoms[*a as usize]),
+        _ => eval(m, x, h),
+    };
     match n {
-        Node::Atom(a) => h.of_atom(&m.atoms[*a as usize]).next().is_some(),
-        Node::And(v) => v.iter().all(|x| eval(m, x, h)),
-        Node::Or(v) => v.iter().any(|x| eval(m, x, h)),
+        Node::Atom(a) => h.atom_hit(&m.atoms[*a as usize]),
+        Node::And(v) => v.iter().all(test),
+        Node::Or(v) => v.iter().any(test),
         Node::Not(x) => !eval(m, x, h),
         Node::Near { a, b, n, ordered } => {
             // Cheap presence test first: most NEAR clauses fail because a side is absent.
