@@ -83,30 +83,29 @@ fn clamp(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The ASCII fast path in one pass: lowercase, hyphens between alphanumerics to spaces.
-/// Returns `None` (use the general path) at the first byte it cannot handle identically:
-/// non-ASCII, a whitespace character other than a single space.
+/// The ASCII fast path: lowercase, hyphens between alphanumerics to spaces. Returns `None`
+/// (use the general path) when the text is not ASCII or has whitespace other than single
+/// spaces. Written as a few whole-string passes the standard library vectorises.
 fn ascii_fast(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut prev = 0u8;
-    for (i, &c) in b.iter().enumerate() {
-        let o = match c {
-            0x80.. | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => return None,
-            b' ' if prev == b' ' => return None,
-            b'A'..=b'Z' => c + 32,
-            b'-' if prev.is_ascii_alphanumeric()
-                && b.get(i + 1).is_some_and(|n| n.is_ascii_alphanumeric()) =>
-            {
-                b' '
-            }
-            _ => c,
-        };
-        out.push(o);
-        prev = c;
+    if !s.is_ascii()
+        || s.contains("  ")
+        || s.bytes()
+            .any(|c| matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+    {
+        return None;
     }
-    // Only ASCII bytes were written.
-    String::from_utf8(out).ok()
+    let mut b = s.to_ascii_lowercase().into_bytes();
+    for (i, _) in s.match_indices('-') {
+        if i > 0
+            && i + 1 < b.len()
+            && b[i - 1].is_ascii_alphanumeric()
+            && b[i + 1].is_ascii_alphanumeric()
+        {
+            b[i] = b' ';
+        }
+    }
+    // Only ASCII bytes were changed into ASCII bytes.
+    String::from_utf8(b).ok()
 }
 
 /// Characters that carry no text and only break matching (soft hyphen, zero-width joiners...).
