@@ -1,1 +1,390 @@
-fn main() {}
+//! Classification throughput with the default rules (config/watches.toml).
+//!
+//! `cargo bench --bench classify` — prints MB/s of item text and items/s, single thread, over
+//! generated items (English, Chinese, Vietnamese, Polish, German mixes; mostly irrelevant news
+//! with some policy stories, like a real feed mix), then over the shared news corpus when
+//! `../shared/corpus/news/items.jsonl` exists. Optional argument: seconds per run (default 3).
+
+use std::time::{Duration, Instant};
+
+use policywatch::classify::{watches_from_toml, Classifier};
+use policywatch::item::Item;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const EN_FILLER: &[&str] = &[
+    "the",
+    "government",
+    "said",
+    "on",
+    "Tuesday",
+    "that",
+    "it",
+    "would",
+    "review",
+    "market",
+    "growth",
+    "and",
+    "companies",
+    "reported",
+    "strong",
+    "earnings",
+    "while",
+    "analysts",
+    "expect",
+    "again",
+    "prices",
+    "to",
+    "rise",
+    "in",
+    "the",
+    "coming",
+    "quarter",
+    "after",
+    "officials",
+    "met",
+    "with",
+    "investors",
+    "football",
+    "weather",
+    "election",
+    "minister",
+    "policy",
+    "data",
+    "centre",
+    "cloud",
+    "software",
+    "startup",
+    "funding",
+    "round",
+    "said",
+    "sources",
+    "familiar",
+    "matter",
+    "AI",
+    "model",
+    "smartphone",
+    "launch",
+    "battery",
+    "electric",
+    "vehicles",
+    "bank",
+    "inflation",
+    "rates",
+    "-",
+    "state-of-the-art",
+    "U.S.",
+    "China's",
+    "Europe",
+    "trade",
+    "talks",
+    "supply",
+    "chain",
+    "chips",
+];
+const EN_POLICY: &[&str] = &[
+    "export controls",
+    "Entity List",
+    "Nvidia H100",
+    "AI chips",
+    "sanctions on Huawei",
+    "Bureau of Industry and Security",
+    "curbs on chip exports",
+    "gallium and germanium",
+    "AMD Instinct MI300X",
+    "HBM3E",
+    "ASML lithography",
+    "advanced computing",
+];
+const ZH: &[&str] = &[
+    "美国",
+    "政府",
+    "周二",
+    "表示",
+    "市场",
+    "增长",
+    "公司",
+    "公布",
+    "业绩",
+    "分析师",
+    "预计",
+    "价格",
+    "上涨",
+    "芯片",
+    "出口管制",
+    "实体清单",
+    "英伟达",
+    "人工智能",
+    "华为",
+    "制裁",
+    "半导体",
+    "天气",
+    "足球",
+    "經濟",
+    "發展",
+    "記者",
+    "報道",
+    "，",
+    "。",
+];
+const VI: &[&str] = &[
+    "chính",
+    "phủ",
+    "cho",
+    "biết",
+    "thị",
+    "trường",
+    "tăng",
+    "trưởng",
+    "công",
+    "ty",
+    "lợi",
+    "nhuận",
+    "Mỹ",
+    "Trung",
+    "Quốc",
+    "xuất",
+    "khẩu",
+    "lệnh",
+    "trừng",
+    "phạt",
+    "chip",
+    "bán",
+    "dẫn",
+    "trí",
+    "tuệ",
+    "nhân",
+    "tạo",
+    "bóng",
+    "đá",
+    "thời",
+    "tiết",
+];
+const PL: &[&str] = &[
+    "rząd",
+    "poinformował",
+    "że",
+    "rynek",
+    "wzrośnie",
+    "firmy",
+    "zyski",
+    "analitycy",
+    "ceny",
+    "chipów",
+    "sankcje",
+    "eksportu",
+    "Chiny",
+    "USA",
+    "Nvidia",
+    "sztucznej",
+    "inteligencji",
+    "pogoda",
+    "piłka",
+];
+const DE: &[&str] = &[
+    "die",
+    "Regierung",
+    "sagte",
+    "dass",
+    "Markt",
+    "Wachstum",
+    "Unternehmen",
+    "Gewinne",
+    "Preise",
+    "Exportkontrollen",
+    "Halbleiter",
+    "KI-Chips",
+    "Sanktionen",
+    "Wetter",
+    "Fußball",
+    "größer",
+];
+
+fn words(rng: &mut StdRng, vocab: &[&str], n: usize, sep: &str, policy: bool) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        if policy && rng.gen_ratio(1, 25) {
+            out.push_str(EN_POLICY[rng.gen_range(0..EN_POLICY.len())]);
+        } else {
+            out.push_str(vocab[rng.gen_range(0..vocab.len())]);
+        }
+    }
+    out
+}
+
+fn gen_item(rng: &mut StdRng) -> Item {
+    let (vocab, sep): (&[&str], &str) = match rng.gen_range(0..10) {
+        0..=4 => (EN_FILLER, " "),
+        5 | 6 => (ZH, ""),
+        7 => (VI, " "),
+        8 => (PL, " "),
+        _ => (DE, " "),
+    };
+    let policy = rng.gen_ratio(1, 5);
+    let title_n = rng.gen_range(6..14);
+    let sum_n = rng.gen_range(30..80);
+    let content_n = if rng.gen_ratio(1, 3) {
+        rng.gen_range(200..600)
+    } else {
+        0
+    };
+    Item {
+        title: words(rng, vocab, title_n, sep, policy),
+        summary: words(rng, vocab, sum_n, sep, policy),
+        content: words(rng, vocab, content_n, sep, policy),
+        link: Some(format!(
+            "https://news.example.com/{}/story",
+            rng.gen_range(0..100000)
+        )),
+        feed_name: "Example News".into(),
+        categories: vec!["World".into(), "Business".into()],
+        ..Default::default()
+    }
+}
+
+fn item_bytes(it: &Item) -> usize {
+    it.title.len() + it.summary.len() + it.content.len()
+}
+
+/// CPU seconds (user + system) used by this process so far, from /proc (Linux); `None`
+/// elsewhere. On a shared, loaded machine wall-clock MB/s understates the speed of one core.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn run(name: &str, clf: &Classifier, items: &[Item], budget: Duration) {
+    let bytes: usize = items.iter().map(item_bytes).sum();
+    // Warm up once, then repeat over the set until the time budget is used.
+    let mut matched = 0usize;
+    for it in items {
+        matched += clf.classify(it).len();
+    }
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut rounds = 0u32;
+    while start.elapsed() < budget || rounds == 0 {
+        for it in items {
+            std::hint::black_box(clf.classify(std::hint::black_box(it)));
+        }
+        rounds += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => secs,
+    };
+    let total_bytes = bytes as f64 * rounds as f64;
+    let total_items = items.len() as f64 * rounds as f64;
+    println!(
+        "{name:28} {:7.1} MB/s {:8.0} items/s wall | {:7.1} MB/s {:8.0} items/s per CPU-second   ({} items, {:.1} KB avg, {} verdicts/round, {} rounds)",
+        total_bytes / secs / 1e6,
+        total_items / secs,
+        total_bytes / cpu / 1e6,
+        total_items / cpu,
+        items.len(),
+        bytes as f64 / items.len().max(1) as f64 / 1024.0,
+        matched,
+        rounds
+    );
+}
+
+/// Normalisation alone (the first stage of classification), for comparison.
+fn run_normalise(name: &str, items: &[Item], budget: Duration) {
+    let bytes: usize = items.iter().map(item_bytes).sum();
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut rounds = 0u32;
+    while start.elapsed() < budget || rounds == 0 {
+        for it in items {
+            for f in [&it.title, &it.summary, &it.content] {
+                std::hint::black_box(policywatch::text::normalize(std::hint::black_box(f)));
+            }
+        }
+        rounds += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => secs,
+    };
+    let total = bytes as f64 * rounds as f64;
+    println!(
+        "{name:28} {:7.1} MB/s wall | {:7.1} MB/s per CPU-second",
+        total / secs / 1e6,
+        total / cpu / 1e6
+    );
+}
+
+fn main() {
+    let secs: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3);
+    let budget = Duration::from_secs(secs);
+    // `ascii` as an argument runs only the ASCII set (for profiling).
+    let only_ascii = std::env::args().any(|a| a == "ascii");
+    let src = include_str!("../config/watches.toml");
+    let watches = match watches_from_toml(src) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("config/watches.toml: {e}");
+            std::process::exit(1);
+        }
+    };
+    let t = Instant::now();
+    let clf = match Classifier::compile(&watches) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "compiled {} watches in {:.1} ms",
+        watches.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let items: Vec<Item> = (0..2000).map(|_| gen_item(&mut rng)).collect();
+    let ascii: Vec<Item> = items
+        .iter()
+        .filter(|i| i.title.is_ascii() && i.summary.is_ascii())
+        .cloned()
+        .collect();
+    if only_ascii {
+        run("generated (ASCII only)", &clf, &ascii, budget);
+        return;
+    }
+    run("generated (mixed languages)", &clf, &items, budget);
+    run("generated (ASCII only)", &clf, &ascii, budget);
+    run_normalise("normalise only (mixed)", &items, budget);
+    run_normalise("normalise only (ASCII)", &ascii, budget);
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/corpus/news/items.jsonl"
+    );
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let corpus: Vec<Item> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| Item {
+                title: v["title"].as_str().unwrap_or("").to_string(),
+                summary: v["summary"].as_str().unwrap_or("").to_string(),
+                link: v["link"].as_str().map(str::to_string),
+                ..Default::default()
+            })
+            .collect();
+        run("shared news corpus", &clf, &corpus, budget);
+    }
+}

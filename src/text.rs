@@ -14,7 +14,7 @@
 //! Pure ASCII text without odd whitespace takes a fast path: lowercase copy, identity offsets.
 
 use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Longest field text we look at. Feeds bound their items already; this keeps offsets in `u32`
 /// and the per-item cost bounded even if a caller forgets.
@@ -83,28 +83,29 @@ fn clamp(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// True when the ASCII fast path gives exactly what the general path would.
-fn ascii_fast_ok(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut prev_space = false;
-    for &c in b {
-        if c >= 0x80 {
-            return false;
-        }
-        if c == b' ' {
-            if prev_space {
-                return false;
-            }
-            prev_space = true;
-        } else {
-            // Other ASCII whitespace (and controls that are whitespace) would be rewritten.
-            if matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
-                return false;
-            }
-            prev_space = false;
+/// The ASCII fast path: lowercase, hyphens between alphanumerics to spaces. Returns `None`
+/// (use the general path) when the text is not ASCII or has whitespace other than single
+/// spaces. Written as a few whole-string passes the standard library vectorises.
+fn ascii_fast(s: &str) -> Option<String> {
+    if !s.is_ascii()
+        || s.contains("  ")
+        || s.bytes()
+            .any(|c| matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+    {
+        return None;
+    }
+    let mut b = s.to_ascii_lowercase().into_bytes();
+    for (i, _) in s.match_indices('-') {
+        if i > 0
+            && i + 1 < b.len()
+            && b[i - 1].is_ascii_alphanumeric()
+            && b[i + 1].is_ascii_alphanumeric()
+        {
+            b[i] = b' ';
         }
     }
-    true
+    // Only ASCII bytes were changed into ASCII bytes.
+    String::from_utf8(b).ok()
 }
 
 /// Characters that carry no text and only break matching (soft hyphen, zero-width joiners...).
@@ -136,6 +137,11 @@ pub fn is_cjk(c: char) -> bool {
         | 0x20000..=0x3FFFF) // Ext B..
 }
 
+/// CJK characters that normalisation never changes (besides the traditional→simplified fold).
+fn is_plain_cjk(c: char) -> bool {
+    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xAC00..=0xD7A3 | 0x3041..=0x3096 | 0x30A1..=0x30FA)
+}
+
 /// A character that is part of a word for whole-word matching (Latin, Cyrillic, Greek, digits…).
 /// CJK characters are not: CJK terms match as substrings.
 pub fn is_word_char(c: char) -> bool {
@@ -153,25 +159,28 @@ fn fold_char(c: char, out: &mut impl FnMut(char)) {
         out(c);
         return;
     }
-    match c {
-        'đ' | 'ð' => return out('d'),
-        'ł' => return out('l'),
-        'ø' => return out('o'),
-        'ı' => return out('i'),
-        _ => {}
-    }
     if is_combining_mark(c) {
         return;
     }
+    // Letters whose "accent" is part of the glyph (no Unicode decomposition) fold by hand; the
+    // same mapping applies to the base of a decomposed letter (ǿ → ø → o) so folding is a
+    // fixed point.
+    let base = |d: char| match d {
+        'đ' | 'ð' => 'd',
+        'ł' => 'l',
+        'ø' => 'o',
+        'ı' => 'i',
+        _ => d,
+    };
     let mut any = false;
     for d in std::iter::once(c).nfd() {
         if !is_combining_mark(d) {
             any = true;
-            out(d);
+            out(base(d));
         }
     }
     if !any {
-        out(c);
+        out(base(c));
     }
 }
 
@@ -333,6 +342,12 @@ fn join_hyphenated(text: String) -> String {
             continue;
         }
         // Decode just the neighbouring chars ('-' is ASCII, so i and i+1 are char boundaries).
+        if b[i - 1].is_ascii() && b[i + 1].is_ascii() {
+            if b[i - 1].is_ascii_alphanumeric() && b[i + 1].is_ascii_alphanumeric() {
+                b[i] = b' ';
+            }
+            continue;
+        }
         let mut ps = i - 1;
         while ps > 0 && (b[ps] & 0xC0) == 0x80 {
             ps -= 1;
@@ -358,6 +373,7 @@ fn join_hyphenated(text: String) -> String {
 }
 
 /// Output builder for the general path.
+#[derive(Clone)]
 struct Out {
     text: String,
     map: Vec<(u32, u32)>,
@@ -400,8 +416,7 @@ impl Out {
 /// Normalises `s` into both variants (see the module doc).
 pub fn normalize(s: &str) -> NormPair {
     let s = clamp(s, MAX_FIELD_BYTES);
-    if ascii_fast_ok(s) {
-        let text = join_hyphenated(s.to_ascii_lowercase());
+    if let Some(text) = ascii_fast(s) {
         return NormPair {
             exact: Normalized {
                 text,
@@ -412,11 +427,28 @@ pub fn normalize(s: &str) -> NormPair {
         };
     }
     let mut exact = Out::with_capacity(s.len() + 8);
-    let mut folded = Out::with_capacity(s.len() + 8);
-    let mut differs = false;
+    // The folded variant is only materialised once folding first changes something (most
+    // non-ASCII text — CJK, or Latin text with a few typographic quotes — never does).
+    let mut folded: Option<Out> = None;
     let mut buf: Vec<char> = Vec::with_capacity(8);
+    let mut fbuf: Vec<char> = Vec::with_capacity(8);
     let mut it = s.char_indices().peekable();
     while let Some((i, c)) = it.next() {
+        // Fast path for ideographs and Hangul not followed by a combining mark (the bulk of
+        // CJK text): nothing to compose, case-fold or strip.
+        if is_plain_cjk(c)
+            && it
+                .peek()
+                .map_or(true, |&(_, d)| is_plain_cjk(d) || d.is_ascii())
+        {
+            let range = (i as u32, (i + c.len_utf8()) as u32);
+            let l = t2s(c);
+            exact.push(l, range);
+            if let Some(f) = folded.as_mut() {
+                f.push(l, range);
+            }
+            continue;
+        }
         // A segment is one character plus the combining marks after it, so decomposed input
         // ("e" + U+0301) composes the same as precomposed input.
         let mut j = i + c.len_utf8();
@@ -425,9 +457,22 @@ pub fn normalize(s: &str) -> NormPair {
         // neighbours in the exact and the accent-folded text (idempotence).
         if c.is_alphanumeric() {
             while let Some(&(k, d)) = it.peek() {
+                if d.is_ascii() {
+                    break;
+                }
                 // Half-width voiced sound marks become combining marks under NFKC, so they
                 // belong to the segment before them too.
                 if is_combining_mark(d) || d == '\u{FF9E}' || d == '\u{FF9F}' {
+                    j = k + d.len_utf8();
+                    it.next();
+                } else if is_ignorable(d)
+                    && s[k..]
+                        .chars()
+                        .find(|x| !is_ignorable(*x))
+                        .is_some_and(is_combining_mark)
+                {
+                    // A soft hyphen or zero-width char between a letter and its accent: drop
+                    // it and keep composing, as a second pass would.
                     j = k + d.len_utf8();
                     it.next();
                 } else {
@@ -440,27 +485,44 @@ pub fn normalize(s: &str) -> NormPair {
             let lc = c.to_ascii_lowercase();
             let lc = if c.is_whitespace() { ' ' } else { lc };
             exact.push(lc, range);
-            folded.push(lc, range);
+            if let Some(f) = folded.as_mut() {
+                f.push(lc, range);
+            }
             continue;
         }
         if c.is_whitespace() {
             exact.push(' ', range);
-            folded.push(' ', range);
+            if let Some(f) = folded.as_mut() {
+                f.push(' ', range);
+            }
+            continue;
+        }
+        if j == i + c.len_utf8() && is_plain_cjk(c) {
+            // Ideographs and Hangul syllables: NFKC, case and accent folding leave them alone.
+            let l = t2s(c);
+            exact.push(l, range);
+            if let Some(f) = folded.as_mut() {
+                f.push(l, range);
+            }
             continue;
         }
         if is_ignorable(c) && j == i + c.len_utf8() {
             continue;
         }
         buf.clear();
-        for n in s[i..j].nfkc() {
+        for n in s[i..j].chars().filter(|x| !is_ignorable(*x)).nfkc() {
             for l in n.to_lowercase() {
                 buf.push(l);
             }
         }
         // Lowercasing can leave text that NFKC would still change; compose once more so the
         // result is a fixed point (normalisation must be idempotent).
-        let again: Vec<char> = buf.iter().copied().nfkc().collect();
-        for &l in &again {
+        if is_nfkc_quick(buf.iter().copied()) != IsNormalized::Yes {
+            let again: Vec<char> = buf.iter().copied().nfkc().collect();
+            buf.clear();
+            buf.extend(again);
+        }
+        for &l in &buf {
             if is_ignorable(l) {
                 continue;
             }
@@ -469,24 +531,25 @@ pub fn normalize(s: &str) -> NormPair {
                 '\u{2018}' | '\u{2019}' | '\u{02BC}' => '\'',
                 _ => t2s(l),
             };
+            fbuf.clear();
+            fold_char(l, &mut |f| fbuf.push(f));
+            if folded.is_none() && fbuf.as_slice() != [l] {
+                folded = Some(exact.clone());
+            }
             exact.push(l, range);
-            fold_char(l, &mut |f| {
-                folded.push(f, range);
-            });
+            if let Some(f) = folded.as_mut() {
+                for &x in &fbuf {
+                    f.push(x, range);
+                }
+            }
         }
     }
-    if exact.text != folded.text {
-        differs = true;
-    }
     let orig_len = s.len();
-    NormPair {
-        exact: exact.finish(orig_len),
-        folded: if differs {
-            Some(folded.finish(orig_len))
-        } else {
-            None
-        },
-    }
+    let exact = exact.finish(orig_len);
+    let folded = folded
+        .map(|f| f.finish(orig_len))
+        .filter(|f| f.text != exact.text);
+    NormPair { exact, folded }
 }
 
 /// Normalises a query term; returns `(exact, folded)`. The term "has diacritics" when they
@@ -500,8 +563,21 @@ pub fn normalize_term(s: &str) -> (String, String) {
 /// The word tokens of a normalised text as byte start offsets: maximal runs of word characters,
 /// and each CJK character on its own. Used for `NEAR` distances.
 pub fn word_starts(text: &str) -> Vec<u32> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(text.len() / 5);
     let mut in_word = false;
+    if text.is_ascii() {
+        for (i, b) in text.bytes().enumerate() {
+            if b.is_ascii_alphanumeric() {
+                if !in_word {
+                    out.push(i as u32);
+                    in_word = true;
+                }
+            } else {
+                in_word = false;
+            }
+        }
+        return out;
+    }
     for (i, c) in text.char_indices() {
         if is_cjk(c) {
             out.push(i as u32);

@@ -11,10 +11,12 @@
 //! pattern however many watches use it, so the per-item cost is one scan per field and variant
 //! plus a tree walk for the watches that had any hit at all.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use unicode_normalization::UnicodeNormalization;
 
 use super::parse::{Expr, FieldMask, Term};
@@ -108,7 +110,6 @@ pub struct MatcherBuilder {
     string_ids: [HashMap<String, usize>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: u8,
-    need_words: bool,
 }
 
 fn caps_key(s: &str) -> String {
@@ -209,15 +210,12 @@ impl MatcherBuilder {
             Expr::And(v) => Node::And(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
             Expr::Or(v) => Node::Or(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
             Expr::Not(x) => Node::Not(Box::new(self.lower(x)?)),
-            Expr::Near { a, b, n, ordered } => {
-                self.need_words = true;
-                Node::Near {
-                    a: Box::new(self.lower(a)?),
-                    b: Box::new(self.lower(b)?),
-                    n: *n,
-                    ordered: *ordered,
-                }
-            }
+            Expr::Near { a, b, n, ordered } => Node::Near {
+                a: Box::new(self.lower(a)?),
+                b: Box::new(self.lower(b)?),
+                n: *n,
+                ordered: *ordered,
+            },
             Expr::AtLeast { n, inner } => Node::AtLeast {
                 n: *n,
                 inner: Box::new(self.lower(inner)?),
@@ -230,8 +228,10 @@ impl MatcherBuilder {
             if strings.is_empty() {
                 return Ok(None);
             }
+            // A DFA: the pattern sets are small (hundreds of terms) and the scan is the hot loop.
             AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
                 .build(strings)
                 .map(Some)
                 .map_err(|e| format!("building the term automaton failed: {e}"))
@@ -246,7 +246,6 @@ impl MatcherBuilder {
             acs: [fold_ac, exact_ac],
             string_pats: [fp, ep],
             used_fields: FieldMask(self.used_fields),
-            need_words: self.need_words,
         })
     }
 }
@@ -257,7 +256,6 @@ pub struct Matcher {
     acs: [Option<AhoCorasick>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: FieldMask,
-    need_words: bool,
 }
 
 /// One occurrence of a pattern.
@@ -269,38 +267,57 @@ pub struct Hit {
     /// Byte range in the normalised text of that variant.
     pub s: u32,
     pub e: u32,
-    /// First and last word index covered (for NEAR).
-    pub ts: u32,
-    pub te: u32,
 }
 
-pub struct FieldText {
-    pub orig: String,
+pub struct FieldText<'a> {
+    pub orig: Cow<'a, str>,
     pub norm: NormPair,
 }
 
 /// Everything the evaluation needs to know about one item.
-pub struct ItemHits {
-    pub fields: Vec<Option<FieldText>>,
+pub struct ItemHits<'a> {
+    pub fields: Vec<Option<FieldText<'a>>>,
+    /// Sorted by (pattern, field, start): the hits of one pattern are one run, found by
+    /// binary search (items have tens of hits, rules hundreds of patterns).
     hits: Vec<Hit>,
-    /// Per pattern: range into `hits`.
-    ranges: Vec<(u32, u32)>,
+    /// Bit per pattern: does it occur at all (the quick skip for watches without any hit).
+    hit_bits: Vec<u64>,
 }
 
-pub fn field_text(item: &Item, f: Field) -> String {
+pub fn field_text(item: &Item, f: Field) -> Cow<'_, str> {
     match f {
-        Field::Title => item.title.clone(),
-        Field::Summary => item.summary.clone(),
-        Field::Content => item.content.clone(),
-        Field::Author => item.authors.join(", "),
-        Field::Category => item.categories.join(", "),
+        Field::Title => Cow::Borrowed(&item.title),
+        Field::Summary => Cow::Borrowed(&item.summary),
+        Field::Content => Cow::Borrowed(&item.content),
+        Field::Author => Cow::Owned(item.authors.join(", ")),
+        Field::Category => Cow::Owned(item.categories.join(", ")),
         Field::Feed => {
-            let mut v = vec![item.feed_name.clone()];
-            v.extend(item.feed_tags.iter().cloned());
-            v.join(", ")
+            if item.feed_tags.is_empty() {
+                Cow::Borrowed(&item.feed_name)
+            } else {
+                let mut v = vec![item.feed_name.clone()];
+                v.extend(item.feed_tags.iter().cloned());
+                Cow::Owned(v.join(", "))
+            }
         }
-        Field::Link => item.link.clone().unwrap_or_default(),
+        Field::Link => Cow::Borrowed(item.link.as_deref().unwrap_or("")),
     }
+}
+
+thread_local! {
+    /// Per-pattern hit counters for the current field, reused across items (only the entries
+    /// touched are reset), so an item costs no allocation proportional to the rule size.
+    static COUNTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+fn bits_of(hits: &[Hit], n_patterns: usize) -> Vec<u64> {
+    let mut bits = vec![0u64; n_patterns.div_ceil(64)];
+    for h in hits {
+        if let Some(w) = bits.get_mut(h.pat as usize / 64) {
+            *w |= 1 << (h.pat % 64);
+        }
+    }
+    bits
 }
 
 impl Matcher {
@@ -309,9 +326,19 @@ impl Matcher {
     }
 
     /// Scans the item once per used field and variant.
-    pub fn scan(&self, item: &Item) -> ItemHits {
+    pub fn scan<'a>(&self, item: &'a Item) -> ItemHits<'a> {
+        COUNTS.with(|c| {
+            let mut counts = c.borrow_mut();
+            if counts.len() != self.patterns.len() {
+                counts.clear();
+                counts.resize(self.patterns.len(), 0);
+            }
+            self.scan_with(item, &mut counts)
+        })
+    }
+
+    fn scan_with<'a>(&self, item: &'a Item, counts: &mut [u16]) -> ItemHits<'a> {
         let mut hits: Vec<Hit> = Vec::new();
-        let mut counts: Vec<u16> = vec![0; self.patterns.len()];
         let mut fields: Vec<Option<FieldText>> = (0..Field::ALL.len()).map(|_| None).collect();
         for (fi, f) in Field::ALL.into_iter().enumerate() {
             if !self.used_fields.has(f) {
@@ -328,7 +355,7 @@ impl Matcher {
                 Variant::Folded,
                 fi as u8,
                 &orig,
-                &mut counts,
+                counts,
                 &mut hits,
             );
             if let Some(_f) = &norm.folded {
@@ -337,7 +364,7 @@ impl Matcher {
                     Variant::Exact,
                     fi as u8,
                     &orig,
-                    &mut counts,
+                    counts,
                     &mut hits,
                 );
             }
@@ -345,40 +372,15 @@ impl Matcher {
                 for h in &hits[before..] {
                     counts[h.pat as usize] = 0;
                 }
-                if self.need_words {
-                    let mut cache: [Option<Vec<u32>>; 2] = [None, None];
-                    for h in &mut hits[before..] {
-                        let t = if h.var == 0 {
-                            norm.folded()
-                        } else {
-                            &norm.exact
-                        };
-                        let ws =
-                            cache[h.var as usize].get_or_insert_with(|| text::word_starts(&t.text));
-                        let idx = |b: u32| ws.partition_point(|&w| w <= b).saturating_sub(1) as u32;
-                        h.ts = idx(h.s);
-                        h.te = idx(h.e.saturating_sub(1).max(h.s));
-                    }
-                }
             }
             fields[fi] = Some(FieldText { orig, norm });
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.s));
-        let mut ranges = vec![(0u32, 0u32); self.patterns.len()];
-        let mut i = 0;
-        while i < hits.len() {
-            let p = hits[i].pat;
-            let mut j = i;
-            while j < hits.len() && hits[j].pat == p {
-                j += 1;
-            }
-            ranges[p as usize] = (i as u32, j as u32);
-            i = j;
-        }
+        let hit_bits = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
             hits,
-            ranges,
+            hit_bits,
         }
     }
 
@@ -438,18 +440,16 @@ impl Matcher {
                     var: var as u8,
                     s: s as u32,
                     e: end as u32,
-                    ts: 0,
-                    te: 0,
                 });
             }
         }
     }
 }
 
-impl ItemHits {
+impl ItemHits<'static> {
     /// Hits standing in for "pattern `p` occurs once in every field" (used by the lint and
     /// to check whether a query can match an item with none of its terms).
-    pub fn synthetic(n_patterns: usize, pats: &[u32]) -> ItemHits {
+    pub fn synthetic(n_patterns: usize, pats: &[u32]) -> ItemHits<'static> {
         let mut hits = Vec::new();
         for &p in pats {
             for fi in 0..Field::ALL.len() {
@@ -459,37 +459,47 @@ impl ItemHits {
                     var: 0,
                     s: 0,
                     e: 0,
-                    ts: 0,
-                    te: 0,
                 });
             }
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field));
-        let mut ranges = vec![(0u32, 0u32); n_patterns];
-        for &p in pats {
-            let s = hits.iter().position(|h| h.pat == p).unwrap_or(0);
-            let e = s + hits[s..].iter().take_while(|h| h.pat == p).count();
-            ranges[p as usize] = (s as u32, e as u32);
-        }
+        let hit_bits = bits_of(&hits, n_patterns);
         ItemHits {
             fields: (0..Field::ALL.len()).map(|_| None).collect(),
             hits,
-            ranges,
+            hit_bits,
         }
     }
+}
 
+impl<'a> ItemHits<'a> {
+    #[inline]
     pub fn pattern_hit(&self, p: u32) -> bool {
-        let (s, e) = self.ranges.get(p as usize).copied().unwrap_or((0, 0));
-        e > s
+        self.hit_bits
+            .get(p as usize / 64)
+            .is_some_and(|w| w & (1 << (p % 64)) != 0)
     }
 
-    fn of_atom<'a>(&'a self, atom: &'a Atom) -> impl Iterator<Item = &'a Hit> + 'a {
-        let (s, e) = self
-            .ranges
-            .get(atom.pattern as usize)
-            .copied()
-            .unwrap_or((0, 0));
-        self.hits[s as usize..e as usize]
+    fn of_pattern(&self, p: u32) -> &[Hit] {
+        if !self.pattern_hit(p) {
+            return &[];
+        }
+        let s = self.hits.partition_point(|h| h.pat < p);
+        let e = s + self.hits[s..].partition_point(|h| h.pat == p);
+        &self.hits[s..e]
+    }
+
+    #[inline]
+    fn atom_hit(&self, atom: &Atom) -> bool {
+        self.pattern_hit(atom.pattern)
+            && self
+                .of_pattern(atom.pattern)
+                .iter()
+                .any(|h| atom.fields.0 & (1 << h.field) != 0)
+    }
+
+    fn of_atom<'b>(&'b self, atom: &'b Atom) -> impl Iterator<Item = &'b Hit> + 'b {
+        self.of_pattern(atom.pattern)
             .iter()
             .filter(move |h| atom.fields.0 & (1 << h.field) != 0)
     }
@@ -519,27 +529,77 @@ impl ItemHits {
     }
 }
 
-/// Word spans (field, first, last) of the hits of a positional node.
+/// Original byte spans (field, start, end) of the hits of a positional node.
 fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<(u8, u32, u32)>) {
     match n {
         Node::Atom(a) => {
             let atom = &m.atoms[*a as usize];
-            out.extend(h.of_atom(atom).map(|x| (x.field, x.ts, x.te)));
+            out.extend(h.of_atom(atom).map(|x| {
+                let (s, e) = h.original_range(x);
+                (x.field, s as u32, e as u32)
+            }));
         }
         Node::Or(v) => v.iter().for_each(|x| spans(m, x, h, out)),
         _ => {}
     }
 }
 
-fn near_ok(a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: bool) -> bool {
+/// Number of words starting in `text[from..to]`, counting stops once it exceeds `limit`.
+/// Each CJK character is a word. Counting on the original text treats hits of the exact and
+/// the accent-folded variant alike, and only looks at the stretch between the two hits.
+fn words_between(text: &str, from: usize, to: usize, limit: u32) -> u32 {
+    let Some(seg) = text.get(from..to) else {
+        return 0;
+    };
+    let mut prev_word = text[..from].chars().next_back().is_some_and(is_word_char);
+    let mut n = 0;
+    for c in seg.chars() {
+        if text::is_cjk(c) {
+            n += 1;
+            prev_word = false;
+        } else if is_word_char(c) {
+            if !prev_word {
+                n += 1;
+            }
+            prev_word = true;
+        } else {
+            prev_word = false;
+        }
+        if n > limit {
+            break;
+        }
+    }
+    n
+}
+
+/// At most this many hits per side of a NEAR are considered.
+const MAX_NEAR_SPANS: usize = 4096;
+
+/// Two hits further apart than this many bytes are never within `n` words: 64 bytes per word
+/// is generous even for long words with punctuation, and bounds the scan between them.
+fn max_near_bytes(n: u32) -> u32 {
+    n.saturating_add(2).saturating_mul(64)
+}
+
+fn near_ok(h: &ItemHits, a: (u8, u32, u32), b: (u8, u32, u32), n: u32, ordered: bool) -> bool {
     if a.0 != b.0 {
         return false;
     }
-    let before = |x: (u8, u32, u32), y: (u8, u32, u32)| x.2 < y.1 && y.1 - x.2 - 1 <= n;
+    let text = h
+        .fields
+        .get(a.0 as usize)
+        .and_then(|f| f.as_ref())
+        .map(|f| f.orig.as_ref())
+        .unwrap_or("");
+    let before = |x: (u8, u32, u32), y: (u8, u32, u32)| {
+        x.2 <= y.1
+            && y.1 - x.2 <= max_near_bytes(n)
+            && words_between(text, x.2 as usize, y.1 as usize, n) <= n
+    };
     if ordered {
         before(a, b)
     } else {
-        let overlap = a.1 <= b.2 && b.1 <= a.2;
+        let overlap = a.1 < b.2 && b.1 < a.2;
         overlap || before(a, b) || before(b, a)
     }
 }
@@ -553,21 +613,39 @@ fn count(m: &Matcher, n: &Node, h: &ItemHits) -> usize {
 }
 
 pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
+    // Atoms are tested inline (a bit test for the usual case of an absent pattern): real rules
+    // are long OR lists of terms, and this walk runs for every item with any hit.
+    let test = |x: &Node| match x {
+        Node::Atom(a) => h.atom_hit(&m.atoms[*a as usize]),
+        _ => eval(m, x, h),
+    };
     match n {
-        Node::Atom(a) => h.of_atom(&m.atoms[*a as usize]).next().is_some(),
-        Node::And(v) => v.iter().all(|x| eval(m, x, h)),
-        Node::Or(v) => v.iter().any(|x| eval(m, x, h)),
+        Node::Atom(a) => h.atom_hit(&m.atoms[*a as usize]),
+        Node::And(v) => v.iter().all(test),
+        Node::Or(v) => v.iter().any(test),
         Node::Not(x) => !eval(m, x, h),
         Node::Near { a, b, n, ordered } => {
+            // Cheap presence test first: most NEAR clauses fail because a side is absent.
+            if !eval(m, a, h) || !eval(m, b, h) {
+                return false;
+            }
             let mut sa = Vec::new();
             let mut sb = Vec::new();
             spans(m, a, h, &mut sa);
-            if sa.is_empty() {
-                return false;
-            }
             spans(m, b, h, &mut sb);
-            sa.iter()
-                .any(|&x| sb.iter().any(|&y| near_ok(x, y, *n, *ordered)))
+            // Only pairs whose byte distance could be "near" are checked: sort one side and look
+            // at the window around each hit of the other (bounded work on hostile input).
+            sb.sort_unstable();
+            sb.truncate(MAX_NEAR_SPANS);
+            sa.truncate(MAX_NEAR_SPANS);
+            let w = max_near_bytes(*n);
+            sa.iter().any(|&x| {
+                let lo = sb.partition_point(|y| (y.0, y.1) < (x.0, x.1.saturating_sub(w + 256)));
+                sb[lo..]
+                    .iter()
+                    .take_while(|y| (y.0, y.1) <= (x.0, x.2.saturating_add(w)))
+                    .any(|&y| near_ok(h, x, y, *n, *ordered))
+            })
         }
         Node::AtLeast { n, inner } => count(m, inner, h) >= *n as usize,
     }

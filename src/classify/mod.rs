@@ -346,22 +346,30 @@ impl Classifier {
             })
             .sum();
         let score = (score * 100.0).round() / 100.0;
-        let mut evidence: Vec<Evidence> = Vec::new();
-        let mut seen = HashSet::new();
-        for (a, h) in &ev {
-            let (s, e) = hits.original_range(h);
-            let atom = &m.atoms[*a as usize];
-            if seen.insert((atom.display.as_str(), h.field, s, e)) {
-                evidence.push(Evidence {
-                    term: atom.display.clone(),
-                    field: Field::ALL[h.field as usize],
-                    start: s,
-                    end: e,
-                });
-            }
-        }
-        evidence.sort_by_key(|e| (e.field, e.start));
-        evidence.truncate(MAX_EVIDENCE);
+        let mut spans: Vec<(Field, usize, usize, &str)> = ev
+            .iter()
+            .map(|(a, h)| {
+                let (s, e) = hits.original_range(h);
+                (
+                    Field::ALL[h.field as usize],
+                    s,
+                    e,
+                    m.atoms[*a as usize].display.as_str(),
+                )
+            })
+            .collect();
+        spans.sort_unstable();
+        spans.dedup();
+        let evidence: Vec<Evidence> = spans
+            .into_iter()
+            .take(MAX_EVIDENCE)
+            .map(|(field, start, end, term)| Evidence {
+                term: term.to_string(),
+                field,
+                start,
+                end,
+            })
+            .collect();
         let passes = !excluded && score >= w.min_score.unwrap_or(0.0);
         Judgement {
             matched: true,

@@ -487,8 +487,7 @@ impl<'a> Parser<'a> {
 
     fn and(&mut self, ctx: Ctx) -> Result<Expr, ParseError> {
         let mut items = vec![self.unary(ctx)?];
-        loop {
-            let Some(t) = self.peek() else { break };
+        while let Some(t) = self.peek() {
             if t.tok == Tok::And {
                 let s = t.start;
                 self.pos += 1;

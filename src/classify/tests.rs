@@ -339,3 +339,23 @@ fn classifier_is_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Classifier>();
 }
+
+#[test]
+fn near_on_large_repetitive_text_is_bounded_and_correct() {
+    // Many hits of both sides: only nearby pairs are examined, and hits beyond the per-field cap
+    // are ignored, so this stays cheap; the match at the start is found.
+    let content = format!("ban chip {}", "chip ban ".repeat(50_000));
+    let c = Classifier::compile(&[WatchConfig::new("w", "chip NEAR/0 ban AND atleast3(chip)")])
+        .unwrap();
+    let it = Item {
+        content,
+        ..Default::default()
+    };
+    assert_eq!(c.classify(&it).len(), 1);
+    let far = format!("chip {} ban", "x ".repeat(10_000));
+    let it = Item {
+        content: far,
+        ..Default::default()
+    };
+    assert!(c.classify(&it).is_empty());
+}
