@@ -1,4 +1,4 @@
-//! Classification throughput with the default rules (config/watches.toml).
+//! Classification throughput with the default rules (config/policywatch.toml).
 //!
 //! `cargo bench --bench classify` — prints MB/s of item text and items/s, single thread, over
 //! generated items (English, Chinese, Vietnamese, Polish, German mixes; mostly irrelevant news
@@ -330,11 +330,11 @@ fn main() {
     let budget = Duration::from_secs(secs);
     // `ascii` as an argument runs only the ASCII set (for profiling).
     let only_ascii = std::env::args().any(|a| a == "ascii");
-    let src = include_str!("../config/watches.toml");
+    let src = include_str!("../config/policywatch.toml");
     let watches = match watches_from_toml(src) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("config/watches.toml: {e}");
+            eprintln!("config/policywatch.toml: {e}");
             std::process::exit(1);
         }
     };
