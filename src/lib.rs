@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod diagnostic;
 pub mod digest;
 pub mod feed;
 pub mod fetch;

@@ -93,7 +93,7 @@ impl RuleError {
             file_name,
             file_src,
             &self.watch_id,
-            "",
+            "error",
             &self.message,
             self.hint.as_deref(),
             self.span.as_ref(),
@@ -108,7 +108,7 @@ impl RuleWarning {
             file_name,
             file_src,
             &self.watch_id,
-            "warning: ",
+            "warning",
             &self.message,
             self.hint.as_deref(),
             self.span.as_ref(),
@@ -184,49 +184,30 @@ fn render(
     file_name: &str,
     file_src: &str,
     watch_id: &str,
-    kind: &str,
+    severity: &str,
     message: &str,
     hint: Option<&str>,
     span: Option<&Range<usize>>,
     offset: usize,
 ) -> String {
-    let mut out = String::new();
-    let Some(span) = span else {
-        out.push_str(&format!(
-            "{file_name}: watch `{watch_id}`: {kind}{message}\n"
-        ));
-        if let Some(h) = hint {
-            out.push_str(&format!("  hint: {h}\n"));
+    let message = format!("watch `{watch_id}`: {message}");
+    match span {
+        Some(span) => crate::diagnostic::render_at(
+            file_name,
+            file_src,
+            file_offset(file_src, span, offset),
+            severity,
+            &message,
+            hint,
+        ),
+        None => {
+            let mut out = format!("{file_name}: {severity}: {message}");
+            if let Some(h) = hint {
+                out.push_str(&format!("\n  = hint: {h}"));
+            }
+            out
         }
-        return out;
-    };
-    let mut at = file_offset(file_src, span, offset);
-    while at > 0 && !file_src.is_char_boundary(at) {
-        at -= 1;
     }
-    let line_start = file_src[..at].rfind('\n').map(|p| p + 1).unwrap_or(0);
-    let line_end = file_src[at..]
-        .find('\n')
-        .map(|p| at + p)
-        .unwrap_or(file_src.len());
-    let line_no = file_src[..line_start].matches('\n').count() + 1;
-    let col = file_src[line_start..at].chars().count() + 1;
-    let line = file_src[line_start..line_end].trim_end_matches('\r');
-    out.push_str(&format!(
-        "{file_name}:{line_no}:{col}: watch `{watch_id}`: {kind}{message}\n"
-    ));
-    let gutter = format!("{line_no}");
-    out.push_str(&format!("{gutter} | {line}\n"));
-    // Caret under the character: count display columns (tabs kept as tabs).
-    let mut pad = String::new();
-    for c in file_src[line_start..at].chars() {
-        pad.push(if c == '\t' { '\t' } else { ' ' });
-    }
-    out.push_str(&format!("{} | {pad}^\n", " ".repeat(gutter.len())));
-    if let Some(h) = hint {
-        out.push_str(&format!("hint: {h}\n"));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -261,7 +242,7 @@ mod tests {
         };
         let r = e.render("watches.toml", src);
         assert!(
-            r.starts_with("watches.toml:4:11: watch `ai-chips`: unbalanced parenthesis"),
+            r.starts_with("watches.toml:4:11: error: watch `ai-chips`: unbalanced parenthesis"),
             "{r}"
         );
         assert!(

@@ -227,7 +227,9 @@ exclude = "a AND"
     assert_eq!(errs.len(), 4, "{errs:?}");
     let r = errs[0].render("watches.toml", src);
     assert!(
-        r.starts_with("watches.toml:5:11: watch `ai-chips`: unbalanced parenthesis opened here"),
+        r.starts_with(
+            "watches.toml:5:11: error: watch `ai-chips`: unbalanced parenthesis opened here"
+        ),
         "{r}"
     );
     assert!(
@@ -236,7 +238,9 @@ exclude = "a AND"
     );
     let r = errs[1].render("watches.toml", src);
     assert!(
-        r.starts_with("watches.toml:9:18: watch `export-controls`: NEAR needs a number: NEAR/5"),
+        r.starts_with(
+            "watches.toml:9:18: error: watch `export-controls`: NEAR needs a number: NEAR/5"
+        ),
         "{r}"
     );
     assert!(errs[2]
