@@ -461,3 +461,122 @@ pub fn export_opml(common: &Common) -> anyhow::Result<ExitCode> {
     print!("{}", crate::opml::export(&feeds, "policywatch feeds"));
     Ok(ExitCode::SUCCESS)
 }
+
+/// `policywatch digest --preview [ID]`: the text of what each digest would send next on stdout,
+/// its HTML in a file. Claims, sends and marks nothing.
+pub fn digest_preview(
+    common: &Common,
+    id: Option<&str>,
+    html: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    let ids: Vec<String> = match id {
+        Some(id) => {
+            if !cfg.digests.iter().any(|d| d.id == id) {
+                let known: Vec<&str> = cfg.digests.iter().map(|d| d.id.as_str()).collect();
+                bail!(
+                    "there is no digest `{id}`; the digests are: {}",
+                    known.join(", ")
+                );
+            }
+            vec![id.to_string()]
+        }
+        None => cfg.digests.iter().map(|d| d.id.clone()).collect(),
+    };
+    if html.is_some() && ids.len() > 1 {
+        bail!("--html names one file: name the digest too");
+    }
+    let db = common.state_dir().join("policywatch.db");
+    if !db.exists() {
+        bail!(
+            "no state at {} yet: run `policywatch run` first (or pass --state-dir)",
+            db.display()
+        );
+    }
+    let mut store = Store::open(&db)?;
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        let Some(r) = crate::notify::preview(&mut store, &cfg, &id, Utc::now())? else {
+            continue;
+        };
+        let path = html
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(format!("policywatch-preview-{id}.html")));
+        std::fs::write(&path, &r.html)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(out, "Subject: {}\n\n{}", r.subject, r.text)?;
+        eprintln!(
+            "digest `{id}`: {} stories shown, {} trimmed; HTML written to {}",
+            r.shown,
+            r.trimmed,
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policywatch send-test [--to ADDR]`: one small message through the configured server,
+/// reporting exactly what the server said.
+pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    let Some(smtp) = &cfg.config.smtp else {
+        bail!("there is no [smtp] section in {}", cfg.origin);
+    };
+    let recipients: Vec<String> = match to {
+        Some(a) => vec![a.to_string()],
+        None => cfg
+            .digests
+            .iter()
+            .find(|d| d.via == crate::config::Via::Email)
+            .map(|d| d.to.clone())
+            .unwrap_or_default(),
+    };
+    if recipients.is_empty() {
+        bail!("no recipient: pass --to ADDR, or add an email digest with to = [...]");
+    }
+    let smtp = smtp.get_ref();
+    let mailer = crate::mail::Mailer::new(smtp).context("cannot set up SMTP")?;
+    let now = Utc::now();
+    let rendered = crate::digest::Rendered {
+        subject: "policywatch test message".into(),
+        text: format!(
+            "This is a test message from policywatch, sent {} through {}:{}.\n\
+             If you can read it, digests will reach you.\n",
+            now.format("%Y-%m-%d %H:%M UTC"),
+            smtp.host,
+            smtp.port()
+        ),
+        html: "<p>This is a test message from policywatch. If you can read it, digests will reach you.</p>".into(),
+        shown: 0,
+        trimmed: 0,
+    };
+    let msg = mailer.build_message(
+        &recipients,
+        &rendered,
+        &format!("test.{}@policywatch", now.timestamp()),
+        now,
+        &mailer.list_id("test"),
+    )?;
+    match mailer.send(&msg).await {
+        Ok(reply) => {
+            println!(
+                "sent to {}: the server said: {reply}",
+                recipients.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!(
+                "not sent: {}{} ({})",
+                e.code.map(|c| format!("{c} ")).unwrap_or_default(),
+                e.message,
+                if e.transient {
+                    "temporary: try again later"
+                } else {
+                    "permanent"
+                }
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -58,6 +58,27 @@ enum Command {
         #[command(flatten)]
         common: commands::Common,
     },
+    /// Render what a digest would send next, without sending or marking anything.
+    Digest {
+        #[command(flatten)]
+        common: commands::Common,
+        /// Preview (the only mode: nothing is ever sent from here).
+        #[arg(long, required = true)]
+        preview: bool,
+        /// The digest id (default: every configured digest).
+        id: Option<String>,
+        /// Where to write the HTML part (default: policywatch-preview-ID.html here).
+        #[arg(long, value_name = "PATH")]
+        html: Option<std::path::PathBuf>,
+    },
+    /// Send a test message through the configured SMTP server and show what it said.
+    SendTest {
+        #[command(flatten)]
+        common: commands::Common,
+        /// Recipient (default: the recipients of the first email digest).
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+    },
     /// Print `[[feeds]]` entries for the feeds of an OPML file, to paste into the config.
     ImportOpml {
         /// An OPML file exported from another feed reader.
@@ -106,6 +127,13 @@ fn main() -> ExitCode {
             } => commands::classify(&common, &sources, json, explain).await,
             Command::Feeds { common } => commands::feeds(&common),
             Command::ImportOpml { file } => commands::import_opml(&file),
+            Command::Digest {
+                common,
+                preview: _,
+                id,
+                html,
+            } => commands::digest_preview(&common, id.as_deref(), html.as_deref()),
+            Command::SendTest { common, to } => commands::send_test(&common, to.as_deref()).await,
             Command::ExportOpml { common } => commands::export_opml(&common),
             Command::Backtest {
                 common,

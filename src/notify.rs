@@ -22,7 +22,9 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::config::{Loaded, Via};
-use crate::digest::{self, DigestKind, FeedProblem, LogRecord, RenderLimits, Section, Story};
+use crate::digest::{
+    self, DigestKind, FeedProblem, LogRecord, RenderLimits, Rendered, Section, Story,
+};
 use crate::item::Field;
 use crate::mail::{MailError, Mailer};
 use crate::retry;
@@ -201,7 +203,8 @@ impl Notifier {
             report.failed += 1;
             return Ok(());
         };
-        let d = assemble(store, cfg, dcfg, delivery, now)?;
+        let matches = store.delivery_stories(delivery.id)?;
+        let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
         let limits = RenderLimits {
             max_stories: delivery
                 .trim_to
@@ -361,6 +364,26 @@ fn fail(
     Ok(())
 }
 
+/// What digest `digest_id` would carry if it fired now, rendered, without claiming, sending
+/// or marking anything (`digest --preview`).
+pub fn preview(
+    store: &mut Store,
+    cfg: &Loaded,
+    digest_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Rendered>, NotifyError> {
+    let Some(dcfg) = cfg.digests.iter().find(|d| d.id == digest_id) else {
+        return Ok(None);
+    };
+    let matches = store.preview_claim(&dcfg.id, &dcfg.watches, now)?;
+    let d = assemble(store, cfg, dcfg, Kind::Digest, matches, now)?;
+    let limits = RenderLimits {
+        max_stories: dcfg.max_stories,
+        snippet_chars: SNIPPET_CHARS,
+    };
+    Ok(Some(digest::render(&d, &limits)))
+}
+
 /// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
 /// order, each story once (under the first of its watches; the others are named in its
 /// evidence), and the feed-health section.
@@ -368,10 +391,10 @@ fn assemble(
     store: &Store,
     cfg: &Loaded,
     dcfg: &crate::config::Digest,
-    delivery: &Delivery,
+    kind: Kind,
+    matches: Vec<crate::store::StoredMatch>,
     now: DateTime<Utc>,
 ) -> Result<digest::Digest, NotifyError> {
-    let matches = store.delivery_stories(delivery.id)?;
     let order: HashMap<&str, usize> = dcfg
         .watches
         .iter()
@@ -467,7 +490,7 @@ fn assemble(
         timezone: dcfg.timezone,
         sections,
         feed_health,
-        kind: match delivery.kind {
+        kind: match kind {
             Kind::Digest => DigestKind::Digest,
             Kind::Alert => DigestKind::Alert,
         },

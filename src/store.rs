@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
 use crate::item::{Evidence, Item, Verdict};
@@ -830,13 +830,42 @@ impl Store {
         self.delivery(delivery_id).map(Some)
     }
 
+    /// What [`Store::claim`] would take for `digest_id` now, without taking it: the claim runs
+    /// inside a savepoint that is rolled back, so the preview uses the very same rule and
+    /// leaves no trace (`digest --preview`).
+    pub fn preview_claim(
+        &mut self,
+        digest_id: &str,
+        watches: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredMatch>> {
+        self.conn.execute_batch("SAVEPOINT preview")?;
+        let result = (|| {
+            self.conn.execute(
+                "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
+                params![digest_id, ts(now)],
+            )?;
+            self.conn.execute(
+                "INSERT INTO deliveries (digest_id, kind, via, created_at, message_id, status, \
+                    next_attempt_at) VALUES (?1, 'digest', 'preview', ?2, ?3, 'pending', ?2)",
+                params![digest_id, ts(now), format!("preview.{}", ts(now))],
+            )?;
+            let id = self.conn.last_insert_rowid();
+            Self::claim_into(&self.conn, id, digest_id, watches)?;
+            self.delivery_stories(id)
+        })();
+        self.conn
+            .execute_batch("ROLLBACK TO preview; RELEASE preview")?;
+        result
+    }
+
     /// The claim query below is the whole "never the same story twice" rule: a verdict is
     /// claimed unless this digest already claimed that (item, watch), or an earlier delivery of
     /// this digest already carried any item of the same cluster (the same story from another
     /// feed, or re-issued under a new GUID, title or URL). Items of one cluster that are new
     /// together are claimed together, and `notify` shows them as one story.
     fn claim_into(
-        tx: &Transaction<'_>,
+        tx: &Connection,
         delivery_id: i64,
         digest_id: &str,
         watches: &[String],
