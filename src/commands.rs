@@ -116,7 +116,19 @@ pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitC
         once,
         all,
     };
-    let summary = daemon::run(common.config_source(), cfg, opts, rx).await?;
+    let summary = match daemon::run(common.config_source(), cfg, opts, rx).await {
+        Ok(s) => s,
+        // Mail set-up reads only the config and the password: failing there is a config
+        // problem, which a restart cannot fix (EX_CONFIG, not restarted by the unit).
+        Err(e)
+            if e.chain()
+                .any(|c| c.downcast_ref::<crate::notify::NotifyError>().is_some()) =>
+        {
+            crate::logging::diag(3, &format!("error: {e:#}"));
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e),
+    };
     if once {
         let mut out = std::io::stdout().lock();
         for text in &summary.digests {

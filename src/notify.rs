@@ -46,7 +46,7 @@ const MAX_FIT_ROUNDS: usize = 8;
 pub enum NotifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("mail setup: {0}")]
+    #[error(transparent)]
     Mail(#[from] MailError),
     #[error("a digest has via = \"email\" but the config has no [smtp] section")]
     NoSmtp,
