@@ -136,6 +136,7 @@ fn main() {
 
     // Generate: (story number, time, url, title, summary), stories interleaved in time.
     let mut items = Vec::with_capacity(ITEMS);
+    let mut feeds: Vec<i64> = Vec::with_capacity(ITEMS);
     let mut open: Vec<(usize, Story, usize)> = Vec::new(); // (story no, story, rewrites left)
     let mut stories = 0usize;
     while items.len() < ITEMS {
@@ -149,11 +150,9 @@ fn main() {
         let (no, ref s, ref mut left) = open[k];
         let (title, summary) = rewrite(&mut rng, s);
         let at = t0 + step * items.len() as i32;
-        let url = format!(
-            "https://outlet{}.example/news/{no}-{}",
-            rng.below(50),
-            *left
-        );
+        let outlet = rng.below(50);
+        let url = format!("https://outlet{outlet}.example/news/{no}-{}", *left);
+        feeds.push(outlet as i64);
         items.push((no, at, url, title, summary));
         *left -= 1;
         if *left == 0 {
@@ -183,7 +182,7 @@ fn main() {
             ix.prune(*at - Duration::days(3));
         }
         let c = ix
-            .insert(i as i64, urls[i].as_deref(), &sigs[i], *at)
+            .insert(i as i64, feeds[i], urls[i].as_deref(), &sigs[i], *at)
             .unwrap_or(i as i64);
         cluster.push(c);
         max_len = max_len.max(ix.len());
