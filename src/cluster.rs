@@ -3,7 +3,7 @@
 //! story is never delivered twice.
 //!
 //! In: an item's title and summary (untrusted text) → a compact [`Signature`], which the store
-//! keeps per item; then `(item id, canonical URL, signature, first-seen time)` into a
+//! keeps per item; then `(item id, feed id, canonical URL, signature, first-seen time)` into a
 //! [`ClusterIndex`]. Out: the cluster id (the id of the cluster's first item) each item belongs
 //! to. Pure: no I/O, no clock, no randomness.
 //!
@@ -19,22 +19,33 @@
 //!
 //! Rewrites of one story by different outlets share few *phrases* but many *specific* words
 //! (H20, MI308, 5.5, Inspur, 80), while different stories on one topic share the *generic*
-//! ones (Nvidia, China, chip, export, Commerce). So the index weighs each feature by its
-//! inverse document frequency over the items currently in the window, and scores a pair by the
-//! weight of what they share relative to the smaller and the average side (see
-//! [`weighted_score`]). That needs corpus statistics, which is why the index keeps exact
-//! feature sets (a few hundred bytes per item) and an inverted index over them instead of
-//! MinHash/LSH bands: the sets are small (a headline and a lead paragraph), exact overlap is
-//! cheap, and candidate lookup through the postings of an item's *rarer* features finds the
-//! same candidates banding would, without its false negatives at low Jaccard.
+//! ones (Nvidia, China, chip, export, Commerce), and templated feeds repeat boilerplate. So
+//! the index weighs each feature by its inverse document frequency over every item it has seen
+//! (a fixed-size count-min sketch), and scores a pair by the weight of what they share
+//! relative to the smaller and the average side (see [`weighted_score`]), or by the same over
+//! the headlines alone, discounted, when that is higher. That needs corpus statistics, which is
+//! why the index keeps exact feature sets (a few hundred bytes per item) and an inverted index
+//! over them instead of MinHash/LSH bands: the sets are small (a headline and a lead
+//! paragraph), exact overlap is cheap, and candidate lookup through the postings of an item's
+//! *rarer* features finds the same candidates banding would, without its false negatives at
+//! low Jaccard.
 //!
 //! [`similarity`] is the same score with uniform weights, for callers without an index.
 //!
+//! Measured (see `tests/cluster_*.rs` and `benches/cluster.rs`): the hand-written en/zh/vi
+//! fixtures cluster exactly, with a thin margin (same-story pairs ≥ 0.30, different stories
+//! ≤ 0.28 under fixture statistics); on the shared corpus of 2,507 real items about 10% join
+//! by text, most of them true duplicates, some same-topic posts sharing boilerplate.
+//!
 //! # Clusters
 //! An item joins the cluster of the most similar earlier item within the time window whose
-//! score is at least [`SAME_STORY`], or of an earlier item with the same canonical URL (any
-//! score); otherwise it starts a new cluster whose id is its own item id. Joining is
-//! single-link, so a cluster's id never changes once given: the store can persist it.
+//! score is at least [`SAME_STORY`] (for an item of the same feed: whose numbers agree and
+//! whose text nearly repeats it, [`SAME_STORY_SAME_FEED`] / [`SAME_FEED_SCORE`]), or of an
+//! earlier item with the same canonical URL (any score); otherwise it starts a new cluster
+//! whose id is its own item id. Joining is single-link and online, so a cluster's id never
+//! changes once given (the store can persist it); the price is that a later item which
+//! resembles two earlier clusters does not merge them (two rewrites that only a third one
+//! bridges stay two entries).
 //! Cross-language clustering is not attempted; it happens only when shared names and numbers
 //! alone carry the score.
 //!
@@ -42,9 +53,10 @@
 //! - Per item, store `canonical_url` ([`crate::canon::canonical_url`] of the link), `signature`
 //!   ([`Signature::to_bytes`], a BLOB of at most 545 bytes) and `cluster_id` (what
 //!   [`ClusterIndex::insert`] answered, or the item's own id).
-//! - Keep one `ClusterIndex` next to the connection; at open, [`ClusterIndex::restore`] the
-//!   items first seen within the window, oldest first; after each insert transaction,
-//!   [`ClusterIndex::prune`] at `now - window`.
+//! - Keep one `ClusterIndex` next to the connection; at open, [`ClusterIndex::observe`] the
+//!   signatures of the last ~30 days older than the window (word statistics), then
+//!   [`ClusterIndex::restore`] the items first seen within the window, oldest first; after
+//!   each insert transaction, [`ClusterIndex::prune`] at `now - window`.
 //! - Before asking the index, look the canonical URL up in the table: a re-issue of an old
 //!   article (outside the window) must still get the old cluster — then `restore` it.
 //! - Claim per cluster: a digest claims a verdict only if no item of the same cluster was
@@ -654,7 +666,7 @@ pub enum Placement {
     New,
     /// Same canonical URL as item `with`.
     SameUrl { with: i64 },
-    /// Text similar to item `with` (score at least [`SAME_STORY`]).
+    /// Text similar to item `with` (score at least [`SAME_STORY`], or the same-feed rule).
     Similar { with: i64, score: f64 },
     /// The item id was already in the index; its existing cluster is returned.
     Known,
