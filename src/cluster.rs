@@ -897,17 +897,19 @@ impl ClusterIndex {
 
     /// The IDF-weighted score of two signatures under this index's current statistics.
     pub fn score(&self, a: &Signature, b: &Signature) -> f64 {
-        let n = self.stats.total as f64 + 1.0;
-        let aw: Vec<f64> = a.feats.iter().map(|f| self.weight(*f, n)).collect();
-        pair_score(a, &aw, &b.feats, b.title, |f| self.weight(f, n)).score
+        self.pair(a, b).score
     }
 
     /// The IDF-weighted resemblance (weighted Jaccard of the whole text) that items of one feed
     /// must reach ([`SAME_STORY_SAME_FEED`]).
     pub fn resemblance(&self, a: &Signature, b: &Signature) -> f64 {
+        self.pair(a, b).resemblance
+    }
+
+    fn pair(&self, a: &Signature, b: &Signature) -> PairScore {
         let n = self.stats.total as f64 + 1.0;
         let aw: Vec<f64> = a.feats.iter().map(|f| self.weight(*f, n)).collect();
-        pair_score(a, &aw, &b.feats, b.title, |f| self.weight(f, n)).resemblance
+        pair_score(a, &aw, &b.feats, b.title, |f| self.weight(f, n))
     }
 
     fn entry(&self, seq: u64) -> Option<&Entry> {
