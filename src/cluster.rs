@@ -70,6 +70,10 @@ use thiserror::Error;
 
 use crate::text::{is_cjk, is_word_char, normalize};
 
+/// A sensible window for [`ClusterIndex::new`]: outlets rewrite a story within hours, wire
+/// updates follow within a day or two; a longer window mostly adds chances of false merges.
+pub const DEFAULT_WINDOW_DAYS: i64 = 3;
+
 /// Version byte at the start of every serialised signature. Bump it when feature extraction
 /// changes: signatures of different versions must not be compared (the lead can recompute
 /// old ones from the stored title and summary).
