@@ -138,7 +138,12 @@ struct Daemon {
 /// How often retention runs.
 const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
 
-/// Rebuilds the cluster index from the items first seen within its window.
+/// How far back, before the cluster window, stored signatures warm the index's word
+/// statistics (which words are common) at start-up.
+const CLUSTER_WARMUP: chrono::Duration = chrono::Duration::days(30);
+
+/// Rebuilds the cluster index: items first seen within its window are restored with their
+/// stored clusters; older ones (up to [`CLUSTER_WARMUP`] before) only teach it word statistics.
 fn rebuild_clusters(
     store: &Store,
     window: Duration,
@@ -146,10 +151,17 @@ fn rebuild_clusters(
 ) -> anyhow::Result<ClusterIndex> {
     let window = chrono::Duration::from_std(window).unwrap_or_default();
     let mut index = ClusterIndex::new(window);
-    for row in store.cluster_rows(now - window)? {
-        if let Ok(sig) = Signature::from_bytes(&row.signature) {
+    let start = now - window;
+    for row in store.cluster_rows(start - CLUSTER_WARMUP)? {
+        let Ok(sig) = Signature::from_bytes(&row.signature) else {
+            continue; // an older signature version: it only misses warming up
+        };
+        if row.first_seen_at < start {
+            index.observe(&sig);
+        } else {
             index.restore(
                 row.id,
+                row.feed_id,
                 row.cluster_id,
                 row.canonical_url.as_deref(),
                 &sig,
@@ -454,16 +466,26 @@ impl Daemon {
                 });
                 let clusters = &mut self.clusters;
                 clusters.prune(now - clusters.window());
+                let feed_id = state.id;
                 let report = self.store.insert_items(
                     url,
                     &new,
                     now,
                     backfill_before,
-                    &mut |id, n| match n.signature.as_deref().map(Signature::from_bytes) {
-                        Some(Ok(sig)) => clusters
-                            .insert(id, n.canonical_url.as_deref(), &sig, now)
-                            .unwrap_or(id),
-                        _ => id,
+                    &mut |id, n, same_url| {
+                        let sig = n.signature.as_deref().map(Signature::from_bytes);
+                        match (sig, same_url) {
+                            // The same canonical URL as a stored item, however old: that story.
+                            (Some(Ok(sig)), Some(c)) => {
+                                let url = n.canonical_url.as_deref();
+                                clusters.restore(id, feed_id, c, url, &sig, now);
+                                c
+                            }
+                            (Some(Ok(sig)), None) => clusters
+                                .insert(id, feed_id, n.canonical_url.as_deref(), &sig, now)
+                                .unwrap_or(id),
+                            (_, same_url) => same_url.unwrap_or(id),
+                        }
                     },
                 )?;
                 self.metrics.items_stored(report.inserted.len());

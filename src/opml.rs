@@ -17,6 +17,13 @@
 //! feeds ([`MAX_FEEDS`]) and the length of names, tags and URLs. quick-xml does not expand DTD
 //! entities, so "billion laughs" documents cannot blow up; undefined entities are kept as
 //! written rather than failing the whole import.
+//!
+//! # Wiring (CLI)
+//! Suggested commands: `policywatch opml import FILE` reads the file (refuse more than
+//! [`MAX_OPML_BYTES`] before reading it all), calls [`import_report`], prints the `skipped`
+//! notes to stderr and [`to_config_toml`] to stdout (feeds already in the config can be left
+//! out by URL first); `policywatch opml export [--title T]` prints [`export`] of the
+//! configured feeds as `(name or url, url, tags)`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -213,6 +213,7 @@ impl NewItem {
 #[derive(Debug, Clone)]
 pub struct ClusterRow {
     pub id: i64,
+    pub feed_id: i64,
     pub cluster_id: i64,
     pub canonical_url: Option<String>,
     pub signature: Vec<u8>,
@@ -546,16 +547,18 @@ impl Store {
     /// before `backfill_before` are stored as not reportable. An item that is somehow already
     /// there (same key) is skipped, never duplicated.
     ///
-    /// `assign` is called with each inserted item's id (in order, inside the transaction) and
-    /// returns its cluster id — its own id for a new story, or an earlier item's for the same
-    /// story told again. The daemon passes the cluster index; `|id, _| id` clusters nothing.
+    /// `assign` is called with each inserted item's id (in order, inside the transaction), and
+    /// the cluster of an earlier item with the same canonical URL if there is one (however old:
+    /// the in-memory index only spans the cluster window), and returns the item's cluster id —
+    /// its own id for a new story, or an earlier item's for the same story told again. The
+    /// daemon passes the cluster index; `|id, _, _| id` clusters nothing.
     pub fn insert_items(
         &mut self,
         feed_url: &str,
         new: &[NewItem],
         now: DateTime<Utc>,
         backfill_before: Option<DateTime<Utc>>,
-        assign: &mut dyn FnMut(i64, &NewItem) -> i64,
+        assign: &mut dyn FnMut(i64, &NewItem, Option<i64>) -> i64,
     ) -> Result<InsertReport> {
         let feed_id = self.feed(feed_url)?.id;
         let tx = self.conn.transaction()?;
@@ -569,6 +572,10 @@ impl Store {
             )?;
             let mut set_cluster =
                 tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
+            let mut same_url = tx.prepare_cached(
+                "SELECT COALESCE(cluster_id, id) FROM items WHERE canonical_url = ?1 AND id != ?2 \
+                 ORDER BY id LIMIT 1",
+            )?;
             let mut ver = tx.prepare_cached(
                 "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
                     classified_at, reportable) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -600,7 +607,13 @@ impl Store {
                     continue;
                 }
                 let item_id = tx.last_insert_rowid();
-                set_cluster.execute(params![item_id, assign(item_id, n)])?;
+                let known = match &n.canonical_url {
+                    Some(u) => same_url
+                        .query_row(params![u, item_id], |r| r.get::<_, i64>(0))
+                        .optional()?,
+                    None => None,
+                };
+                set_cluster.execute(params![item_id, assign(item_id, n, known)])?;
                 report.inserted.push(item_id);
                 if reportable {
                     report.reportable += 1;
@@ -693,7 +706,7 @@ impl Store {
     /// cluster index is rebuilt from at start-up.
     pub fn cluster_rows(&self, since: DateTime<Utc>) -> Result<Vec<ClusterRow>> {
         let mut st = self.conn.prepare(
-            "SELECT id, COALESCE(cluster_id, id), canonical_url, signature, first_seen_at \
+            "SELECT id, COALESCE(cluster_id, id), canonical_url, signature, first_seen_at, feed_id \
              FROM items WHERE first_seen_at >= ?1 AND signature IS NOT NULL ORDER BY id",
         )?;
         let rows = st.query_map([ts(since)], |r| {
@@ -703,6 +716,7 @@ impl Store {
                 canonical_url: r.get(2)?,
                 signature: r.get(3)?,
                 first_seen_at: from_ts(r.get(4)?),
+                feed_id: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1081,7 +1095,7 @@ mod tests {
             .into_iter()
             .map(|item| NewItem::plain(item, vec![verdict(watch)]))
             .collect();
-        s.insert_items(FEED, &new, now, None, &mut |id, _| id)
+        s.insert_items(FEED, &new, now, None, &mut |id, _, _| id)
             .unwrap()
     }
 
@@ -1125,7 +1139,7 @@ mod tests {
                 &new,
                 now,
                 Some(now - Duration::hours(48)),
-                &mut |id, _| id,
+                &mut |id, _, _| id,
             )
             .unwrap();
         assert_eq!((r.inserted.len(), r.reportable, r.matches), (2, 1, 1));

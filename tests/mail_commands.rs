@@ -154,7 +154,7 @@ async fn digest_preview_renders_without_claiming() {
                 &[NewItem::plain(item, vec![v])],
                 t0,
                 None,
-                &mut |id, _| id,
+                &mut |id, _, _| id,
             )
             .unwrap();
     }

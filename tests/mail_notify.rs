@@ -106,7 +106,7 @@ fn add_stories(store: &mut Store, n: usize, at: DateTime<Utc>) {
         })
         .collect();
     store
-        .insert_items(FEED, &new, at, None, &mut |id, _| id)
+        .insert_items(FEED, &new, at, None, &mut |id, _, _| id)
         .expect("insert");
 }
 
