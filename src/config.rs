@@ -8,7 +8,7 @@
 //! beyond reading the file; a reload builds a new `Loaded` beside the running one and the
 //! daemon swaps only when it compiled.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -256,6 +256,9 @@ pub struct Loaded {
     pub digests: Vec<Digest>,
     /// Rendered warnings (noisy rules and the like): reported, never fatal.
     pub warnings: Vec<String>,
+    /// Feed URL → index in `feeds`: the daemon looks feeds up per poll result, and a linear
+    /// search over thousands of feeds per result is quadratic.
+    feed_index: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -269,6 +272,11 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
+    /// The configured feed with this URL.
+    pub fn feed(&self, url: &str) -> Option<&Feed> {
+        self.feed_index.get(url).map(|&i| &self.feeds[i])
+    }
+
     pub fn watch_name(&self, id: &str) -> String {
         self.config
             .watches
@@ -581,6 +589,11 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
             origin: origin.to_string(),
             config,
             classifier: Arc::new(c),
+            feed_index: feeds
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.url.clone(), i))
+                .collect(),
             feeds,
             digests,
             warnings,

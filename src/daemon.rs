@@ -135,6 +135,10 @@ struct Daemon {
     last_prune: Option<DateTime<Utc>>,
 }
 
+/// While poll results stream in, the schedule is scanned (and digests, alerts and STATUS=
+/// refreshed) at most this often.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
 /// How often retention runs.
 const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
 
@@ -254,32 +258,55 @@ impl Daemon {
             .watchdog_every()
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
+        // Scanning the schedule, firing digests and refreshing STATUS= read every feed's row:
+        // O(feeds). They run when the loop is idle or at most every SCAN_EVERY while results
+        // stream in, never once per result (quadratic with thousands of feeds).
+        let mut next_scan = tokio::time::Instant::now();
         loop {
             let now = Utc::now();
-            if !opts.once && self.last_prune.is_none_or(|t| now - t >= PRUNE_EVERY) {
-                self.prune(now);
-            }
-            if !opts.once || !started_once {
-                self.start_due_polls(&mut tasks, now, opts.once && opts.all)?;
-                started_once = true;
-            }
-            if opts.once && tasks.is_empty() {
+            if opts.once {
+                if !started_once {
+                    self.start_due_polls(&mut tasks, now, opts.all)?;
+                    started_once = true;
+                }
+                if tasks.is_empty() {
+                    let report = self
+                        .notifier
+                        .flush(&mut self.store, &self.cfg, Utc::now())
+                        .await?;
+                    self.absorb(report);
+                    return Ok(());
+                }
+            } else if tokio::time::Instant::now() >= next_scan {
+                if self.last_prune.is_none_or(|t| now - t >= PRUNE_EVERY) {
+                    self.prune(now);
+                }
+                self.start_due_polls(&mut tasks, now, false)?;
                 let report = self
                     .notifier
-                    .flush(&mut self.store, &self.cfg, Utc::now())
+                    .tick(&mut self.store, &self.cfg, Utc::now())
                     .await?;
                 self.absorb(report);
-                return Ok(());
+                self.publish_status();
+                let now = Utc::now();
+                let until_wake = (self.next_wake(now)? - now)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO);
+                next_scan = tokio::time::Instant::now()
+                    + until_wake.clamp(SCAN_EVERY, watchdog_every.max(SCAN_EVERY));
             }
-            let wake = self.next_wake(now)?;
-            let sleep = (wake - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(watchdog_every);
+            let sleep_until = if opts.once {
+                tokio::time::Instant::now() + watchdog_every
+            } else {
+                next_scan.min(tokio::time::Instant::now() + watchdog_every)
+            };
             tokio::select! {
                 biased;
                 c = control.recv() => match c {
-                    Some(Control::Reload) => self.reload(),
+                    Some(Control::Reload) => {
+                        self.reload();
+                        next_scan = tokio::time::Instant::now();
+                    }
                     Some(Control::Shutdown) | None => {
                         tracing::info!(in_flight = tasks.len(), "shutting down");
                         tasks.abort_all();
@@ -300,22 +327,16 @@ impl Daemon {
                         }
                         Err(_) => {}
                     }
-                    if !opts.once {
-                        let report = self.notifier.tick(&mut self.store, &self.cfg, Utc::now()).await?;
-                        self.absorb(report);
+                    // The last result of a cycle: look at the schedule (and alerts) now.
+                    if tasks.is_empty() {
+                        next_scan = tokio::time::Instant::now();
                     }
                 }
-                _ = tokio::time::sleep(sleep) => {
-                    if !opts.once {
-                        let report = self.notifier.tick(&mut self.store, &self.cfg, Utc::now()).await?;
-                        self.absorb(report);
-                    }
-                }
+                _ = tokio::time::sleep_until(sleep_until) => {}
             }
             // Every turn of the loop ends here, and no turn waits longer than
             // `watchdog_every` (half of WATCHDOG_USEC): a loop stuck anywhere stops these.
             self.service.watchdog();
-            self.publish_status();
         }
     }
 
@@ -359,11 +380,10 @@ impl Daemon {
     /// The configured feeds that are due now: not gone, not in flight, past their next-poll
     /// time (unless `force`) and always past a server's Retry-After.
     fn due_feeds(&self, now: DateTime<Utc>, force: bool) -> anyhow::Result<Vec<(Feed, FeedState)>> {
-        let states = self.store.feeds()?;
         let mut due = Vec::new();
-        for f in &self.cfg.feeds {
-            let Some(st) = states.iter().find(|s| s.url == f.url) else {
-                continue;
+        for st in self.store.feeds()? {
+            let Some(f) = self.cfg.feed(&st.url) else {
+                continue; // no longer configured
             };
             if st.gone_at.is_some() || self.inflight_urls.contains(&f.url) {
                 continue;
@@ -372,7 +392,7 @@ impl Daemon {
                 continue;
             }
             if force || st.next_poll_at <= now {
-                due.push((f.clone(), st.clone()));
+                due.push((f.clone(), st));
             }
         }
         Ok(due)
@@ -403,7 +423,7 @@ impl Daemon {
             if st.gone_at.is_some() || self.inflight_urls.contains(&st.url) {
                 continue;
             }
-            if !self.cfg.feeds.iter().any(|f| f.url == st.url) {
+            if self.cfg.feed(&st.url).is_none() {
                 continue;
             }
             let t = st
@@ -420,7 +440,7 @@ impl Daemon {
     /// Records one poll's outcome: new items classified and stored, health and schedule
     /// updated. The only place poll results touch the store.
     fn apply(&mut self, url: &str, result: PollResult, now: DateTime<Utc>) -> anyhow::Result<()> {
-        let Some(feed) = self.cfg.feeds.iter().find(|f| f.url == url).cloned() else {
+        let Some(feed) = self.cfg.feed(url).cloned() else {
             return Ok(()); // removed by a reload while in flight
         };
         let state = self.store.feed(url)?;
