@@ -32,7 +32,7 @@ pub fn compare(cfg: &Loaded, items: &[StoredItem], only: Option<&str>) -> Report
         .watches
         .iter()
         .map(|w| w.id.clone())
-        .filter(|w| only.is_none_or(|o| o == w))
+        .filter(|w| only.map_or(true, |o| o == w))
         .collect();
     for w in &ids {
         report.watches.insert(w.clone(), WatchDiff::default());

@@ -358,8 +358,8 @@ pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<28} {:<10} {:>6} {:<10} {:<10} {}",
-        "FEED", "STATE", "ITEMS", "SUCCESS", "NEXT POLL", "LAST ERROR / NOTE"
+        "{:<28} {:<10} {:>6} {:<10} {:<10} LAST ERROR / NOTE",
+        "FEED", "STATE", "ITEMS", "SUCCESS", "NEXT POLL"
     )?;
     for f in &cfg.feeds {
         let Some(st) = states.iter().find(|s| s.url == f.url) else {

@@ -278,7 +278,7 @@ impl Daemon {
                     return Ok(());
                 }
             } else if tokio::time::Instant::now() >= next_scan {
-                if self.last_prune.is_none_or(|t| now - t >= PRUNE_EVERY) {
+                if self.last_prune.map_or(true, |t| now - t >= PRUNE_EVERY) {
                     self.prune(now);
                 }
                 self.start_due_polls(&mut tasks, now, false)?;

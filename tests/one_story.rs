@@ -136,10 +136,7 @@ async fn the_same_canonical_url_from_two_feeds_is_one_story() {
     assert_eq!(s.new_items, 2);
     let d = &s.digests[0];
     assert!(d.contains("Also reported by"), "{d}");
-    assert_eq!(
-        d.matches("gallium").count() + d.matches("Gallium").count() >= 1,
-        true
-    );
+    assert!(d.to_lowercase().contains("gallium"), "{d}");
     assert!(
         !(d.contains(a.2) && d.contains(b.2)),
         "one entry, not two:\n{d}"
