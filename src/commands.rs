@@ -72,6 +72,18 @@ impl Common {
         }
     }
 
+    /// Opens the existing state for the commands that read it (they never create one).
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        let db = crate::store::db_path(&self.state_dir());
+        if !db.exists() {
+            bail!(
+                "no state at {} yet: run `policywatch run` first (or pass --state-dir)",
+                db.display()
+            );
+        }
+        Store::open(&db).with_context(|| format!("cannot open {}", db.display()))
+    }
+
     /// Loads and compiles the config, printing every error (and warning) to stderr (with
     /// journal priorities under systemd).
     pub fn load(&self) -> anyhow::Result<Loaded> {
@@ -346,15 +358,12 @@ fn ago(t: Option<chrono::DateTime<Utc>>) -> String {
 /// `policywatch feeds`: a table of every configured feed's health.
 pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
     let cfg = common.load()?;
-    let db = common.state_dir().join("policywatch.db");
-    if !db.exists() {
-        bail!(
-            "no state at {} yet: run `policywatch run` first (or pass --state-dir)",
-            db.display()
-        );
-    }
-    let store = Store::open(&db)?;
-    let states = store.feeds()?;
+    let store = common.open_store()?;
+    let states: std::collections::HashMap<String, crate::store::FeedState> = store
+        .feeds()?
+        .into_iter()
+        .map(|f| (f.url.clone(), f))
+        .collect();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -362,7 +371,7 @@ pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
         "FEED", "STATE", "ITEMS", "SUCCESS", "NEXT POLL"
     )?;
     for f in &cfg.feeds {
-        let Some(st) = states.iter().find(|s| s.url == f.url) else {
+        let Some(st) = states.get(&f.url) else {
             writeln!(
                 out,
                 "{:<28} {:<10} {:>6} {:<10} {:<10}",
@@ -433,11 +442,7 @@ pub fn backtest(
             bail!("there is no watch `{w}` in {}", cfg.origin);
         }
     }
-    let db = common.state_dir().join("policywatch.db");
-    if !db.exists() {
-        bail!("no state at {}: nothing to backtest", db.display());
-    }
-    let store = Store::open(&db)?;
+    let store = common.open_store()?;
     let since_t = Utc::now() - chrono::Duration::from_std(since).unwrap_or_default();
     let items = store.items_since(since_t)?;
     let report = crate::backtest::compare(&cfg, &items, watch);
@@ -498,14 +503,7 @@ pub fn digest_preview(
     if html.is_some() && ids.len() > 1 {
         bail!("--html names one file: name the digest too");
     }
-    let db = common.state_dir().join("policywatch.db");
-    if !db.exists() {
-        bail!(
-            "no state at {} yet: run `policywatch run` first (or pass --state-dir)",
-            db.display()
-        );
-    }
-    let mut store = Store::open(&db)?;
+    let mut store = common.open_store()?;
     let mut out = std::io::stdout().lock();
     for id in ids {
         let Some(r) = crate::notify::preview(&mut store, &cfg, &id, Utc::now())? else {

@@ -193,7 +193,7 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
-    let db = opts.state_dir.join("policywatch.db");
+    let db = crate::store::db_path(&opts.state_dir);
     let mut store =
         Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
     let fetcher = Fetcher::new(&cfg.config.http).context("cannot set up the HTTP client")?;
@@ -232,7 +232,8 @@ pub async fn run(
     d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
-    let status = d.status_line();
+    let states = d.store.feeds()?;
+    let status = d.status_line(&states);
     d.metrics.set_ready(true);
     d.service.ready(&status);
     d.last_status = status;
@@ -266,7 +267,8 @@ impl Daemon {
             let now = Utc::now();
             if opts.once {
                 if !started_once {
-                    self.start_due_polls(&mut tasks, now, opts.all)?;
+                    let states = self.store.feeds()?;
+                    self.start_due_polls(&mut tasks, &states, now, opts.all);
                     started_once = true;
                 }
                 if tasks.is_empty() {
@@ -281,15 +283,17 @@ impl Daemon {
                 if self.last_prune.map_or(true, |t| now - t >= PRUNE_EVERY) {
                     self.prune(now);
                 }
-                self.start_due_polls(&mut tasks, now, false)?;
+                // One read of every feed's row serves the whole scan.
+                let states = self.store.feeds()?;
+                self.start_due_polls(&mut tasks, &states, now, false);
                 let report = self
                     .notifier
                     .tick(&mut self.store, &self.cfg, Utc::now())
                     .await?;
                 self.absorb(report);
-                self.publish_status();
+                self.publish_status(&states);
                 let now = Utc::now();
-                let until_wake = (self.next_wake(now)? - now)
+                let until_wake = (self.next_wake(&states, now)? - now)
                     .to_std()
                     .unwrap_or(Duration::ZERO);
                 next_scan = tokio::time::Instant::now()
@@ -342,8 +346,8 @@ impl Daemon {
 
     /// Sends `STATUS=` when the line changed (it carries minutes, so at most about once a
     /// minute when idle).
-    fn publish_status(&mut self) {
-        let status = self.status_line();
+    fn publish_status(&mut self, states: &[FeedState]) {
+        let status = self.status_line(states);
         if status != self.last_status {
             self.service.status(&status);
             self.last_status = status;
@@ -379,9 +383,14 @@ impl Daemon {
 
     /// The configured feeds that are due now: not gone, not in flight, past their next-poll
     /// time (unless `force`) and always past a server's Retry-After.
-    fn due_feeds(&self, now: DateTime<Utc>, force: bool) -> anyhow::Result<Vec<(Feed, FeedState)>> {
+    fn due_feeds(
+        &self,
+        states: &[FeedState],
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> Vec<(Feed, FeedState)> {
         let mut due = Vec::new();
-        for st in self.store.feeds()? {
+        for st in states {
             let Some(f) = self.cfg.feed(&st.url) else {
                 continue; // no longer configured
             };
@@ -392,19 +401,20 @@ impl Daemon {
                 continue;
             }
             if force || st.next_poll_at <= now {
-                due.push((f.clone(), st));
+                due.push((f.clone(), st.clone()));
             }
         }
-        Ok(due)
+        due
     }
 
     fn start_due_polls(
         &mut self,
         tasks: &mut JoinSet<(String, PollResult, Duration)>,
+        states: &[FeedState],
         now: DateTime<Utc>,
         force: bool,
-    ) -> anyhow::Result<()> {
-        for (feed, state) in self.due_feeds(now, force)? {
+    ) {
+        for (feed, state) in self.due_feeds(states, now, force) {
             self.inflight_urls.insert(feed.url.clone());
             let fetcher = self.fetcher.clone();
             tasks.spawn(async move {
@@ -413,13 +423,16 @@ impl Daemon {
                 (feed.url, result, started.elapsed())
             });
         }
-        Ok(())
     }
 
     /// The next moment something is due: a feed's poll, a Retry-After ending, a digest.
-    fn next_wake(&mut self, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    fn next_wake(
+        &mut self,
+        states: &[FeedState],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<DateTime<Utc>> {
         let mut wake = now + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default();
-        for st in self.store.feeds()? {
+        for st in states {
             if st.gone_at.is_some() || self.inflight_urls.contains(&st.url) {
                 continue;
             }
@@ -516,44 +529,18 @@ impl Daemon {
                 }
                 self.summary.new_items += report.inserted.len();
                 self.summary.new_matches += report.matches;
-                let next = retry::next_poll_after_success(
-                    now,
-                    feed.interval,
-                    PollHints { ttl, cache },
-                    jitter,
-                );
-                self.report_move(&feed, &state, moved_to.as_deref());
-                self.store.record_poll_success(
-                    url,
-                    now,
-                    &PollSuccess {
-                        etag,
-                        last_modified,
-                        next_poll_at: next,
-                        moved_to,
-                    },
-                )?;
+                let validators = (etag, last_modified);
+                let hints = PollHints { ttl, cache };
+                let next =
+                    self.record_success(&feed, &state, now, hints, validators, moved_to, jitter)?;
                 tracing::debug!(feed = %feed.name, fetched, new = report.inserted.len(),
                     matches = report.matches, next_poll = %next, "polled");
             }
             PollResult::NotModified { cache, moved_to } => {
-                let next = retry::next_poll_after_success(
-                    now,
-                    feed.interval,
-                    PollHints { ttl: None, cache },
-                    jitter,
-                );
-                self.report_move(&feed, &state, moved_to.as_deref());
-                self.store.record_poll_success(
-                    url,
-                    now,
-                    &PollSuccess {
-                        etag: state.etag.clone(),
-                        last_modified: state.last_modified.clone(),
-                        next_poll_at: next,
-                        moved_to,
-                    },
-                )?;
+                let validators = (state.etag.clone(), state.last_modified.clone());
+                let hints = PollHints { ttl: None, cache };
+                let next =
+                    self.record_success(&feed, &state, now, hints, validators, moved_to, jitter)?;
                 tracing::debug!(feed = %feed.name, next_poll = %next, "not modified");
             }
             PollResult::Gone => {
@@ -582,19 +569,7 @@ impl Daemon {
     /// The next scheduled digest firing, as wall-clock time in its own zone: "07:30 UTC"
     /// today, "Tue 07:30 CET" later.
     fn next_digest(&mut self, now: DateTime<Utc>) -> Option<String> {
-        let mut best: Option<(DateTime<Utc>, chrono_tz::Tz)> = None;
-        for d in &self.cfg.digests {
-            let Ok(st) = self.store.digest_state(&d.id, now) else {
-                continue;
-            };
-            let since = st.last_fired_at.unwrap_or(st.created_at);
-            if let Some(t) = d.schedule.next_after(since, d.timezone) {
-                if best.map_or(true, |(b, _)| t < b) {
-                    best = Some((t, d.timezone));
-                }
-            }
-        }
-        let (t, tz) = best?;
+        let (t, tz) = notify::next_digest(&mut self.store, &self.cfg, now).ok()??;
         let local = t.with_timezone(&tz);
         let today = now.with_timezone(&tz).date_naive() == local.date_naive();
         Some(if t <= now {
@@ -604,6 +579,31 @@ impl Daemon {
         } else {
             local.format("%a %H:%M %Z").to_string()
         })
+    }
+
+    /// A poll that reached the feed (new content or 304): schedule the next one from the
+    /// interval and the server's hints, keep the validators, remember (and report) a move.
+    #[allow(clippy::too_many_arguments)]
+    fn record_success(
+        &mut self,
+        feed: &Feed,
+        state: &FeedState,
+        now: DateTime<Utc>,
+        hints: PollHints,
+        (etag, last_modified): (Option<String>, Option<String>),
+        moved_to: Option<String>,
+        jitter: f64,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let next = retry::next_poll_after_success(now, feed.interval, hints, jitter);
+        self.report_move(feed, state, moved_to.as_deref());
+        let ok = PollSuccess {
+            etag,
+            last_modified,
+            next_poll_at: next,
+            moved_to,
+        };
+        self.store.record_poll_success(&feed.url, now, &ok)?;
+        Ok(next)
     }
 
     fn report_move(&self, feed: &Feed, state: &FeedState, moved_to: Option<&str>) {
@@ -644,7 +644,8 @@ impl Daemon {
                 );
             }
         }
-        let status = self.status_line();
+        let states = self.store.feeds().unwrap_or_default();
+        let status = self.status_line(&states);
         self.service.ready(&status);
         self.last_status = status;
     }
@@ -677,8 +678,7 @@ impl Daemon {
 
     /// The one-line status systemd shows: "41 feeds, 3 failing; last poll 2 min ago; next
     /// digest 07:30 UTC". Also refreshes the gauges it reads.
-    fn status_line(&mut self) -> String {
-        let states = self.store.feeds().unwrap_or_default();
+    fn status_line(&mut self, states: &[FeedState]) -> String {
         let configured: HashSet<&str> = self.cfg.feeds.iter().map(|f| f.url.as_str()).collect();
         let failing = states
             .iter()

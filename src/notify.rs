@@ -28,7 +28,7 @@ use crate::digest::{
 use crate::item::Field;
 use crate::mail::{MailError, Mailer};
 use crate::retry;
-use crate::store::{Delivery, Kind, Store, StoreError};
+use crate::store::{Delivery, DigestState, Kind, Store, StoreError};
 
 /// Failures below this count are not worth a line in a digest; a feed failing this many polls
 /// in a row is.
@@ -105,12 +105,8 @@ impl Notifier {
         now: DateTime<Utc>,
     ) -> Result<Report, NotifyError> {
         for d in &cfg.digests {
-            let st = store.digest_state(&d.id, now)?;
-            let since = st.last_fired_at.unwrap_or(st.created_at);
-            if d.schedule
-                .next_after(since, d.timezone)
-                .is_some_and(|t| t <= now)
-            {
+            let st = state_of(store, d, now)?;
+            if next_firing(d, &st).is_some_and(|t| t <= now) {
                 store.claim(
                     &d.id,
                     Kind::Digest,
@@ -162,12 +158,8 @@ impl Notifier {
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, NotifyError> {
         let mut next = store.next_delivery_due()?;
-        for d in &cfg.digests {
-            let st = store.digest_state(&d.id, now)?;
-            let since = st.last_fired_at.unwrap_or(st.created_at);
-            if let Some(t) = d.schedule.next_after(since, d.timezone) {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
+        if let Some((t, _)) = next_digest(store, cfg, now)? {
+            next = Some(next.map_or(t, |n| n.min(t)));
         }
         Ok(next)
     }
@@ -362,6 +354,44 @@ fn fail(
         delivery.id, delivery.digest_id
     ));
     Ok(())
+}
+
+/// A digest's state. Digests are registered at start and on reload, so this is a read; a
+/// digest that somehow is not registered yet is registered now.
+fn state_of(
+    store: &mut Store,
+    d: &crate::config::Digest,
+    now: DateTime<Utc>,
+) -> Result<DigestState, NotifyError> {
+    match store.read_digest_state(&d.id)? {
+        Some(st) => Ok(st),
+        None => Ok(store.digest_state(&d.id, now)?),
+    }
+}
+
+/// When `d` next fires on its schedule: the first firing after its last one, or after it was
+/// registered. A firing missed while the daemon was down is in the past, so it fires at once.
+fn next_firing(d: &crate::config::Digest, st: &DigestState) -> Option<DateTime<Utc>> {
+    let since = st.last_fired_at.unwrap_or(st.created_at);
+    d.schedule.next_after(since, d.timezone)
+}
+
+/// The earliest next firing over all digests, with that digest's time zone (for STATUS=).
+pub fn next_digest(
+    store: &mut Store,
+    cfg: &Loaded,
+    now: DateTime<Utc>,
+) -> Result<Option<(DateTime<Utc>, chrono_tz::Tz)>, NotifyError> {
+    let mut best: Option<(DateTime<Utc>, chrono_tz::Tz)> = None;
+    for d in &cfg.digests {
+        let st = state_of(store, d, now)?;
+        if let Some(t) = next_firing(d, &st) {
+            if best.map_or(true, |(b, _)| t < b) {
+                best = Some((t, d.timezone));
+            }
+        }
+    }
+    Ok(best)
 }
 
 /// What digest `digest_id` would carry if it fired now, rendered, without claiming, sending

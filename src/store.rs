@@ -44,6 +44,11 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The database file inside a state directory.
+pub fn db_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("policywatch.db")
+}
+
 /// Forward-only migrations. Entry `i` takes the schema from version `i` to `i + 1`. Never edit
 /// a released entry: add a new one.
 const MIGRATIONS: &[&str] = &[
@@ -778,18 +783,28 @@ impl Store {
             "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
             params![digest_id, ts(now)],
         )?;
-        Ok(self.conn.query_row(
-            "SELECT created_at, last_fired_at, last_alert_at FROM digest_state \
-             WHERE digest_id = ?1",
-            [digest_id],
-            |r| {
-                Ok(DigestState {
-                    created_at: from_ts(r.get(0)?),
-                    last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
-                    last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
-                })
-            },
-        )?)
+        Ok(self
+            .read_digest_state(digest_id)?
+            .expect("the row was inserted above"))
+    }
+
+    /// A registered digest's state, without registering it (a pure read).
+    pub fn read_digest_state(&self, digest_id: &str) -> Result<Option<DigestState>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT created_at, last_fired_at, last_alert_at FROM digest_state \
+                 WHERE digest_id = ?1",
+                [digest_id],
+                |r| {
+                    Ok(DigestState {
+                        created_at: from_ts(r.get(0)?),
+                        last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
+                        last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Claims every reportable, not yet claimed match of `watches` for `digest_id` and creates

@@ -1,18 +1,12 @@
 //! The command-line contract, through the real binary: `check`, `classify --json/--explain`,
 //! `run --once` on file:// feeds, `feeds` and `backtest` over the state it leaves.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_policywatch"));
-    // Run from a directory without config/ so only what we pass counts.
-    c.current_dir(std::env::temp_dir());
-    c.env_remove("STATE_DIRECTORY")
-        .env_remove("CONFIGURATION_DIRECTORY")
-        .env_remove("NOTIFY_SOCKET");
-    c
-}
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::bin;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -149,23 +143,14 @@ fn classify_fails_cleanly_on_a_missing_file() {
 
 /// A config polling the fixtures through file:// URLs, reporting regardless of their dates.
 fn file_config(dir: &Path) -> PathBuf {
-    let shipped = std::fs::read_to_string(shipped()).unwrap();
-    let mut doc: toml_edit::DocumentMut = shipped.parse().unwrap();
-    let mut arr = toml_edit::ArrayOfTables::new();
-    for (name, f) in [
-        ("English desk", "en-tech.xml"),
-        ("Vietnamese desk", "vi-news.xml"),
-    ] {
-        let mut t = toml_edit::Table::new();
-        t["url"] = toml_edit::value(url::Url::from_file_path(fixture(f)).unwrap().as_str());
-        t["name"] = toml_edit::value(name);
-        arr.push(t);
-    }
-    doc["feeds"] = toml_edit::Item::ArrayOfTables(arr);
-    doc["daemon"]["backfill"] = toml_edit::value("36500days");
-    let p = dir.join("pw.toml");
-    std::fs::write(&p, doc.to_string()).unwrap();
-    p
+    let url = |f: &str| url::Url::from_file_path(fixture(f)).unwrap().to_string();
+    common::test_config(
+        dir,
+        &[
+            ("English desk", url("en-tech.xml")),
+            ("Vietnamese desk", url("vi-news.xml")),
+        ],
+    )
 }
 
 #[test]

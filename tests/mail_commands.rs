@@ -2,21 +2,13 @@
 //! (and against a server that refuses the login), and `digest --preview`, which must render
 //! what would be sent without claiming or marking anything.
 
+mod common;
 mod smtp;
 
 use std::path::Path;
-use std::process::Command;
 
+use common::bin;
 use smtp::{header_values, parse_message, Opts, Single, USER};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_policywatch"));
-    c.current_dir(std::env::temp_dir())
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("CONFIGURATION_DIRECTORY")
-        .env_remove("NOTIFY_SOCKET");
-    c
-}
 
 /// A config with only an [smtp] section for `server` and an email digest to `to`.
 fn smtp_config(dir: &Path, server: &Single, to: &str) -> std::path::PathBuf {

@@ -6,6 +6,7 @@
 //! Waiting is always "until this message arrives, or give up after a generous deadline" — the
 //! deadline is a hang guard, never a timing assertion.
 
+mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 
+use common::rss;
 use support::{FaultServer, Response};
 
 const BIN: &str = env!("CARGO_BIN_EXE_policywatch");
@@ -24,21 +26,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_policywatch");
 const DEADLINE: Duration = Duration::from_secs(20);
 
 // ------------------------------------------------------------------------------ fixtures
-
-fn rss(items: &[(&str, &str, &str)]) -> String {
-    let mut s = String::from(
-        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
-         <link>https://x.test/</link><description>d</description>",
-    );
-    for (guid, title, desc) in items {
-        s.push_str(&format!(
-            "<item><guid>{guid}</guid><title>{title}</title><link>https://x.test/{guid}</link>\
-             <description>{desc}</description></item>"
-        ));
-    }
-    s.push_str("</channel></rss>");
-    s
-}
 
 const ENTITY: &str = "Commerce adds 12 Chinese firms to the Entity List over AI chip smuggling";
 const H20: &str = "Nvidia H20 sales to China halted under a new export license rule";
@@ -73,36 +60,18 @@ fn write_config(
     first_byte_timeout: &str,
     extra: impl FnOnce(&mut toml_edit::DocumentMut),
 ) {
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/policywatch.toml"
-    ))
-    .expect("shipped config");
-    let mut doc: toml_edit::DocumentMut = shipped.parse().expect("shipped config is TOML");
-    let mut arr = toml_edit::ArrayOfTables::new();
-    for f in feeds {
-        let mut t = toml_edit::Table::new();
-        t["url"] = toml_edit::value(f.url.as_str());
-        t["name"] = toml_edit::value(f.name);
-        if let Some(i) = f.interval {
-            t["interval"] = toml_edit::value(i);
+    let pairs: Vec<(&str, String)> = feeds.iter().map(|f| (f.name, f.url.clone())).collect();
+    let mut doc = common::test_config_doc(&pairs);
+    if let Some(arr) = doc["feeds"].as_array_of_tables_mut() {
+        for (t, f) in arr.iter_mut().zip(feeds) {
+            if let Some(i) = f.interval {
+                t["interval"] = toml_edit::value(i);
+            }
         }
-        arr.push(t);
     }
-    doc["feeds"] = toml_edit::Item::ArrayOfTables(arr);
-    let mut digests = toml_edit::ArrayOfTables::new();
-    let mut d = toml_edit::Table::new();
-    d["id"] = toml_edit::value("daily");
-    d["schedule"] = toml_edit::value("daily 07:30");
-    d["via"] = toml_edit::value("log");
-    digests.push(d);
-    doc["digests"] = toml_edit::Item::ArrayOfTables(digests);
-    doc["daemon"]["backfill"] = toml_edit::value("36500days");
     doc["daemon"]["min_interval"] = toml_edit::value("1s");
     doc["http"]["first_byte_timeout"] = toml_edit::value(first_byte_timeout);
     doc["http"]["total_timeout"] = toml_edit::value("60s");
-    doc["http"]["per_host_gap"] = toml_edit::value("0s");
-    doc["http"]["per_host_concurrency"] = toml_edit::value(8);
     extra(&mut doc);
     std::fs::write(path, doc.to_string()).expect("write config");
 }

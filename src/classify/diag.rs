@@ -51,20 +51,32 @@ pub struct RuleWarning {
     pub span: Option<Range<usize>>,
 }
 
+/// The one-line form shared by errors and warnings (no file at hand).
+#[allow(clippy::too_many_arguments)]
+fn fmt_line(
+    f: &mut fmt::Formatter<'_>,
+    watch_id: &str,
+    severity: &str,
+    message: &str,
+    source: &RuleSource,
+    offset: usize,
+    hint: Option<&str>,
+) -> fmt::Result {
+    write!(
+        f,
+        "watch `{watch_id}`: {severity}{message} (in {} at byte {offset})",
+        source.label()
+    )?;
+    if let Some(h) = hint {
+        write!(f, "; hint: {h}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "watch `{}`: {} (in {} at byte {})",
-            self.watch_id,
-            self.message,
-            self.source.label(),
-            self.offset
-        )?;
-        if let Some(h) = &self.hint {
-            write!(f, "; hint: {h}")?;
-        }
-        Ok(())
+        let (id, msg, hint) = (&self.watch_id, &self.message, self.hint.as_deref());
+        fmt_line(f, id, "", msg, &self.source, self.offset, hint)
     }
 }
 
@@ -72,18 +84,8 @@ impl std::error::Error for RuleError {}
 
 impl fmt::Display for RuleWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "watch `{}`: warning: {} (in {} at byte {})",
-            self.watch_id,
-            self.message,
-            self.source.label(),
-            self.offset
-        )?;
-        if let Some(h) = &self.hint {
-            write!(f, "; hint: {h}")?;
-        }
-        Ok(())
+        let (id, msg, hint) = (&self.watch_id, &self.message, self.hint.as_deref());
+        fmt_line(f, id, "warning: ", msg, &self.source, self.offset, hint)
     }
 }
 

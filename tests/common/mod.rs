@@ -11,7 +11,7 @@ use policywatch::daemon::{self, ConfigSource, Control, Options, Summary};
 /// The shipped config with its feeds and digests replaced: `feeds` are (name, url), one daily
 /// log digest over every watch, short timeouts, no politeness delay (one loopback host), and a
 /// backfill window wide enough that fixtures with fixed dates are always reported.
-pub fn test_config(dir: &Path, feeds: &[(&str, String)]) -> PathBuf {
+pub fn test_config_doc(feeds: &[(&str, String)]) -> toml_edit::DocumentMut {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/policywatch.toml"
@@ -38,9 +38,25 @@ pub fn test_config(dir: &Path, feeds: &[(&str, String)]) -> PathBuf {
     doc["http"]["total_timeout"] = toml_edit::value("4s");
     doc["http"]["per_host_gap"] = toml_edit::value("0s");
     doc["http"]["per_host_concurrency"] = toml_edit::value(8);
+    doc
+}
+
+/// [`test_config_doc`] written to `dir/policywatch.toml`.
+pub fn test_config(dir: &Path, feeds: &[(&str, String)]) -> PathBuf {
     let path = dir.join("policywatch.toml");
-    std::fs::write(&path, doc.to_string()).unwrap();
+    std::fs::write(&path, test_config_doc(feeds).to_string()).unwrap();
     path
+}
+
+/// The real binary, run from a directory without `config/` and without the systemd variables,
+/// so only what a test passes counts.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_policywatch"));
+    c.current_dir(std::env::temp_dir())
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("CONFIGURATION_DIRECTORY")
+        .env_remove("NOTIFY_SOCKET");
+    c
 }
 
 /// One `run --once` (with `--all` when `all`) over `state`.
