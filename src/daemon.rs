@@ -16,7 +16,7 @@
 //! request is never starved by a busy poll cycle. The watchdog is fed from this loop, so a
 //! stuck loop is restarted by systemd.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,6 +118,10 @@ struct Daemon {
     service: Service,
     /// Feed URLs with a poll in flight: never two polls of one feed at once.
     inflight_urls: HashSet<String>,
+    /// Due feeds not yet spawned. Polls are spawned a few at a time (twice the fetch
+    /// concurrency), not all at once: 10,000 parked poll futures cost tens of MiB while the
+    /// fetcher's limits would let only a handful run anyway.
+    queue: VecDeque<(Feed, FeedState)>,
     summary: Summary,
     last_poll_at: Option<DateTime<Utc>>,
     /// Set when the last reload failed, so `STATUS=` says the old config is running.
@@ -220,6 +224,7 @@ pub async fn run(
         notifier,
         service: Service::from_env(),
         inflight_urls: HashSet::new(),
+        queue: VecDeque::new(),
         summary: Summary::default(),
         last_poll_at: None,
         reload_error: None,
@@ -271,7 +276,7 @@ impl Daemon {
                     self.start_due_polls(&mut tasks, &states, now, opts.all);
                     started_once = true;
                 }
-                if tasks.is_empty() {
+                if tasks.is_empty() && self.queue.is_empty() {
                     let report = self
                         .notifier
                         .flush(&mut self.store, &self.cfg, Utc::now())
@@ -314,6 +319,7 @@ impl Daemon {
                     Some(Control::Shutdown) | None => {
                         tracing::info!(in_flight = tasks.len(), "shutting down");
                         tasks.abort_all();
+                        self.queue.clear();
                         return Ok(());
                     }
                 },
@@ -327,10 +333,15 @@ impl Daemon {
                         Err(e) if e.is_panic() => {
                             // A panic in a parser is a bug, but one feed must not stop the rest.
                             tracing::error!(error = %e, "a poll task panicked");
+                            // Which feed is unknown: forget what is running (it is re-polled
+                            // when due) but keep the queued ones marked.
                             self.inflight_urls.clear();
+                            let queued = self.queue.iter().map(|(f, _)| f.url.clone());
+                            self.inflight_urls.extend(queued);
                         }
                         Err(_) => {}
                     }
+                    self.spawn_queued(&mut tasks);
                     // The last result of a cycle: look at the schedule (and alerts) now.
                     if tasks.is_empty() {
                         next_scan = tokio::time::Instant::now();
@@ -416,6 +427,18 @@ impl Daemon {
     ) {
         for (feed, state) in self.due_feeds(states, now, force) {
             self.inflight_urls.insert(feed.url.clone());
+            self.queue.push_back((feed, state));
+        }
+        self.spawn_queued(tasks);
+    }
+
+    /// Spawns queued polls while fewer than twice the fetch concurrency are running.
+    fn spawn_queued(&mut self, tasks: &mut JoinSet<(String, PollResult, Duration)>) {
+        let limit = self.cfg.config.daemon.max_concurrent_fetches.max(1) * 2;
+        while tasks.len() < limit {
+            let Some((feed, state)) = self.queue.pop_front() else {
+                break;
+            };
             let fetcher = self.fetcher.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
