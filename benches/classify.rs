@@ -3,7 +3,9 @@
 //! `cargo bench --bench classify` — prints MB/s of item text and items/s, single thread, over
 //! generated items (English, Chinese, Vietnamese, Polish, German mixes; mostly irrelevant news
 //! with some policy stories, like a real feed mix), then over the shared news corpus when
-//! `../shared/corpus/news/items.jsonl` exists. Optional argument: seconds per run (default 3).
+//! `../shared/corpus/news/items.jsonl` exists. Optional arguments: seconds per run (default 3),
+//! and the names of the runs to do (`mixed`, `ascii`, `normalise`, `corpus`; default all), e.g.
+//! `cargo bench --bench classify -- 5 corpus` to profile one of them.
 
 use std::time::{Duration, Instant};
 
@@ -328,8 +330,11 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(3);
     let budget = Duration::from_secs(secs);
-    // `ascii` as an argument runs only the ASCII set (for profiling).
-    let only_ascii = std::env::args().any(|a| a == "ascii");
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["mixed", "ascii", "normalise", "corpus"].contains(&a.as_str()))
+        .collect();
+    let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     let src = include_str!("../config/policywatch.toml");
     let watches = match watches_from_toml(src) {
         Ok(w) => w,
@@ -361,14 +366,19 @@ fn main() {
         .filter(|i| i.title.is_ascii() && i.summary.is_ascii())
         .cloned()
         .collect();
-    if only_ascii {
+    if wanted("mixed") {
+        run("generated (mixed languages)", &clf, &items, budget);
+    }
+    if wanted("ascii") {
         run("generated (ASCII only)", &clf, &ascii, budget);
+    }
+    if wanted("normalise") {
+        run_normalise("normalise only (mixed)", &items, budget);
+        run_normalise("normalise only (ASCII)", &ascii, budget);
+    }
+    if !wanted("corpus") {
         return;
     }
-    run("generated (mixed languages)", &clf, &items, budget);
-    run("generated (ASCII only)", &clf, &ascii, budget);
-    run_normalise("normalise only (mixed)", &items, budget);
-    run_normalise("normalise only (ASCII)", &ascii, budget);
 
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
