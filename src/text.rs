@@ -499,6 +499,19 @@ fn segment_exact(seg: &str, c: char, out: &mut Vec<char>) {
     }
 }
 
+/// The accent-folded characters of one segment, from its exact ones. Dropping a mark can
+/// leave marks that canonical ordering would swap (a starter mark between two others), so the
+/// segment is composed once more when it is not already normalised: a fixed point again.
+fn segment_folded(exact: &[char], out: &mut Vec<char>) {
+    for &l in exact {
+        fold_char(l, &mut |f| out.push(f));
+    }
+    if is_nfkc_quick(out.iter().copied()) != IsNormalized::Yes {
+        let again: Vec<char> = out.iter().copied().nfkc().collect();
+        *out = again;
+    }
+}
+
 /// Table entry flags.
 const SIMPLE: u8 = 1; // alone, the char becomes `exact` (one char) and folds to `folded`
 const FOLD_NONE: u8 = 2; // ... and folding drops it (a combining mark)
@@ -572,9 +585,7 @@ fn entry_for(c: char) -> Entry {
     let mut buf = [0u8; 4];
     segment_exact(c.encode_utf8(&mut buf), c, &mut ex);
     let mut fo = Vec::new();
-    for &l in &ex {
-        fold_char(l, &mut |f| fo.push(f));
-    }
+    segment_folded(&ex, &mut fo);
     let (mut exact, mut folded) = ('\0', '\0');
     match (ex.as_slice(), fo.as_slice()) {
         ([], _) => flags |= DROP,
@@ -860,19 +871,19 @@ fn normalize_general(s: &str, fast: bool) -> NormPair {
         let j = segment_end(s, i, c);
         ebuf.clear();
         segment_exact(&s[i..j], c, &mut ebuf);
+        fbuf.clear();
+        segment_folded(&ebuf, &mut fbuf);
+        if folded.is_none() && fbuf != ebuf {
+            folded = Some(exact.clone());
+        }
         let sole = ebuf.len() == 1;
         for &l in &ebuf {
-            fbuf.clear();
-            fold_char(l, &mut |f| fbuf.push(f));
-            if folded.is_none() && fbuf.as_slice() != [l] {
-                folded = Some(exact.clone());
-            }
             exact.push(l, i, j, sole);
-            if let Some(f) = folded.as_mut() {
-                let fsole = sole && fbuf.len() == 1;
-                for &y in &fbuf {
-                    f.push(y, i, j, fsole);
-                }
+        }
+        if let Some(f) = folded.as_mut() {
+            let fsole = sole && fbuf.len() == 1;
+            for &y in &fbuf {
+                f.push(y, i, j, fsole);
             }
         }
         i = j;
@@ -949,6 +960,16 @@ mod tests {
     }
 
     #[test]
+    fn folded_text_is_a_fixed_point_when_a_dropped_mark_unblocks_reordering() {
+        // U+0B01 (a mark of combining class 0) keeps the two marks around it in order; folding
+        // drops it, and the folded text must already be in canonical order.
+        let once = normalize("\u{10eab}\u{b01}\u{16ff0}");
+        let f = once.folded().text.clone();
+        assert_eq!(normalize(&f).folded().text, f);
+        assert_eq!(f, "\u{16ff0}\u{10eab}");
+    }
+
+    #[test]
     fn ignorables_dropped() {
         let s = "ex\u{00AD}port";
         let p = normalize(s);
@@ -1006,6 +1027,8 @@ mod fast_path_agrees {
             "\u{a0}\u{301} ",
             " \u{301}  ",
             "「\t\t實\u{85}  \u{323}  \u{a0}u",
+            // Folding drops U+0B01 between two marks that canonical ordering then swaps.
+            "\u{10eab}\u{b01}\u{16ff0}",
         ] {
             check(s);
         }

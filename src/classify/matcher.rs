@@ -80,7 +80,88 @@ pub enum Node {
         n: u32,
         inner: Box<Node>,
     },
+    /// `inner` can only be true if one of `set` occurred (the patterns under it): a quick
+    /// rejection for the long OR lists real rules are made of. With `fields`, `inner` is an OR
+    /// of atoms all scoped to those fields, and is true exactly when one of `set` occurred in
+    /// one of them: decided by the bit test alone. Added by [`Matcher::guard`].
+    Guard {
+        set: PatternSet,
+        exact: Option<ExactOr>,
+        inner: Box<Node>,
+    },
 }
+
+/// What a guard over an OR of atoms with one field scope knows: the scope, and the OR's atoms
+/// by pattern, so its evidence is found from the item's hits rather than by trying every atom.
+#[derive(Debug, Clone)]
+pub struct ExactOr {
+    fields: FieldMask,
+    /// (pattern, atom), sorted.
+    by_pattern: Vec<(u32, u32)>,
+}
+
+/// A set of patterns as (word index, bits), tested against an item's pattern bits at once.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSet(Vec<(u32, u64)>);
+
+impl PatternSet {
+    pub fn of(pats: impl IntoIterator<Item = u32>) -> PatternSet {
+        let mut words: Vec<(u32, u64)> = Vec::new();
+        let mut pats: Vec<u32> = pats.into_iter().collect();
+        pats.sort_unstable();
+        for p in pats {
+            match words.last_mut() {
+                Some((w, bits)) if *w == p / 64 => *bits |= 1 << (p % 64),
+                _ => words.push((p / 64, 1 << (p % 64))),
+            }
+        }
+        PatternSet(words)
+    }
+
+    /// Did any pattern of the set occur in the item?
+    #[inline]
+    pub fn any_in(&self, h: &ItemHits) -> bool {
+        self.0
+            .iter()
+            .any(|&(w, bits)| h.hit_bits.get(w as usize).is_some_and(|x| x & bits != 0))
+    }
+
+    /// Did any pattern of the set occur in one of `fields`?
+    #[inline]
+    fn any_in_fields(&self, h: &ItemHits, fields: FieldMask) -> bool {
+        self.0
+            .iter()
+            .any(|&(w, bits)| Self::word_in_fields(h, w, fields) & bits != 0)
+    }
+
+    /// The item's pattern bits of word `w` in any of `fields`.
+    #[inline]
+    fn word_in_fields(h: &ItemHits, w: u32, fields: FieldMask) -> u64 {
+        let Some(per_field) = h.field_bits.get(w as usize) else {
+            return 0;
+        };
+        let (mut m, mut x) = (fields.0, 0);
+        while m != 0 {
+            x |= per_field[m.trailing_zeros() as usize];
+            m &= m - 1;
+        }
+        x
+    }
+
+    /// Calls `f` with each pattern of the set that occurred in one of `fields`.
+    fn each_in_fields(&self, h: &ItemHits, fields: FieldMask, mut f: impl FnMut(u32)) {
+        for &(w, bits) in &self.0 {
+            let mut x = Self::word_in_fields(h, w, fields) & bits;
+            while x != 0 {
+                f(w * 64 + x.trailing_zeros());
+                x &= x - 1;
+            }
+        }
+    }
+}
+
+/// Nodes with fewer atoms under them are not worth a guard.
+const MIN_GUARDED_ATOMS: usize = 3;
 
 impl Node {
     /// All atoms under this node, in order.
@@ -88,12 +169,24 @@ impl Node {
         match self {
             Node::Atom(a) => out.push(*a),
             Node::And(v) | Node::Or(v) => v.iter().for_each(|n| n.atoms(out)),
-            Node::Not(n) => n.atoms(out),
+            Node::Not(n) | Node::Guard { inner: n, .. } => n.atoms(out),
             Node::Near { a, b, .. } => {
                 a.atoms(out);
                 b.atoms(out);
             }
             Node::AtLeast { inner, .. } => inner.atoms(out),
+        }
+    }
+
+    /// True when this node can only hold if at least one pattern under it occurred (false for
+    /// `NOT x` and anything that can be satisfied by an absence).
+    fn needs_hit(&self) -> bool {
+        match self {
+            Node::Atom(_) | Node::Near { .. } | Node::Guard { .. } => true,
+            Node::And(v) => v.iter().any(Node::needs_hit),
+            Node::Or(v) => !v.is_empty() && v.iter().all(Node::needs_hit),
+            Node::Not(_) => false,
+            Node::AtLeast { n, inner } => *n > 0 && inner.needs_hit(),
         }
     }
 }
@@ -282,6 +375,10 @@ pub struct ItemHits<'a> {
     hits: Vec<Hit>,
     /// Bit per pattern: does it occur at all (the quick skip for watches without any hit).
     hit_bits: Vec<u64>,
+    /// Per pattern: the fields it occurs in (bit per field), so testing an atom is one load.
+    pat_fields: Vec<u8>,
+    /// Per word of `hit_bits`, the same bits split by field.
+    field_bits: Vec<[u64; 8]>,
 }
 
 pub fn field_text(item: &Item, f: Field) -> Cow<'_, str> {
@@ -310,19 +407,131 @@ thread_local! {
     static COUNTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
-fn bits_of(hits: &[Hit], n_patterns: usize) -> Vec<u64> {
-    let mut bits = vec![0u64; n_patterns.div_ceil(64)];
+/// The pattern bits, per-pattern field masks and per-field pattern bits of `hits`.
+fn bits_of(hits: &[Hit], n_patterns: usize) -> (Vec<u64>, Vec<u8>, Vec<[u64; 8]>) {
+    let words = n_patterns.div_ceil(64);
+    let mut bits = vec![0u64; words];
+    let mut fields = vec![0u8; n_patterns];
+    let mut field_bits = vec![[0u64; 8]; words];
     for h in hits {
-        if let Some(w) = bits.get_mut(h.pat as usize / 64) {
-            *w |= 1 << (h.pat % 64);
+        let (w, bit) = (h.pat as usize / 64, 1u64 << (h.pat % 64));
+        if let Some(x) = bits.get_mut(w) {
+            *x |= bit;
+        }
+        if let Some(x) = field_bits
+            .get_mut(w)
+            .and_then(|f| f.get_mut(h.field as usize))
+        {
+            *x |= bit;
+        }
+        if let Some(f) = fields.get_mut(h.pat as usize) {
+            *f |= 1 << h.field;
         }
     }
-    bits
+    (bits, fields, field_bits)
 }
 
 impl Matcher {
     pub fn patterns_len(&self) -> usize {
         self.patterns.len()
+    }
+
+    /// The atoms under `n` as (pattern, atom), sorted.
+    fn by_pattern(&self, n: &Node) -> Vec<(u32, u32)> {
+        let mut atoms = Vec::new();
+        n.atoms(&mut atoms);
+        let mut v: Vec<(u32, u32)> = atoms
+            .iter()
+            .map(|&a| (self.atoms[a as usize].pattern, a))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The patterns under `n`, as a set.
+    pub fn pattern_set(&self, n: &Node) -> PatternSet {
+        let mut atoms = Vec::new();
+        n.atoms(&mut atoms);
+        PatternSet::of(atoms.iter().map(|a| self.atoms[*a as usize].pattern))
+    }
+
+    /// The tree `n` rewritten for speed: every AND / OR / NEAR / atleast node with enough atoms
+    /// under it, and that cannot hold without one of them, wrapped in a [`Node::Guard`]; the
+    /// atoms of each OR grouped by field scope into guards decided by bits alone. The result
+    /// holds exactly when `n` does, with the same evidence (in another order); explanations
+    /// use the tree as written.
+    pub fn guard(&self, n: Node) -> Node {
+        let n = match n {
+            Node::And(v) => Node::And(v.into_iter().map(|x| self.guard(x)).collect()),
+            Node::Or(v) => Node::Or(v.into_iter().map(|x| self.guard(x)).collect()),
+            Node::Not(x) => Node::Not(Box::new(self.guard(*x))),
+            Node::Near { a, b, n, ordered } => Node::Near {
+                a: Box::new(self.guard(*a)),
+                b: Box::new(self.guard(*b)),
+                n,
+                ordered,
+            },
+            Node::AtLeast { n, inner } => Node::AtLeast {
+                n,
+                inner: Box::new(self.guard(*inner)),
+            },
+            other => other,
+        };
+        // The atoms of an OR, grouped by field scope, become ORs decided by the bits alone
+        // (OR is associative: the same verdict and the same evidence).
+        let n = match n {
+            Node::Or(v) => {
+                let mut groups: Vec<(FieldMask, Vec<Node>)> = Vec::new();
+                let mut rest = Vec::new();
+                for x in v {
+                    match x {
+                        Node::Atom(a) => {
+                            let f = self.atoms[a as usize].fields;
+                            match groups.iter_mut().find(|g| g.0 == f) {
+                                Some(g) => g.1.push(x),
+                                None => groups.push((f, vec![x])),
+                            }
+                        }
+                        _ => rest.push(x),
+                    }
+                }
+                let mut v: Vec<Node> = Vec::new();
+                for (fields, atoms) in groups {
+                    if atoms.len() < 2 {
+                        v.extend(atoms);
+                        continue;
+                    }
+                    let or = Node::Or(atoms);
+                    v.push(Node::Guard {
+                        set: self.pattern_set(&or),
+                        exact: Some(ExactOr {
+                            fields,
+                            by_pattern: self.by_pattern(&or),
+                        }),
+                        inner: Box::new(or),
+                    });
+                }
+                v.extend(rest);
+                if v.len() == 1 && matches!(v[0], Node::Guard { .. }) {
+                    return v.pop().expect("one node");
+                }
+                Node::Or(v)
+            }
+            other => other,
+        };
+        let mut atoms = Vec::new();
+        n.atoms(&mut atoms);
+        if matches!(n, Node::Atom(_) | Node::Guard { .. })
+            || atoms.len() < MIN_GUARDED_ATOMS
+            || !n.needs_hit()
+        {
+            return n;
+        }
+        Node::Guard {
+            set: self.pattern_set(&n),
+            exact: None,
+            inner: Box::new(n),
+        }
     }
 
     /// Scans the item once per used field and variant.
@@ -376,11 +585,13 @@ impl Matcher {
             fields[fi] = Some(FieldText { orig, norm });
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.s));
-        let hit_bits = bits_of(&hits, self.patterns.len());
+        let (hit_bits, pat_fields, field_bits) = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
             hits,
             hit_bits,
+            pat_fields,
+            field_bits,
         }
     }
 
@@ -463,11 +674,13 @@ impl ItemHits<'static> {
             }
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field));
-        let hit_bits = bits_of(&hits, n_patterns);
+        let (hit_bits, pat_fields, field_bits) = bits_of(&hits, n_patterns);
         ItemHits {
             fields: (0..Field::ALL.len()).map(|_| None).collect(),
             hits,
             hit_bits,
+            pat_fields,
+            field_bits,
         }
     }
 }
@@ -491,11 +704,9 @@ impl<'a> ItemHits<'a> {
 
     #[inline]
     fn atom_hit(&self, atom: &Atom) -> bool {
-        self.pattern_hit(atom.pattern)
-            && self
-                .of_pattern(atom.pattern)
-                .iter()
-                .any(|h| atom.fields.0 & (1 << h.field) != 0)
+        self.pat_fields
+            .get(atom.pattern as usize)
+            .is_some_and(|f| f & atom.fields.0 != 0)
     }
 
     fn of_atom<'b>(&'b self, atom: &'b Atom) -> impl Iterator<Item = &'b Hit> + 'b {
@@ -540,6 +751,7 @@ fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<(u8, u32, u32)>) {
             }));
         }
         Node::Or(v) => v.iter().for_each(|x| spans(m, x, h, out)),
+        Node::Guard { inner, .. } => spans(m, inner, h, out),
         _ => {}
     }
 }
@@ -608,6 +820,7 @@ fn count(m: &Matcher, n: &Node, h: &ItemHits) -> usize {
     match n {
         Node::Atom(a) => h.of_atom(&m.atoms[*a as usize]).count(),
         Node::Or(v) => v.iter().map(|x| count(m, x, h)).sum(),
+        Node::Guard { inner, .. } => count(m, inner, h),
         _ => 0,
     }
 }
@@ -648,30 +861,83 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             })
         }
         Node::AtLeast { n, inner } => count(m, inner, h) >= *n as usize,
+        Node::Guard {
+            set,
+            exact: Some(x),
+            ..
+        } => set.any_in_fields(h, x.fields),
+        Node::Guard {
+            set,
+            exact: None,
+            inner,
+        } => set.any_in(h) && eval(m, inner, h),
     }
 }
 
-/// Collects (atom, hit) pairs of the positive evidence of a node that evaluated true.
-pub fn collect<'a>(m: &'a Matcher, n: &'a Node, h: &'a ItemHits, out: &mut Vec<(u32, &'a Hit)>) {
-    match n {
+/// Evaluates `n` and, when it holds, appends the (atom, hit) pairs of its positive evidence:
+/// every hit of the atoms under the parts that hold (not under `NOT`). One walk instead of an
+/// evaluation followed by a collection that evaluates each subtree again; `out` is left as it
+/// was when `n` does not hold.
+pub fn gather<'a>(
+    m: &'a Matcher,
+    n: &'a Node,
+    h: &'a ItemHits,
+    out: &mut Vec<(u32, &'a Hit)>,
+) -> bool {
+    let mark = out.len();
+    let held = match n {
         Node::Atom(a) => {
             let atom = &m.atoms[*a as usize];
-            out.extend(h.of_atom(atom).map(|x| (*a, x)));
+            let hit = h.atom_hit(atom);
+            if hit {
+                out.extend(h.of_atom(atom).map(|x| (*a, x)));
+            }
+            hit
         }
-        Node::And(v) | Node::Or(v) => {
+        Node::Or(v) => {
+            let mut any = false;
             for x in v {
-                if !matches!(x, Node::Not(_)) && eval(m, x, h) {
-                    collect(m, x, h, out);
-                }
+                any |= gather(m, x, h, out);
+            }
+            any
+        }
+        Node::And(v) => v.iter().all(|x| match x {
+            Node::Not(_) => eval(m, x, h),
+            _ => gather(m, x, h, out),
+        }),
+        Node::Not(x) => !eval(m, x, h),
+        Node::Near { a, b, .. } => {
+            eval(m, n, h) && {
+                gather(m, a, h, out);
+                gather(m, b, h, out);
+                true
             }
         }
-        Node::Not(_) => {}
-        Node::Near { a, b, .. } => {
-            collect(m, a, h, out);
-            collect(m, b, h, out);
+        Node::AtLeast { inner, .. } => eval(m, n, h) && gather(m, inner, h, out),
+        Node::Guard {
+            set,
+            exact: Some(x),
+            ..
+        } => {
+            // Straight from the hits: only the atoms whose pattern occurred in scope.
+            set.each_in_fields(h, x.fields, |p| {
+                let from = x.by_pattern.partition_point(|e| e.0 < p);
+                for &(_, a) in x.by_pattern[from..].iter().take_while(|e| e.0 == p) {
+                    out.extend(h.of_atom(&m.atoms[a as usize]).map(|hit| (a, hit)));
+                }
+            });
+            out.len() > mark
         }
-        Node::AtLeast { inner, .. } => collect(m, inner, h, out),
+        Node::Guard {
+            set,
+            exact: None,
+            inner,
+        } => set.any_in(h) && gather(m, inner, h, out),
+    };
+    if !held {
+        out.truncate(mark);
     }
+    held
 }
 
 fn describe(m: &Matcher, n: &Node) -> String {
@@ -700,6 +966,7 @@ fn describe(m: &Matcher, n: &Node) -> String {
             describe(m, b)
         ),
         Node::AtLeast { n, inner } => format!("atleast{}{}", n, describe(m, inner)),
+        Node::Guard { inner, .. } => describe(m, inner),
     }
 }
 
@@ -803,6 +1070,79 @@ pub fn explain(m: &Matcher, n: &Node, h: &ItemHits, depth: usize, out: &mut Stri
             let c = count(m, inner, h);
             let _ = writeln!(out, "{pad}{mark} at least {k} occurrences: {c} found");
             explain(m, inner, h, depth + 1, out);
+        }
+        // A guard is an evaluation shortcut, not part of the rule as written.
+        Node::Guard { inner, .. } => explain(m, inner, h, depth, out),
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WORDS: &[&str] = &[
+        "chip", "chips", "china", "ban", "nvidia", "芯片", "trừng", "ai",
+    ];
+
+    /// Queries over a small vocabulary, with every operator, nested a few levels.
+    fn query() -> impl Strategy<Value = String> {
+        let leaf = prop::sample::select(WORDS).prop_map(|w| w.to_string());
+        // NEAR and atleast take terms or OR groups of terms.
+        let group = prop_oneof![
+            leaf.clone(),
+            prop::collection::vec(leaf.clone(), 2..5).prop_map(|v| format!("({})", v.join(" OR "))),
+        ];
+        let positional = prop_oneof![
+            (group.clone(), group.clone(), 1u32..6)
+                .prop_map(|(a, b, n)| format!("({a} NEAR/{n} {b})")),
+            (group, 1u32..4).prop_map(|(a, n)| format!("atleast{n}({a})")),
+        ];
+        prop_oneof![leaf, positional].prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 2..5)
+                    .prop_map(|v| format!("({})", v.join(" OR "))),
+                prop::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|v| format!("({})", v.join(" AND "))),
+                (inner.clone(), inner).prop_map(|(a, b)| format!("({a} AND NOT {b})")),
+            ]
+        })
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let words: Vec<&str> = WORDS
+            .iter()
+            .copied()
+            .chain(["the", "said", "potato", "x"])
+            .collect();
+        prop::collection::vec(prop::sample::select(words), 0..16).prop_map(|v| v.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// A guarded tree decides every item exactly like the tree as written.
+        #[test]
+        fn guards_change_no_verdict(q in query(), title in text(), body in text()) {
+            let expr = super::super::parse::parse(&q).expect("generated queries parse");
+            let mut b = MatcherBuilder::default();
+            let node = b.lower(&expr).expect("lowered");
+            let m = b.finish().expect("matcher");
+            let guarded = m.guard(node.clone());
+            let item = Item { title, summary: body, ..Default::default() };
+            let h = m.scan(&item);
+            let held = eval(&m, &node, &h);
+            prop_assert_eq!(eval(&m, &guarded, &h), held, "{}", q);
+            // Gathering agrees with evaluation, and finds the same evidence either way.
+            let (mut a, mut b2) = (Vec::new(), Vec::new());
+            prop_assert_eq!(gather(&m, &guarded, &h, &mut a), held);
+            prop_assert_eq!(gather(&m, &node, &h, &mut b2), held);
+            let key = |v: &[(u32, &Hit)]| {
+                let mut k: Vec<_> = v.iter().map(|(a, x)| (*a, x.field, x.s)).collect();
+                k.sort_unstable();
+                k
+            };
+            prop_assert_eq!(key(&a), key(&b2));
+            prop_assert_eq!(held, !a.is_empty() || !node.needs_hit());
         }
     }
 }

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 pub use diag::{RuleError, RuleSource, RuleWarning};
-use matcher::{ItemHits, Matcher, MatcherBuilder, Node};
+use matcher::{ItemHits, Matcher, MatcherBuilder, Node, PatternSet};
 
 use crate::item::{Evidence, Field, Item, Verdict};
 
@@ -131,13 +131,16 @@ struct CompiledWatch {
     name: Option<String>,
     query_text: String,
     exclude_text: Option<String>,
+    /// The trees as written (explanations) and rewritten for speed (`Matcher::guard`).
     query: Node,
     exclude: Option<Node>,
+    fast_query: Node,
+    fast_exclude: Option<Node>,
     min_score: Option<f64>,
     weights: FieldWeights,
     /// Patterns of the query: if none of them occurs, the watch cannot match (checked at
     /// compile time), so it is skipped without walking the tree.
-    patterns: Vec<u32>,
+    patterns: PatternSet,
 }
 
 /// The compiled watches. Immutable, `Send + Sync`; share it in an `Arc`.
@@ -214,9 +217,7 @@ impl Classifier {
                 )
             });
             if let (Some(q), Some(ex)) = (q, ex.unwrap_or(Some(Node::Or(vec![])))) {
-                let mut atoms = Vec::new();
-                q.atoms(&mut atoms);
-                compiled.push((w, q, w.exclude.as_ref().map(|_| ex), atoms));
+                compiled.push((w, q, w.exclude.as_ref().map(|_| ex)));
             }
         }
         let matcher = match b.finish() {
@@ -234,13 +235,10 @@ impl Classifier {
             }
         };
         let mut out = Vec::new();
-        for (w, q, ex, atoms) in compiled {
-            let mut patterns: Vec<u32> = atoms
-                .iter()
-                .map(|a| matcher.atoms[*a as usize].pattern)
-                .collect();
-            patterns.sort_unstable();
-            patterns.dedup();
+        for (w, q, ex) in compiled {
+            let patterns = matcher.pattern_set(&q);
+            let fast_query = matcher.guard(q.clone());
+            let fast_exclude = ex.clone().map(|e| matcher.guard(e));
             // A query true without any of its terms would match every item: refuse it.
             let empty = ItemHits::synthetic(matcher.patterns_len(), &[]);
             if matcher::eval(&matcher, &q, &empty) {
@@ -272,6 +270,8 @@ impl Classifier {
                 exclude_text: w.exclude.as_ref().map(|e| e.get_ref().clone()),
                 query: q,
                 exclude: ex,
+                fast_query,
+                fast_exclude,
                 min_score: w.min_score,
                 weights: w.weights,
                 patterns,
@@ -311,7 +311,8 @@ impl Classifier {
 
     fn judge(&self, w: &CompiledWatch, hits: &ItemHits) -> Judgement {
         let m = &self.matcher;
-        if !w.patterns.iter().any(|p| hits.pattern_hit(*p)) || !matcher::eval(m, &w.query, hits) {
+        let mut ev = Vec::new();
+        if !w.patterns.any_in(hits) || !matcher::gather(m, &w.fast_query, hits, &mut ev) {
             return Judgement {
                 matched: false,
                 excluded: false,
@@ -320,11 +321,9 @@ impl Classifier {
             };
         }
         let excluded = w
-            .exclude
+            .fast_exclude
             .as_ref()
             .is_some_and(|ex| matcher::eval(m, ex, hits));
-        let mut ev = Vec::new();
-        matcher::collect(m, &w.query, hits, &mut ev);
         // Score: per distinct term, its weight times the best field weight it was found in, plus
         // half that for each further field (a term in title and summary beats title alone).
         let mut per_term: Vec<(&str, f64, u8)> = Vec::new();
