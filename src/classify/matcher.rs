@@ -21,7 +21,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::parse::{Expr, FieldMask, Term};
 use crate::item::{Field, Item};
-use crate::text::{self, is_word_char, NormPair, Normalized};
+use crate::text::{self, is_word_char, Normalized};
 
 /// At most this many hits of one pattern in one field are kept (bounds NEAR and memory).
 const MAX_HITS_PER_PATTERN_FIELD: u16 = 256;
@@ -62,6 +62,9 @@ pub struct Atom {
     pub norm: String,
     pub caps: bool,
     pub prefix: bool,
+    /// Index of `display` among the distinct displays of all atoms, in string order: the
+    /// same term written in two places is one term for scoring.
+    pub term: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +295,7 @@ impl MatcherBuilder {
             norm: s,
             caps: t.caps,
             prefix: t.prefix,
+            term: 0,
         });
         Ok(a)
     }
@@ -316,7 +320,18 @@ impl MatcherBuilder {
         })
     }
 
-    pub fn finish(self) -> Result<Matcher, String> {
+    pub fn finish(mut self) -> Result<Matcher, String> {
+        let mut displays: Vec<&str> = self.atoms.iter().map(|a| a.display.as_str()).collect();
+        displays.sort_unstable();
+        displays.dedup();
+        let ids: HashMap<String, u32> = displays
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.to_string(), i as u32))
+            .collect();
+        for a in &mut self.atoms {
+            a.term = ids[&a.display];
+        }
         let build = |strings: &Vec<String>| -> Result<Option<AhoCorasick>, String> {
             if strings.is_empty() {
                 return Ok(None);
@@ -356,15 +371,13 @@ pub struct Matcher {
 pub struct Hit {
     pub pat: u32,
     pub field: u8,
-    pub var: u8,
-    /// Byte range in the normalised text of that variant.
-    pub s: u32,
-    pub e: u32,
+    /// The byte range in the original field text (evidence, NEAR distances).
+    pub os: u32,
+    pub oe: u32,
 }
 
 pub struct FieldText<'a> {
     pub orig: Cow<'a, str>,
-    pub norm: NormPair,
 }
 
 /// Everything the evaluation needs to know about one item.
@@ -582,9 +595,9 @@ impl Matcher {
                     counts[h.pat as usize] = 0;
                 }
             }
-            fields[fi] = Some(FieldText { orig, norm });
+            fields[fi] = Some(FieldText { orig });
         }
-        hits.sort_unstable_by_key(|h| (h.pat, h.field, h.s));
+        hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
         let (hit_bits, pat_fields, field_bits) = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
@@ -645,12 +658,12 @@ impl Matcher {
                     }
                 }
                 counts[pid as usize] += 1;
+                let (os, oe) = norm.to_original(s, end);
                 hits.push(Hit {
                     pat: pid,
                     field,
-                    var: var as u8,
-                    s: s as u32,
-                    e: end as u32,
+                    os: os as u32,
+                    oe: oe as u32,
                 });
             }
         }
@@ -667,9 +680,8 @@ impl ItemHits<'static> {
                 hits.push(Hit {
                     pat: p,
                     field: fi as u8,
-                    var: 0,
-                    s: 0,
-                    e: 0,
+                    os: 0,
+                    oe: 0,
                 });
             }
         }
@@ -717,17 +729,7 @@ impl<'a> ItemHits<'a> {
 
     /// Original byte range of a hit.
     pub fn original_range(&self, h: &Hit) -> (usize, usize) {
-        match self.fields.get(h.field as usize).and_then(|f| f.as_ref()) {
-            Some(ft) => {
-                let n = if h.var == 0 {
-                    ft.norm.folded()
-                } else {
-                    &ft.norm.exact
-                };
-                n.to_original(h.s as usize, h.e as usize)
-            }
-            None => (0, 0),
-        }
+        (h.os as usize, h.oe as usize)
     }
 
     fn original_text(&self, h: &Hit) -> &str {
@@ -1137,7 +1139,7 @@ mod guard_tests {
             prop_assert_eq!(gather(&m, &guarded, &h, &mut a), held);
             prop_assert_eq!(gather(&m, &node, &h, &mut b2), held);
             let key = |v: &[(u32, &Hit)]| {
-                let mut k: Vec<_> = v.iter().map(|(a, x)| (*a, x.field, x.s)).collect();
+                let mut k: Vec<_> = v.iter().map(|(a, x)| (*a, x.field, x.os)).collect();
                 k.sort_unstable();
                 k
             };

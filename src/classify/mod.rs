@@ -326,16 +326,16 @@ impl Classifier {
             .is_some_and(|ex| matcher::eval(m, ex, hits));
         // Score: per distinct term, its weight times the best field weight it was found in, plus
         // half that for each further field (a term in title and summary beats title alone).
-        let mut per_term: Vec<(&str, f64, u8)> = Vec::new();
+        let mut per_term: Vec<(u32, f64, u8)> = Vec::new();
         for (a, h) in &ev {
             let atom = &m.atoms[*a as usize];
             let fw = w.weights.get(Field::ALL[h.field as usize]);
-            match per_term.iter_mut().find(|(t, _, _)| *t == atom.display) {
+            match per_term.iter_mut().find(|(t, _, _)| *t == atom.term) {
                 Some(e) => {
                     e.1 = e.1.max(atom.weight * fw);
                     e.2 |= 1 << h.field;
                 }
-                None => per_term.push((&atom.display, atom.weight * fw, 1 << h.field)),
+                None => per_term.push((atom.term, atom.weight * fw, 1 << h.field)),
             }
         }
         let score: f64 = per_term
@@ -345,28 +345,21 @@ impl Classifier {
             })
             .sum();
         let score = (score * 100.0).round() / 100.0;
-        let mut spans: Vec<(Field, usize, usize, &str)> = ev
+        // Evidence: distinct (field, range, term), in that order (term ids sort like the terms).
+        let mut spans: Vec<(u8, u32, u32, u32, u32)> = ev
             .iter()
-            .map(|(a, h)| {
-                let (s, e) = hits.original_range(h);
-                (
-                    Field::ALL[h.field as usize],
-                    s,
-                    e,
-                    m.atoms[*a as usize].display.as_str(),
-                )
-            })
+            .map(|(a, h)| (h.field, h.os, h.oe, m.atoms[*a as usize].term, *a))
             .collect();
         spans.sort_unstable();
-        spans.dedup();
+        spans.dedup_by_key(|x| (x.0, x.1, x.2, x.3));
         let evidence: Vec<Evidence> = spans
             .into_iter()
             .take(MAX_EVIDENCE)
-            .map(|(field, start, end, term)| Evidence {
-                term: term.to_string(),
-                field,
-                start,
-                end,
+            .map(|(field, start, end, _, a)| Evidence {
+                term: m.atoms[a as usize].display.clone(),
+                field: Field::ALL[field as usize],
+                start: start as usize,
+                end: end as usize,
             })
             .collect();
         let passes = !excluded && score >= w.min_score.unwrap_or(0.0);
