@@ -426,5 +426,8 @@ fn main() {
             })
             .collect();
         run("shared news corpus", &clf, &corpus, budget);
+        if wanted("normalise") {
+            run_normalise("normalise only (corpus)", &corpus, budget);
+        }
     }
 }

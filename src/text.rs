@@ -152,17 +152,18 @@ fn ascii_fast(s: &str) -> Option<String> {
     {
         return None;
     }
-    let mut out = s.to_ascii_lowercase();
+    let mut out = b.to_ascii_lowercase();
     for i in memchr::memchr_iter(b'-', b) {
         if i > 0
             && i + 1 < b.len()
             && b[i - 1].is_ascii_alphanumeric()
             && b[i + 1].is_ascii_alphanumeric()
         {
-            out.replace_range(i..i + 1, " ");
+            out[i] = b' ';
         }
     }
-    Some(out)
+    // ASCII in, ASCII out: the check is the quick all-ASCII one.
+    String::from_utf8(out).ok()
 }
 
 /// Characters that carry no text and only break matching (soft hyphen, zero-width joiners...).
@@ -410,16 +411,23 @@ const T2S_BITS: [u64; (0xA000 - T2S_BASE as usize) / 64] = {
     bits
 };
 
-fn t2s(c: char) -> char {
+/// Does `c` have a simplified form in `T2S`? (A bit test.)
+#[inline]
+fn has_t2s(c: char) -> bool {
     let Some(k) = (c as u32).checked_sub(T2S_BASE) else {
-        return c;
+        return false;
     };
-    match T2S_BITS.get(k as usize / 64) {
-        Some(w) if w & (1 << (k % 64)) != 0 => T2S
-            .binary_search_by_key(&c, |p| p.0)
-            .map_or(c, |i| T2S[i].1),
-        _ => c,
+    T2S_BITS
+        .get(k as usize / 64)
+        .is_some_and(|w| w & (1 << (k % 64)) != 0)
+}
+
+fn t2s(c: char) -> char {
+    if !has_t2s(c) {
+        return c;
     }
+    T2S.binary_search_by_key(&c, |p| p.0)
+        .map_or(c, |i| T2S[i].1)
 }
 
 /// Where the segment starting with `c` at byte `i` ends: only letters and digits take the
@@ -706,11 +714,11 @@ impl Out {
     /// Appends printable ASCII `run` (original bytes from `start` on) lowercased. The caller
     /// guarantees no space in it would collapse (no double space, no leading space after one).
     #[inline]
-    fn push_ascii_run(&mut self, run: &str, start: usize) {
+    fn push_ascii_run(&mut self, run: &str, start: usize, hyphen: bool) {
         if run.is_empty() {
             return;
         }
-        self.hyphen |= memchr::memchr(b'-', run.as_bytes()).is_some();
+        self.hyphen |= hyphen;
         let ends_space = run.ends_with(' ');
         self.push_same_length(start, |t| {
             let from = t.len();
@@ -736,19 +744,26 @@ impl Out {
 
 /// "export-control" matches the phrase "export control": a hyphen between two word characters
 /// becomes a space (same length, so offset maps stay valid; queries get the same treatment).
-fn join_hyphenated(mut text: String) -> String {
-    let mut from = 0;
-    while let Some(k) = memchr::memchr(b'-', &text.as_bytes()[from..]) {
-        let i = from + k;
-        from = i + 1;
-        // '-' is ASCII, so i and i + 1 are char boundaries.
+fn join_hyphenated(text: String) -> String {
+    let mut joins = Vec::new();
+    for i in memchr::memchr_iter(b'-', text.as_bytes()) {
+        // '-' is ASCII, so i and i + 1 are char boundaries. A replaced hyphen is a space, not
+        // a word char, so deciding on the original text decides as a left-to-right pass would.
         let prev = text[..i].chars().next_back();
         let next = text[i + 1..].chars().next();
         if prev.is_some_and(is_word_char) && next.is_some_and(is_word_char) {
-            text.replace_range(i..i + 1, " ");
+            joins.push(i);
         }
     }
-    text
+    if joins.is_empty() {
+        return text;
+    }
+    let mut b = text.into_bytes();
+    for i in joins {
+        b[i] = b' ';
+    }
+    // Only ASCII bytes were replaced by ASCII bytes.
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Normalises `s` into both variants (see the module doc).
@@ -789,19 +804,21 @@ fn normalize_general(s: &str, fast: bool) -> NormPair {
             // A run of printable ASCII with no space that would collapse; its last byte stays
             // out if it is a letter that may take a combining mark after it.
             let mut r = i + 1;
+            let mut hyphen = x == b'-';
             while r < n && (0x20..0x80).contains(&b[r]) && !(b[r] == b' ' && b[r - 1] == b' ') {
+                hyphen |= b[r] == b'-';
                 r += 1;
             }
             if r < n && b[r] >= 0x80 && b[r - 1].is_ascii_alphanumeric() && !alone(r) {
                 r -= 1;
             }
             if r > i {
-                exact.push_ascii_run(&s[i..r], i);
+                exact.push_ascii_run(&s[i..r], i, hyphen);
                 if let Some(f) = folded.as_mut() {
                     // The folded text may end in a space where the exact one does not (a
                     // combining mark after a space is dropped by folding).
                     let k = if x == b' ' && f.last_space { i + 1 } else { i };
-                    f.push_ascii_run(&s[k..r], k);
+                    f.push_ascii_run(&s[k..r], k, hyphen);
                 }
                 i = r;
                 continue;
@@ -828,10 +845,12 @@ fn normalize_general(s: &str, fast: bool) -> NormPair {
                 // the last one stays out if a mark may follow it.
                 let mut r = i + len;
                 let mut last = i;
+                let mut traditional = has_t2s(c);
                 for d in s[r..].chars() {
                     if !is_plain_cjk(d) {
                         break;
                     }
+                    traditional |= has_t2s(d);
                     last = r;
                     r += d.len_utf8();
                 }
@@ -839,7 +858,14 @@ fn normalize_general(s: &str, fast: bool) -> NormPair {
                     r = last;
                 }
                 let run = &s[i..r.max(i + len)];
-                let write = |t: &mut String| t.extend(run.chars().map(t2s));
+                // Simplified text (the usual case) is copied as it is.
+                let write = |t: &mut String| {
+                    if traditional {
+                        t.extend(run.chars().map(t2s))
+                    } else {
+                        t.push_str(run)
+                    }
+                };
                 exact.push_same_length(i, write);
                 if let Some(f) = folded.as_mut() {
                     f.push_same_length(i, write);

@@ -468,14 +468,24 @@ impl Matcher {
         PatternSet::of(atoms.iter().map(|a| self.atoms[*a as usize].pattern))
     }
 
-    /// The tree `n` rewritten for speed: every AND / OR / NEAR / atleast node with enough atoms
-    /// under it, and that cannot hold without one of them, wrapped in a [`Node::Guard`]; the
-    /// atoms of each OR grouped by field scope into guards decided by bits alone. The result
-    /// holds exactly when `n` does, with the same evidence (in another order); explanations
-    /// use the tree as written.
+    /// The tree `n` rewritten for speed: every OR / NEAR / atleast node with enough atoms under
+    /// it, and that cannot hold without one of them, wrapped in a [`Node::Guard`]; the atoms
+    /// of each OR grouped by field scope into guards decided by bits alone; the parts of each
+    /// AND ordered cheapest first. The result holds exactly when `n` does, with the same
+    /// evidence (in another order); explanations use the tree as written.
     pub fn guard(&self, n: Node) -> Node {
         let n = match n {
-            Node::And(v) => Node::And(v.into_iter().map(|x| self.guard(x)).collect()),
+            Node::And(v) => {
+                // Fewest terms first (the likelier to fail, and the cheaper to test), NOT last:
+                // AND is commutative, so only the speed of a miss changes.
+                let mut v: Vec<Node> = v.into_iter().map(|x| self.guard(x)).collect();
+                v.sort_by_key(|x| {
+                    let mut atoms = Vec::new();
+                    x.atoms(&mut atoms);
+                    (matches!(x, Node::Not(_)), atoms.len())
+                });
+                Node::And(v)
+            }
             Node::Or(v) => Node::Or(v.into_iter().map(|x| self.guard(x)).collect()),
             Node::Not(x) => Node::Not(Box::new(self.guard(*x))),
             Node::Near { a, b, n, ordered } => Node::Near {
@@ -534,7 +544,9 @@ impl Matcher {
         };
         let mut atoms = Vec::new();
         n.atoms(&mut atoms);
-        if matches!(n, Node::Atom(_) | Node::Guard { .. })
+        // An AND tests its (sorted) parts in turn, which is already a sharper test than the
+        // union of their patterns.
+        if matches!(n, Node::Atom(_) | Node::Guard { .. } | Node::And(_))
             || atoms.len() < MIN_GUARDED_ATOMS
             || !n.needs_hit()
         {
