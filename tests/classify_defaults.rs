@@ -175,3 +175,27 @@ fn seed_article_is_both_watches_when_shared_is_present() {
         c.explain(&it)
     );
 }
+
+/// The example in README's "Writing rules" compiles and does what the text around it says.
+#[test]
+fn readme_rule_example_compiles_and_matches() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("### Writing rules").expect("section")..];
+    let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("block end")];
+    let watches = watches_from_toml(block).expect("README example is valid TOML");
+    let c = Classifier::compile(&watches).expect("README example compiles");
+    assert_eq!(
+        watches_for(
+            &c,
+            "China curbs gallium exports",
+            "Beijing announced new rules."
+        ),
+        vec!["gallium".to_string()]
+    );
+    assert_eq!(
+        watches_for(&c, "Lệnh trừng phạt mới", "Mỹ siết xuất khẩu chip."),
+        vec!["gallium".to_string()]
+    );
+    assert!(watches_for(&c, "Fish and chips with gallium", "a curb").is_empty());
+}
