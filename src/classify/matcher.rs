@@ -388,8 +388,6 @@ pub struct ItemHits<'a> {
     hits: Vec<Hit>,
     /// Bit per pattern: does it occur at all (the quick skip for watches without any hit).
     hit_bits: Vec<u64>,
-    /// Per pattern: the fields it occurs in (bit per field), so testing an atom is one load.
-    pat_fields: Vec<u8>,
     /// Per word of `hit_bits`, the same bits split by field.
     field_bits: Vec<[u64; 8]>,
 }
@@ -420,11 +418,10 @@ thread_local! {
     static COUNTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The pattern bits, per-pattern field masks and per-field pattern bits of `hits`.
-fn bits_of(hits: &[Hit], n_patterns: usize) -> (Vec<u64>, Vec<u8>, Vec<[u64; 8]>) {
+/// The pattern bits and the per-field pattern bits of `hits`.
+fn bits_of(hits: &[Hit], n_patterns: usize) -> (Vec<u64>, Vec<[u64; 8]>) {
     let words = n_patterns.div_ceil(64);
     let mut bits = vec![0u64; words];
-    let mut fields = vec![0u8; n_patterns];
     let mut field_bits = vec![[0u64; 8]; words];
     for h in hits {
         let (w, bit) = (h.pat as usize / 64, 1u64 << (h.pat % 64));
@@ -437,11 +434,8 @@ fn bits_of(hits: &[Hit], n_patterns: usize) -> (Vec<u64>, Vec<u8>, Vec<[u64; 8]>
         {
             *x |= bit;
         }
-        if let Some(f) = fields.get_mut(h.pat as usize) {
-            *f |= 1 << h.field;
-        }
     }
-    (bits, fields, field_bits)
+    (bits, field_bits)
 }
 
 impl Matcher {
@@ -610,12 +604,11 @@ impl Matcher {
             fields[fi] = Some(FieldText { orig });
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
-        let (hit_bits, pat_fields, field_bits) = bits_of(&hits, self.patterns.len());
+        let (hit_bits, field_bits) = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
             hits,
             hit_bits,
-            pat_fields,
             field_bits,
         }
     }
@@ -698,12 +691,11 @@ impl ItemHits<'static> {
             }
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field));
-        let (hit_bits, pat_fields, field_bits) = bits_of(&hits, n_patterns);
+        let (hit_bits, field_bits) = bits_of(&hits, n_patterns);
         ItemHits {
             fields: (0..Field::ALL.len()).map(|_| None).collect(),
             hits,
             hit_bits,
-            pat_fields,
             field_bits,
         }
     }
@@ -728,9 +720,8 @@ impl<'a> ItemHits<'a> {
 
     #[inline]
     fn atom_hit(&self, atom: &Atom) -> bool {
-        self.pat_fields
-            .get(atom.pattern as usize)
-            .is_some_and(|f| f & atom.fields.0 != 0)
+        let bit = 1u64 << (atom.pattern % 64);
+        PatternSet::word_in_fields(self, atom.pattern / 64, atom.fields) & bit != 0
     }
 
     fn of_atom<'b>(&'b self, atom: &'b Atom) -> impl Iterator<Item = &'b Hit> + 'b {
