@@ -386,6 +386,8 @@ pub struct ItemHits<'a> {
     /// Sorted by (pattern, field, start): the hits of one pattern are one run, found by
     /// binary search (items have tens of hits, rules hundreds of patterns).
     hits: Vec<Hit>,
+    /// Where each pattern's run of hits starts (see `runs_of`).
+    runs: Vec<(u32, u32)>,
     /// Bit per pattern: does it occur at all (the quick skip for watches without any hit).
     hit_bits: Vec<u64>,
     /// Per word of `hit_bits`, the same bits split by field.
@@ -416,6 +418,18 @@ thread_local! {
     /// Per-pattern hit counters for the current field, reused across items (only the entries
     /// touched are reset), so an item costs no allocation proportional to the rule size.
     static COUNTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// (pattern, index of its first hit) for each distinct pattern of `hits` (sorted by pattern):
+/// finding a pattern's hits is a search among the few patterns an item has, not its hits.
+fn runs_of(hits: &[Hit]) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for (i, h) in hits.iter().enumerate() {
+        if runs.last().is_none_or(|r| r.0 != h.pat) {
+            runs.push((h.pat, i as u32));
+        }
+    }
+    runs
 }
 
 /// The pattern bits and the per-field pattern bits of `hits`.
@@ -566,7 +580,7 @@ impl Matcher {
     }
 
     fn scan_with<'a>(&self, item: &'a Item, counts: &mut [u16]) -> ItemHits<'a> {
-        let mut hits: Vec<Hit> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::with_capacity(32);
         let mut fields: Vec<Option<FieldText>> = (0..Field::ALL.len()).map(|_| None).collect();
         for (fi, f) in Field::ALL.into_iter().enumerate() {
             if !self.used_fields.has(f) {
@@ -607,6 +621,7 @@ impl Matcher {
         let (hit_bits, field_bits) = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
+            runs: runs_of(&hits),
             hits,
             hit_bits,
             field_bits,
@@ -694,6 +709,7 @@ impl ItemHits<'static> {
         let (hit_bits, field_bits) = bits_of(&hits, n_patterns);
         ItemHits {
             fields: (0..Field::ALL.len()).map(|_| None).collect(),
+            runs: runs_of(&hits),
             hits,
             hit_bits,
             field_bits,
@@ -713,9 +729,17 @@ impl<'a> ItemHits<'a> {
         if !self.pattern_hit(p) {
             return &[];
         }
-        let s = self.hits.partition_point(|h| h.pat < p);
-        let e = s + self.hits[s..].partition_point(|h| h.pat == p);
-        &self.hits[s..e]
+        let k = self.runs.partition_point(|r| r.0 < p);
+        match self.runs.get(k) {
+            Some(&(q, s)) if q == p => {
+                let e = self
+                    .runs
+                    .get(k + 1)
+                    .map_or(self.hits.len(), |r| r.1 as usize);
+                &self.hits[s as usize..e]
+            }
+            _ => &[],
+        }
     }
 
     #[inline]
