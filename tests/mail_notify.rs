@@ -254,19 +254,7 @@ async fn a_relay_that_is_down_for_a_while_gets_the_digest_once_when_back() {
 #[tokio::test]
 async fn a_relay_down_for_days_is_given_up_once() {
     // No server process at all: runs with or without python.
-    let smtp = SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: Some(smtp::dead_port()),
-        tls: TlsMode::Starttls,
-        username: None,
-        password_file: None,
-        password_env: None,
-        password_credential: None,
-        from: "digests@policywatch.test".into(),
-        ca_file: None,
-        timeout: std::time::Duration::from_secs(5),
-        max_message_bytes: None,
-    };
+    let smtp = smtp::dead_server_config();
     let mut store = Store::open_in_memory().expect("store");
     let (cfg, notifier) = setup(&mut store, &smtp, 1, 150);
     let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");

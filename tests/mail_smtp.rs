@@ -71,6 +71,19 @@ fn digest(n_filler: usize) -> Digest {
     }
 }
 
+/// A one-story digest as a message, for the tests about how a send fails or succeeds.
+fn small_message(mailer: &Mailer) -> lettre::Message {
+    mailer
+        .build_message(
+            &to(),
+            &render(&digest(0), &RenderLimits::default()),
+            "a@b.test",
+            Utc::now(),
+            "l.test",
+        )
+        .expect("message")
+}
+
 fn to() -> Vec<String> {
     vec![
         "Analyst <analyst@policywatch.test>".into(),
@@ -168,15 +181,7 @@ async fn implicit_tls_delivers_too() {
     let cfg = server.config();
     assert_eq!(cfg.tls, TlsMode::Tls);
     let mailer = Mailer::new(&cfg).expect("mailer");
-    let msg = mailer
-        .build_message(
-            &to(),
-            &render(&digest(0), &RenderLimits::default()),
-            "a@b.test",
-            Utc::now(),
-            "l.test",
-        )
-        .expect("message");
+    let msg = small_message(&mailer);
     mailer.send(&msg).await.expect("accepted");
     assert_eq!(server.messages().len(), 1);
 }
@@ -190,15 +195,7 @@ async fn refused_login_is_a_clear_permanent_error() {
         return;
     };
     let mailer = Mailer::new(&server.config()).expect("mailer");
-    let msg = mailer
-        .build_message(
-            &to(),
-            &render(&digest(0), &RenderLimits::default()),
-            "a@b.test",
-            Utc::now(),
-            "l.test",
-        )
-        .expect("message");
+    let msg = small_message(&mailer);
     let err = mailer.send(&msg).await.expect_err("login refused");
     assert_eq!(err.code, Some(535), "{err:?}");
     assert!(!err.transient, "{err:?}");
@@ -261,15 +258,7 @@ async fn temporary_refusal_is_transient_and_the_retry_goes_through() {
         return;
     };
     let mailer = Mailer::new(&server.config()).expect("mailer");
-    let msg = mailer
-        .build_message(
-            &to(),
-            &render(&digest(0), &RenderLimits::default()),
-            "a@b.test",
-            Utc::now(),
-            "l.test",
-        )
-        .expect("message");
+    let msg = small_message(&mailer);
     let err = mailer.send(&msg).await.expect_err("451 first");
     assert_eq!(err.code, Some(451), "{err:?}");
     assert!(err.transient);
@@ -281,29 +270,9 @@ async fn temporary_refusal_is_transient_and_the_retry_goes_through() {
 #[tokio::test]
 async fn server_down_is_transient() {
     // No python needed: nothing listens on this port.
-    let cfg = policywatch::mail::SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: Some(smtp::dead_port()),
-        tls: TlsMode::Starttls,
-        username: None,
-        password_file: None,
-        password_env: None,
-        password_credential: None,
-        from: "digests@policywatch.test".into(),
-        ca_file: None,
-        timeout: std::time::Duration::from_secs(5),
-        max_message_bytes: None,
-    };
+    let cfg = smtp::dead_server_config();
     let mailer = Mailer::new(&cfg).expect("mailer");
-    let msg = mailer
-        .build_message(
-            &to(),
-            &render(&digest(0), &RenderLimits::default()),
-            "a@b.test",
-            Utc::now(),
-            "l.test",
-        )
-        .expect("message");
+    let msg = small_message(&mailer);
     let err = mailer.send(&msg).await.expect_err("nothing listens");
     assert!(err.transient, "{err:?}");
     assert_eq!(err.code, None);
@@ -321,15 +290,7 @@ async fn untrusted_certificate_is_refused_with_a_hint() {
     let mut cfg = server.config();
     cfg.ca_file = None; // only the public roots: our test CA is not among them
     let mailer = Mailer::new(&cfg).expect("mailer");
-    let msg = mailer
-        .build_message(
-            &to(),
-            &render(&digest(0), &RenderLimits::default()),
-            "a@b.test",
-            Utc::now(),
-            "l.test",
-        )
-        .expect("message");
+    let msg = small_message(&mailer);
     let err = mailer.send(&msg).await.expect_err("untrusted");
     assert!(err.message.contains("TLS"), "{err}");
     assert!(err.message.contains("ca_file"), "{err}");
@@ -349,15 +310,7 @@ async fn never_sends_in_clear_text_when_the_server_lacks_starttls() {
     cfg.username = None;
     cfg.password_file = None;
     let mailer = Mailer::new(&cfg).expect("mailer");
-    let msg = mailer
-        .build_message(
-            &to(),
-            &render(&digest(0), &RenderLimits::default()),
-            "a@b.test",
-            Utc::now(),
-            "l.test",
-        )
-        .expect("message");
+    let msg = small_message(&mailer);
     let err = mailer.send(&msg).await.expect_err("no STARTTLS offered");
     assert!(err.message.contains("STARTTLS"), "{err}");
     assert_eq!(err.code, None, "{err:?}");

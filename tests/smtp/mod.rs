@@ -361,3 +361,20 @@ pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+/// An SMTP config pointing at a loopback port where nothing listens (needs no python).
+pub fn dead_server_config() -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: Some(dead_port()),
+        tls: TlsMode::Starttls,
+        username: None,
+        password_file: None,
+        password_env: None,
+        password_credential: None,
+        from: "digests@policywatch.test".into(),
+        ca_file: None,
+        timeout: Duration::from_secs(5),
+        max_message_bytes: None,
+    }
+}
