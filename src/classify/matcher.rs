@@ -124,9 +124,11 @@ impl PatternSet {
     /// Did any pattern of the set occur in the item?
     #[inline]
     pub fn any_in(&self, h: &ItemHits) -> bool {
-        self.0
-            .iter()
-            .any(|&(w, bits)| h.hit_bits.get(w as usize).is_some_and(|x| x & bits != 0))
+        self.0.iter().any(|&(w, bits)| {
+            h.field_bits
+                .get(w as usize)
+                .is_some_and(|x| x[ANY_FIELD] & bits != 0)
+        })
     }
 
     /// Did any pattern of the set occur in one of `fields`?
@@ -383,16 +385,19 @@ pub struct FieldText<'a> {
 /// Everything the evaluation needs to know about one item.
 pub struct ItemHits<'a> {
     pub fields: Vec<Option<FieldText<'a>>>,
-    /// Sorted by (pattern, field, start): the hits of one pattern are one run, found by
-    /// binary search (items have tens of hits, rules hundreds of patterns).
+    /// Sorted by (pattern, field, start): the hits of one pattern are one run.
     hits: Vec<Hit>,
     /// Where each pattern's run of hits starts (see `runs_of`).
     runs: Vec<(u32, u32)>,
-    /// Bit per pattern: does it occur at all (the quick skip for watches without any hit).
-    hit_bits: Vec<u64>,
-    /// Per word of `hit_bits`, the same bits split by field.
+    /// Per word of 64 patterns: one bit per pattern that occurs, for each field (indexed as
+    /// [`Field::ALL`]) and, at [`ANY_FIELD`], in any field (the quick skip for watches
+    /// without any hit).
     field_bits: Vec<[u64; 8]>,
 }
+
+/// The slot of `ItemHits::field_bits` that holds the union over all fields.
+const ANY_FIELD: usize = 7;
+const _: () = assert!(Field::ALL.len() <= ANY_FIELD);
 
 pub fn field_text(item: &Item, f: Field) -> Cow<'_, str> {
     match f {
@@ -432,24 +437,17 @@ fn runs_of(hits: &[Hit]) -> Vec<(u32, u32)> {
     runs
 }
 
-/// The pattern bits and the per-field pattern bits of `hits`.
-fn bits_of(hits: &[Hit], n_patterns: usize) -> (Vec<u64>, Vec<[u64; 8]>) {
-    let words = n_patterns.div_ceil(64);
-    let mut bits = vec![0u64; words];
-    let mut field_bits = vec![[0u64; 8]; words];
+/// The per-field and any-field pattern bits of `hits` (see `ItemHits::field_bits`).
+fn bits_of(hits: &[Hit], n_patterns: usize) -> Vec<[u64; 8]> {
+    let mut field_bits = vec![[0u64; 8]; n_patterns.div_ceil(64)];
     for h in hits {
-        let (w, bit) = (h.pat as usize / 64, 1u64 << (h.pat % 64));
-        if let Some(x) = bits.get_mut(w) {
-            *x |= bit;
-        }
-        if let Some(x) = field_bits
-            .get_mut(w)
-            .and_then(|f| f.get_mut(h.field as usize))
-        {
-            *x |= bit;
+        let bit = 1u64 << (h.pat % 64);
+        if let Some(x) = field_bits.get_mut(h.pat as usize / 64) {
+            x[h.field as usize % ANY_FIELD] |= bit;
+            x[ANY_FIELD] |= bit;
         }
     }
-    (bits, field_bits)
+    field_bits
 }
 
 impl Matcher {
@@ -618,12 +616,11 @@ impl Matcher {
             fields[fi] = Some(FieldText { orig });
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
-        let (hit_bits, field_bits) = bits_of(&hits, self.patterns.len());
+        let field_bits = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
             runs: runs_of(&hits),
             hits,
-            hit_bits,
             field_bits,
         }
     }
@@ -706,12 +703,11 @@ impl ItemHits<'static> {
             }
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field));
-        let (hit_bits, field_bits) = bits_of(&hits, n_patterns);
+        let field_bits = bits_of(&hits, n_patterns);
         ItemHits {
             fields: (0..Field::ALL.len()).map(|_| None).collect(),
             runs: runs_of(&hits),
             hits,
-            hit_bits,
             field_bits,
         }
     }
@@ -720,9 +716,9 @@ impl ItemHits<'static> {
 impl<'a> ItemHits<'a> {
     #[inline]
     pub fn pattern_hit(&self, p: u32) -> bool {
-        self.hit_bits
+        self.field_bits
             .get(p as usize / 64)
-            .is_some_and(|w| w & (1 << (p % 64)) != 0)
+            .is_some_and(|w| w[ANY_FIELD] & (1 << (p % 64)) != 0)
     }
 
     fn of_pattern(&self, p: u32) -> &[Hit] {
