@@ -16,10 +16,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::dfa::DFA;
+use aho_corasick::MatchKind;
 use unicode_normalization::UnicodeNormalization;
 
 use super::parse::{Expr, FieldMask, Term};
+use super::scan::{self, Job, Raw};
 use crate::item::{Field, Item};
 use crate::text::{self, is_word_char, Normalized};
 
@@ -334,14 +336,15 @@ impl MatcherBuilder {
         for a in &mut self.atoms {
             a.term = ids[&a.display];
         }
-        let build = |strings: &Vec<String>| -> Result<Option<AhoCorasick>, String> {
+        let build = |strings: &Vec<String>| -> Result<Option<DFA>, String> {
             if strings.is_empty() {
                 return Ok(None);
             }
-            // A DFA: the pattern sets are small (hundreds of terms) and the scan is the hot loop.
-            AhoCorasick::builder()
+            // A DFA: the pattern sets are small (hundreds of terms) and the scan is the hot loop
+            // (walked by `scan`, which needs every overlapping match and no prefilter).
+            DFA::builder()
                 .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .prefilter(false)
                 .build(strings)
                 .map(Some)
                 .map_err(|e| format!("building the term automaton failed: {e}"))
@@ -363,7 +366,7 @@ impl MatcherBuilder {
 pub struct Matcher {
     patterns: Vec<Pattern>,
     pub atoms: Vec<Atom>,
-    acs: [Option<AhoCorasick>; 2],
+    acs: [Option<DFA>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: FieldMask,
 }
@@ -419,10 +422,27 @@ pub fn field_text(item: &Item, f: Field) -> Cow<'_, str> {
     }
 }
 
+/// The text a variant's terms are searched in; terms with diacritics can only occur where
+/// folding changed something.
+fn variant_text(pair: &text::NormPair, var: Variant) -> Option<&Normalized> {
+    match var {
+        Variant::Folded => Some(pair.folded()),
+        Variant::Exact => pair.folded.as_ref().map(|_| &pair.exact),
+    }
+}
+
+/// Per-thread buffers reused across items, so an item costs no allocation proportional to the
+/// rule size.
+#[derive(Default)]
+struct Scratch {
+    /// Per-pattern hit counters for the current field (only the entries touched are reset).
+    counts: Vec<u16>,
+    jobs: Vec<Job>,
+    raws: Vec<Raw>,
+}
+
 thread_local! {
-    /// Per-pattern hit counters for the current field, reused across items (only the entries
-    /// touched are reset), so an item costs no allocation proportional to the rule size.
-    static COUNTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// (pattern, index of its first hit) for each distinct pattern of `hits` (sorted by pattern):
@@ -430,7 +450,7 @@ thread_local! {
 fn runs_of(hits: &[Hit]) -> Vec<(u32, u32)> {
     let mut runs: Vec<(u32, u32)> = Vec::new();
     for (i, h) in hits.iter().enumerate() {
-        if runs.last().is_none_or(|r| r.0 != h.pat) {
+        if runs.last().map_or(true, |r| r.0 != h.pat) {
             runs.push((h.pat, i as u32));
         }
     }
@@ -565,21 +585,22 @@ impl Matcher {
         }
     }
 
-    /// Scans the item once per used field and variant.
+    /// Scans the item: every used field normalised, then all of them in one walk per variant.
     pub fn scan<'a>(&self, item: &'a Item) -> ItemHits<'a> {
-        COUNTS.with(|c| {
-            let mut counts = c.borrow_mut();
-            if counts.len() != self.patterns.len() {
-                counts.clear();
-                counts.resize(self.patterns.len(), 0);
+        SCRATCH.with(|c| {
+            let mut scratch = c.borrow_mut();
+            if scratch.counts.len() != self.patterns.len() {
+                scratch.counts.clear();
+                scratch.counts.resize(self.patterns.len(), 0);
             }
-            self.scan_with(item, &mut counts)
+            self.scan_with(item, &mut scratch)
         })
     }
 
-    fn scan_with<'a>(&self, item: &'a Item, counts: &mut [u16]) -> ItemHits<'a> {
+    fn scan_with<'a>(&self, item: &'a Item, scratch: &mut Scratch) -> ItemHits<'a> {
         let mut hits: Vec<Hit> = Vec::with_capacity(32);
         let mut fields: Vec<Option<FieldText>> = (0..Field::ALL.len()).map(|_| None).collect();
+        let mut norms: Vec<(u8, text::NormPair)> = Vec::with_capacity(Field::ALL.len());
         for (fi, f) in Field::ALL.into_iter().enumerate() {
             if !self.used_fields.has(f) {
                 continue;
@@ -588,32 +609,45 @@ impl Matcher {
             if orig.is_empty() {
                 continue;
             }
-            let norm = text::normalize(&orig);
-            let before = hits.len();
-            self.scan_text(
-                norm.folded(),
-                Variant::Folded,
-                fi as u8,
-                &orig,
-                counts,
-                &mut hits,
-            );
-            if let Some(_f) = &norm.folded {
-                self.scan_text(
-                    &norm.exact,
-                    Variant::Exact,
-                    fi as u8,
-                    &orig,
-                    counts,
-                    &mut hits,
-                );
-            }
-            if hits.len() > before {
-                for h in &hits[before..] {
-                    counts[h.pat as usize] = 0;
+            norms.push((fi as u8, text::normalize(&orig)));
+            fields[fi] = Some(FieldText { orig });
+        }
+        for var in [Variant::Folded, Variant::Exact] {
+            let Some(dfa) = &self.acs[var as usize] else {
+                continue;
+            };
+            let of = |pair| variant_text(pair, var);
+            let mut texts: [&[u8]; Field::ALL.len()] = [&[]; Field::ALL.len()];
+            let Scratch { counts, jobs, raws } = &mut *scratch;
+            jobs.clear();
+            raws.clear();
+            for (k, (_, pair)) in norms.iter().enumerate() {
+                if let Some(n) = of(pair) {
+                    texts[k] = n.text.as_bytes();
+                    scan::push_jobs(dfa, jobs, k as u32, n.text.len());
                 }
             }
-            fields[fi] = Some(FieldText { orig });
+            scan::scan(dfa, &texts[..norms.len()], jobs, raws);
+            // Matches come grouped by text, so the per-field caps count as if each field were
+            // searched on its own.
+            let mut block = (u32::MAX, hits.len());
+            for r in raws.iter() {
+                let k = jobs[r.job as usize].text;
+                if k != block.0 {
+                    for h in &hits[block.1..] {
+                        counts[h.pat as usize] = 0;
+                    }
+                    block = (k, hits.len());
+                }
+                let (fi, pair) = &norms[k as usize];
+                let (Some(norm), Some(orig)) = (of(pair), &fields[*fi as usize]) else {
+                    continue;
+                };
+                self.accept(var, r, *fi, norm, &orig.orig, counts, &mut hits);
+            }
+            for h in &hits[block.1..] {
+                counts[h.pat as usize] = 0;
+            }
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
         let field_bits = bits_of(&hits, self.patterns.len());
@@ -625,64 +659,63 @@ impl Matcher {
         }
     }
 
-    fn scan_text(
+    /// Turns one automaton match into hits of the patterns spelled that way whose word
+    /// boundaries, prefix extension and capitals hold.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
         &self,
-        norm: &Normalized,
         var: Variant,
+        r: &Raw,
         field: u8,
+        norm: &Normalized,
         orig: &str,
         counts: &mut [u16],
         hits: &mut Vec<Hit>,
     ) {
-        let Some(ac) = &self.acs[var as usize] else {
-            return;
-        };
         let t = norm.text.as_str();
-        for m in ac.find_overlapping_iter(t) {
-            let (s, e) = (m.start(), m.end());
-            for &pid in &self.string_pats[var as usize][m.pattern().as_usize()] {
-                let p = &self.patterns[pid as usize];
-                if counts[pid as usize] >= MAX_HITS_PER_PATTERN_FIELD {
-                    continue;
-                }
-                if p.start_boundary {
-                    if let Some(c) = t[..s].chars().next_back() {
-                        if is_word_char(c) {
-                            continue;
-                        }
-                    }
-                }
-                let mut end = e;
-                if p.prefix {
-                    for c in t[e..].chars() {
-                        if !is_word_char(c) {
-                            break;
-                        }
-                        end += c.len_utf8();
-                    }
-                } else if p.end_boundary {
-                    if let Some(c) = t[e..].chars().next() {
-                        if is_word_char(c) {
-                            continue;
-                        }
-                    }
-                }
-                if let Some(caps) = &p.caps {
-                    let (os, oe) = norm.to_original(s, e);
-                    let written = caps_key(orig.get(os..oe).unwrap_or(""));
-                    if &written != caps {
+        let (s, e) = (r.start as usize, r.end as usize);
+        for &pid in &self.string_pats[var as usize][r.pat as usize] {
+            let p = &self.patterns[pid as usize];
+            if counts[pid as usize] >= MAX_HITS_PER_PATTERN_FIELD {
+                continue;
+            }
+            if p.start_boundary {
+                if let Some(c) = t[..s].chars().next_back() {
+                    if is_word_char(c) {
                         continue;
                     }
                 }
-                counts[pid as usize] += 1;
-                let (os, oe) = norm.to_original(s, end);
-                hits.push(Hit {
-                    pat: pid,
-                    field,
-                    os: os as u32,
-                    oe: oe as u32,
-                });
             }
+            let mut end = e;
+            if p.prefix {
+                for c in t[e..].chars() {
+                    if !is_word_char(c) {
+                        break;
+                    }
+                    end += c.len_utf8();
+                }
+            } else if p.end_boundary {
+                if let Some(c) = t[e..].chars().next() {
+                    if is_word_char(c) {
+                        continue;
+                    }
+                }
+            }
+            if let Some(caps) = &p.caps {
+                let (os, oe) = norm.to_original(s, e);
+                let written = caps_key(orig.get(os..oe).unwrap_or(""));
+                if &written != caps {
+                    continue;
+                }
+            }
+            counts[pid as usize] += 1;
+            let (os, oe) = norm.to_original(s, end);
+            hits.push(Hit {
+                pat: pid,
+                field,
+                os: os as u32,
+                oe: oe as u32,
+            });
         }
     }
 }

@@ -7,12 +7,13 @@
 //! with file positions) and noisy-rule warnings ([`RuleWarning`]).
 //!
 //! Layout: `parse` (query text → expression tree), `matcher` (all watches' terms in shared
-//! Aho-Corasick automata, evaluation), `diag` (errors and warnings, rendering), this module
+//! Aho-Corasick automata, evaluation), `scan` (the automaton walk over an item's texts), `diag` (errors and warnings, rendering), this module
 //! (config types, compile, lint, scoring).
 
 mod diag;
 mod matcher;
 mod parse;
+mod scan;
 
 use std::collections::HashSet;
 
