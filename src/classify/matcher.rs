@@ -385,9 +385,13 @@ pub struct FieldText<'a> {
     pub orig: Cow<'a, str>,
 }
 
-/// Everything the evaluation needs to know about one item.
+/// A hit as the NEAR test sees it: (field, original start, original end).
+type Span = (u8, u32, u32);
+
+/// Everything the evaluation needs to know about one item. Its buffers go back to the thread's
+/// [`Scratch`] when it is dropped, for the next item.
 pub struct ItemHits<'a> {
-    pub fields: Vec<Option<FieldText<'a>>>,
+    pub fields: [Option<FieldText<'a>>; Field::ALL.len()],
     /// Sorted by (pattern, field, start): the hits of one pattern are one run.
     hits: Vec<Hit>,
     /// Where each pattern's run of hits starts (see `runs_of`).
@@ -396,6 +400,25 @@ pub struct ItemHits<'a> {
     /// [`Field::ALL`]) and, at [`ANY_FIELD`], in any field (the quick skip for watches
     /// without any hit).
     field_bits: Vec<[u64; 8]>,
+    /// Room for the two sides of a NEAR test.
+    near: RefCell<(Vec<Span>, Vec<Span>)>,
+}
+
+impl Drop for ItemHits<'_> {
+    fn drop(&mut self) {
+        let keep = Buffers {
+            hits: std::mem::take(&mut self.hits),
+            runs: std::mem::take(&mut self.runs),
+            bits: std::mem::take(&mut self.field_bits),
+            near: std::mem::take(self.near.get_mut()),
+        };
+        // Nothing to do while the thread is ending or the scratch is in use.
+        let _ = SCRATCH.try_with(|c| {
+            if let Ok(mut scratch) = c.try_borrow_mut() {
+                scratch.spare = Some(keep);
+            }
+        });
+    }
 }
 
 /// The slot of `ItemHits::field_bits` that holds the union over all fields.
@@ -439,6 +462,17 @@ struct Scratch {
     counts: Vec<u16>,
     jobs: Vec<Job>,
     raws: Vec<Raw>,
+    norms: Vec<(u8, text::NormPair)>,
+    /// The buffers of the last item's hits, returned when it was dropped.
+    spare: Option<Buffers>,
+}
+
+#[derive(Default)]
+struct Buffers {
+    hits: Vec<Hit>,
+    runs: Vec<(u32, u32)>,
+    bits: Vec<[u64; 8]>,
+    near: (Vec<Span>, Vec<Span>),
 }
 
 thread_local! {
@@ -447,8 +481,8 @@ thread_local! {
 
 /// (pattern, index of its first hit) for each distinct pattern of `hits` (sorted by pattern):
 /// finding a pattern's hits is a search among the few patterns an item has, not its hits.
-fn runs_of(hits: &[Hit]) -> Vec<(u32, u32)> {
-    let mut runs: Vec<(u32, u32)> = Vec::new();
+fn runs_of(hits: &[Hit], mut runs: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    runs.clear();
     for (i, h) in hits.iter().enumerate() {
         if runs.last().map_or(true, |r| r.0 != h.pat) {
             runs.push((h.pat, i as u32));
@@ -458,8 +492,9 @@ fn runs_of(hits: &[Hit]) -> Vec<(u32, u32)> {
 }
 
 /// The per-field and any-field pattern bits of `hits` (see `ItemHits::field_bits`).
-fn bits_of(hits: &[Hit], n_patterns: usize) -> Vec<[u64; 8]> {
-    let mut field_bits = vec![[0u64; 8]; n_patterns.div_ceil(64)];
+fn bits_of(hits: &[Hit], n_patterns: usize, mut field_bits: Vec<[u64; 8]>) -> Vec<[u64; 8]> {
+    field_bits.clear();
+    field_bits.resize(n_patterns.div_ceil(64), [0; 8]);
     for h in hits {
         let bit = 1u64 << (h.pat % 64);
         if let Some(x) = field_bits.get_mut(h.pat as usize / 64) {
@@ -598,9 +633,12 @@ impl Matcher {
     }
 
     fn scan_with<'a>(&self, item: &'a Item, scratch: &mut Scratch) -> ItemHits<'a> {
-        let mut hits: Vec<Hit> = Vec::with_capacity(32);
-        let mut fields: Vec<Option<FieldText>> = (0..Field::ALL.len()).map(|_| None).collect();
-        let mut norms: Vec<(u8, text::NormPair)> = Vec::with_capacity(Field::ALL.len());
+        let mut buf = scratch.spare.take().unwrap_or_default();
+        let mut hits = std::mem::take(&mut buf.hits);
+        hits.clear();
+        let mut fields: [Option<FieldText>; Field::ALL.len()] = Default::default();
+        let mut norms = std::mem::take(&mut scratch.norms);
+        norms.clear();
         for (fi, f) in Field::ALL.into_iter().enumerate() {
             if !self.used_fields.has(f) {
                 continue;
@@ -618,7 +656,9 @@ impl Matcher {
             };
             let of = |pair| variant_text(pair, var);
             let mut texts: [&[u8]; Field::ALL.len()] = [&[]; Field::ALL.len()];
-            let Scratch { counts, jobs, raws } = &mut *scratch;
+            let Scratch {
+                counts, jobs, raws, ..
+            } = &mut *scratch;
             jobs.clear();
             raws.clear();
             for (k, (_, pair)) in norms.iter().enumerate() {
@@ -649,13 +689,14 @@ impl Matcher {
                 counts[h.pat as usize] = 0;
             }
         }
+        scratch.norms = norms;
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
-        let field_bits = bits_of(&hits, self.patterns.len());
         ItemHits {
             fields,
-            runs: runs_of(&hits),
+            runs: runs_of(&hits, buf.runs),
+            field_bits: bits_of(&hits, self.patterns.len(), buf.bits),
             hits,
-            field_bits,
+            near: RefCell::new(buf.near),
         }
     }
 
@@ -736,12 +777,12 @@ impl ItemHits<'static> {
             }
         }
         hits.sort_unstable_by_key(|h| (h.pat, h.field));
-        let field_bits = bits_of(&hits, n_patterns);
         ItemHits {
-            fields: (0..Field::ALL.len()).map(|_| None).collect(),
-            runs: runs_of(&hits),
+            fields: Default::default(),
+            runs: runs_of(&hits, Vec::new()),
+            field_bits: bits_of(&hits, n_patterns, Vec::new()),
             hits,
-            field_bits,
+            near: RefCell::default(),
         }
     }
 }
@@ -799,7 +840,7 @@ impl<'a> ItemHits<'a> {
 }
 
 /// Original byte spans (field, start, end) of the hits of a positional node.
-fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<(u8, u32, u32)>) {
+fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<Span>) {
     match n {
         Node::Atom(a) => {
             let atom = &m.atoms[*a as usize];
@@ -900,8 +941,11 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             if !eval(m, a, h) || !eval(m, b, h) {
                 return false;
             }
-            let mut sa = Vec::new();
-            let mut sb = Vec::new();
+            // The item's buffers, taken (a NEAR inside a side was decided above, so nothing
+            // else wants them meanwhile) and put back cleared.
+            let (mut sa, mut sb) = std::mem::take(&mut *h.near.borrow_mut());
+            sa.clear();
+            sb.clear();
             spans(m, a, h, &mut sa);
             spans(m, b, h, &mut sb);
             // Only pairs whose byte distance could be "near" are checked: sort one side and look
@@ -910,13 +954,15 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             sb.truncate(MAX_NEAR_SPANS);
             sa.truncate(MAX_NEAR_SPANS);
             let w = max_near_bytes(*n);
-            sa.iter().any(|&x| {
+            let near = sa.iter().any(|&x| {
                 let lo = sb.partition_point(|y| (y.0, y.1) < (x.0, x.1.saturating_sub(w + 256)));
                 sb[lo..]
                     .iter()
                     .take_while(|y| (y.0, y.1) <= (x.0, x.2.saturating_add(w)))
                     .any(|&y| near_ok(h, x, y, *n, *ordered))
-            })
+            });
+            *h.near.borrow_mut() = (sa, sb);
+            near
         }
         Node::AtLeast { n, inner } => count(m, inner, h) >= *n as usize,
         Node::Guard {

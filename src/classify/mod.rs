@@ -302,18 +302,25 @@ impl Classifier {
     pub fn classify(&self, item: &Item) -> Vec<Verdict> {
         let hits = self.matcher.scan(item);
         let mut out = Vec::new();
+        let mut ev = Vec::new();
         for w in &self.watches {
-            if let Some(v) = self.judge(w, &hits).verdict {
+            if let Some(v) = self.judge(w, &hits, &mut ev).verdict {
                 out.push(v);
             }
         }
         out
     }
 
-    fn judge(&self, w: &CompiledWatch, hits: &ItemHits) -> Judgement {
+    /// One watch's verdict on an item; `ev` is room for the evidence, reused across watches.
+    fn judge<'a>(
+        &'a self,
+        w: &'a CompiledWatch,
+        hits: &'a ItemHits,
+        ev: &mut Vec<(u32, &'a matcher::Hit)>,
+    ) -> Judgement {
         let m = &self.matcher;
-        let mut ev = Vec::new();
-        if !w.patterns.any_in(hits) || !matcher::gather(m, &w.fast_query, hits, &mut ev) {
+        ev.clear();
+        if !w.patterns.any_in(hits) || !matcher::gather(m, &w.fast_query, hits, ev) {
             return Judgement {
                 matched: false,
                 excluded: false,
@@ -328,7 +335,7 @@ impl Classifier {
         // Score: per distinct term, its weight times the best field weight it was found in, plus
         // half that for each further field (a term in title and summary beats title alone).
         let mut per_term: Vec<(u32, f64, u8)> = Vec::new();
-        for (a, h) in &ev {
+        for (a, h) in ev.iter() {
             let atom = &m.atoms[*a as usize];
             let fw = w.weights.get(Field::ALL[h.field as usize]);
             match per_term.iter_mut().find(|(t, _, _)| *t == atom.term) {
@@ -383,7 +390,7 @@ impl Classifier {
         let m = &self.matcher;
         let mut out = String::new();
         for w in &self.watches {
-            let j = self.judge(w, &hits);
+            let j = self.judge(w, &hits, &mut Vec::new());
             let name = w
                 .name
                 .as_deref()

@@ -113,6 +113,45 @@ fn language_table() {
     for (q, t, e) in cases {
         check(q, t, *e);
     }
+    verdicts_do_not_depend_on_earlier_items(cases);
+}
+
+/// The scan reuses per-thread buffers from item to item: every item of `cases`, under every
+/// query of `cases` at once, gets the same verdicts in a thread of its own as it gets after
+/// all the others were classified, in either order.
+fn verdicts_do_not_depend_on_earlier_items(cases: &[(&str, &str, bool)]) {
+    let watches: Vec<WatchConfig> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (q, _, _))| WatchConfig::new(&format!("w{i}"), q))
+        .collect();
+    let c = std::sync::Arc::new(Classifier::compile(&watches).expect("compiles"));
+    let items: Vec<Item> = cases
+        .iter()
+        .map(|(_, t, _)| item(t, &format!("{t} — {t}")))
+        .collect();
+    let alone: Vec<String> = items
+        .iter()
+        .map(|it| {
+            let (c, it) = (c.clone(), it.clone());
+            std::thread::spawn(move || format!("{:?}", c.classify(&it)))
+                .join()
+                .expect("thread")
+        })
+        .collect();
+    let forward: Vec<String> = items
+        .iter()
+        .map(|it| format!("{:?}", c.classify(it)))
+        .collect();
+    let mut backward: Vec<String> = items
+        .iter()
+        .rev()
+        .map(|it| format!("{:?}", c.classify(it)))
+        .collect();
+    backward.reverse();
+    assert!(alone.iter().any(|v| v != "[]"), "some item matches");
+    assert_eq!(forward, alone);
+    assert_eq!(backward, alone);
 }
 
 #[test]
