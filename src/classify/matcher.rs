@@ -21,7 +21,7 @@ use aho_corasick::MatchKind;
 use unicode_normalization::UnicodeNormalization;
 
 use super::parse::{Expr, FieldMask, Term};
-use super::scan::{self, Job, Raw};
+use super::scan::{self, Raw};
 use crate::item::{Field, Item};
 use crate::text::{self, is_word_char, Normalized};
 
@@ -460,7 +460,6 @@ fn variant_text(pair: &text::NormPair, var: Variant) -> Option<&Normalized> {
 struct Scratch {
     /// Per-pattern hit counters for the current field (only the entries touched are reset).
     counts: Vec<u16>,
-    jobs: Vec<Job>,
     raws: Vec<Raw>,
     norms: Vec<(u8, text::NormPair)>,
     /// The buffers of the last item's hits, returned when it was dropped.
@@ -656,23 +655,19 @@ impl Matcher {
             };
             let of = |pair| variant_text(pair, var);
             let mut texts: [&[u8]; Field::ALL.len()] = [&[]; Field::ALL.len()];
-            let Scratch {
-                counts, jobs, raws, ..
-            } = &mut *scratch;
-            jobs.clear();
-            raws.clear();
             for (k, (_, pair)) in norms.iter().enumerate() {
                 if let Some(n) = of(pair) {
                     texts[k] = n.text.as_bytes();
-                    scan::push_jobs(dfa, jobs, k as u32, n.text.len());
                 }
             }
-            scan::scan(dfa, &texts[..norms.len()], jobs, raws);
-            // Matches come grouped by text, so the per-field caps count as if each field were
-            // searched on its own.
+            let Scratch { counts, raws, .. } = &mut *scratch;
+            raws.clear();
+            scan::scan(dfa, &texts[..norms.len()], raws);
+            // Matches come grouped by text, each pattern's in text order, so the per-field caps
+            // count as if each field were searched on its own.
             let mut block = (u32::MAX, hits.len());
             for r in raws.iter() {
-                let k = jobs[r.job as usize].text;
+                let k = r.text;
                 if k != block.0 {
                     for h in &hits[block.1..] {
                         counts[h.pat as usize] = 0;

@@ -1,82 +1,74 @@
 //! The term scan: every overlapping occurrence of an Aho-Corasick DFA's patterns in a batch of
-//! texts, found by walking two texts at once.
+//! texts, found by walking two stretches of text at once.
 //!
-//! In: a DFA and [`Job`]s (a text, the byte range to walk, and which starts to report). Out:
-//! [`Raw`] matches (job, start, end, pattern), for each job in the order a plain
-//! `find_overlapping_iter` over that job would report them. No I/O; no knowledge of fields,
+//! In: a DFA and the texts (an item's normalised fields). Out: [`Raw`] matches (text, start,
+//! end, pattern), sorted by text and start, so the matches of one pattern in one text come in
+//! the order a plain `find_overlapping_iter` reports them. No I/O; no knowledge of fields,
 //! words or rules (the caller checks boundaries and maps offsets).
 //!
 //! Why two lanes: one DFA walk is a chain of dependent table loads, so a core spends most of
 //! its time waiting on the previous state. Two independent walks in the same loop overlap those
-//! waits (about 1.2–1.4 × the bytes per second of one walk on the dev corpus). A long text is cut
-//! in two jobs so that even a single field fills both lanes: the first half is walked on for
-//! `max_pattern_len - 1` bytes past the cut and reports only matches starting before it; the
-//! second starts afresh at the cut, so it reports exactly the matches starting at or after it.
+//! waits (about 1.2–1.4 × the bytes per second of one walk on the dev corpus). Each lane takes
+//! the next text when it is done with one; when no text is left, a lane without work takes the
+//! second half of what the other lane still has to report: that lane walks on for
+//! `max_pattern_len - 1` bytes past the cut and reports only matches starting before it, the
+//! new one starts afresh at the cut and so reports exactly the matches starting at or after it.
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::Anchored;
 
-/// One walk: `texts[text][from..to]`, reporting the matches that start before `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Job {
-    pub text: u32,
-    pub from: u32,
-    pub to: u32,
-    pub limit: u32,
-}
-
-/// One occurrence: pattern `pat` at `start..end` of the job's text.
+/// One occurrence: pattern `pat` at `start..end` of `texts[text]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Raw {
-    pub job: u32,
+    pub text: u32,
     pub start: u32,
     pub end: u32,
     pub pat: u32,
 }
 
-/// A text shorter than this is walked as one job: cutting it would cost the overlap
-/// (`max_pattern_len - 1` bytes) for little gain.
-const MIN_SPLIT: usize = 128;
+/// Cutting a lane's work in two costs the overlap walked twice and a restart; below this many
+/// starts left (plus twice the overlap) it is not worth it.
+const MIN_SPLIT: usize = 64;
 
-/// Appends the job(s) for walking all of `texts[text]` (`len` bytes).
-pub fn push_jobs(dfa: &DFA, jobs: &mut Vec<Job>, text: u32, len: usize) {
-    if len == 0 {
-        return;
+/// A walk over `texts[text][pos..to]` in state `sid`, reporting the matches that start before
+/// `limit`.
+#[derive(Clone, Copy)]
+struct Lane {
+    text: usize,
+    pos: usize,
+    to: usize,
+    limit: usize,
+    sid: StateID,
+}
+
+impl Lane {
+    /// Gives the second half of the starts this lane has left to a new lane, if worth it.
+    fn split(&mut self, overlap: usize, start: StateID) -> Option<Lane> {
+        let left = self.limit.saturating_sub(self.pos);
+        if left < MIN_SPLIT + 2 * overlap {
+            return None;
+        }
+        let cut = self.pos + left / 2;
+        let second = Lane {
+            pos: cut,
+            sid: start,
+            ..*self
+        };
+        self.limit = cut;
+        self.to = self.to.min(cut + overlap);
+        Some(second)
     }
-    let overlap = dfa.max_pattern_len().saturating_sub(1);
-    if len < MIN_SPLIT.max(4 * overlap) || len > u32::MAX as usize {
-        jobs.push(Job {
-            text,
-            from: 0,
-            to: len as u32,
-            limit: len as u32,
-        });
-        return;
-    }
-    let cut = len / 2;
-    jobs.push(Job {
-        text,
-        from: 0,
-        to: (cut + overlap).min(len) as u32,
-        limit: cut as u32,
-    });
-    jobs.push(Job {
-        text,
-        from: cut as u32,
-        to: len as u32,
-        limit: len as u32,
-    });
 }
 
 #[inline(always)]
-fn report(dfa: &DFA, sid: StateID, job: usize, end: usize, limit: u32, out: &mut Vec<Raw>) {
+fn report(dfa: &DFA, sid: StateID, l: &Lane, end: usize, out: &mut Vec<Raw>) {
     for k in 0..dfa.match_len(sid) {
         let p = dfa.match_pattern(sid, k);
         let start = end - dfa.pattern_len(p);
-        if (start as u32) < limit {
+        if start < l.limit {
             out.push(Raw {
-                job: job as u32,
+                text: l.text as u32,
                 start: start as u32,
                 end: end as u32,
                 pat: p.as_u32(),
@@ -110,87 +102,100 @@ fn walk2(
     (i, sa, sb)
 }
 
-/// Where a lane is: its job, the next byte to walk, the DFA state.
-#[derive(Clone, Copy)]
-struct Lane {
-    job: usize,
-    pos: usize,
-    sid: StateID,
+/// [`walk2`] for one lane.
+#[inline(never)]
+fn walk1(dfa: &DFA, t: &[u8], mut sid: StateID) -> (usize, StateID) {
+    let mut i = 0;
+    while i < t.len() {
+        sid = dfa.next_state(Anchored::No, sid, t[i]);
+        i += 1;
+        if dfa.is_match(sid) {
+            break;
+        }
+    }
+    (i, sid)
 }
 
-/// Appends every match of every job to `out`, grouped by job in job order, each job's matches in
-/// the order a sequential overlapping search reports them. `dfa` must be built with
-/// `MatchKind::Standard` and an unanchored start state.
-pub fn scan(dfa: &DFA, texts: &[&[u8]], jobs: &[Job], out: &mut Vec<Raw>) {
+/// Appends every match in `texts` to `out`, sorted by (text, start, end, pattern). `dfa` must
+/// be built with `MatchKind::Standard` and an unanchored start state.
+pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
     let Ok(start) = dfa.start_state(Anchored::No) else {
         return;
     };
+    let overlap = dfa.max_pattern_len().saturating_sub(1);
     let first = out.len();
     let mut next = 0;
     let mut take = || -> Option<Lane> {
-        let job = next;
-        let j = jobs.get(job)?;
-        next += 1;
-        Some(Lane {
-            job,
-            pos: j.from as usize,
-            sid: start,
-        })
+        while let Some(t) = texts.get(next) {
+            next += 1;
+            if !t.is_empty() {
+                return Some(Lane {
+                    text: next - 1,
+                    pos: 0,
+                    to: t.len(),
+                    limit: t.len(),
+                    sid: start,
+                });
+            }
+        }
+        None
     };
     let (mut a, mut b) = (take(), take());
     loop {
+        // No text left for an idle lane: share the other lane's work.
+        if a.is_none() {
+            a = b.as_mut().and_then(|l| l.split(overlap, start));
+        }
+        if b.is_none() {
+            b = a.as_mut().and_then(|l| l.split(overlap, start));
+        }
         match (a.as_mut(), b.as_mut()) {
             (Some(la), Some(lb)) => {
-                let (ja, jb) = (jobs[la.job], jobs[lb.job]);
-                let ta = &texts[ja.text as usize][la.pos..ja.to as usize];
-                let tb = &texts[jb.text as usize][lb.pos..jb.to as usize];
-                let (mut sa, mut sb) = (la.sid, lb.sid);
+                let ta = &texts[la.text][la.pos..la.to];
+                let tb = &texts[lb.text][lb.pos..lb.to];
+                let steps = ta.len().min(tb.len());
                 let mut i = 0;
-                while i < ta.len().min(tb.len()) {
-                    let step;
-                    (step, sa, sb) = walk2(dfa, &ta[i..], &tb[i..], sa, sb);
-                    i += step;
-                    if dfa.is_match(sa) {
-                        report(dfa, sa, la.job, la.pos + i, ja.limit, out);
+                while i < steps {
+                    let k;
+                    (k, la.sid, lb.sid) = walk2(dfa, &ta[i..], &tb[i..], la.sid, lb.sid);
+                    i += k;
+                    if dfa.is_match(la.sid) {
+                        report(dfa, la.sid, la, la.pos + i, out);
                     }
-                    if dfa.is_match(sb) {
-                        report(dfa, sb, lb.job, lb.pos + i, jb.limit, out);
+                    if dfa.is_match(lb.sid) {
+                        report(dfa, lb.sid, lb, lb.pos + i, out);
                     }
                 }
-                let steps = ta.len().min(tb.len());
                 la.pos += steps;
                 lb.pos += steps;
-                la.sid = sa;
-                lb.sid = sb;
-                if la.pos >= ja.to as usize {
+                if la.pos >= la.to {
                     a = take();
                 }
-                if lb.pos >= jb.to as usize {
+                if lb.pos >= lb.to {
                     b = take();
                 }
             }
             (Some(l), None) | (None, Some(l)) => {
-                let j = jobs[l.job];
-                let mut sid = l.sid;
-                for (i, &x) in texts[j.text as usize][l.pos..j.to as usize]
-                    .iter()
-                    .enumerate()
-                {
-                    sid = dfa.next_state(Anchored::No, sid, x);
-                    if dfa.is_match(sid) {
-                        report(dfa, sid, l.job, l.pos + i + 1, j.limit, out);
+                // Too little left to share, and nothing else to do.
+                let t = &texts[l.text][l.pos..l.to];
+                let mut i = 0;
+                while i < t.len() {
+                    let k;
+                    (k, l.sid) = walk1(dfa, &t[i..], l.sid);
+                    i += k;
+                    if dfa.is_match(l.sid) {
+                        report(dfa, l.sid, l, l.pos + i, out);
                     }
                 }
-                // A lane is empty only when no job is left to take.
                 a = None;
                 b = None;
             }
             (None, None) => break,
         }
     }
-    // Each lane appended its jobs' matches in order; a stable sort by job interleaves nothing
-    // within a job.
-    out[first..].sort_by_key(|r| r.job);
+    // A lane reports by end position and several lanes share a text: order by start, which for
+    // one pattern is its order in the text.
+    out[first..].sort_unstable_by_key(|r| (r.text, r.start, r.end, r.pat));
 }
 
 #[cfg(test)]
@@ -227,51 +232,32 @@ mod tests {
         v
     }
 
-    fn lanes(pats: &[String], texts: &[&[u8]]) -> (Vec<(u32, u32, u32, u32)>, usize) {
-        let d = dfa(pats);
-        let mut jobs = Vec::new();
-        for (t, text) in texts.iter().enumerate() {
-            push_jobs(&d, &mut jobs, t as u32, text.len());
-        }
+    fn lanes(pats: &[String], texts: &[&[u8]]) -> Vec<(u32, u32, u32, u32)> {
         let mut out = Vec::new();
-        scan(&d, texts, &jobs, &mut out);
-        let v = out
-            .iter()
-            .map(|r| (jobs[r.job as usize].text, r.start, r.end, r.pat))
-            .collect();
-        (v, jobs.len())
+        scan(&dfa(pats), texts, &mut out);
+        out.iter()
+            .map(|r| (r.text, r.start, r.end, r.pat))
+            .collect()
     }
 
-    /// Same matches; the order may differ only between different patterns ending at the same
-    /// byte or between a match that starts before a cut and one after it (a per-pattern cap
-    /// keeps the same hits either way, since one pattern's matches stay in order).
+    /// The same matches, in (text, start) order: for one pattern in one text that is the order
+    /// of the sequential search (a per-field cap keeps the same hits).
     fn assert_same(pats: &[String], texts: &[&[u8]]) {
-        let want = reference(pats, texts);
-        let (got, _) = lanes(pats, texts);
-        let mut a = got.clone();
-        let mut b = want.clone();
-        a.sort_unstable();
-        b.sort_unstable();
-        assert_eq!(a, b, "patterns {pats:?}");
-        for p in 0..pats.len() as u32 {
-            for t in 0..texts.len() as u32 {
-                let of = |v: &[(u32, u32, u32, u32)]| -> Vec<(u32, u32, u32, u32)> {
-                    v.iter().copied().filter(|x| x.3 == p && x.0 == t).collect()
-                };
-                assert_eq!(of(&got), of(&want), "order of pattern {p} in text {t}");
-            }
-        }
+        let mut want = reference(pats, texts);
+        want.sort_unstable();
+        assert_eq!(lanes(pats, texts), want, "patterns {pats:?}");
     }
 
     #[test]
     fn a_match_across_the_cut_is_found_once() {
         let pats = vec!["export control".to_string(), "control".to_string()];
-        // 314 bytes, cut at 157: "export control" starts one byte before the cut and ends at
+        // One text of 314 bytes, so the idle lane takes half of it, cut at 157: "export control" starts one byte before the cut and ends at
         // the last byte the first half walks to; "control" starts after the cut.
         let text = format!("{}export control{}", "x".repeat(156), "y".repeat(144));
-        let (got, jobs) = lanes(&pats, &[text.as_bytes()]);
-        assert_eq!(jobs, 2);
-        assert_eq!(got, vec![(0, 156, 170, 0), (0, 163, 170, 1)]);
+        assert_eq!(
+            lanes(&pats, &[text.as_bytes()]),
+            vec![(0, 156, 170, 0), (0, 163, 170, 1)]
+        );
     }
 
     #[test]
@@ -279,14 +265,15 @@ mod tests {
         let pats = vec!["ab".to_string(), "b".to_string(), "abab".to_string()];
         let text = "ab".repeat(200);
         assert_same(&pats, &[text.as_bytes()]);
-        // Many short texts and one long one: lanes change jobs at different times.
+        // Many short texts and long ones: lanes change texts at different times, and the
+        // last long one is shared out again and again.
         let texts: Vec<String> = (0..40).map(|i| "ab".repeat(i * 7 % 150) + "b").collect();
         let refs: Vec<&[u8]> = texts.iter().map(|s| s.as_bytes()).collect();
         assert_same(&pats, &refs);
     }
 
     #[test]
-    fn no_jobs_and_empty_texts() {
+    fn no_texts_and_empty_texts() {
         let pats = vec!["a".to_string()];
         assert_same(&pats, &[]);
         assert_same(&pats, &[b"", b"a", b""]);
