@@ -535,7 +535,7 @@ fn also_text(also: &[(String, Option<String>)]) -> String {
 fn why_text(evidence: &[Evidence]) -> String {
     let mut terms: Vec<(&str, Vec<Field>)> = Vec::new();
     for e in evidence.iter().take(MAX_EVIDENCE) {
-        match terms.iter_mut().find(|(t, _)| *t == e.term) {
+        match terms.iter_mut().find(|(t, _)| **t == *e.term) {
             Some((_, fields)) => {
                 if !fields.contains(&e.field) {
                     fields.push(e.field);

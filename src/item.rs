@@ -7,6 +7,8 @@
 //! Everything in an `Item` came from a feed and is untrusted: plain text (HTML already stripped
 //! by `feed`), bounded in length by `feed`, but never escaped. Escaping is the renderer's job.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -110,8 +112,9 @@ impl Field {
 /// One piece of evidence for a verdict: a query term that matched, where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
-    /// The term as written in the query (e.g. `"entity list"`, `sanction*`).
-    pub term: String,
+    /// The term as written in the query (e.g. `"entity list"`, `sanction*`); shared with the
+    /// compiled rule, so a verdict costs no copy of it.
+    pub term: Arc<str>,
     pub field: Field,
     /// Byte range in the *original* plain text of `field` (as stored in the [`Item`]), so a
     /// renderer can highlight it. For list fields (authors, categories) it indexes the entries
@@ -134,8 +137,8 @@ impl Verdict {
     pub fn matched_terms(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for e in &self.evidence {
-            if !out.iter().any(|t| t == &e.term) {
-                out.push(e.term.clone());
+            if !out.iter().any(|t| **t == *e.term) {
+                out.push(e.term.to_string());
             }
         }
         out

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use aho_corasick::dfa::DFA;
 use aho_corasick::MatchKind;
@@ -58,7 +59,7 @@ pub struct Atom {
     pub pattern: u32,
     pub fields: FieldMask,
     pub weight: f64,
-    pub display: String,
+    pub display: Arc<str>,
     pub offset: usize,
     /// The normalised text searched for (used by the noisy-rule lint).
     pub norm: String,
@@ -294,7 +295,7 @@ impl MatcherBuilder {
             pattern: pid,
             fields,
             weight: t.weight,
-            display: t.display.clone(),
+            display: t.display.as_str().into(),
             offset: t.offset,
             norm: s,
             caps: t.caps,
@@ -325,7 +326,7 @@ impl MatcherBuilder {
     }
 
     pub fn finish(mut self) -> Result<Matcher, String> {
-        let mut displays: Vec<&str> = self.atoms.iter().map(|a| a.display.as_str()).collect();
+        let mut displays: Vec<&str> = self.atoms.iter().map(|a| &*a.display).collect();
         displays.sort_unstable();
         displays.dedup();
         let ids: HashMap<String, u32> = displays
@@ -334,7 +335,7 @@ impl MatcherBuilder {
             .map(|(i, d)| (d.to_string(), i as u32))
             .collect();
         for a in &mut self.atoms {
-            a.term = ids[&a.display];
+            a.term = ids[&*a.display];
         }
         let build = |strings: &Vec<String>| -> Result<Option<DFA>, String> {
             if strings.is_empty() {
@@ -1041,7 +1042,7 @@ pub fn gather<'a>(
 
 fn describe(m: &Matcher, n: &Node) -> String {
     match n {
-        Node::Atom(a) => m.atoms[*a as usize].display.clone(),
+        Node::Atom(a) => m.atoms[*a as usize].display.to_string(),
         Node::And(v) => format!(
             "({})",
             v.iter()

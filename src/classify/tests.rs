@@ -187,7 +187,7 @@ fn evidence_points_into_original_text() {
         .map(|e| &title[e.start..e.end])
         .collect();
     assert_eq!(spans, vec!["TRỪNG PHẠT", "chip"]);
-    assert_eq!(v[0].evidence[0].term, "\"trung phat\"");
+    assert_eq!(&*v[0].evidence[0].term, "\"trung phat\"");
     assert_eq!(v[0].evidence[0].field, Field::Title);
 }
 
