@@ -974,6 +974,29 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
     }
 }
 
+/// False only when `n` cannot hold, judged from the pattern bits alone (no positions, no NEAR
+/// distances): a quick necessary condition.
+fn may_hold(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
+    match n {
+        Node::Atom(a) => h.atom_hit(&m.atoms[*a as usize]),
+        Node::Or(v) => v.iter().any(|x| may_hold(m, x, h)),
+        Node::And(v) => v.iter().all(|x| may_hold(m, x, h)),
+        Node::Not(_) => true,
+        Node::Near { a, b, .. } => may_hold(m, a, h) && may_hold(m, b, h),
+        Node::AtLeast { n, inner } => *n == 0 || may_hold(m, inner, h),
+        Node::Guard {
+            set,
+            exact: Some(x),
+            ..
+        } => set.any_in_fields(h, x.fields),
+        Node::Guard {
+            set,
+            exact: None,
+            inner,
+        } => set.any_in(h) && may_hold(m, inner, h),
+    }
+}
+
 /// Evaluates `n` and, when it holds, appends the (atom, hit) pairs of its positive evidence:
 /// every hit of the atoms under the parts that hold (not under `NOT`). One walk instead of an
 /// evaluation followed by a collection that evaluates each subtree again; `out` is left as it
@@ -1001,10 +1024,15 @@ pub fn gather<'a>(
             }
             any
         }
-        Node::And(v) => v.iter().all(|x| match x {
-            Node::Not(_) => eval(m, x, h),
-            _ => gather(m, x, h, out),
-        }),
+        // Most ANDs fail (a cluster's subject without its action, say): rule that out from the
+        // bits before collecting evidence that would be thrown away.
+        Node::And(v) => {
+            v.iter().all(|x| may_hold(m, x, h))
+                && v.iter().all(|x| match x {
+                    Node::Not(_) => eval(m, x, h),
+                    _ => gather(m, x, h, out),
+                })
+        }
         Node::Not(x) => !eval(m, x, h),
         Node::Near { a, b, .. } => {
             eval(m, n, h) && {
