@@ -106,6 +106,25 @@ pub struct ExactOr {
     by_pattern: Vec<(u32, u32)>,
 }
 
+impl ExactOr {
+    /// Calls `f` with each (atom, hit) of the OR, straight from the hits: only the atoms whose
+    /// pattern occurred in scope are looked at. `set` is the guard's pattern set.
+    fn each_hit<'h>(
+        &self,
+        m: &Matcher,
+        set: &PatternSet,
+        h: &'h ItemHits,
+        mut f: impl FnMut(u32, &'h Hit),
+    ) {
+        set.each_in_fields(h, self.fields, |p| {
+            let from = self.by_pattern.partition_point(|e| e.0 < p);
+            for &(_, a) in self.by_pattern[from..].iter().take_while(|e| e.0 == p) {
+                h.of_atom(&m.atoms[a as usize]).for_each(|hit| f(a, hit));
+            }
+        });
+    }
+}
+
 /// A set of patterns as (word index, bits), tested against an item's pattern bits at once.
 #[derive(Debug, Clone, Default)]
 pub struct PatternSet(Vec<(u32, u64)>);
@@ -814,10 +833,11 @@ impl<'a> ItemHits<'a> {
         PatternSet::word_in_fields(self, atom.pattern / 64, atom.fields) & bit != 0
     }
 
-    fn of_atom<'b>(&'b self, atom: &'b Atom) -> impl Iterator<Item = &'b Hit> + 'b {
+    fn of_atom(&self, atom: &Atom) -> impl Iterator<Item = &Hit> + '_ {
+        let fields = atom.fields;
         self.of_pattern(atom.pattern)
             .iter()
-            .filter(move |h| atom.fields.0 & (1 << h.field) != 0)
+            .filter(move |h| fields.0 & (1 << h.field) != 0)
     }
 
     /// Original byte range of a hit.
@@ -846,6 +866,11 @@ fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<Span>) {
             }));
         }
         Node::Or(v) => v.iter().for_each(|x| spans(m, x, h, out)),
+        Node::Guard {
+            set,
+            exact: Some(x),
+            ..
+        } => x.each_hit(m, set, h, |_, hit| out.push((hit.field, hit.os, hit.oe))),
         Node::Guard { inner, .. } => spans(m, inner, h, out),
         _ => {}
     }
@@ -1047,13 +1072,7 @@ pub fn gather<'a>(
             exact: Some(x),
             ..
         } => {
-            // Straight from the hits: only the atoms whose pattern occurred in scope.
-            set.each_in_fields(h, x.fields, |p| {
-                let from = x.by_pattern.partition_point(|e| e.0 < p);
-                for &(_, a) in x.by_pattern[from..].iter().take_while(|e| e.0 == p) {
-                    out.extend(h.of_atom(&m.atoms[a as usize]).map(|hit| (a, hit)));
-                }
-            });
+            x.each_hit(m, set, h, |a, hit| out.push((a, hit)));
             out.len() > mark
         }
         Node::Guard {
