@@ -8,8 +8,9 @@
 //!
 //! Why two automata: terms without diacritics are searched in the accent-folded text, terms with
 //! diacritics in the exact text (see `crate::text`). Every distinct term string is one automaton
-//! pattern however many watches use it, so the per-item cost is one scan per field and variant
-//! plus a tree walk for the watches that had any hit at all.
+//! pattern however many watches use it, so the per-item cost is one walk over the item's fields
+//! per variant (see `super::scan`) plus a tree walk for the watches that had any hit at all.
+//! Buffers are kept per thread and reused from item to item.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -474,6 +475,15 @@ fn variant_text(pair: &text::NormPair, var: Variant) -> Option<&Normalized> {
     }
 }
 
+/// One scanned text: which variant of which field, and the original it came from.
+#[derive(Clone, Copy)]
+struct Scanned<'t> {
+    var: Variant,
+    field: u8,
+    norm: &'t Normalized,
+    orig: &'t str,
+}
+
 /// Per-thread buffers reused across items, so an item costs no allocation proportional to the
 /// rule size.
 #[derive(Default)]
@@ -698,7 +708,13 @@ impl Matcher {
                 let (Some(norm), Some(orig)) = (of(pair), &fields[*fi as usize]) else {
                     continue;
                 };
-                self.accept(var, r, *fi, norm, &orig.orig, counts, &mut hits);
+                let at = Scanned {
+                    var,
+                    field: *fi,
+                    norm,
+                    orig: &orig.orig,
+                };
+                self.accept(&at, r, counts, &mut hits);
             }
             for h in &hits[block.1..] {
                 counts[h.pat as usize] = 0;
@@ -715,19 +731,16 @@ impl Matcher {
         }
     }
 
-    /// Turns one automaton match into hits of the patterns spelled that way whose word
-    /// boundaries, prefix extension and capitals hold.
-    #[allow(clippy::too_many_arguments)]
-    fn accept(
-        &self,
-        var: Variant,
-        r: &Raw,
-        field: u8,
-        norm: &Normalized,
-        orig: &str,
-        counts: &mut [u16],
-        hits: &mut Vec<Hit>,
-    ) {
+    /// Turns one automaton match in `at` into hits of the patterns spelled that way whose word
+    /// boundaries, prefix extension and capitals hold, at most `MAX_HITS_PER_PATTERN_FIELD`
+    /// per pattern as counted in `counts`.
+    fn accept(&self, at: &Scanned, r: &Raw, counts: &mut [u16], hits: &mut Vec<Hit>) {
+        let Scanned {
+            var,
+            field,
+            norm,
+            orig,
+        } = *at;
         let t = norm.text.as_str();
         let (s, e) = (r.start as usize, r.end as usize);
         for &pid in &self.string_pats[var as usize][r.pat as usize] {
@@ -962,8 +975,8 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             if !eval(m, a, h) || !eval(m, b, h) {
                 return false;
             }
-            // The item's buffers, taken (a NEAR inside a side was decided above, so nothing
-            // else wants them meanwhile) and put back cleared.
+            // The item's buffers, taken and put back after (a NEAR inside a side was decided
+            // above, so nothing else uses them meanwhile).
             let (mut sa, mut sb) = std::mem::take(&mut *h.near.borrow_mut());
             sa.clear();
             sb.clear();
