@@ -10,9 +10,11 @@
 //! its time waiting on the previous state. Two independent walks in the same loop overlap those
 //! waits (about 1.2–1.4 × the bytes per second of one walk on the dev corpus). Each lane takes
 //! the next text when it is done with one; when no text is left, a lane without work takes the
-//! second half of what the other lane still has to report: that lane walks on for
-//! `max_pattern_len - 1` bytes past the cut and reports only matches starting before it, the
-//! new one starts afresh at the cut and so reports exactly the matches starting at or after it.
+//! second half of what the other lane still has to report. The new lane starts afresh at the
+//! cut, so it reports exactly the matches starting at or after it; the old one reports only
+//! matches starting before the cut and walks on past it, alone, until the automaton is back in
+//! its start state (no match under way) — usually the next space — or `max_pattern_len - 1`
+//! bytes on, after which no match that started before the cut can end.
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
@@ -27,12 +29,12 @@ pub struct Raw {
     pub pat: u32,
 }
 
-/// Cutting a lane's work in two costs the overlap walked twice and a restart; below this many
-/// starts left (plus twice the overlap) it is not worth it.
-const MIN_SPLIT: usize = 64;
+/// Cutting a lane's work in two costs a restart and a short walk past the cut; below this many
+/// starts left it is not worth it.
+const MIN_SPLIT: usize = 48;
 
-/// A walk over `texts[text][pos..to]` in state `sid`, reporting the matches that start before
-/// `limit`.
+/// A walk over `texts[text][pos..limit]` in state `sid`, reporting the matches that start
+/// before `limit`, then on until the start state or `to`.
 #[derive(Clone, Copy)]
 struct Lane {
     text: usize,
@@ -46,7 +48,7 @@ impl Lane {
     /// Gives the second half of the starts this lane has left to a new lane, if worth it.
     fn split(&mut self, overlap: usize, start: StateID) -> Option<Lane> {
         let left = self.limit.saturating_sub(self.pos);
-        if left < MIN_SPLIT + 2 * overlap {
+        if left < MIN_SPLIT {
             return None;
         }
         let cut = self.pos + left / 2;
@@ -102,6 +104,18 @@ fn walk2(
     (i, sa, sb)
 }
 
+/// Walks `l` past its limit until no match that started before the limit can still end.
+fn finish(dfa: &DFA, texts: &[&[u8]], l: &mut Lane, start: StateID, out: &mut Vec<Raw>) {
+    let t = &texts[l.text][..l.to];
+    while l.pos < t.len() && l.sid != start {
+        l.sid = dfa.next_state(Anchored::No, l.sid, t[l.pos]);
+        l.pos += 1;
+        if dfa.is_match(l.sid) {
+            report(dfa, l.sid, l, l.pos, out);
+        }
+    }
+}
+
 /// [`walk2`] for one lane.
 #[inline(never)]
 fn walk1(dfa: &DFA, t: &[u8], mut sid: StateID) -> (usize, StateID) {
@@ -151,8 +165,8 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
         }
         match (a.as_mut(), b.as_mut()) {
             (Some(la), Some(lb)) => {
-                let ta = &texts[la.text][la.pos..la.to];
-                let tb = &texts[lb.text][lb.pos..lb.to];
+                let ta = &texts[la.text][la.pos..la.limit];
+                let tb = &texts[lb.text][lb.pos..lb.limit];
                 let steps = ta.len().min(tb.len());
                 let mut i = 0;
                 while i < steps {
@@ -168,16 +182,18 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
                 }
                 la.pos += steps;
                 lb.pos += steps;
-                if la.pos >= la.to {
+                if la.pos >= la.limit {
+                    finish(dfa, texts, la, start, out);
                     a = take();
                 }
-                if lb.pos >= lb.to {
+                if lb.pos >= lb.limit {
+                    finish(dfa, texts, lb, start, out);
                     b = take();
                 }
             }
             (Some(l), None) | (None, Some(l)) => {
                 // Too little left to share, and nothing else to do.
-                let t = &texts[l.text][l.pos..l.to];
+                let t = &texts[l.text][l.pos..l.limit];
                 let mut i = 0;
                 while i < t.len() {
                     let k;
@@ -187,6 +203,8 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
                         report(dfa, l.sid, l, l.pos + i, out);
                     }
                 }
+                l.pos += t.len();
+                finish(dfa, texts, l, start, out);
                 a = None;
                 b = None;
             }
