@@ -5,8 +5,10 @@
 //! ordinary news, one in five a policy story, like a real feed mix — the ordinary ones still
 //! carry "chips", "AI", "China's", "trade"), then over the shared news corpus when
 //! `../shared/corpus/news/items.jsonl` exists. Optional arguments: seconds per run (default 3),
-//! and the names of the runs to do (`mixed`, `ascii`, `normalise`, `corpus`; default all), e.g.
-//! `cargo bench --bench classify -- 5 corpus` to profile one of them.
+//! and the names of the runs to do (`huge`, `mixed`, `ascii`, `normalise`, `corpus`; default
+//! all), e.g. `cargo bench --bench classify -- 5 corpus` to profile one of them. `huge` runs
+//! first and classifies one item with a 12 MB summary, printing the time and how far peak memory
+//! (VmHWM) rose above the memory in use before the item was built.
 
 use std::time::{Duration, Instant};
 
@@ -354,6 +356,40 @@ fn run_normalise(name: &str, items: &[Item], budget: Duration) {
     );
 }
 
+/// A field of /proc/self/status, in MiB.
+fn status_mib(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with(key))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// One hostile-sized item: its summary is 12 MB of policy sentences, terms on every line.
+fn run_huge(clf: &Classifier) {
+    let before = status_mib("VmRSS:");
+    let line = "US export controls on AI chips: the Commerce rule on China, Nvidia and Huawei. ";
+    let item = Item {
+        title: "A very long item".into(),
+        summary: line.repeat((12 << 20) / line.len()),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let verdicts = clf.classify(&item);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{:28} {:7.1} MB/s, {} verdicts, peak memory {:.1} MiB above the {:.1} MiB before (the text is {:.1} MiB)",
+        "one 12 MB item",
+        item.summary.len() as f64 / secs / 1e6,
+        verdicts.len(),
+        status_mib("VmHWM:") - before,
+        before,
+        item.summary.len() as f64 / (1 << 20) as f64,
+    );
+}
+
 fn main() {
     let secs: u64 = std::env::args()
         .skip(1)
@@ -362,7 +398,7 @@ fn main() {
     let budget = Duration::from_secs(secs);
     let names: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["mixed", "ascii", "normalise", "corpus"].contains(&a.as_str()))
+        .filter(|a| ["huge", "mixed", "ascii", "normalise", "corpus"].contains(&a.as_str()))
         .collect();
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     let src = include_str!("../config/policywatch.toml");
@@ -388,6 +424,10 @@ fn main() {
         watches.len(),
         t.elapsed().as_secs_f64() * 1e3
     );
+
+    if wanted("huge") {
+        run_huge(&clf);
+    }
 
     let mut rng = StdRng::seed_from_u64(7);
     let items: Vec<Item> = (0..2000).map(|_| gen_item(&mut rng)).collect();

@@ -433,6 +433,12 @@ impl Drop for ItemHits<'_> {
             bits: std::mem::take(&mut self.field_bits),
             near: std::mem::take(self.near.get_mut()),
         };
+        // What a hostile item made large is given back to the allocator, not kept per thread.
+        if keep.hits.capacity() > KEEP_HITS
+            || keep.near.0.capacity() + keep.near.1.capacity() > KEEP_HITS
+        {
+            return;
+        }
         // Nothing to do while the thread is ending or the scratch is in use.
         let _ = SCRATCH.try_with(|c| {
             if let Ok(mut scratch) = c.try_borrow_mut() {
@@ -495,6 +501,9 @@ struct Scratch {
     /// The buffers of the last item's hits, returned when it was dropped.
     spare: Option<Buffers>,
 }
+
+/// Hit buffers up to this many entries are kept for the next item (64 KiB).
+const KEEP_HITS: usize = 4096;
 
 #[derive(Default)]
 struct Buffers {
@@ -691,12 +700,10 @@ impl Matcher {
                 }
             }
             let Scratch { counts, raws, .. } = &mut *scratch;
-            raws.clear();
-            scan::scan(dfa, &texts[..norms.len()], raws);
-            // Matches come grouped by text, each pattern's in text order, so the per-field caps
-            // count as if each field were searched on its own.
+            // Matches come in text order, each pattern's in the order they occur, so the
+            // per-field caps count as if each field were searched on its own.
             let mut block = (u32::MAX, hits.len());
-            for r in raws.iter() {
+            scan::scan(dfa, &texts[..norms.len()], raws, |r| {
                 let k = r.text;
                 if k != block.0 {
                     for h in &hits[block.1..] {
@@ -706,7 +713,7 @@ impl Matcher {
                 }
                 let (fi, pair) = &norms[k as usize];
                 let (Some(norm), Some(orig)) = (of(pair), &fields[*fi as usize]) else {
-                    continue;
+                    return;
                 };
                 let at = Scanned {
                     var,
@@ -715,11 +722,13 @@ impl Matcher {
                     orig: &orig.orig,
                 };
                 self.accept(&at, r, counts, &mut hits);
-            }
+            });
             for h in &hits[block.1..] {
                 counts[h.pat as usize] = 0;
             }
         }
+        // The texts themselves are not kept: an item's fields can be megabytes.
+        norms.clear();
         scratch.norms = norms;
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
         ItemHits {

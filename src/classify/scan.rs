@@ -130,33 +130,91 @@ fn walk1(dfa: &DFA, t: &[u8], mut sid: StateID) -> (usize, StateID) {
     (i, sid)
 }
 
-/// Appends every match in `texts` to `out`, sorted by (text, start, end, pattern). `dfa` must
-/// be built with `MatchKind::Standard` and an unanchored start state.
-pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
+/// Texts are walked in windows of at most this many bytes, and at most about this many bytes
+/// (one window more) at a time, so the raw matches held at once stay bounded whatever the size
+/// of an item (the caller keeps only a few hits per pattern of what it is handed).
+pub const WINDOW: usize = 64 << 10;
+
+/// Where the next window comes from: text `text`, byte `at`.
+struct Windows<'t> {
+    texts: &'t [&'t [u8]],
+    text: usize,
+    at: usize,
+}
+
+impl Windows<'_> {
+    /// The next window as a fresh lane walking it (and on past it, up to `overlap` bytes, to
+    /// finish the matches that start inside it).
+    fn next(&mut self, start: StateID, overlap: usize) -> Option<Lane> {
+        while let Some(t) = self.texts.get(self.text) {
+            if self.at >= t.len() {
+                self.text += 1;
+                self.at = 0;
+                continue;
+            }
+            let limit = (self.at + WINDOW).min(t.len());
+            let lane = Lane {
+                text: self.text,
+                pos: self.at,
+                limit,
+                to: (limit + overlap).min(t.len()),
+                sid: start,
+            };
+            self.at = limit;
+            return Some(lane);
+        }
+        None
+    }
+}
+
+/// Calls `each` with every match in `texts`, in (text, start, end, pattern) order; `raws` is
+/// room for one batch of windows. `dfa` must be built with `MatchKind::Standard` and an
+/// unanchored start state.
+pub fn scan(dfa: &DFA, texts: &[&[u8]], raws: &mut Vec<Raw>, mut each: impl FnMut(&Raw)) {
     let Ok(start) = dfa.start_state(Anchored::No) else {
         return;
     };
     let overlap = dfa.max_pattern_len().saturating_sub(1);
-    let first = out.len();
-    let mut next = 0;
-    let mut take = || -> Option<Lane> {
-        while let Some(t) = texts.get(next) {
-            next += 1;
-            if !t.is_empty() {
-                return Some(Lane {
-                    text: next - 1,
-                    pos: 0,
-                    to: t.len(),
-                    limit: t.len(),
-                    sid: start,
-                });
-            }
-        }
-        None
+    let mut windows = Windows {
+        texts,
+        text: 0,
+        at: 0,
     };
-    let (mut a, mut b) = (take(), take());
     loop {
-        // No text left for an idle lane: share the other lane's work.
+        raws.clear();
+        let more = batch(dfa, texts, &mut windows, start, overlap, raws);
+        // A lane reports by end position and several lanes share a text: order by start, which
+        // for one pattern is its order in the text.
+        raws.sort_unstable_by_key(|r| (r.text, r.start, r.end, r.pat));
+        raws.iter().for_each(&mut each);
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Walks windows until about [`WINDOW`] bytes were taken or none is left (then returns false),
+/// appending their matches to `out`.
+fn batch(
+    dfa: &DFA,
+    texts: &[&[u8]],
+    windows: &mut Windows,
+    start: StateID,
+    overlap: usize,
+    out: &mut Vec<Raw>,
+) -> bool {
+    let mut taken = 0;
+    let mut take = |windows: &mut Windows| -> Option<Lane> {
+        if taken >= WINDOW {
+            return None;
+        }
+        let l = windows.next(start, overlap)?;
+        taken += l.limit - l.pos;
+        Some(l)
+    };
+    let (mut a, mut b) = (take(windows), take(windows));
+    loop {
+        // No window left for an idle lane: share the other lane's work.
         if a.is_none() {
             a = b.as_mut().and_then(|l| l.split(overlap, start));
         }
@@ -184,11 +242,11 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
                 lb.pos += steps;
                 if la.pos >= la.limit {
                     finish(dfa, texts, la, start, out);
-                    a = take();
+                    a = take(windows);
                 }
                 if lb.pos >= lb.limit {
                     finish(dfa, texts, lb, start, out);
-                    b = take();
+                    b = take(windows);
                 }
             }
             (Some(l), None) | (None, Some(l)) => {
@@ -211,9 +269,7 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], out: &mut Vec<Raw>) {
             (None, None) => break,
         }
     }
-    // A lane reports by end position and several lanes share a text: order by start, which for
-    // one pattern is its order in the text.
-    out[first..].sort_unstable_by_key(|r| (r.text, r.start, r.end, r.pat));
+    windows.text < texts.len()
 }
 
 #[cfg(test)]
@@ -252,10 +308,10 @@ mod tests {
 
     fn lanes(pats: &[String], texts: &[&[u8]]) -> Vec<(u32, u32, u32, u32)> {
         let mut out = Vec::new();
-        scan(&dfa(pats), texts, &mut out);
-        out.iter()
-            .map(|r| (r.text, r.start, r.end, r.pat))
-            .collect()
+        scan(&dfa(pats), texts, &mut Vec::new(), |r| {
+            out.push((r.text, r.start, r.end, r.pat))
+        });
+        out
     }
 
     /// The same matches, in (text, start) order: for one pattern in one text that is the order
@@ -288,6 +344,24 @@ mod tests {
         let texts: Vec<String> = (0..40).map(|i| "ab".repeat(i * 7 % 150) + "b").collect();
         let refs: Vec<&[u8]> = texts.iter().map(|s| s.as_bytes()).collect();
         assert_same(&pats, &refs);
+    }
+
+    #[test]
+    fn a_huge_text_is_walked_in_bounded_windows() {
+        let pats = vec!["a".to_string(), "b a".to_string(), "a b a b".to_string()];
+        // 1 MB, 750,000 matches, across sixteen window edges.
+        let text = "a b ".repeat(1 << 18);
+        let short = "b a b";
+        assert_same(
+            &pats,
+            &[short.as_bytes(), text.as_bytes(), short.as_bytes()],
+        );
+        let mut raws = Vec::new();
+        let mut n = 0;
+        scan(&dfa(&pats), &[text.as_bytes()], &mut raws, |_| n += 1);
+        assert_eq!(n, 3 * (1 << 18) - 2);
+        // Held at once: a couple of windows' worth, not the whole text's.
+        assert!(raws.capacity() < n / 4, "{} of {n}", raws.capacity());
     }
 
     #[test]
