@@ -143,27 +143,36 @@ struct Windows<'t> {
 }
 
 impl Windows<'_> {
+    /// Moves past the texts (or their ends) already handed out; true when none is left.
+    fn done(&mut self) -> bool {
+        while self
+            .texts
+            .get(self.text)
+            .is_some_and(|t| self.at >= t.len())
+        {
+            self.text += 1;
+            self.at = 0;
+        }
+        self.text >= self.texts.len()
+    }
+
     /// The next window as a fresh lane walking it (and on past it, up to `overlap` bytes, to
     /// finish the matches that start inside it).
     fn next(&mut self, start: StateID, overlap: usize) -> Option<Lane> {
-        while let Some(t) = self.texts.get(self.text) {
-            if self.at >= t.len() {
-                self.text += 1;
-                self.at = 0;
-                continue;
-            }
-            let limit = (self.at + WINDOW).min(t.len());
-            let lane = Lane {
-                text: self.text,
-                pos: self.at,
-                limit,
-                to: (limit + overlap).min(t.len()),
-                sid: start,
-            };
-            self.at = limit;
-            return Some(lane);
+        if self.done() {
+            return None;
         }
-        None
+        let len = self.texts[self.text].len();
+        let limit = (self.at + WINDOW).min(len);
+        let lane = Lane {
+            text: self.text,
+            pos: self.at,
+            limit,
+            to: (limit + overlap).min(len),
+            sid: start,
+        };
+        self.at = limit;
+        Some(lane)
     }
 }
 
@@ -180,29 +189,20 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], raws: &mut Vec<Raw>, mut each: impl FnMu
         text: 0,
         at: 0,
     };
-    loop {
+    while !windows.done() {
         raws.clear();
-        let more = batch(dfa, texts, &mut windows, start, overlap, raws);
+        batch(dfa, &mut windows, start, overlap, raws);
         // A lane reports by end position and several lanes share a text: order by start, which
         // for one pattern is its order in the text.
         raws.sort_unstable_by_key(|r| (r.text, r.start, r.end, r.pat));
         raws.iter().for_each(&mut each);
-        if !more {
-            return;
-        }
     }
 }
 
-/// Walks windows until about [`WINDOW`] bytes were taken or none is left (then returns false),
-/// appending their matches to `out`.
-fn batch(
-    dfa: &DFA,
-    texts: &[&[u8]],
-    windows: &mut Windows,
-    start: StateID,
-    overlap: usize,
-    out: &mut Vec<Raw>,
-) -> bool {
+/// Walks windows until about [`WINDOW`] bytes were taken or none is left, appending their
+/// matches to `out`.
+fn batch(dfa: &DFA, windows: &mut Windows, start: StateID, overlap: usize, out: &mut Vec<Raw>) {
+    let texts = windows.texts;
     let mut taken = 0;
     let mut take = |windows: &mut Windows| -> Option<Lane> {
         if taken >= WINDOW {
@@ -250,7 +250,7 @@ fn batch(
                 }
             }
             (Some(l), None) | (None, Some(l)) => {
-                // Too little left to share, and nothing else to do.
+                // Too little left to share, and nothing else to take in this batch.
                 let t = &texts[l.text][l.pos..l.limit];
                 let mut i = 0;
                 while i < t.len() {
@@ -269,7 +269,6 @@ fn batch(
             (None, None) => break,
         }
     }
-    windows.text < texts.len()
 }
 
 #[cfg(test)]
