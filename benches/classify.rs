@@ -12,6 +12,9 @@
 
 use std::time::{Duration, Instant};
 
+mod procfs;
+use procfs::{cpu_seconds, status_mib};
+
 use policywatch::classify::{watches_from_toml, Classifier};
 use policywatch::item::Item;
 use rand::rngs::StdRng;
@@ -283,16 +286,6 @@ fn item_bytes(it: &Item) -> usize {
     it.title.len() + it.summary.len() + it.content.len()
 }
 
-/// CPU seconds (user + system) used by this process so far, from /proc (Linux); `None`
-/// elsewhere. On a shared, loaded machine wall-clock MB/s understates the speed of one core.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 fn run(name: &str, clf: &Classifier, items: &[Item], budget: Duration) {
     let bytes: usize = items.iter().map(item_bytes).sum();
     // Warm up once, then repeat over the set until the time budget is used.
@@ -354,17 +347,6 @@ fn run_normalise(name: &str, items: &[Item], budget: Duration) {
         total / secs / 1e6,
         total / cpu / 1e6
     );
-}
-
-/// A field of /proc/self/status, in MiB.
-fn status_mib(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with(key))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// One hostile-sized item: its summary is 12 MB of policy sentences, terms on every line.

@@ -10,6 +10,8 @@
 
 use std::time::Instant;
 
+mod procfs;
+
 use chrono::{DateTime, Duration, Utc};
 use policywatch::canon::canonical_url;
 use policywatch::cluster::{signature, ClusterIndex, Signature};
@@ -151,12 +153,6 @@ fn rewrite(rng: &mut Rng, s: &Story) -> (String, String) {
     (title, summary)
 }
 
-fn vm_hwm_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn main() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let t0: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).expect("time");
@@ -202,7 +198,7 @@ fn main() {
         .collect();
     let bytes: usize = sigs.iter().map(|s| s.to_bytes().len()).sum();
 
-    let before_index = vm_hwm_kib();
+    let before_index = procfs::status_kib("VmHWM:");
     let mut ix = ClusterIndex::new(Duration::days(3));
     let start = Instant::now();
     let mut cluster = Vec::with_capacity(ITEMS);
@@ -289,7 +285,7 @@ fn main() {
         pairs - pairs_zh,
         100.0 * (together - together_zh) as f64 / (pairs - pairs_zh).max(1) as f64
     );
-    match (before_index, vm_hwm_kib()) {
+    match (before_index, procfs::status_kib("VmHWM:")) {
         (Some(b), Some(k)) => println!(
             "  peak memory (VmHWM): {:.1} MiB at the end; {:.1} MiB before the index was built \
              (generated text and signatures of all {ITEMS} items)",

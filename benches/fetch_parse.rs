@@ -6,24 +6,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod procfs;
+
 use std::time::{Duration, Instant};
 
 use policywatch::feed;
 use policywatch::fetch::{FetchOutcome, FetchRequest, Fetcher, HttpConfig};
 use support::{FaultServer, Response};
-
-/// Peak resident set size of this process so far, in KiB (Linux), or 0 if unknown.
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Resets the peak counter to the current RSS (Linux: "5" to clear_refs).
 fn reset_hwm() {
@@ -83,11 +72,11 @@ async fn memory_case(path: &str) {
     // Warm up the client (connection machinery, buffers) so it does not count below.
     let _ = f.fetch(&FetchRequest::new(srv.url("/small"))).await;
     reset_hwm();
-    let before = vm_hwm_kib();
+    let before = procfs::status_kib("VmHWM:").unwrap_or(0);
     let t = Instant::now();
     let out = f.fetch(&FetchRequest::new(srv.url(path))).await;
     let took = t.elapsed();
-    let peak = vm_hwm_kib();
+    let peak = procfs::status_kib("VmHWM:").unwrap_or(0);
     let what = match &out {
         FetchOutcome::Fetched { body, .. } => format!("fetched {} bytes", body.len()),
         FetchOutcome::Failed { error, .. } => format!("failed: {error}"),

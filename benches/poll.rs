@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod procfs;
+
 use policywatch::config;
 use policywatch::daemon::{self, ConfigSource, Control, Options};
 use policywatch::fetch::{FetchOutcome, FetchRequest, Fetcher, HttpConfig};
@@ -129,27 +131,9 @@ async fn serve(items: usize, big: usize) -> std::net::SocketAddr {
     addr
 }
 
-fn proc_status(key: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Resets the peak-RSS counter (Linux ≥ 4.0), so each scenario's peak is its own.
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// User + system CPU seconds of this process.
-fn cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn write_config(dir: &Path, addr: std::net::SocketAddr, feeds: usize) -> std::path::PathBuf {
@@ -176,7 +160,7 @@ async fn cycle(cfg: &Path, state: &Path, all: bool) -> (f64, f64, u64, daemon::S
     reset_peak();
     let loaded = config::load(cfg).unwrap();
     let (_tx, rx) = tokio::sync::mpsc::channel::<Control>(1);
-    let (w0, c0) = (Instant::now(), cpu_secs());
+    let (w0, c0) = (Instant::now(), procfs::cpu_seconds().unwrap_or(0.0));
     let summary = daemon::run(
         ConfigSource::File(cfg.to_path_buf()),
         loaded,
@@ -191,8 +175,8 @@ async fn cycle(cfg: &Path, state: &Path, all: bool) -> (f64, f64, u64, daemon::S
     .unwrap();
     (
         w0.elapsed().as_secs_f64(),
-        cpu_secs() - c0,
-        proc_status("VmHWM:"),
+        procfs::cpu_seconds().unwrap_or(0.0) - c0,
+        procfs::status_kib("VmHWM:").unwrap_or(0),
         summary,
     )
 }
@@ -221,7 +205,7 @@ async fn big_body() {
     let cap = http.max_body_bytes;
     let fetcher = Arc::new(Fetcher::new(&http).unwrap());
     reset_peak();
-    let before = proc_status("VmRSS:");
+    let before = procfs::status_kib("VmRSS:").unwrap_or(0);
     let url = url::Url::parse(&format!("http://{addr}/big")).unwrap();
     let out = fetcher
         .fetch(&FetchRequest {
@@ -230,7 +214,7 @@ async fn big_body() {
             last_modified: None,
         })
         .await;
-    let peak = proc_status("VmHWM:");
+    let peak = procfs::status_kib("VmHWM:").unwrap_or(0);
     let what = match out {
         FetchOutcome::Failed { error, .. } => format!("refused: {error}"),
         FetchOutcome::Fetched { body, .. } => format!("fetched {} bytes", body.len()),
