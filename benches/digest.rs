@@ -35,12 +35,16 @@ fn stories(watch: &str, n: usize, base: i64) -> Vec<Story> {
                 evidence: vec![
                     Evidence {
                         term: "licens*".into(),
+                        set: None,
+                        concept: None,
                         field: Field::Summary,
                         start: at,
                         end: at + 9,
                     },
                     Evidence {
                         term: "export".into(),
+                        set: None,
+                        concept: None,
                         field: Field::Title,
                         start: watch.len() + 6,
                         end: watch.len() + 12,

@@ -1014,6 +1014,8 @@ mod tests {
     fn ev(term: &str, field: Field, start: usize, end: usize) -> Evidence {
         Evidence {
             term: term.into(),
+            set: None,
+            concept: None,
             field,
             start,
             end,
@@ -1588,6 +1590,8 @@ mod props {
         )
             .prop_map(|(field, start, end)| Evidence {
                 term: "t\r\nX: y".into(),
+                set: None,
+                concept: None,
                 field,
                 start,
                 end,

@@ -876,6 +876,7 @@ fn entry_to_item(e: &feed_rs::model::Entry, rss: bool, feed_base: Option<&Url>) 
         published: e.published.or(e.updated),
         feed_name: String::new(),
         feed_tags: Vec::new(),
+        lang: None,
     }
 }
 

@@ -34,6 +34,11 @@ pub struct Item {
     pub feed_name: String,
     /// Tags of the feed from config, matched by the `feed:` scope along with the name.
     pub feed_tags: Vec<String>,
+    /// ISO 639-1 code of the item's language (`"en"`, `"zh"`, `"vi"`…), decided from its text
+    /// before classification; `None` when it could not be told. Stored with the item, shown
+    /// in digests, matched by the rules' `lang:` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
 }
 
 impl Item {
@@ -115,6 +120,13 @@ pub struct Evidence {
     /// The term as written in the query (e.g. `"entity list"`, `sanction*`); shared with the
     /// compiled rule, so a verdict costs no copy of it.
     pub term: Arc<str>,
+    /// The named term set the term came from (`@entity_list` → `entity_list`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<Arc<str>>,
+    /// The concept a reader understands ("Entity List", "Nvidia H20"): the set's label, for the
+    /// digest's one-line "why". `None` for terms written directly in a query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept: Option<Arc<str>>,
     pub field: Field,
     /// Byte range in the *original* plain text of `field` (as stored in the [`Item`]), so a
     /// renderer can highlight it. For list fields (authors, categories) it indexes the entries

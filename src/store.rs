@@ -662,6 +662,7 @@ impl Store {
             published: r.get::<_, Option<i64>>(off + 7)?.map(from_ts),
             feed_name: r.get(off + 8)?,
             feed_tags: Vec::new(),
+            lang: None,
         })
     }
 
@@ -1095,6 +1096,8 @@ mod tests {
             score: 1.0,
             evidence: vec![Evidence {
                 term: "nvidia".into(),
+                set: None,
+                concept: None,
                 field: crate::item::Field::Title,
                 start: 0,
                 end: 6,

@@ -135,6 +135,8 @@ async fn digest_preview_renders_without_claiming() {
             score: 2.0,
             evidence: vec![Evidence {
                 term: "nvidia".into(),
+                set: None,
+                concept: None,
                 field: Field::Title,
                 start: 0,
                 end: 6,

@@ -97,6 +97,8 @@ fn add_stories(store: &mut Store, n: usize, at: DateTime<Utc>) {
                     score: 5.0,
                     evidence: vec![Evidence {
                         term: "\"entity list\"".into(),
+                        set: None,
+                        concept: None,
                         field: Field::Title,
                         start: 0,
                         end: "Entity List".len(),

@@ -28,6 +28,8 @@ fn digest(n_filler: usize) -> Digest {
         score: 10.0 - id as f64,
         evidence: vec![Evidence {
             term: "chip*".into(),
+            set: None,
+            concept: None,
             field: Field::Summary,
             start: 0,
             end: 4,

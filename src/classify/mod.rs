@@ -365,6 +365,8 @@ impl Classifier {
             .take(MAX_EVIDENCE)
             .map(|(field, start, end, _, a)| Evidence {
                 term: m.atoms[a as usize].display.clone(),
+                set: None,
+                concept: None,
                 field: Field::ALL[field as usize],
                 start: start as usize,
                 end: end as usize,
