@@ -525,10 +525,84 @@ pub fn digest_preview(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `policywatch send-test [--to ADDR]`: one small message through the configured server,
-/// reporting exactly what the server said.
-pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<ExitCode> {
+/// `policywatch send-test [--to ADDR] [--digest ID]`: one small message through the
+/// configured SMTP server and to every webhook digest (or only digest `ID`), reporting exactly
+/// what each receiver said. Fails when any of them did not take it.
+pub async fn send_test(
+    common: &Common,
+    to: Option<&str>,
+    digest: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let cfg = common.load()?;
+    let hooks: Vec<_> = cfg
+        .digests
+        .iter()
+        .filter(|d| digest.map_or(true, |id| d.id == id))
+        .filter_map(|d| Some((d.id.as_str(), d.webhook.as_ref()?)))
+        .collect();
+    let wants_mail = match digest {
+        Some(id) => {
+            let Some(d) = cfg.digests.iter().find(|d| d.id == id) else {
+                bail!("there is no digest `{id}` in {}", cfg.origin);
+            };
+            d.via == crate::config::Via::Email
+        }
+        None => to.is_some() || cfg.config.smtp.is_some() || hooks.is_empty(),
+    };
+    let mut ok = true;
+    for (id, target) in hooks {
+        ok &= send_test_webhook(id, target).await?;
+    }
+    if wants_mail {
+        ok &= send_test_mail(&cfg, to, digest).await?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One test POST to a webhook digest's receiver.
+async fn send_test_webhook(id: &str, target: &crate::webhook::Target) -> anyhow::Result<bool> {
+    use crate::webhook;
+    let ep = webhook::Endpoint::new(target, &|k| std::env::var(k).ok())
+        .with_context(|| format!("digest `{id}`"))?;
+    let client = webhook::client()?;
+    let now = Utc::now();
+    let notice = webhook::test_notice(id, now);
+    let payload = webhook::render(ep.format, &notice);
+    match webhook::post(&client, &ep, &payload, &notice.delivery_id, now).await {
+        Ok(a) => {
+            println!(
+                "digest `{id}`: posted to {} ({}): {}",
+                ep.display_target(),
+                ep.format.as_str(),
+                a.reply
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!(
+                "digest `{id}`: not posted: {} ({})",
+                e.message,
+                if e.transient() {
+                    "temporary: try again later"
+                } else {
+                    "permanent"
+                }
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// One test message through the SMTP relay, to `to` or the recipients of the email digest.
+async fn send_test_mail(
+    cfg: &crate::config::Loaded,
+    to: Option<&str>,
+    digest: Option<&str>,
+) -> anyhow::Result<bool> {
     let Some(smtp) = &cfg.config.smtp else {
         bail!("there is no [smtp] section in {}", cfg.origin);
     };
@@ -537,7 +611,7 @@ pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<Exit
         None => cfg
             .digests
             .iter()
-            .find(|d| d.via == crate::config::Via::Email)
+            .find(|d| d.via == crate::config::Via::Email && digest.map_or(true, |id| d.id == id))
             .map(|d| d.to.clone())
             .unwrap_or_default(),
     };
@@ -573,7 +647,7 @@ pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<Exit
                 "sent to {}: the server said: {reply}",
                 recipients.join(", ")
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(true)
         }
         Err(e) => {
             eprintln!(
@@ -586,7 +660,7 @@ pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<Exit
                     "permanent"
                 }
             );
-            Ok(ExitCode::FAILURE)
+            Ok(false)
         }
     }
 }

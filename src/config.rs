@@ -176,6 +176,8 @@ pub enum Via {
     Log,
     /// By SMTP through the `[smtp]` relay, to the digest's `to`.
     Email,
+    /// An HTTP POST to the digest's `url`, in its `format` (see `webhook`).
+    Webhook,
 }
 
 impl Via {
@@ -183,6 +185,7 @@ impl Via {
         match self {
             Via::Log => "log",
             Via::Email => "email",
+            Via::Webhook => "webhook",
         }
     }
 }
@@ -208,6 +211,30 @@ pub struct DigestConfig {
     /// At most this many stories in one message; the rest are counted ("and N more").
     #[serde(default = "default_max_stories")]
     pub max_stories: usize,
+    /// For `via = "webhook"`: where to POST (http or https).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// For `via = "webhook"`: the body's shape.
+    #[serde(default)]
+    pub format: Option<Spanned<crate::webhook::Format>>,
+    /// For `via = "webhook"`: the key that signs each body (`X-Policywatch-Signature`), from a
+    /// file, an environment variable or a systemd credential — never in this file.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_credential: Option<String>,
+    /// For `via = "webhook"`: the hard deadline of one POST, e.g. "10s".
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Keep an Atom feed of this digest's recent matches in the state directory (served at
+    /// `/feeds/<id>.atom` by the `[daemon] listen` listener).
+    #[serde(default)]
+    pub atom: bool,
+    /// Stories in the Atom feed.
+    #[serde(default)]
+    pub atom_entries: Option<Spanned<usize>>,
 }
 
 fn default_tz() -> Spanned<String> {
@@ -244,6 +271,10 @@ pub struct Digest {
     pub to: Vec<String>,
     pub send_empty: bool,
     pub max_stories: usize,
+    /// For `via = "webhook"`.
+    pub webhook: Option<crate::webhook::Target>,
+    /// Stories in the digest's Atom feed; `None`: no feed.
+    pub atom_entries: Option<usize>,
 }
 
 /// A configuration that parsed, validated and compiled.
@@ -545,6 +576,46 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                 }
             }
         }
+        let webhook = check_webhook(&mut errs, &mut warnings, d, &id);
+        let atom_entries = match (&d.atom_entries, d.atom) {
+            (Some(n), _) if *n.get_ref() == 0 || *n.get_ref() > crate::atom::MAX_ENTRIES => {
+                errs.at(
+                    n.span(),
+                    format!(
+                        "digest `{id}`: atom_entries must be between 1 and {}",
+                        crate::atom::MAX_ENTRIES
+                    ),
+                    Some("leave it out for 50".into()),
+                );
+                None
+            }
+            (Some(n), false) => {
+                errs.at(
+                    n.span(),
+                    format!("digest `{id}` sets atom_entries but not atom = true"),
+                    Some("add atom = true, or remove atom_entries".into()),
+                );
+                None
+            }
+            (n, true) => {
+                let safe = !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !safe {
+                    errs.at(
+                        d.id.span(),
+                        format!("digest id `{id}` cannot name a feed file (atom = true)"),
+                        Some("use letters, digits, `-` or `_`, e.g. id = \"daily\"".into()),
+                    );
+                }
+                Some(
+                    n.as_ref()
+                        .map_or(crate::atom::DEFAULT_ENTRIES, |n| *n.get_ref()),
+                )
+            }
+            (None, false) => None,
+        };
         if d.max_stories == 0 {
             errs.at(
                 d.id.span(),
@@ -574,6 +645,8 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                 to: d.to.clone(),
                 send_empty: d.send_empty,
                 max_stories: d.max_stories,
+                webhook,
+                atom_entries,
             });
         }
     }
@@ -600,6 +673,137 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
         }),
         _ => Err(ConfigErrors(errs.list)),
     }
+}
+
+/// Checks a digest's webhook keys: `url` and `format` with `via = "webhook"` and only then;
+/// an http(s) URL (plain http off loopback is a warning: the digest travels in clear text);
+/// at most one secret source. Returns the target when everything needed is there.
+fn check_webhook(
+    errs: &mut Errors<'_>,
+    warnings: &mut Vec<String>,
+    d: &DigestConfig,
+    id: &str,
+) -> Option<crate::webhook::Target> {
+    let secret = crate::secret::SecretSource {
+        file: d.secret_file.clone(),
+        env: d.secret_env.clone(),
+        credential: d.secret_credential.clone(),
+    };
+    if d.via != Via::Webhook {
+        let stray = [
+            d.url.as_ref().map(|_| "url"),
+            d.format.as_ref().map(|_| "format"),
+            (secret.count() > 0).then_some("secret_file/secret_env/secret_credential"),
+            d.timeout.map(|_| "timeout"),
+        ];
+        for key in stray.into_iter().flatten() {
+            let span = match key {
+                "url" => d.url.as_ref().map(|u| u.span()),
+                "format" => d.format.as_ref().map(|f| f.span()),
+                _ => None,
+            };
+            errs.at(
+                span.unwrap_or_else(|| d.id.span()),
+                format!(
+                    "digest `{id}` sets {key}, which only a webhook uses, but has via = \"{}\"",
+                    d.via.as_str()
+                ),
+                Some(format!("set via = \"webhook\", or remove {key}")),
+            );
+        }
+        return None;
+    }
+    if !d.to.is_empty() {
+        errs.at(
+            d.id.span(),
+            format!("digest `{id}` has via = \"webhook\" and recipients (`to`)"),
+            Some("`to` is for via = \"email\": remove it, or make a second digest for mail".into()),
+        );
+    }
+    let url = match &d.url {
+        None => {
+            errs.at(
+                d.id.span(),
+                format!("digest `{id}` has via = \"webhook\" but no url"),
+                Some("add url = \"https://hooks.slack.com/services/…\" (the URL your chat tool gave you)".into()),
+            );
+            None
+        }
+        Some(u) => match url::Url::parse(u.get_ref().trim()) {
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+            {
+                let loopback = match parsed.host() {
+                    Some(url::Host::Domain(h)) => h.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    None => false,
+                };
+                if parsed.scheme() == "http" && !loopback {
+                    warnings.push(render_at(
+                        errs.origin,
+                        errs.src,
+                        u.span().start,
+                        "warning",
+                        &format!("digest `{id}`: the webhook URL is plain http: digests travel unencrypted"),
+                        Some("use https:// unless the receiver is on a network you trust"),
+                    ));
+                }
+                Some(parsed)
+            }
+            Ok(_) => {
+                errs.at(
+                    u.span(),
+                    format!("digest `{id}`: the webhook url must be http:// or https://"),
+                    Some("write the full URL, e.g. \"https://ntfy.sh/my-topic\"".into()),
+                );
+                None
+            }
+            Err(e) => {
+                errs.at(
+                    u.span(),
+                    format!("digest `{id}`: the webhook url is not a valid URL: {e}"),
+                    Some("write the full URL, e.g. \"https://ntfy.sh/my-topic\"".into()),
+                );
+                None
+            }
+        },
+    };
+    let format = match &d.format {
+        Some(f) => Some(*f.get_ref()),
+        None => {
+            errs.at(
+                d.id.span(),
+                format!("digest `{id}` has via = \"webhook\" but no format"),
+                Some(
+                    "add format = \"slack\", \"teams\", \"mattermost\", \"ntfy\" or \"json\""
+                        .into(),
+                ),
+            );
+            None
+        }
+    };
+    if let Err((key, hint)) = secret.validate("secret") {
+        errs.at(
+            d.id.span(),
+            format!("digest `{id}`: the signing secret's {key} is not usable"),
+            Some(hint),
+        );
+    }
+    let timeout = d.timeout.unwrap_or(crate::webhook::DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        errs.at(
+            d.id.span(),
+            format!("digest `{id}`: timeout must be above zero"),
+            Some("write e.g. timeout = \"10s\"".into()),
+        );
+    }
+    Some(crate::webhook::Target {
+        url: url?,
+        format: format?,
+        timeout,
+        secret,
+    })
 }
 
 /// Collects semantic errors, each rendered at its span.
@@ -711,6 +915,57 @@ mod tests {
                 errs.join("\n---\n")
             );
         }
+    }
+
+    #[test]
+    fn webhook_digests_are_checked_where_the_mistake_is() {
+        let d = "[[digests]]\nid = \"chat\"\nschedule = \"hourly\"\n";
+        let cases: &[(&str, &str, &str)] = &[
+            ("via = \"webhook\"\nformat = \"slack\"\n", "t.toml:5:6:", "no url"),
+            ("via = \"webhook\"\nurl = \"https://h.test/x\"\n", "t.toml:5:6:", "no format"),
+            (
+                "via = \"webhook\"\nformat = \"slack\"\nurl = \"ftp://h.test/x\"\n",
+                "t.toml:9:7:",
+                "must be http:// or https://",
+            ),
+            (
+                "via = \"webhook\"\nformat = \"pigeon\"\nurl = \"https://h.test/x\"\n",
+                "t.toml:8:10:",
+                "unknown variant `pigeon`",
+            ),
+            ("via = \"log\"\nurl = \"https://h.test/x\"\n", "t.toml:8:7:", "only a webhook uses"),
+            (
+                "via = \"webhook\"\nformat = \"json\"\nurl = \"https://h.test/x\"\nsecret_env = \"A\"\nsecret_file = \"/k\"\n",
+                "t.toml:5:6:",
+                "set only one of secret_file",
+            ),
+            ("via = \"log\"\natom_entries = 0\natom = true\n", "t.toml:8:16:", "between 1 and"),
+            ("via = \"log\"\natom_entries = 20\n", "t.toml:8:16:", "not atom = true"),
+        ];
+        for (body, at, needle) in cases {
+            let src = format!("{WATCH}{d}{body}");
+            let errs = errors(&src);
+            assert!(
+                errs.iter().any(|e| e.starts_with(at) && e.contains(needle)),
+                "for\n{src}\nwanted an error at {at} containing {needle:?}, got:\n{}",
+                errs.join("\n---\n")
+            );
+        }
+        let ok = format!(
+            "{WATCH}{d}via = \"webhook\"\nformat = \"ntfy\"\nurl = \"http://ntfy.example.org/t\"\natom = true\n"
+        );
+        let l = load_str("t.toml", &ok).expect("loads");
+        let t = l.digests[0].webhook.as_ref().expect("target");
+        assert_eq!(t.format, crate::webhook::Format::Ntfy);
+        assert_eq!(
+            l.digests[0].atom_entries,
+            Some(crate::atom::DEFAULT_ENTRIES)
+        );
+        assert!(
+            l.warnings.iter().any(|w| w.contains("plain http")),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

@@ -16,13 +16,14 @@
 //! request is never starved by a busy poll cycle. The watchdog is fed from this loop, so a
 //! stuck loop is restarted by systemd.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use sha2::Digest as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -137,6 +138,15 @@ struct Daemon {
     clusters: ClusterIndex,
     /// When retention last ran; it runs at start and then daily.
     last_prune: Option<DateTime<Utc>>,
+    /// Where the Atom feeds of matches are written (`<state>/feeds`).
+    feeds_dir: PathBuf,
+    /// Set when stored matches (or the config) changed since the feeds were last rendered.
+    feeds_dirty: bool,
+    /// Digest id → hash of its feed as last handed to the writer: an unchanged feed is not
+    /// written again (its ETag and Last-Modified stay put for readers).
+    feed_hashes: HashMap<String, [u8; 32]>,
+    /// Feed writes still running (awaited only by `--once`, before it exits).
+    feed_writes: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// While poll results stream in, the schedule is scanned (and digests, alerts and STATUS=
@@ -207,9 +217,12 @@ pub async fn run(
     let metrics = Metrics::new();
     metrics.set_started(Utc::now().timestamp());
     metrics.set_stale_after(stale_after(&cfg).unwrap_or(Duration::ZERO));
+    let feeds_dir = opts.state_dir.join(FEEDS_DIR);
     let metrics_server = match cfg.config.daemon.listen_addr() {
         Some(addr) if !opts.once => {
-            let srv = metrics::Server::start(addr, metrics.clone()).await?;
+            let srv =
+                metrics::Server::start_with_feeds(addr, metrics.clone(), Some(feeds_dir.clone()))
+                    .await?;
             tracing::info!("metrics listening on http://{}/metrics", srv.local_addr());
             Some(srv)
         }
@@ -233,6 +246,10 @@ pub async fn run(
         last_status: String::new(),
         clusters: ClusterIndex::new(chrono::Duration::zero()),
         last_prune: None,
+        feeds_dir,
+        feeds_dirty: true,
+        feed_hashes: HashMap::new(),
+        feed_writes: Vec::new(),
     };
     d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
     // Only now — config compiled, database open and migrated, listener bound — is the
@@ -277,6 +294,11 @@ impl Daemon {
                     started_once = true;
                 }
                 if tasks.is_empty() && self.queue.is_empty() {
+                    self.refresh_feeds(Utc::now());
+                    // `--once` exits next: the feeds must be on disk first.
+                    for w in self.feed_writes.drain(..) {
+                        let _ = w.await;
+                    }
                     let report = self
                         .notifier
                         .flush(&mut self.store, &self.cfg, Utc::now())
@@ -288,6 +310,9 @@ impl Daemon {
                 if self.last_prune.map_or(true, |t| now - t >= PRUNE_EVERY) {
                     self.prune(now);
                 }
+                // The Atom feeds, after a cycle that stored matches (the scan runs at a
+                // cycle's end, and at most every SCAN_EVERY while results stream in).
+                self.refresh_feeds(now);
                 // One read of every feed's row serves the whole scan.
                 let states = self.store.feeds()?;
                 self.start_due_polls(&mut tasks, &states, now, false);
@@ -383,6 +408,69 @@ impl Daemon {
                 "retention ran"
             ),
             Err(e) => tracing::warn!(error = %e, "retention failed; will try again tomorrow"),
+        }
+    }
+
+    /// Renders each `atom = true` digest's feed of recent matches (store reads here, in the
+    /// loop task; rendering is pure) and hands changed ones to a blocking task that writes
+    /// them atomically, so a slow disk never holds up the loop. Failures are logged and the
+    /// feed is tried again after the next change.
+    fn refresh_feeds(&mut self, now: DateTime<Utc>) {
+        self.feed_writes.retain(|w| !w.is_finished());
+        if !self.feeds_dirty {
+            return;
+        }
+        self.feeds_dirty = false;
+        for d in &self.cfg.digests {
+            let Some(n) = d.atom_entries else { continue };
+            let rows = match self
+                .store
+                .recent_matches(&d.watches, n.saturating_mul(crate::atom::ROWS_PER_ENTRY))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(digest = %d.id, error = %e, "cannot read matches for the Atom feed");
+                    self.feeds_dirty = true;
+                    continue;
+                }
+            };
+            let meta = crate::atom::FeedMeta {
+                digest_id: d.id.clone(),
+                title: d.title.clone(),
+                watch_names: d
+                    .watches
+                    .iter()
+                    .map(|w| (w.clone(), self.cfg.watch_name(w)))
+                    .collect(),
+                empty_updated: self
+                    .store
+                    .read_digest_state(&d.id)
+                    .ok()
+                    .flatten()
+                    .map_or(now, |s| s.created_at),
+            };
+            let xml = crate::atom::render(&meta, &crate::atom::entries(&rows, n));
+            let hash: [u8; 32] = sha2::Sha256::digest(xml.as_bytes()).into();
+            if self.feed_hashes.get(&d.id) == Some(&hash) {
+                continue;
+            }
+            self.feed_hashes.insert(d.id.clone(), hash);
+            let path = self.feeds_dir.join(format!("{}.atom", d.id));
+            let id = d.id.clone();
+            // Not awaited: the loop goes on while the disk works. A failed write is logged;
+            // the next change writes the whole feed again.
+            let w = tokio::task::spawn_blocking(move || {
+                match write_if_changed(&path, xml.as_bytes()) {
+                    Ok(true) => {
+                        tracing::debug!(digest = %id, path = %path.display(), "Atom feed written")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(digest = %id, path = %path.display(), "cannot write the Atom feed: {e}")
+                    }
+                }
+            });
+            self.feed_writes.push(w);
         }
     }
 
@@ -545,6 +633,9 @@ impl Daemon {
                     },
                 )?;
                 self.metrics.items_stored(report.inserted.len());
+                if report.matches > 0 {
+                    self.feeds_dirty = true;
+                }
                 for n in &new {
                     for v in &n.verdicts {
                         self.metrics.matched(&v.watch_id, 1);
@@ -694,6 +785,7 @@ impl Daemon {
         self.metrics
             .set_stale_after(stale_after(&new).unwrap_or(Duration::ZERO));
         self.cfg = Arc::new(new);
+        self.feeds_dirty = true;
         self.notifier = notifier;
         self.fetcher = fetcher;
         Ok(())
@@ -736,6 +828,38 @@ impl Daemon {
         }
         s
     }
+}
+
+/// Where the Atom feeds live, under the state directory.
+pub const FEEDS_DIR: &str = "feeds";
+
+/// Writes `bytes` to `path` unless it already holds them: to a temporary file in the same
+/// directory, fsync, rename over the old one, fsync the directory. A reader (or the
+/// listener) sees the old feed or the new one, never half of one. Returns whether it wrote.
+fn write_if_changed(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("feed");
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    // The rename is durable only once the directory is; not every filesystem allows it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
 }
 
 /// Fetches and parses one feed. Runs in its own task: no store access, no shared state.

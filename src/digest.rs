@@ -321,6 +321,25 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// The stories `d` shows under `limits` — the same fair share and ranking as the mail — per
+/// section in order, with how many of each section are left out. For outputs rendered
+/// elsewhere (`webhook`).
+pub fn selection<'a>(
+    d: &'a Digest,
+    limits: &RenderLimits,
+) -> Vec<(&'a Section, Vec<&'a Story>, usize)> {
+    Plan::new(d, limits)
+        .sections
+        .into_iter()
+        .map(|ps| (ps.section, ps.shown, ps.more))
+        .collect()
+}
+
+/// The subject line the mail would carry, for outputs that need a one-line title.
+pub fn subject_line(d: &Digest, limits: &RenderLimits) -> String {
+    subject(d, &Plan::new(d, limits))
+}
+
 /// Higher score first (NaN last), then newer first (undated last), then item id for stability.
 fn rank(a: &Story, b: &Story) -> std::cmp::Ordering {
     let key = |s: &Story| {
@@ -956,11 +975,12 @@ fn clean_inline(s: &str) -> String {
 }
 
 /// [`clean_line`], then cut to `max` characters with an ellipsis.
-fn clean_short(s: &str, max: usize) -> String {
+pub fn clean_short(s: &str, max: usize) -> String {
     truncate_chars(&clean_line(s), max)
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` characters, the last being an ellipsis when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_string(),
         Some(_) => {
@@ -976,7 +996,7 @@ fn truncate_chars(s: &str, max: usize) -> String {
 /// The link as it may appear in a digest: an absolute http(s) URL with a host and no
 /// credentials (a `user@` part is the classic way to disguise the real host), re-serialised
 /// by `url` so it is percent-encoded and free of whitespace and quotes.
-fn safe_url(raw: &str) -> Option<String> {
+pub fn safe_url(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > MAX_URL_BYTES {
         return None;

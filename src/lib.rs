@@ -2,9 +2,10 @@
 //!
 //! The path of a story, top to bottom: `fetch` (bytes from a URL, politely) → `feed` (bytes to
 //! [`item::Item`]s) → `store` (dedup, persist) → `classify` (item to [`item::Verdict`]s) →
-//! `store` (verdicts, outbox) → `digest` (render) → `notify` (log or mail). `daemon` drives the
+//! `store` (verdicts, outbox) → `digest` (render) → `notify` (log, mail or `webhook`; `atom` feeds of matches). `daemon` drives the
 //! loop; `config` is read once and compiled. See ARCHITECTURE.md.
 
+pub mod atom;
 pub mod backtest;
 pub mod canon;
 pub mod classify;
@@ -24,6 +25,8 @@ pub mod notify;
 pub mod opml;
 pub mod retry;
 pub mod schedule;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod text;
+pub mod webhook;

@@ -36,9 +36,8 @@ use serde::Deserialize;
 
 use crate::digest::{clean_line, Rendered};
 use crate::retry::{smtp_failure_is_transient, smtp_reply_means_too_large, SmtpFailure};
+use crate::secret::SecretSource;
 
-/// Password files and credentials larger than this are not passwords.
-const MAX_PASSWORD_BYTES: u64 = 4096;
 /// CA bundles larger than this are not what `ca_file` is for.
 const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 /// Server replies and error texts are cut to this many characters in [`SendError`].
@@ -186,21 +185,18 @@ impl SmtpConfig {
                     clean_line(&self.from)
                 ),
             })?;
-        let sources = [
-            self.password_file.is_some(),
-            self.password_env.is_some(),
-            self.password_credential.is_some(),
-        ]
-        .iter()
-        .filter(|s| **s)
-        .count();
-        if sources > 1 {
-            return bad(
-                "password_file",
-                "set only one of password_file, password_env, password_credential",
-            );
+        let sources = self.password_source();
+        if let Err((key, reason)) = sources.validate("password") {
+            return Err(MailError::Config {
+                key: if key.ends_with("_credential") {
+                    "password_credential"
+                } else {
+                    "password_file"
+                },
+                reason,
+            });
         }
-        match (&self.username, sources) {
+        match (&self.username, sources.count()) {
             (Some(_), 0) => {
                 return bad(
                     "username",
@@ -211,93 +207,39 @@ impl SmtpConfig {
             (None, 1) => return bad("username", "a password is set but no username"),
             _ => {}
         }
-        if let Some(name) = &self.password_credential {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return bad(
-                    "password_credential",
-                    "write the credential's name as given in LoadCredential=NAME:path, not a path",
-                );
-            }
-        }
         if self.timeout.is_zero() {
             return bad("timeout", "must be above zero, e.g. \"30s\"");
         }
         Ok(())
     }
 
-    /// Reads the password from its source; `env` looks up environment variables (injected so
-    /// tests need not change the process environment).
+    fn password_source(&self) -> SecretSource {
+        SecretSource {
+            file: self.password_file.clone(),
+            env: self.password_env.clone(),
+            credential: self.password_credential.clone(),
+        }
+    }
+
+    /// Reads the password from its source (see `secret`); `env` looks up environment
+    /// variables (injected so tests need not change the process environment).
     fn read_password(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<String>, MailError> {
-        let (desc, raw) = if let Some(path) = &self.password_file {
-            let desc = format!("password_file {}", path.display());
-            (
-                desc.clone(),
-                read_small_file(path, MAX_PASSWORD_BYTES, &desc)?,
-            )
-        } else if let Some(var) = &self.password_env {
-            let desc = format!("password_env {var}");
-            let v = env(var).ok_or_else(|| MailError::Password {
-                source_desc: desc.clone(),
-                reason: "the variable is not set (or not UTF-8)".into(),
-            })?;
-            (desc, v)
-        } else if let Some(name) = &self.password_credential {
-            let desc = format!("password_credential {name}");
-            let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| MailError::Password {
-                source_desc: desc.clone(),
-                reason: format!(
-                    "CREDENTIALS_DIRECTORY is not set: run under systemd with \
-                     LoadCredential={name}:/path/to/secret in the unit"
-                ),
-            })?;
-            let path = Path::new(&dir).join(name);
-            (
-                desc.clone(),
-                read_small_file(&path, MAX_PASSWORD_BYTES, &desc)?,
-            )
-        } else {
-            return Ok(None);
-        };
-        // Files written by `echo` end in a newline that is not part of the password.
-        let pw = raw
-            .strip_suffix("\r\n")
-            .or_else(|| raw.strip_suffix('\n'))
-            .unwrap_or(&raw);
-        if pw.is_empty() {
-            return Err(MailError::Password {
-                source_desc: desc,
-                reason: "it is empty".into(),
-            });
+        match self.password_source().read("password", "password", env) {
+            Ok(pw) => Ok(pw.map(|p| p.expose().to_string())),
+            Err(e) => Err(MailError::Password {
+                source_desc: e.source_desc,
+                reason: e.reason,
+            }),
         }
-        Ok(Some(pw.to_string()))
     }
 }
 
 fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn read_small_file(path: &Path, max: u64, desc: &str) -> Result<String, MailError> {
-    let err = |reason: String| MailError::Password {
-        source_desc: desc.to_string(),
-        reason,
-    };
-    let f = std::fs::File::open(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let mut buf = String::new();
-    f.take(max + 1)
-        .read_to_string(&mut buf)
-        .map_err(|e| err(format!("{}: {e}", path.display())))?;
-    if buf.len() as u64 > max {
-        return Err(err(format!(
-            "{} is larger than {max} bytes",
-            path.display()
-        )));
-    }
-    Ok(buf)
 }
 
 /// `Auto-Submitted: auto-generated` (RFC 3834): tells vacation responders and ticket systems

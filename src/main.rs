@@ -71,13 +71,17 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         html: Option<std::path::PathBuf>,
     },
-    /// Send a test message through the configured SMTP server and show what it said.
+    /// Send a test message through the configured SMTP server and to every webhook digest,
+    /// and show what each said.
     SendTest {
         #[command(flatten)]
         common: commands::Common,
         /// Recipient (default: the recipients of the first email digest).
         #[arg(long, value_name = "ADDR")]
         to: Option<String>,
+        /// Only this digest: its webhook, or its mail recipients.
+        #[arg(long, value_name = "ID")]
+        digest: Option<String>,
     },
     /// Print `[[feeds]]` entries for the feeds of an OPML file, to paste into the config.
     ImportOpml {
@@ -133,7 +137,9 @@ fn main() -> ExitCode {
                 id,
                 html,
             } => commands::digest_preview(&common, id.as_deref(), html.as_deref()),
-            Command::SendTest { common, to } => commands::send_test(&common, to.as_deref()).await,
+            Command::SendTest { common, to, digest } => {
+                commands::send_test(&common, to.as_deref(), digest.as_deref()).await
+            }
             Command::ExportOpml { common } => commands::export_opml(&common),
             Command::Backtest {
                 common,

@@ -5,7 +5,10 @@
 //! routes on the address in `[daemon] listen` (off by default):
 //! - `/healthz` — 200 when the daemon is ready and its last poll is recent, else 503, with a
 //!   one-line JSON body (`ready`, `last_poll_age_seconds`, `stale_after_seconds`);
-//! - `/metrics` — the Prometheus text exposition format (version 0.0.4).
+//! - `/metrics` — the Prometheus text exposition format (version 0.0.4);
+//! - `/feeds/<digest-id>.atom` — the digest's Atom feed of matches, read from the state
+//!   directory where the daemon writes it, with `ETag` / `Last-Modified` and 304 answers to
+//!   `If-None-Match` / `If-Modified-Since` (only when the daemon passes that directory).
 //!
 //! The registry is plain atomics behind an `Arc` (labelled counters in a mutex-guarded map),
 //! so updating it from the loop costs nothing measurable and never blocks on a scrape. The
@@ -18,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -388,6 +392,17 @@ impl Server {
     /// Binds `addr` and starts serving `metrics`. Fails (so start-up fails) when the address
     /// cannot be bound: a listener the user asked for must not be silently missing.
     pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Server, MetricsError> {
+        Self::start_with_feeds(addr, metrics, None).await
+    }
+
+    /// As [`Server::start`], also serving `/feeds/<id>.atom` from `feeds` (the daemon's
+    /// `<state>/feeds`), when given.
+    pub async fn start_with_feeds(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        feeds: Option<PathBuf>,
+    ) -> Result<Server, MetricsError> {
+        let feeds = feeds.map(Arc::new);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| MetricsError::Bind { addr, source })?;
@@ -411,8 +426,9 @@ impl Server {
                     continue;
                 };
                 let metrics = metrics.clone();
+                let feeds = feeds.clone();
                 tokio::spawn(async move {
-                    serve(sock, &metrics).await;
+                    serve(sock, &metrics, feeds.as_deref().map(PathBuf::as_path)).await;
                     drop(permit);
                 });
             }
@@ -426,12 +442,13 @@ impl Server {
     }
 }
 
-/// A response: status, content type, body.
+/// A response: status, content type, body, and extra headers (validators for feeds).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Routes one request head (the bytes before the blank line). Pure, so tested directly.
@@ -463,12 +480,14 @@ pub fn route(head: &[u8], metrics: &Metrics, now_unix: i64) -> Reply {
                 status: if h.healthy { 200 } else { 503 },
                 content_type: "application/json",
                 body: format!("{body}\n"),
+                headers: Vec::new(),
             }
         }
         "/metrics" => Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics.render(now_unix),
+            headers: Vec::new(),
         },
         _ => plain(404, "not found: try /metrics or /healthz\n"),
     }
@@ -479,12 +498,101 @@ fn plain(status: u16, body: &str) -> Reply {
         status,
         content_type: "text/plain; charset=utf-8",
         body: body.to_string(),
+        headers: Vec::new(),
     }
+}
+
+/// Feed files larger than this are not served (500 entries take about 1 MB).
+const MAX_FEED_BYTES: u64 = 16 << 20;
+
+/// The digest id of a `GET /feeds/<id>.atom` request, when the head is one: letters, digits,
+/// `-` and `_` only, so the name can never leave the feeds directory.
+pub fn feed_request(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let line = text.lines().next()?;
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next()?, parts.next()?);
+    if method != "GET" && method != "HEAD" {
+        return None;
+    }
+    let id = target
+        .split('?')
+        .next()?
+        .strip_prefix("/feeds/")?
+        .strip_suffix(".atom")?;
+    let ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| id.to_string())
+}
+
+/// The answer to a feed request, given the file (or `None` when there is none): 200 with
+/// `ETag` (a hash of the bytes) and `Last-Modified` (the file's time), or 304 when the
+/// request's `If-None-Match` names that ETag or — without `If-None-Match`, as RFC 9110 §13.2.2
+/// orders — its `If-Modified-Since` is not older than the file. Pure, so tested directly.
+pub fn feed_reply(head: &[u8], file: Option<(String, std::time::SystemTime)>) -> Reply {
+    let Some((body, modified)) = file else {
+        return plain(404, "no such feed: is atom = true set for this digest?\n");
+    };
+    use sha2::Digest as _;
+    let etag = format!(
+        "\"{}\"",
+        hex::encode(&sha2::Sha256::digest(body.as_bytes())[..16])
+    );
+    let last_modified = httpdate::fmt_http_date(modified);
+    let text = String::from_utf8_lossy(head);
+    let header = |name: &str| {
+        text.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let fresh = match header("if-none-match") {
+        Some(inm) => inm
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag || t == "*"),
+        None => header("if-modified-since")
+            .and_then(|ims| httpdate::parse_http_date(&ims).ok())
+            .is_some_and(|ims| {
+                let secs = |t: std::time::SystemTime| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                };
+                secs(modified) <= secs(ims)
+            }),
+    };
+    let headers = vec![
+        ("ETag", etag),
+        ("Last-Modified", last_modified),
+        ("Cache-Control", "no-cache".to_string()),
+    ];
+    Reply {
+        status: if fresh { 304 } else { 200 },
+        content_type: "application/atom+xml; charset=utf-8",
+        body: if fresh { String::new() } else { body },
+        headers,
+    }
+}
+
+/// Reads a feed file for [`feed_reply`], bounded in size; `None` when absent or unreadable.
+async fn read_feed(dir: &Path, id: &str) -> Option<(String, std::time::SystemTime)> {
+    let path = dir.join(format!("{id}.atom"));
+    let meta = tokio::fs::metadata(&path).await.ok()?;
+    if !meta.is_file() || meta.len() > MAX_FEED_BYTES {
+        return None;
+    }
+    let body = tokio::fs::read_to_string(&path).await.ok()?;
+    Some((body, meta.modified().ok()?))
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -495,9 +603,21 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Reads the head (bounded in size and time), answers, closes.
-async fn serve(mut sock: TcpStream, metrics: &Metrics) {
+async fn serve(mut sock: TcpStream, metrics: &Metrics, feeds: Option<&Path>) {
     let head = tokio::time::timeout(IO_TIMEOUT, read_head(&mut sock)).await;
+    let feed = match (&head, feeds) {
+        (Ok(Ok(Some(h))), Some(dir)) => feed_request(h).map(|id| (dir, id)),
+        _ => None,
+    };
     let reply = match head {
+        Ok(Ok(Some(ref head))) if feed.is_some() => {
+            let (dir, id) = feed.expect("checked");
+            let file = tokio::time::timeout(IO_TIMEOUT, read_feed(dir, &id))
+                .await
+                .ok()
+                .flatten();
+            feed_reply(head, file)
+        }
         Ok(Ok(Some(ref head))) => route(head, metrics, chrono::Utc::now().timestamp()),
         Ok(Ok(None)) => plain(431, "request too large\n"),
         // Timed out or the peer went away: nothing worth answering.
@@ -505,14 +625,21 @@ async fn serve(mut sock: TcpStream, metrics: &Metrics) {
     };
     let is_head = matches!(head, Ok(Ok(Some(ref h))) if h.starts_with(b"HEAD "));
     let oversized = reply.status == 431;
-    let mut bytes = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+    let mut head_out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,
         reply.body.len()
-    )
-    .into_bytes();
+    );
+    if !reply.headers.iter().any(|(k, _)| *k == "Cache-Control") {
+        head_out.push_str("Cache-Control: no-store\r\n");
+    }
+    for (k, v) in &reply.headers {
+        head_out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head_out.push_str("Connection: close\r\n\r\n");
+    let mut bytes = head_out.into_bytes();
     if !is_head {
         bytes.extend_from_slice(reply.body.as_bytes());
     }
@@ -658,6 +785,70 @@ mod tests {
         assert_eq!(route(b"GET /other HTTP/1.1", &m, NOW).status, 404);
         assert_eq!(route(b"garbage", &m, NOW).status, 400);
         assert_eq!(route(b"GET /metrics SPDY/3", &m, NOW).status, 400);
+    }
+
+    #[test]
+    fn feed_requests_and_conditional_answers() {
+        assert_eq!(
+            feed_request(b"GET /feeds/daily.atom HTTP/1.1"),
+            Some("daily".into())
+        );
+        assert_eq!(
+            feed_request(b"HEAD /feeds/a-b_1.atom?x HTTP/1.1"),
+            Some("a-b_1".into())
+        );
+        for bad in [
+            &b"GET /feeds/../store.atom HTTP/1.1"[..],
+            b"GET /feeds/.atom HTTP/1.1",
+            b"GET /feeds/a%2Fb.atom HTTP/1.1",
+            b"POST /feeds/daily.atom HTTP/1.1",
+            b"GET /feeds/daily.xml HTTP/1.1",
+        ] {
+            assert_eq!(feed_request(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let file = || Some(("<feed/>".to_string(), t));
+        let r = feed_reply(b"GET /feeds/d.atom HTTP/1.1", file());
+        assert_eq!((r.status, r.body.as_str()), (200, "<feed/>"));
+        let etag = r
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "ETag")
+            .unwrap()
+            .1
+            .clone();
+        let lm = r
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "Last-Modified")
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(lm, "Tue, 14 Nov 2023 22:13:20 GMT");
+        let ask = |h: String| {
+            feed_reply(
+                format!("GET /feeds/d.atom HTTP/1.1\r\n{h}").as_bytes(),
+                file(),
+            )
+        };
+        assert_eq!(ask(format!("If-None-Match: {etag}")).status, 304);
+        assert_eq!(
+            ask(format!("if-none-match: \"other\", W/{etag}")).status,
+            304
+        );
+        assert_eq!(ask("If-None-Match: \"other\"".into()).status, 200);
+        assert_eq!(ask(format!("If-Modified-Since: {lm}")).status, 304);
+        assert_eq!(
+            ask("If-Modified-Since: Tue, 14 Nov 2023 22:13:19 GMT".into()).status,
+            200
+        );
+        // If-None-Match wins over If-Modified-Since.
+        assert_eq!(
+            ask(format!("If-None-Match: \"x\"\r\nIf-Modified-Since: {lm}")).status,
+            200
+        );
+        assert_eq!(ask(format!("If-None-Match: {etag}")).body, "");
+        assert_eq!(feed_reply(b"GET /feeds/d.atom HTTP/1.1", None).status, 404);
     }
 
     async fn get(addr: SocketAddr, request: &[u8]) -> String {

@@ -1,20 +1,24 @@
 //! Notification: turns due digests and immediate alerts into deliveries, and deliveries into
-//! log records or mail, through the store's durable outbox.
+//! log records, mail or webhook POSTs, through the store's durable outbox.
 //!
 //! In: the compiled config ([`Loaded`]), the [`Store`], the clock. Out: tracing events (for
-//! `via = "log"`), SMTP transactions (for `via = "email"`), outbox state changes.
+//! `via = "log"`), SMTP transactions (for `via = "email"`), HTTP POSTs (for `via = "webhook"`),
+//! outbox state changes.
 //!
 //! The order of operations is what makes delivery exactly-once from the user's view:
 //! 1. **claim** — `Store::claim` creates a delivery and takes its stories in one transaction;
 //! 2. **render** — `digest::render` builds the message from what was claimed (pure);
-//! 3. **send** — the log or the SMTP server accepts it;
+//! 3. **send** — the log, the SMTP server or the webhook receiver (2xx) accepts it;
 //! 4. **mark** — only then `Store::mark_sent`.
 //!
 //! A crash after 1 leaves a pending delivery that is sent on the next start with the same
 //! Message-ID; a transient failure at 3 is retried with backoff from `retry`; a permanent one
 //! ("552 message too large") is retried once trimmed, then marked failed — never a loop.
 //!
-//! Outputs are a closed set ([`Via`]): adding one is a change here and in `config`.
+//! Outputs are a closed set ([`Via`]: log, email, webhook) behind one dispatch point
+//! (`Notifier::deliver`'s `match`): adding one is a change there and in `config`. A webhook
+//! delivery keeps its Message-ID as the POST's `Idempotency-Key`, so a resend after a crash
+//! or a 5xx is recognisably the same delivery.
 
 use std::collections::HashMap;
 
@@ -29,6 +33,7 @@ use crate::item::Field;
 use crate::mail::{MailError, Mailer};
 use crate::retry;
 use crate::store::{Delivery, DigestState, Kind, Store, StoreError};
+use crate::webhook;
 
 /// Failures below this count are not worth a line in a digest; a feed failing this many polls
 /// in a row is.
@@ -50,6 +55,14 @@ pub enum NotifyError {
     Mail(#[from] MailError),
     #[error("a digest has via = \"email\" but the config has no [smtp] section")]
     NoSmtp,
+    #[error("digest `{digest}`: {source}")]
+    Secret {
+        digest: String,
+        #[source]
+        source: crate::secret::SecretError,
+    },
+    #[error(transparent)]
+    WebhookClient(#[from] webhook::ClientError),
 }
 
 /// What one pass did, for logs, status and tests.
@@ -67,6 +80,14 @@ pub struct Notifier {
     /// The relay, when some digest goes by email. Built once per config (the password is read
     /// here, so a wrong password path fails at start or reload, not at 07:30).
     mailer: Option<Mailer>,
+    /// The webhook client and each webhook digest's endpoint (its secret read here, like the
+    /// SMTP password), when some digest posts to a webhook.
+    webhooks: Option<Webhooks>,
+}
+
+struct Webhooks {
+    client: reqwest::Client,
+    endpoints: HashMap<String, webhook::Endpoint>,
 }
 
 impl Notifier {
@@ -79,7 +100,27 @@ impl Notifier {
             (None, true) => return Err(NotifyError::NoSmtp),
             (_, false) => None,
         };
-        Ok(Notifier { mailer })
+        let mut endpoints = HashMap::new();
+        for d in &cfg.digests {
+            if let Some(t) = &d.webhook {
+                let ep =
+                    webhook::Endpoint::new(t, &|k| std::env::var(k).ok()).map_err(|source| {
+                        NotifyError::Secret {
+                            digest: d.id.clone(),
+                            source,
+                        }
+                    })?;
+                endpoints.insert(d.id.clone(), ep);
+            }
+        }
+        let webhooks = match endpoints.is_empty() {
+            true => None,
+            false => Some(Webhooks {
+                client: webhook::client()?,
+                endpoints,
+            }),
+        };
+        Ok(Notifier { mailer, webhooks })
     }
 
     /// Registers every configured digest, so stories classified from now on are theirs.
@@ -196,6 +237,7 @@ impl Notifier {
             return Ok(());
         };
         let matches = store.delivery_stories(delivery.id)?;
+        let extras = story_extras(&matches);
         let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
         let limits = RenderLimits {
             max_stories: delivery
@@ -216,6 +258,89 @@ impl Notifier {
                 self.mail(store, dcfg, &d, delivery, limits, now, report)
                     .await?
             }
+            Via::Webhook => {
+                let notice = webhook::notice(
+                    &d,
+                    &delivery.message_id,
+                    delivery.created_at,
+                    &extras,
+                    &limits,
+                );
+                self.post(store, dcfg, &notice, delivery, now, report)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// `via = "webhook"`: render the notice in the digest's format, POST it once with the
+    /// delivery's id as `Idempotency-Key`, and record the outcome. Marked sent only on a 2xx;
+    /// 408/429/5xx and no answer are retried with backoff (never before `Retry-After`, given
+    /// up after [`retry::WEBHOOK_GIVE_UP_AFTER`]); any other answer fails the delivery for
+    /// good. Every path ends in exactly one store update.
+    async fn post(
+        &self,
+        store: &mut Store,
+        dcfg: &crate::config::Digest,
+        notice: &webhook::Notice,
+        delivery: &Delivery,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), NotifyError> {
+        let Some((client, ep)) = self
+            .webhooks
+            .as_ref()
+            .and_then(|w| Some((&w.client, w.endpoints.get(&dcfg.id)?)))
+        else {
+            return fail(
+                store,
+                delivery,
+                "the digest has no webhook configured",
+                report,
+            );
+        };
+        let payload = webhook::render(ep.format, notice);
+        let target = ep.display_target();
+        match webhook::post(client, ep, &payload, &delivery.message_id, now).await {
+            Ok(ok) => {
+                tracing::info!(
+                    delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
+                    format = ep.format.as_str(), target = %target, stories = payload.shown,
+                    summarised = payload.summarised, reply = %ok.reply,
+                    "posted: {}", notice.subject
+                );
+                store.mark_sent(delivery.id, now, &ok.reply)?;
+                report.sent += 1;
+                report.texts.push(format!(
+                    "posted to {target} ({}): {} ({})",
+                    ep.format.as_str(),
+                    notice.subject,
+                    ok.reply
+                ));
+            }
+            Err(e) if e.transient() => {
+                if let Some(msg) = given_up(delivery, now, retry::WEBHOOK_GIVE_UP_AFTER, &e.message)
+                {
+                    return fail(store, delivery, &msg, report);
+                }
+                let at = retry::webhook_next_attempt(
+                    now,
+                    delivery.attempts + 1,
+                    e.retry_after,
+                    rand::random::<f64>(),
+                );
+                tracing::warn!(
+                    delivery = delivery.id, digest = %delivery.digest_id, attempt = delivery.attempts + 1,
+                    retry_at = %at, "webhook deferred: {}", e.message
+                );
+                store.mark_retry(delivery.id, &e.message, at, None)?;
+                report.retrying += 1;
+                report.texts.push(format!(
+                    "webhook deferred, next attempt at {at}: {} — {}",
+                    notice.subject, e.message
+                ));
+            }
+            Err(e) => return fail(store, delivery, &e.message, report),
         }
         Ok(())
     }
@@ -292,14 +417,7 @@ impl Notifier {
                 ));
             }
             Err(e) if e.transient => {
-                let age = (now - delivery.created_at).to_std().unwrap_or_default();
-                if age >= retry::SMTP_GIVE_UP_AFTER {
-                    let msg = format!(
-                        "gave up after {} attempts over {}: {}",
-                        delivery.attempts + 1,
-                        humantime::format_duration(retry::SMTP_GIVE_UP_AFTER),
-                        e.message
-                    );
+                if let Some(msg) = given_up(delivery, now, retry::SMTP_GIVE_UP_AFTER, &e.message) {
                     return fail(store, delivery, &msg, report);
                 }
                 let wait = retry::smtp_backoff(delivery.attempts + 1, rand::random::<f64>());
@@ -333,6 +451,49 @@ impl Notifier {
         }
         Ok(())
     }
+}
+
+/// Per lead item: its language, and every watch of the delivery its story (cluster) matched,
+/// in claim order — what the webhook formats show beyond `digest::Story`.
+fn story_extras(matches: &[crate::store::StoredMatch]) -> webhook::Extras {
+    let mut by_cluster: HashMap<i64, Vec<String>> = HashMap::new();
+    for m in matches {
+        let ws = by_cluster.entry(m.cluster_id).or_default();
+        if !ws.contains(&m.watch_id) {
+            ws.push(m.watch_id.clone());
+        }
+    }
+    matches
+        .iter()
+        .map(|m| {
+            (
+                m.item_id,
+                webhook::StoryExtra {
+                    lang: m.item.lang.clone(),
+                    watches: by_cluster.get(&m.cluster_id).cloned().unwrap_or_default(),
+                    first_seen: Some(m.first_seen_at),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The failure message when a delivery failing transiently has been pending `after` or
+/// longer since its claim (then it is given up); `None` while it is still worth retrying.
+fn given_up(
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+    after: std::time::Duration,
+    err: &str,
+) -> Option<String> {
+    let age = (now - delivery.created_at).to_std().unwrap_or_default();
+    (age >= after).then(|| {
+        format!(
+            "gave up after {} attempts over {}: {err}",
+            delivery.attempts + 1,
+            humantime::format_duration(after),
+        )
+    })
 }
 
 /// A permanent failure: logged at error level, the delivery marked failed (its stories stay

@@ -1,6 +1,6 @@
 //! All retry policy lives here: what counts as retryable, and how long to wait before trying
-//! again. Fetching (per feed) and mail delivery (per outbox entry) both ask this module; neither
-//! decides on its own.
+//! again. Fetching (per feed), mail and webhook delivery (per outbox entry) all ask this
+//! module; none decides on its own.
 //!
 //! In: an attempt count, a failure class, server hints. Out: a [`Duration`] to wait.
 //! Pure: no I/O, no clock; the caller passes randomness in so tests are deterministic.
@@ -256,6 +256,65 @@ pub fn smtp_backoff(failures: u32, jitter01: f64) -> Duration {
     backoff(failures, SMTP_RETRY_BASE, SMTP_RETRY_CAP, jitter01)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Webhook delivery (owned by the webhook part). `webhook` classifies each POST with
+// `webhook_status` / `webhook_transport`; `notify` schedules the next attempt with
+// `webhook_next_attempt` and gives up after `WEBHOOK_GIVE_UP_AFTER`.
+
+/// A receiver's answer to a webhook POST, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookVerdict {
+    /// 2xx: the receiver took it; mark the delivery sent.
+    Accepted,
+    /// 408, 425, 429, 5xx, or no answer at all: the same POST may pass later.
+    Retry,
+    /// Any other status (400 bad payload, 401/403 revoked, 404/410 gone, 3xx moved): a person
+    /// has to fix the URL or the receiver; retrying would only repeat the refusal.
+    Refused,
+}
+
+/// HTTP status → what to do with the delivery. The same transient set as feed fetching.
+pub fn webhook_status(status: u16) -> WebhookVerdict {
+    match status {
+        200..=299 => WebhookVerdict::Accepted,
+        s if classify_status(s) == FailureClass::Transient => WebhookVerdict::Retry,
+        _ => WebhookVerdict::Refused,
+    }
+}
+
+/// A POST that got no HTTP answer → what to do. Network trouble and timeouts pass; a URL the
+/// client cannot use (or a redirect, which webhooks never follow) does not.
+pub fn webhook_transport(kind: TransportFailure) -> WebhookVerdict {
+    match classify_transport(kind) {
+        FailureClass::Transient => WebhookVerdict::Retry,
+        FailureClass::Permanent => WebhookVerdict::Refused,
+    }
+}
+
+/// A webhook's `Retry-After` further out than this is clamped to it: a chat message that
+/// waits longer is stale, and a hostile date must not park the outbox for years.
+pub const WEBHOOK_MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+/// A webhook delivery still failing transiently this long after its claim is given up, as
+/// mail is.
+pub const WEBHOOK_GIVE_UP_AFTER: Duration = SMTP_GIVE_UP_AFTER;
+
+/// When to try a webhook delivery again after its `failures`-th transient failure: the mail
+/// backoff (a minute, doubling, at most 30 minutes), but never before the receiver's
+/// `Retry-After` (clamped to [`WEBHOOK_MAX_RETRY_AFTER`]).
+pub fn webhook_next_attempt(
+    now: DateTime<Utc>,
+    failures: u32,
+    retry_after: Option<DateTime<Utc>>,
+    jitter01: f64,
+) -> DateTime<Utc> {
+    let at = add(now, smtp_backoff(failures, jitter01));
+    match retry_after {
+        Some(ra) => at.max(ra.min(add(now, WEBHOOK_MAX_RETRY_AFTER))),
+        None => at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +328,54 @@ mod tests {
         assert_eq!(backoff(3, base, cap, 0.0), Duration::from_secs(120));
         assert_eq!(backoff(40, base, cap, 1.0), cap);
         assert_eq!(backoff(40, base, cap, 0.0), cap / 2);
+    }
+
+    #[test]
+    fn webhook_answers_classify() {
+        use WebhookVerdict::*;
+        for (status, want) in [
+            (200, Accepted),
+            (202, Accepted),
+            (204, Accepted),
+            (301, Refused),
+            (400, Refused),
+            (401, Refused),
+            (403, Refused),
+            (404, Refused),
+            (410, Refused),
+            (408, Retry),
+            (429, Retry),
+            (500, Retry),
+            (502, Retry),
+            (503, Retry),
+        ] {
+            assert_eq!(webhook_status(status), want, "{status}");
+        }
+        assert_eq!(webhook_transport(TransportFailure::Timeout), Retry);
+        assert_eq!(webhook_transport(TransportFailure::Network), Retry);
+        assert_eq!(webhook_transport(TransportFailure::Redirect), Refused);
+        assert_eq!(webhook_transport(TransportFailure::Config), Refused);
+    }
+
+    #[test]
+    fn webhook_retry_after_is_honoured_and_capped() {
+        let now = DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let secs = |s: i64| now + chrono::Duration::seconds(s);
+        // No hint: the backoff (first failure: 30-60 s).
+        assert_eq!(webhook_next_attempt(now, 1, None, 1.0), secs(60));
+        // A later Retry-After wins; an earlier one does not pull the retry forward.
+        assert_eq!(
+            webhook_next_attempt(now, 1, Some(secs(600)), 1.0),
+            secs(600)
+        );
+        assert_eq!(webhook_next_attempt(now, 1, Some(secs(5)), 1.0), secs(60));
+        // A year away is clamped.
+        assert_eq!(
+            webhook_next_attempt(now, 1, Some(secs(365 * 86_400)), 1.0),
+            secs(6 * 3600)
+        );
     }
 
     #[test]

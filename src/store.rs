@@ -300,6 +300,15 @@ pub struct StoredMatch {
     pub cluster_id: i64,
 }
 
+/// A recent match for a feed of matches (see [`Store::recent_matches`]).
+#[derive(Debug, Clone)]
+pub struct RecentMatch {
+    pub matched: StoredMatch,
+    /// The story's permanent identity: its first item's feed URL and dedup key, joined by a
+    /// newline. Hashed into the Atom entry id.
+    pub story_key: String,
+}
+
 /// A stored item with the watches it matched when it was classified (for backtests).
 #[derive(Debug, Clone)]
 pub struct StoredItem {
@@ -1000,26 +1009,64 @@ impl Store {
              WHERE d.delivery_id = ?1 ORDER BY v.score DESC, i.published_at DESC, i.id",
             Self::ITEM_COLS
         ))?;
-        let rows = st.query_map([delivery_id], |r| {
-            let ev: String = r.get(3)?;
-            Ok((
-                StoredMatch {
-                    item_id: r.get(0)?,
-                    watch_id: r.get(1)?,
-                    score: r.get(2)?,
-                    evidence: Vec::new(),
-                    first_seen_at: from_ts(r.get(4)?),
-                    item: Self::item_from_row(r, 5)?,
-                    cluster_id: r.get(14)?,
-                },
-                ev,
-            ))
-        })?;
+        let rows = st.query_map([delivery_id], Self::match_from_row)?;
         let mut out = Vec::new();
         for row in rows {
             let (mut m, ev) = row?;
             m.evidence = serde_json::from_str(&ev)?;
             out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// A match from the columns `item_id, watch_id, score, evidence, first_seen_at,
+    /// ITEM_COLS…, cluster id`; the evidence comes back as JSON text for the caller to parse
+    /// (outside rusqlite's row closure, so a bad row is a typed error).
+    fn match_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredMatch, String)> {
+        Ok((
+            StoredMatch {
+                item_id: r.get(0)?,
+                watch_id: r.get(1)?,
+                score: r.get(2)?,
+                evidence: Vec::new(),
+                first_seen_at: from_ts(r.get(4)?),
+                item: Self::item_from_row(r, 5)?,
+                cluster_id: r.get(14)?,
+            },
+            r.get(3)?,
+        ))
+    }
+
+    /// The most recent reportable matches of `watches` (not pruned), newest first, at most
+    /// `limit` rows — what a digest's Atom feed is rendered from (`atom::entries` groups them
+    /// into stories). Each row carries its story's key: the identity (feed URL and dedup key)
+    /// of the cluster's first item, which never changes once stored, so a story keeps its
+    /// entry id whichever of its items leads, across restarts and even a new database.
+    pub fn recent_matches(&self, watches: &[String], limit: usize) -> Result<Vec<RecentMatch>> {
+        if watches.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; watches.len()].join(", ");
+        let mut st = self.conn.prepare(&format!(
+            "SELECT v.item_id, v.watch_id, v.score, v.evidence, i.first_seen_at, {}, \
+                COALESCE(i.cluster_id, i.id), \
+                COALESCE(rf.url || char(10) || r.dedup_key, f.url || char(10) || i.dedup_key) \
+             FROM verdicts v JOIN items i ON i.id = v.item_id JOIN feeds f ON f.id = i.feed_id \
+             LEFT JOIN items r ON r.id = COALESCE(i.cluster_id, i.id) \
+             LEFT JOIN feeds rf ON rf.id = r.feed_id \
+             WHERE v.reportable = 1 AND i.pruned = 0 AND v.watch_id IN ({marks}) \
+             ORDER BY i.first_seen_at DESC, i.id DESC LIMIT {}",
+            Self::ITEM_COLS,
+            limit.min(i64::MAX as usize)
+        ))?;
+        let rows = st.query_map(rusqlite::params_from_iter(watches.iter()), |r| {
+            Ok((Self::match_from_row(r)?, r.get::<_, String>(15)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let ((mut matched, ev), story_key) = row?;
+            matched.evidence = serde_json::from_str(&ev)?;
+            out.push(RecentMatch { matched, story_key });
         }
         Ok(out)
     }
