@@ -304,6 +304,65 @@ impl SmtpConfig {
     }
 }
 
+/// What `check` found about the SMTP password source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceCheck {
+    /// There is none, or it exists and holds a password.
+    Ok,
+    /// The daemon would refuse to start: `key` is the config key to point at.
+    Error {
+        key: &'static str,
+        message: String,
+        hint: String,
+    },
+    /// Cannot be checked here.
+    Warning { key: &'static str, message: String },
+}
+
+impl SmtpConfig {
+    /// Whether the password source exists and is readable, as the daemon will read it
+    /// (`check`). A systemd credential can only be checked where `$CREDENTIALS_DIRECTORY` is
+    /// set; elsewhere that is a warning.
+    pub fn check_password_source(&self, env: &dyn Fn(&str) -> Option<String>) -> SourceCheck {
+        let key = if self.password_file.is_some() {
+            "password_file"
+        } else if self.password_env.is_some() {
+            "password_env"
+        } else if let Some(name) = &self.password_credential {
+            if env("CREDENTIALS_DIRECTORY").is_none() {
+                return SourceCheck::Warning {
+                    key: "password_credential",
+                    message: format!(
+                        "[smtp] password_credential `{name}` is only available under systemd \
+                         (LoadCredential={name}:/path in the unit); not checked here"
+                    ),
+                };
+            }
+            "password_credential"
+        } else {
+            return SourceCheck::Ok;
+        };
+        match self.read_password(env) {
+            Ok(_) => SourceCheck::Ok,
+            Err(e) => SourceCheck::Error {
+                key,
+                message: e.to_string(),
+                hint: match key {
+                    "password_file" => "create the file with the password on one line (mode \
+                        0600, readable by the service), or point password_file at it"
+                        .into(),
+                    "password_env" => format!(
+                        "set {} in the service's environment (Environment= or \
+                         EnvironmentFile= in the unit), or use password_file",
+                        self.password_env.as_deref().unwrap_or("the variable")
+                    ),
+                    _ => "check LoadCredential= in the unit and the file it names".into(),
+                },
+            },
+        }
+    }
+}
+
 fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

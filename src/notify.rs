@@ -73,6 +73,9 @@ pub enum NotifyError {
     Mail(#[from] MailError),
     #[error("a digest has via = \"email\" but the config has no [smtp] section")]
     NoSmtp,
+    /// `digest --resend` cannot do what was asked; the text says why and what to do.
+    #[error("{0}")]
+    Resend(String),
 }
 
 /// What one pass did, for logs, status, exit codes and tests.
@@ -541,7 +544,8 @@ impl Notifier {
         let date = delivery.created_at;
         let recipients = store.ensure_recipients(delivery.id, &dcfg.to)?;
         let to: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
-        let Some((msg, rendered)) = fit(mailer, d, &to, delivery, &list_id, date, limits) else {
+        let Some((msg, rendered)) = fit(mailer, d, &to, delivery, &list_id, date, limits, None)
+        else {
             let msg = format!(
                 "the digest does not fit in smtp.max_message_bytes ({} bytes) even with one \
                  story: raise it to what the relay takes, and reload",
@@ -703,9 +707,149 @@ impl Notifier {
     }
 }
 
+impl Notifier {
+    /// `digest --resend DELIVERY [--to ADDR…]`. A pending delivery (held or waiting for its
+    /// next attempt) is attempted now, as it is: it has never been delivered, so it keeps its
+    /// Message-ID. A sent or failed one is sent again — the same stories, rendered the same
+    /// way — to `to`, or to the digest's recipients as configured now (a fixed address),
+    /// under a new Message-ID with `References:` naming the original: receivers drop a
+    /// message whose Message-ID they already have, which would defeat an explicit resend.
+    /// Outcomes are recorded on the delivery's recipients; once someone accepted it, its
+    /// failures stop being reported.
+    pub async fn resend(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        id: i64,
+        to: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        let delivery = match store.delivery(id) {
+            Ok(d) => d,
+            Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => {
+                return Err(NotifyError::Resend(format!(
+                    "there is no delivery {id}: `policywatch stories` lists them"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(dcfg) = cfg.digests.iter().find(|d| d.id == delivery.digest_id) else {
+            return Err(NotifyError::Resend(format!(
+                "delivery {id} belongs to digest `{}`, which is not configured: add it back to \
+                 the config to send it",
+                delivery.digest_id
+            )));
+        };
+        let mut report = Report::default();
+        if delivery.status == "pending" {
+            if !to.is_empty() {
+                return Err(NotifyError::Resend(format!(
+                    "delivery {id} has not gone out yet: `digest --resend {id}` sends it to its \
+                     recipients now; --to is for sending a delivered one again"
+                )));
+            }
+            store.make_due(id, now)?;
+            let delivery = store.delivery(id)?;
+            if let Some(job) = self.start(store, cfg, &delivery, now, &mut report)? {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                job.run(tx).await;
+                while let Ok(ev) = rx.try_recv() {
+                    self.record(store, ev, now, &mut report)?;
+                }
+            }
+            return Ok(report);
+        }
+        let matches = store.delivery_stories(id)?;
+        let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+        let limits = RenderLimits {
+            max_stories: delivery
+                .trim_to
+                .unwrap_or(dcfg.max_stories)
+                .min(dcfg.max_stories),
+            snippet_chars: SNIPPET_CHARS,
+        };
+        if dcfg.via == Via::Log {
+            let rendered = digest::render(&d, &limits);
+            log_digest(&d, &limits, &delivery);
+            store.mark_resent(id, now)?;
+            report.sent += 1;
+            report.texts.push(rendered.text);
+            return Ok(report);
+        }
+        let Some(mailer) = &self.mailer else {
+            return Err(NotifyError::NoSmtp);
+        };
+        let recipients: Vec<String> = if to.is_empty() {
+            dcfg.to.clone()
+        } else {
+            to.to_vec()
+        };
+        let message_id = format!(
+            "resend.{id}.{}.{:08x}@policywatch",
+            now.format("%Y%m%d%H%M%S"),
+            rand::random::<u32>()
+        );
+        let fresh = Delivery {
+            message_id: message_id.clone(),
+            ..delivery.clone()
+        };
+        let list_id = mailer.list_id(&dcfg.id);
+        let original = Some(delivery.message_id.as_str());
+        let fitted = fit(
+            mailer,
+            &d,
+            &recipients,
+            &fresh,
+            &list_id,
+            now,
+            limits,
+            original,
+        );
+        let Some((msg, rendered)) = fitted else {
+            return Err(NotifyError::Resend(
+                "the digest does not fit in smtp.max_message_bytes even with one story".into(),
+            ));
+        };
+        let msg = msg?;
+        let body = msg.formatted();
+        let mut accepted = 0;
+        for addr in &recipients {
+            let outcome = match mailer.send_to(addr, &body).await {
+                Ok(reply) => {
+                    accepted += 1;
+                    report.texts.push(format!(
+                        "resent delivery {id} to {addr} as <{message_id}>: {} ({reply})",
+                        rendered.subject
+                    ));
+                    RecipientOutcome::Sent(reply)
+                }
+                Err(e) => {
+                    report
+                        .texts
+                        .push(format!("not resent to {addr}: {}", e.message));
+                    if e.transient {
+                        report.retrying += 1;
+                        RecipientOutcome::Deferred(e.message)
+                    } else {
+                        report.recipients_failed += 1;
+                        RecipientOutcome::Failed(e.message)
+                    }
+                }
+            };
+            store.record_recipient(id, addr, &outcome, now)?;
+        }
+        if accepted > 0 {
+            store.mark_resent(id, now)?;
+            report.sent += 1;
+        }
+        Ok(report)
+    }
+}
+
 /// Renders the digest and builds its message, rendering fewer stories until it fits under
 /// `smtp.max_message_bytes`. `None`: it does not fit even with one story. `Some(Err)`: the
 /// message cannot be built at all.
+#[allow(clippy::too_many_arguments)]
 fn fit(
     mailer: &Mailer,
     d: &digest::Digest,
@@ -714,6 +858,7 @@ fn fit(
     list_id: &str,
     date: DateTime<Utc>,
     limits: RenderLimits,
+    references: Option<&str>,
 ) -> Option<(Result<lettre::Message, MailError>, Rendered)> {
     let mut max_stories = limits.max_stories;
     for _ in 0..MAX_FIT_ROUNDS {
@@ -724,7 +869,15 @@ fn fit(
                 ..limits
             },
         );
-        match mailer.build_message(to, &rendered, &delivery.message_id, date, list_id) {
+        let built = mailer.build_message_referring(
+            to,
+            &rendered,
+            &delivery.message_id,
+            date,
+            list_id,
+            references,
+        );
+        match built {
             Ok(msg) => return Some((Ok(msg), rendered)),
             Err(MailError::TooLarge { size, max }) if rendered.shown > 1 => {
                 // Scale by how far over the limit we are, with a margin for the markup

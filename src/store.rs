@@ -1209,6 +1209,16 @@ impl Store {
         )?)
     }
 
+    /// Makes one pending delivery (held or waiting for its backoff) due at `now`
+    /// (`digest --resend`); false when it is not pending.
+    pub fn make_due(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET held = 0, next_attempt_at = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, ts(now)],
+        )? > 0)
+    }
+
     /// How many stories a sent delivery showed of those it claimed (for the archive).
     pub fn record_shown(&mut self, id: i64, shown: usize, stories: usize) -> Result<()> {
         self.conn.execute(

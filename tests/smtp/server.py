@@ -74,6 +74,8 @@ class Handler:
         if self.args.hang_after_data:
             self.hung = getattr(self, "hung", 0) + 1
             path = os.path.join(self.args.dir, f"hung-{self.hung}.json")
+            with open(path[:-5] + ".eml", "wb") as f:
+                f.write(content)
             with open(path + ".tmp", "w") as f:
                 json.dump({"rcpt_tos": envelope.rcpt_tos, "bytes": len(content)}, f)
             os.replace(path + ".tmp", path)
