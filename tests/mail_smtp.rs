@@ -9,6 +9,7 @@ use chrono::{TimeZone, Utc};
 use policywatch::digest::{render, Digest, DigestKind, RenderLimits, Section, Story};
 use policywatch::item::{Evidence, Field};
 use policywatch::mail::{Mailer, TlsMode};
+use policywatch::retry::SendClass;
 use smtp::{header_values, parse_message, Opts, Single};
 
 const HOSTILE_TITLE: &str =
@@ -201,6 +202,7 @@ async fn refused_login_is_a_clear_permanent_error() {
     let err = mailer.send(&msg).await.expect_err("login refused");
     assert_eq!(err.code, Some(535), "{err:?}");
     assert!(!err.transient, "{err:?}");
+    assert_eq!(err.class, SendClass::Hold, "{err:?}");
     assert!(err.message.contains("authentication"), "{err}");
     assert!(err.message.contains("username"), "{err}");
     assert!(!err.message.contains(smtp::PASSWORD), "{err}");
@@ -296,6 +298,8 @@ async fn untrusted_certificate_is_refused_with_a_hint() {
     let err = mailer.send(&msg).await.expect_err("untrusted");
     assert!(err.message.contains("TLS"), "{err}");
     assert!(err.message.contains("ca_file"), "{err}");
+    // The operator's to fix: the delivery waits for them, it is not given up.
+    assert_eq!(err.class, SendClass::Hold, "{err:?}");
     assert!(server.messages().is_empty());
 }
 
@@ -316,6 +320,7 @@ async fn never_sends_in_clear_text_when_the_server_lacks_starttls() {
     let err = mailer.send(&msg).await.expect_err("no STARTTLS offered");
     assert!(err.message.contains("STARTTLS"), "{err}");
     assert_eq!(err.code, None, "{err:?}");
+    assert_eq!(err.class, SendClass::Hold, "{err:?}");
     assert!(
         server.messages().is_empty(),
         "a message went out in clear text"

@@ -7,6 +7,7 @@
 //! deadline is a hang guard, never a timing assertion.
 
 mod common;
+mod smtp;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -591,6 +592,102 @@ async fn sigterm_during_a_hanging_poll_exits_cleanly_and_nothing_is_reported_twi
         "{second}"
     );
     assert!(second.contains("nothing new matched"), "{second}");
+}
+
+/// The config edits for mail: every watch alerts immediately (no gap), the one digest goes by
+/// email through `smtp` to one analyst.
+fn mail_by_alert(doc: &mut toml_edit::DocumentMut, smtp: &policywatch::mail::SmtpConfig) {
+    doc["daemon"]["alert_min_gap"] = toml_edit::value("0s");
+    if let Some(ws) = doc["watches"].as_array_of_tables_mut() {
+        for w in ws.iter_mut() {
+            w["alert"] = toml_edit::value("immediate");
+        }
+    }
+    let mut t = toml_edit::Table::new();
+    t["host"] = toml_edit::value(smtp.host.as_str());
+    t["port"] = toml_edit::value(i64::from(smtp.port.expect("port")));
+    t["tls"] = toml_edit::value("starttls");
+    t["username"] = toml_edit::value(smtp.username.as_deref().expect("user"));
+    let pw = smtp.password_file.as_ref().expect("password file");
+    t["password_file"] = toml_edit::value(pw.to_string_lossy().as_ref());
+    t["from"] = toml_edit::value(smtp.from.as_str());
+    let ca = smtp.ca_file.as_ref().expect("ca");
+    t["ca_file"] = toml_edit::value(ca.to_string_lossy().as_ref());
+    // Far longer than the test: only the daemon's own design can keep it from waiting.
+    t["timeout"] = toml_edit::value("10min");
+    doc["smtp"] = toml_edit::Item::Table(t);
+    doc["digests"][0]["via"] = toml_edit::value("email");
+    let mut to = toml_edit::Array::new();
+    to.push("analyst@policywatch.test");
+    doc["digests"][0]["to"] = toml_edit::value(to);
+}
+
+/// Issue 13 item 3: a relay that takes the message and then never answers. The daemon keeps
+/// polling and feeding the watchdog while the send hangs, SIGTERM stops it within 5 s, and
+/// the unfinished delivery goes out on the next start with the same Message-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_silent_after_data_holds_up_neither_polling_nor_sigterm() {
+    let Some(env) = smtp::Env::new() else { return };
+    let relay = env.start(smtp::Opts {
+        hang_after_data: true,
+        ..smtp::Opts::default()
+    });
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let smtp_cfg = env.config(relay.port, policywatch::mail::TlsMode::Starttls);
+    write_config(&cfg, &feeds, "10s", |doc| mail_by_alert(doc, &smtp_cfg));
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    until("the relay took the alert and went silent", || {
+        !env.hung().is_empty()
+    })
+    .await;
+
+    // While the send hangs: more polls, and the watchdog keeps being fed.
+    let polls = srv.requests_to("/a.xml").len();
+    until("a poll after the relay went silent", || {
+        srv.requests_to("/a.xml").len() > polls
+    })
+    .await;
+    let seen = mgr.seen.len();
+    mgr.wait_for("WATCHDOG=1 during the hang", |m| has_line(m, "WATCHDOG=1"))
+        .await;
+    assert!(mgr.seen.len() > seen);
+    assert!(env.messages().is_empty(), "the relay never accepted it");
+
+    d.signal(libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(5), d.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within 5 s of SIGTERM:\n{}", d.log()))
+        .expect("wait for policywatch");
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+    let hung_id = header_values_of(&env.hung()[0].with_extension("eml"), "Message-ID");
+
+    // The relay answers again: the next run sends the pending delivery, same Message-ID.
+    let port = relay.port;
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        ..smtp::Opts::default()
+    });
+    let out = run_once(&cfg, &state, false).await;
+    let files = env.messages();
+    assert_eq!(files.len(), 1, "{out}");
+    assert_eq!(header_values_of(&files[0], "Message-ID"), hung_id, "{out}");
+    assert!(out.contains("still pending from an earlier run"), "{out}");
+}
+
+fn header_values_of(eml: &Path, name: &str) -> Vec<String> {
+    smtp::header_values(&smtp::parse_message(eml), name)
 }
 
 async fn http_get(addr: &str, path: &str) -> (u16, String) {

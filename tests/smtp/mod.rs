@@ -116,6 +116,10 @@ pub struct Opts {
     pub auth_reject: bool,
     pub max_bytes: Option<usize>,
     pub tempfail: u32,
+    /// Addresses refused with 550 at RCPT TO.
+    pub reject_rcpt: Vec<String>,
+    /// Take the message, then never answer.
+    pub hang_after_data: bool,
     /// 0: any free port.
     pub port: u16,
 }
@@ -128,6 +132,8 @@ impl Default for Opts {
             auth_reject: false,
             max_bytes: None,
             tempfail: 0,
+            reject_rcpt: Vec::new(),
+            hang_after_data: false,
             port: 0,
         }
     }
@@ -187,6 +193,12 @@ impl Env {
         if opts.tempfail > 0 {
             cmd.args(["--tempfail", &opts.tempfail.to_string()]);
         }
+        for a in &opts.reject_rcpt {
+            cmd.args(["--reject-rcpt", a]);
+        }
+        if opts.hang_after_data {
+            cmd.arg("--hang-after-data");
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -243,6 +255,26 @@ impl Env {
             .map(|p| {
                 serde_json::from_str(&std::fs::read_to_string(p).expect("read"))
                     .expect("rejection json")
+            })
+            .collect()
+    }
+
+    /// Messages the server took and then never answered (`hang_after_data`), oldest first.
+    pub fn hung(&self) -> Vec<PathBuf> {
+        numbered(&self.messages_dir, "hung-", "json")
+    }
+
+    /// The envelope recipients of every stored message, in order.
+    pub fn envelope_recipients(&self) -> Vec<Vec<String>> {
+        self.messages()
+            .iter()
+            .map(|m| {
+                self.meta(m)["rcpt_tos"]
+                    .as_array()
+                    .expect("rcpt_tos")
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
             })
             .collect()
     }
