@@ -154,8 +154,9 @@ pub struct SendError {
     pub transient: bool,
     /// The SMTP reply code (or the webhook's HTTP status), when the server answered.
     pub code: Option<u16>,
-    /// Not before this (a webhook's `Retry-After`); SMTP has no such hint.
-    pub retry_after: Option<DateTime<Utc>>,
+    /// Not sooner than this from the answer (a webhook's `Retry-After`); SMTP has no such
+    /// hint.
+    pub retry_after: Option<Duration>,
     /// What happened, with the server's words and a hint; one line.
     pub message: String,
 }

@@ -391,13 +391,13 @@ pub const WEBHOOK_GIVE_UP_AFTER: Duration = SMTP_GIVE_UP_AFTER;
 pub fn delivery_next_attempt(
     now: DateTime<Utc>,
     failures: u32,
-    retry_after: Option<DateTime<Utc>>,
+    retry_after: Option<Duration>,
     jitter01: f64,
 ) -> DateTime<Utc> {
-    let at = add(now, smtp_backoff(failures, jitter01));
+    let wait = smtp_backoff(failures, jitter01);
     match retry_after {
-        Some(ra) => at.max(ra.min(add(now, WEBHOOK_MAX_RETRY_AFTER))),
-        None => at,
+        Some(ra) => add(now, wait.max(ra.min(WEBHOOK_MAX_RETRY_AFTER))),
+        None => add(now, wait),
     }
 }
 
@@ -453,13 +453,14 @@ mod tests {
         assert_eq!(delivery_next_attempt(now, 1, None, 1.0), secs(60));
         // A later Retry-After wins; an earlier one does not pull the retry forward.
         assert_eq!(
-            delivery_next_attempt(now, 1, Some(secs(600)), 1.0),
+            delivery_next_attempt(now, 1, Some(Duration::from_secs(600)), 1.0),
             secs(600)
         );
-        assert_eq!(delivery_next_attempt(now, 1, Some(secs(5)), 1.0), secs(60));
+        let soon = Some(Duration::from_secs(5));
+        assert_eq!(delivery_next_attempt(now, 1, soon, 1.0), secs(60));
         // A year away is clamped.
         assert_eq!(
-            delivery_next_attempt(now, 1, Some(secs(365 * 86_400)), 1.0),
+            delivery_next_attempt(now, 1, Some(Duration::from_secs(365 * 86_400)), 1.0),
             secs(6 * 3600)
         );
     }

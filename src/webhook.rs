@@ -862,8 +862,9 @@ pub struct PostError {
     /// Retry later, or refused for good (decided by `retry`).
     pub verdict: WebhookVerdict,
     pub status: Option<u16>,
-    /// The receiver's `Retry-After`, resolved against the attempt's time.
-    pub retry_after: Option<DateTime<Utc>>,
+    /// The receiver's `Retry-After`, as a wait from its answer (an HTTP date is resolved
+    /// against the attempt's clock; the caller adds it to its own).
+    pub retry_after: Option<Duration>,
     /// What happened, one line, without the URL.
     pub message: String,
 }
@@ -954,7 +955,8 @@ pub async fn post(
                 status: Some(status),
                 retry_after: (verdict == WebhookVerdict::Retry)
                     .then(|| crate::fetch::retry_after(&headers, now))
-                    .flatten(),
+                    .flatten()
+                    .map(|at| (at - now).to_std().unwrap_or_default()),
                 message: format!(
                     "{} answered {}{hint}",
                     ep.display_target(),

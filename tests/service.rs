@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 
-use common::rss;
+use common::{rss, until};
 use support::{FaultServer, Response};
 
 const BIN: &str = env!("CARGO_BIN_EXE_policywatch");
@@ -203,18 +203,6 @@ impl Daemon {
 
     fn still_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-/// Waits (deadline-bounded) until `cond` holds, checking every 50 ms.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -97,3 +97,19 @@ pub fn rss_with(items: &[(&str, &str, &str)], channel_extra: &str) -> String {
     s.push_str("</channel></rss>");
     s
 }
+
+/// Upper bound on any single wait in the daemon-level tests; reached only when something is
+/// broken.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits until `cond` holds, checking every 50 ms, failing the test after [`DEADLINE`].
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
