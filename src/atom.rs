@@ -15,6 +15,7 @@
 //! outlet reports it), and its `updated` is when policywatch first saw the story.
 //!
 //! # Untrusted input
+//! Each entry's text (the lead and the one-line "why") is its `content`, type text.
 //! Text from feeds is cleaned to one line, bounded, and XML-escaped; control characters that
 //! XML 1.0 forbids cannot appear (`clean_line` drops them); links are http(s) only.
 
@@ -220,11 +221,25 @@ pub fn render(meta: &FeedMeta, entries: &[Entry]) -> String {
             }
             x.push_str("/>\n");
         }
-        if !e.summary.is_empty() {
-            x.push_str("    <summary type=\"text\">");
-            esc(&mut x, &e.summary);
-            x.push_str("</summary>\n");
+        // The lead and the why-line as text content (not atom:summary): readers show it, an
+        // entry without an alternate link needs content (RFC 4287 §4.1.1), and the language is
+        // repeated here because some readers (feed-rs) take it from the content only.
+        x.push_str("    <content type=\"text\"");
+        if let Some(l) = &e.lang {
+            x.push_str(" xml:lang=\"");
+            esc(&mut x, l);
+            x.push('"');
         }
+        x.push('>');
+        esc(
+            &mut x,
+            if e.summary.is_empty() {
+                &e.title
+            } else {
+                &e.summary
+            },
+        );
+        x.push_str("</content>\n");
         // RFC 4287 §4.2.11: the feed the entry came from, by name.
         x.push_str("    <source><title>");
         esc(&mut x, source);
@@ -288,6 +303,43 @@ mod tests {
         assert_eq!(es[1].title, "Other");
         assert_eq!(entries(&rows, 1).len(), 1);
         assert!(es[0].summary.ends_with("— Nvidia"), "{}", es[0].summary);
+    }
+
+    #[test]
+    fn feed_rs_reads_back_ids_links_titles_languages_and_categories() {
+        let mut rows = vec![
+            row(2, 2, "ai-chips", "昇腾 910C 量产", "f\nguid:2"),
+            row(1, 1, "export-controls", "Entity List grows", "f\nguid:1"),
+        ];
+        rows[1].matched.item.lang = Some("en".into());
+        rows[1].matched.item.link = None;
+        let meta = FeedMeta {
+            digest_id: "daily".into(),
+            title: "policywatch daily digest".into(),
+            watch_names: [("ai-chips".to_string(), "AI chips".to_string())].into(),
+            empty_updated: DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        let es = entries(&rows, 10);
+        let xml = render(&meta, &es);
+        let feed = feed_rs::parser::parse(xml.as_bytes()).expect("feed-rs reads it");
+        assert_eq!(feed.feed_type, feed_rs::model::FeedType::Atom);
+        assert_eq!(feed.id, "urn:policywatch:feed:daily");
+        assert_eq!(feed.entries.len(), 2);
+        let zh = &feed.entries[0];
+        assert_eq!(zh.id, entry_id("f\nguid:2"));
+        assert_eq!(zh.title.as_ref().unwrap().content, "昇腾 910C 量产");
+        assert_eq!(zh.links[0].href, "https://n.test/2");
+        assert_eq!(zh.language.as_deref(), Some("zh"));
+        assert_eq!(zh.categories[0].term, "ai-chips");
+        assert_eq!(zh.categories[0].label.as_deref(), Some("AI chips"));
+        assert_eq!(zh.updated, Some(es[0].updated));
+        let en = &feed.entries[1];
+        assert_eq!(en.language.as_deref(), Some("en"));
+        assert!(en.links.is_empty());
+        assert!(
+            en.content.is_some(),
+            "an entry without a link carries content"
+        );
     }
 
     #[test]
