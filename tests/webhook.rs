@@ -544,3 +544,70 @@ async fn a_hung_receiver_does_not_stall_polling() {
         "retried on the next start"
     );
 }
+
+/// `policywatch send-test` posts a test message to a webhook digest and says what the
+/// receiver answered; a refusal makes it fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_posts_to_the_webhook_and_reports_the_answer() {
+    let srv = FaultServer::start().await;
+    srv.route("/hook", Response::ok("ok"));
+    srv.route("/gone", Response::status(410).body("channel_is_archived"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policywatch.toml");
+    let write = |hook: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[[watches]]\nid = \"w\"\nquery = \"nvidia\"\n\
+                 [[digests]]\nid = \"chat\"\nschedule = \"hourly\"\nvia = \"webhook\"\n\
+                 url = \"{}\"\nformat = \"slack\"\n",
+                srv.url(hook)
+            ),
+        )
+        .unwrap();
+    };
+    write("/hook");
+    let out = tokio::process::Command::from(common::bin())
+        .args(["send-test", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("digest `chat`: posted to http://127.0.0.1:")
+            && stdout.contains("(slack): HTTP 200: ok"),
+        "{stdout}"
+    );
+    let reqs = srv.requests_to("/hook");
+    assert_eq!(reqs.len(), 1);
+    let v = json(&reqs[0]);
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("policywatch test message"),
+        "{v}"
+    );
+
+    write("/gone");
+    let out = tokio::process::Command::from(common::bin())
+        .args(["send-test", "--digest", "chat", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not posted")
+            && stderr.contains("HTTP 410: channel_is_archived")
+            && stderr.contains("(permanent)"),
+        "{stderr}"
+    );
+}
