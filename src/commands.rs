@@ -261,14 +261,58 @@ fn check_smtp_password(l: &Loaded, source: &ConfigSource) -> (Vec<String>, Vec<S
     (errors, warnings)
 }
 
+/// Reads every webhook digest's signing secret as the daemon will, reporting a source that
+/// cannot be read at the digest. A systemd credential outside systemd is only a warning.
+fn check_webhook_secrets(l: &Loaded, source: &ConfigSource) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let src = match source {
+        ConfigSource::File(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        ConfigSource::Embedded => crate::config::EMBEDDED_DEFAULT.to_string(),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    for (dc, d) in l.config.digests.iter().zip(&l.digests) {
+        let Some(t) = &d.webhook else { continue };
+        let at = dc.id.span().start;
+        if t.secret.credential.is_some() && env("CREDENTIALS_DIRECTORY").is_none() {
+            warnings.push(crate::diagnostic::render_at(
+                &l.origin,
+                &src,
+                at,
+                "warning",
+                &format!(
+                    "digest `{}`: secret_credential is read from $CREDENTIALS_DIRECTORY, which \
+                     only systemd sets: not checked here",
+                    d.id
+                ),
+                None,
+            ));
+            continue;
+        }
+        if let Err(e) = t.secret.read("secret", "secret", &env) {
+            errors.push(crate::diagnostic::render_at(
+                &l.origin,
+                &src,
+                at,
+                "error",
+                &format!("digest `{}`: {e}", d.id),
+                Some("fix the path or variable; the secret itself never goes in this file"),
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
 /// `policywatch check`: exit 0 when the config compiles and its SMTP password source can be
 /// read, else print every error.
 pub fn check(common: &Common) -> anyhow::Result<ExitCode> {
     let source = common.config_source();
     match source.load() {
         Ok(mut l) => {
-            let (errors, warnings) = check_smtp_password(&l, &source);
+            let (mut errors, warnings) = check_smtp_password(&l, &source);
             l.warnings.extend(warnings);
+            let (hook_errors, hook_warnings) = check_webhook_secrets(&l, &source);
+            errors.extend(hook_errors);
+            l.warnings.extend(hook_warnings);
             if !errors.is_empty() {
                 for e in &errors {
                     eprintln!("{e}\n");

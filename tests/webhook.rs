@@ -611,3 +611,45 @@ async fn send_test_posts_to_the_webhook_and_reports_the_answer() {
         "{stderr}"
     );
 }
+
+/// `policywatch check` reads the signing secret as the daemon will, and points at the digest
+/// whose secret cannot be read.
+#[test]
+fn check_reports_an_unreadable_secret_at_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policywatch.toml");
+    let missing = dir.path().join("no-such-secret");
+    std::fs::write(
+        &path,
+        format!(
+            "[[watches]]\nid = \"w\"\nquery = \"nvidia\"\n\
+             [[digests]]\nid = \"chat\"\nschedule = \"hourly\"\nvia = \"webhook\"\n\
+             url = \"https://hooks.example.org/x\"\nformat = \"json\"\nsecret_file = \"{}\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = common::bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let want = format!(
+        "{}:5:6: error: digest `chat`: cannot read the secret from secret_file",
+        path.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    std::fs::write(&missing, "k\n").unwrap();
+    let out = common::bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
