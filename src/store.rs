@@ -12,9 +12,11 @@
 //! - **An item is claimed by a digest at most once.** `delivery_items` has the primary key
 //!   `(digest_id, item_id, watch_id)`, and claiming happens in the same transaction that creates
 //!   the delivery row, so two claims can never take the same story.
-//! - **A delivery is marked sent only after the server (or the log) accepted it.** A crash
-//!   between claim and send leaves a `pending` delivery that is retried with the same
-//!   Message-ID; nothing is lost and nothing is re-claimed.
+//! - **A delivery is marked sent only after the server (or the log) accepted it**, recipient by
+//!   recipient (`delivery_recipients`): a crash between claim and send leaves a `pending`
+//!   delivery that is retried with the same Message-ID for the recipients not yet served;
+//!   nothing is lost and nothing is re-claimed. A *held* delivery (`held = 1`) is pending but
+//!   waits for [`Store::release_held`] instead of a time.
 //! - Items stored during a feed's backfill (older than the backfill window on its first poll) get
 //!   `reportable = 0` verdicts: kept for backtests, never reported.
 //!

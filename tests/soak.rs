@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use support::{FaultServer, Response};
 
 const KILLS: usize = 30;
-const SEED: u64 = 0x5eed_13;
+const SEED: u64 = 0x005e_ed13;
 /// Hang guard on any one wait; never reached when things work.
 const DEADLINE: Duration = Duration::from_secs(30);
 
