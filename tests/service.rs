@@ -662,6 +662,81 @@ async fn a_relay_silent_after_data_holds_up_neither_polling_nor_sigterm() {
     assert!(out.contains("still pending from an earlier run"), "{out}");
 }
 
+/// Issue 17 item 5 and issue 13 item 2, as the operator sees them: a refused login holds the
+/// delivery — in STATUS= and at error priority in the journal every cycle — until a reload
+/// after the fix sends it; a recipient the fixed relay refuses is then named in STATUS= while
+/// the other recipient gets the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_and_refused_recipients_show_in_status_until_fixed() {
+    let Some(env) = smtp::Env::new() else { return };
+    let bad = "typo@policywatch.test";
+    let relay = env.start(smtp::Opts {
+        auth_reject: true,
+        ..smtp::Opts::default()
+    });
+    let port = relay.port;
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let smtp_cfg = env.config(port, policywatch::mail::TlsMode::Starttls);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test");
+        doc["digests"][0]["to"].as_array_mut().unwrap().push(bad);
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &dir.path().join("state"));
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS= naming the held delivery", |m| {
+        status_of(m).is_some_and(|s| s.contains("1 delivery held") && s.contains("535"))
+    })
+    .await;
+    until(
+        "the held delivery logged at error priority in two cycles",
+        || {
+            d.log()
+                .lines()
+                .filter(|l| l.starts_with("<3>") && l.contains("is held"))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    assert!(env.messages().is_empty());
+
+    // The fix (here: the relay takes the login now, and refuses one address), then a reload.
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        reject_rcpt: vec![bad.to_string()],
+        ..smtp::Opts::default()
+    });
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("STATUS= naming the refused recipient, nothing held", |m| {
+        status_of(m).is_some_and(|s| {
+            s.contains(&format!("1 recipient refused: {bad}")) && !s.contains("held")
+        })
+    })
+    .await;
+    assert_eq!(
+        env.envelope_recipients(),
+        vec![vec!["analyst@policywatch.test".to_string()]]
+    );
+    until("the refusal at error priority", || {
+        d.log()
+            .lines()
+            .any(|l| l.starts_with("<3>") && l.contains(bad) && l.contains("550"))
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    assert!(d.exit().await.success(), "{}", d.log());
+}
+
 fn header_values_of(eml: &Path, name: &str) -> Vec<String> {
     smtp::header_values(&smtp::parse_message(eml), name)
 }
