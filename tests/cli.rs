@@ -425,3 +425,18 @@ fn check_verifies_the_smtp_password_source() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("smtp-password"), "{err}");
 }
+
+/// The exit codes are documented where people look: `--help`.
+#[test]
+fn help_documents_the_exit_codes() {
+    for args in [&["--help"][..], &["run", "--help"][..]] {
+        let o = bin().args(args).output().unwrap();
+        let (out, _) = text(&o);
+        assert!(
+            out.contains("Exit status") && out.contains("75") && out.contains("78"),
+            "{args:?}: {out}"
+        );
+    }
+    let o = bin().args(["digest", "--help"]).output().unwrap();
+    assert!(text(&o).0.contains("--resend"), "{}", text(&o).0);
+}
