@@ -3,8 +3,9 @@
 //!
 //! In: [`SmtpConfig`] (from the config file), a [`Rendered`] digest from `digest`, recipients,
 //! and the delivery's stable Message-ID from `notify`. Out: a `lettre::Message`, and for a send
-//! either the server's acceptance reply or a [`SendError`] that says whether trying again later
-//! can help (the decision itself lives in `retry`).
+//! to one recipient either the server's acceptance reply or a [`SendError`] whose
+//! [`SendClass`] says what to do about it (decided in `retry`, from the reply code and the
+//! phase it came in).
 //!
 //! # Security
 //! - TLS is required by default (STARTTLS, or implicit TLS on 465) with rustls and the webpki

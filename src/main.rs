@@ -27,6 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (what the systemd unit runs).
+    #[command(
+        after_help = "Exit status with --once: 0 ok; 1 something needs a person (every \
+feed failed, a delivery or a recipient failed for good, a delivery is held for the operator); \
+75 mail was deferred and will be retried. 78: the configuration is broken (with or without \
+--once)."
+    )]
     Run {
         #[command(flatten)]
         common: commands::Common,

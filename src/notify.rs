@@ -188,7 +188,8 @@ pub enum SendEvent {
         result: Result<String, SendError>,
     },
     Done {
-        attempt: Attempt,
+        // Boxed: an attempt carries a whole delivery row, the per-recipient events are many.
+        attempt: Box<Attempt>,
         /// What stopped the attempt early, or the last temporary failure.
         stop: Option<SendError>,
     },
@@ -264,7 +265,10 @@ impl SendJob {
                 ),
             }),
         };
-        let _ = events.send(SendEvent::Done { attempt, stop });
+        let _ = events.send(SendEvent::Done {
+            attempt: Box::new(attempt),
+            stop,
+        });
     }
 }
 
@@ -745,7 +749,7 @@ impl Notifier {
                 store.record_recipient(delivery_id, &address, &outcome, now)?;
                 Ok(())
             }
-            SendEvent::Done { attempt, stop } => self.finish(store, attempt, stop, now, report),
+            SendEvent::Done { attempt, stop } => self.finish(store, *attempt, stop, now, report),
         }
     }
 

@@ -12,9 +12,11 @@
 //! - **An item is claimed by a digest at most once.** `delivery_items` has the primary key
 //!   `(digest_id, item_id, watch_id)`, and claiming happens in the same transaction that creates
 //!   the delivery row, so two claims can never take the same story.
-//! - **A delivery is marked sent only after the server (or the log) accepted it.** A crash
-//!   between claim and send leaves a `pending` delivery that is retried with the same
-//!   Message-ID; nothing is lost and nothing is re-claimed.
+//! - **A delivery is marked sent only after the server (or the log) accepted it**, recipient by
+//!   recipient (`delivery_recipients`): a crash between claim and send leaves a `pending`
+//!   delivery that is retried with the same Message-ID for the recipients not yet served;
+//!   nothing is lost and nothing is re-claimed. A *held* delivery (`held = 1`) is pending but
+//!   waits for [`Store::release_held`] instead of a time.
 //! - Items stored during a feed's backfill (older than the backfill window on its first poll) get
 //!   `reportable = 0` verdicts: kept for backtests, never reported.
 //!
@@ -1621,6 +1623,77 @@ mod tests {
         s.mark_failed(id, "too late").unwrap();
         assert_eq!(s.delivery(id).unwrap().status, "sent");
         assert_eq!(s.outbox_depth().unwrap(), 1);
+    }
+
+    #[test]
+    fn recipients_held_deliveries_and_what_counts_as_resolved() {
+        let mut s = store();
+        let t0 = Utc::now() - Duration::minutes(5);
+        s.digest_state("daily", t0).unwrap();
+        let claim = |s: &mut Store, guid: &str, at| {
+            insert(s, vec![item(Some(guid), None, guid)], at, "w");
+            s.claim("daily", Kind::Digest, "email", &["w".into()], at, false)
+                .unwrap()
+                .unwrap()
+        };
+        let d1 = claim(&mut s, "a", t0);
+        let to = vec!["good@x.test".to_string(), "bad@x.test".to_string()];
+        assert_eq!(s.ensure_recipients(d1.id, &to).unwrap().len(), 2);
+        // Fixed at the first attempt: a changed `to` does not change who a retry goes to.
+        let later = vec!["other@x.test".to_string()];
+        assert_eq!(s.ensure_recipients(d1.id, &later).unwrap().len(), 2);
+        let sent = RecipientOutcome::Sent("250 ok".into());
+        let refused = RecipientOutcome::Failed("550 no such user".into());
+        s.record_recipient(d1.id, "good@x.test", &sent, t0).unwrap();
+        s.record_recipient(d1.id, "bad@x.test", &refused, t0)
+            .unwrap();
+        // A served recipient stays served whatever comes later.
+        let late = RecipientOutcome::Failed("late".into());
+        s.record_recipient(d1.id, "good@x.test", &late, t0).unwrap();
+        let r = s.recipients(d1.id).unwrap();
+        assert_eq!(
+            (r[0].status.as_str(), r[1].status.as_str()),
+            ("sent", "failed")
+        );
+        let problems = s.recipient_problems().unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].address, "bad@x.test");
+
+        // A later delivery that reaches the address resolves it.
+        let d2 = claim(&mut s, "b", t0 + Duration::minutes(1));
+        s.record_recipient(d2.id, "bad@x.test", &sent, t0).unwrap();
+        assert!(s.recipient_problems().unwrap().is_empty());
+
+        // Held: pending, not due on a timer, released by a reload.
+        let d3 = claim(&mut s, "c", t0 + Duration::minutes(2));
+        s.mark_held(d3.id, "535 authentication failed").unwrap();
+        let far = Utc::now() + Duration::days(30);
+        assert!(s.due_deliveries(far).unwrap().iter().all(|d| d.id != d3.id));
+        assert_eq!(s.held_deliveries().unwrap().len(), 1);
+        assert_eq!(s.release_held(None, Utc::now()).unwrap(), 1);
+        assert!(s
+            .due_deliveries(Utc::now())
+            .unwrap()
+            .iter()
+            .any(|d| d.id == d3.id));
+        assert!(s.held_deliveries().unwrap().is_empty());
+
+        // A resend resolves a failed delivery and its refused recipients.
+        s.mark_failed(d3.id, "every recipient failed").unwrap();
+        s.ensure_recipients(d3.id, &["gone@x.test".to_string()])
+            .unwrap();
+        s.record_recipient(d3.id, "gone@x.test", &refused, t0)
+            .unwrap();
+        assert_eq!(s.failed_deliveries().unwrap().len(), 1);
+        assert_eq!(s.recipient_problems().unwrap().len(), 1);
+        s.mark_resent(d3.id, Utc::now()).unwrap();
+        assert!(s.failed_deliveries().unwrap().is_empty());
+        assert!(s.recipient_problems().unwrap().is_empty());
+
+        // Retention removes finished deliveries with their recipients (foreign keys hold).
+        s.mark_sent(d1.id, t0, "250 ok").unwrap();
+        s.prune(t0, Utc::now() + Duration::days(1), t0).unwrap();
+        assert!(s.recipients(d1.id).unwrap().is_empty());
     }
 
     #[test]

@@ -582,34 +582,6 @@ async fn sigterm_during_a_hanging_poll_exits_cleanly_and_nothing_is_reported_twi
     assert!(second.contains("nothing new matched"), "{second}");
 }
 
-/// The config edits for mail: every watch alerts immediately (no gap), the one digest goes by
-/// email through `smtp` to one analyst.
-fn mail_by_alert(doc: &mut toml_edit::DocumentMut, smtp: &policywatch::mail::SmtpConfig) {
-    doc["daemon"]["alert_min_gap"] = toml_edit::value("0s");
-    if let Some(ws) = doc["watches"].as_array_of_tables_mut() {
-        for w in ws.iter_mut() {
-            w["alert"] = toml_edit::value("immediate");
-        }
-    }
-    let mut t = toml_edit::Table::new();
-    t["host"] = toml_edit::value(smtp.host.as_str());
-    t["port"] = toml_edit::value(i64::from(smtp.port.expect("port")));
-    t["tls"] = toml_edit::value("starttls");
-    t["username"] = toml_edit::value(smtp.username.as_deref().expect("user"));
-    let pw = smtp.password_file.as_ref().expect("password file");
-    t["password_file"] = toml_edit::value(pw.to_string_lossy().as_ref());
-    t["from"] = toml_edit::value(smtp.from.as_str());
-    let ca = smtp.ca_file.as_ref().expect("ca");
-    t["ca_file"] = toml_edit::value(ca.to_string_lossy().as_ref());
-    // Far longer than the test: only the daemon's own design can keep it from waiting.
-    t["timeout"] = toml_edit::value("10min");
-    doc["smtp"] = toml_edit::Item::Table(t);
-    doc["digests"][0]["via"] = toml_edit::value("email");
-    let mut to = toml_edit::Array::new();
-    to.push("analyst@policywatch.test");
-    doc["digests"][0]["to"] = toml_edit::value(to);
-}
-
 /// Issue 13 item 3: a relay that takes the message and then never answers. The daemon keeps
 /// polling and feeding the watchdog while the send hangs, SIGTERM stops it within 5 s, and
 /// the unfinished delivery goes out on the next start with the same Message-ID.
@@ -630,8 +602,12 @@ async fn a_relay_silent_after_data_holds_up_neither_polling_nor_sigterm() {
         url: srv.url("/a.xml").to_string(),
         interval: Some("1s"),
     }];
-    let smtp_cfg = env.config(relay.port, policywatch::mail::TlsMode::Starttls);
-    write_config(&cfg, &feeds, "10s", |doc| mail_by_alert(doc, &smtp_cfg));
+    let mut smtp_cfg = env.config(relay.port, policywatch::mail::TlsMode::Starttls);
+    // Far longer than the test: only the daemon's own design can keep it from waiting.
+    smtp_cfg.timeout = Duration::from_secs(600);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test")
+    });
     let mut mgr = Manager::bind(dir.path());
     let mut d = Daemon::start(&mgr, &cfg, &state);
     mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
@@ -672,6 +648,81 @@ async fn a_relay_silent_after_data_holds_up_neither_polling_nor_sigterm() {
     assert_eq!(files.len(), 1, "{out}");
     assert_eq!(header_values_of(&files[0], "Message-ID"), hung_id, "{out}");
     assert!(out.contains("still pending from an earlier run"), "{out}");
+}
+
+/// Issue 17 item 5 and issue 13 item 2, as the operator sees them: a refused login holds the
+/// delivery — in STATUS= and at error priority in the journal every cycle — until a reload
+/// after the fix sends it; a recipient the fixed relay refuses is then named in STATUS= while
+/// the other recipient gets the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_and_refused_recipients_show_in_status_until_fixed() {
+    let Some(env) = smtp::Env::new() else { return };
+    let bad = "typo@policywatch.test";
+    let relay = env.start(smtp::Opts {
+        auth_reject: true,
+        ..smtp::Opts::default()
+    });
+    let port = relay.port;
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let smtp_cfg = env.config(port, policywatch::mail::TlsMode::Starttls);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test");
+        doc["digests"][0]["to"].as_array_mut().unwrap().push(bad);
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &dir.path().join("state"));
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS= naming the held delivery", |m| {
+        status_of(m).is_some_and(|s| s.contains("1 delivery held") && s.contains("535"))
+    })
+    .await;
+    until(
+        "the held delivery logged at error priority in two cycles",
+        || {
+            d.log()
+                .lines()
+                .filter(|l| l.starts_with("<3>") && l.contains("is held"))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    assert!(env.messages().is_empty());
+
+    // The fix (here: the relay takes the login now, and refuses one address), then a reload.
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        reject_rcpt: vec![bad.to_string()],
+        ..smtp::Opts::default()
+    });
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("STATUS= naming the refused recipient, nothing held", |m| {
+        status_of(m).is_some_and(|s| {
+            s.contains(&format!("1 recipient refused: {bad}")) && !s.contains("held")
+        })
+    })
+    .await;
+    assert_eq!(
+        env.envelope_recipients(),
+        vec![vec!["analyst@policywatch.test".to_string()]]
+    );
+    until("the refusal at error priority", || {
+        d.log()
+            .lines()
+            .any(|l| l.starts_with("<3>") && l.contains(bad) && l.contains("550"))
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    assert!(d.exit().await.success(), "{}", d.log());
 }
 
 fn header_values_of(eml: &Path, name: &str) -> Vec<String> {

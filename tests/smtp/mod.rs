@@ -388,6 +388,67 @@ pub fn header_values(parsed: &serde_json::Value, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// `cfg` as the `[smtp]` table of a config file, for tests that run the binary.
+pub fn smtp_table(cfg: &SmtpConfig) -> toml_edit::Table {
+    let mut t = toml_edit::Table::new();
+    t["host"] = toml_edit::value(cfg.host.as_str());
+    t["port"] = toml_edit::value(i64::from(cfg.port.expect("port")));
+    t["tls"] = toml_edit::value(match cfg.tls {
+        TlsMode::Starttls => "starttls",
+        TlsMode::Tls => "tls",
+        TlsMode::None => "none",
+    });
+    if let Some(u) = &cfg.username {
+        t["username"] = toml_edit::value(u.as_str());
+    }
+    if let Some(p) = &cfg.password_file {
+        t["password_file"] = toml_edit::value(p.to_string_lossy().as_ref());
+    }
+    t["from"] = toml_edit::value(cfg.from.as_str());
+    if let Some(p) = &cfg.ca_file {
+        t["ca_file"] = toml_edit::value(p.to_string_lossy().as_ref());
+    }
+    t["timeout"] = toml_edit::value(humantime::format_duration(cfg.timeout).to_string());
+    t
+}
+
+/// Turns a test config into one that mails: every watch alerts immediately (no gap), and the
+/// first digest goes by email through `smtp` to `to`.
+pub fn mail_by_alert(doc: &mut toml_edit::DocumentMut, smtp: &SmtpConfig, to: &str) {
+    doc["daemon"]["alert_min_gap"] = toml_edit::value("0s");
+    if let Some(ws) = doc["watches"].as_array_of_tables_mut() {
+        for w in ws.iter_mut() {
+            w["alert"] = toml_edit::value("immediate");
+        }
+    }
+    doc["smtp"] = toml_edit::Item::Table(smtp_table(smtp));
+    doc["digests"][0]["via"] = toml_edit::value("email");
+    let mut list = toml_edit::Array::new();
+    list.push(to);
+    doc["digests"][0]["to"] = toml_edit::value(list);
+}
+
+/// Parses many stored messages with one Python process (see [`parse_message`]).
+pub fn parse_messages(emls: &[PathBuf]) -> Vec<serde_json::Value> {
+    if emls.is_empty() {
+        return Vec::new();
+    }
+    let out = Command::new("python3")
+        .arg(script("parse_mail.py"))
+        .args(emls)
+        .output()
+        .expect("run parse_mail.py");
+    assert!(
+        out.status.success(),
+        "parse_mail.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("parser json"))
+        .collect()
+}
+
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
