@@ -350,6 +350,28 @@ fn run_once_says_deferred_mail_and_mentions_it_next_time() {
         .unwrap();
     let (out, _) = text(&o);
     assert!(out.contains("DELIVERIES: 1 pending"), "{out}");
+
+    // `digest --resend` of a pending delivery tries it now, whatever its backoff says; the
+    // relay is still down, so it is deferred again (75), and --to is refused for it.
+    let resend = |extra: &[&str]| {
+        bin()
+            .args(["digest", "--resend", "1"])
+            .args(extra)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let o = resend(&[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(75), "{out}{err}");
+    assert!(out.contains("mail deferred"), "{out}");
+    let o = resend(&["--to", "x@policywatch.test"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("has not gone out yet"), "{err}");
 }
 
 /// Issue 13 item 6: `check` reads the password source as the daemon will, and says where.
