@@ -87,7 +87,19 @@ impl Common {
     /// Loads and compiles the config, printing every error (and warning) to stderr (with
     /// journal priorities under systemd).
     pub fn load(&self) -> anyhow::Result<Loaded> {
-        match self.config_source().load() {
+        self.report_load(self.config_source().load())
+    }
+
+    /// [`Common::load`] for the daemon: also refuses a config it would run doing nothing.
+    pub fn load_runnable(&self) -> anyhow::Result<Loaded> {
+        self.report_load(self.config_source().load_runnable())
+    }
+
+    fn report_load(
+        &self,
+        loaded: Result<Loaded, crate::config::ConfigErrors>,
+    ) -> anyhow::Result<Loaded> {
+        match loaded {
             Ok(l) => {
                 for w in &l.warnings {
                     crate::logging::diag(4, &format!("{w}\n\n"));
@@ -114,7 +126,7 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// `policywatch run`: the daemon (or one cycle with `--once`).
 pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
-    let cfg = match common.load() {
+    let cfg = match common.load_runnable() {
         Ok(cfg) => cfg,
         Err(e) => {
             crate::logging::diag(3, &format!("error: {e:#}"));
@@ -181,7 +193,7 @@ fn spawn_signal_handlers(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
 /// `policywatch check`: exit 0 when the config compiles, else print every error.
 pub fn check(common: &Common) -> anyhow::Result<ExitCode> {
     let source = common.config_source();
-    match source.load() {
+    match source.load_runnable() {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("{w}\n");
