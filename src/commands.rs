@@ -367,6 +367,16 @@ fn ago(t: Option<chrono::DateTime<Utc>>) -> String {
     }
 }
 
+/// When the next poll is: "now" once it is due — a row the daemon registered but never polled
+/// has its next poll at the epoch, which is "due", not "20788d ago" — else "in 5m".
+fn next_poll(at: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    if at <= now {
+        "now".into()
+    } else {
+        ago(Some(at))
+    }
+}
+
 /// `policywatch feeds`: a table of every configured feed's health.
 pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
     let cfg = common.load()?;
@@ -412,10 +422,16 @@ pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
         let next = if st.gone_at.is_some() {
             "-".to_string()
         } else {
-            ago(Some(
+            next_poll(
                 st.next_poll_at
                     .max(st.retry_not_before.unwrap_or(st.next_poll_at)),
-            ))
+                Utc::now(),
+            )
+        };
+        let note = if note.is_empty() && st.first_polled_at.is_none() {
+            "not polled yet".to_string()
+        } else {
+            note
         };
         writeln!(
             out,

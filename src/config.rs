@@ -99,7 +99,7 @@ pub fn validate_listen(text: &str) -> Result<Option<String>, (String, String)> {
             "write a loopback address such as \"127.0.0.1:9187\" or \"[::1]:9187\"".to_string(),
         )
     })?;
-    let ip = addr.ip();
+    let ip = effective_ip(addr.ip());
     if ip.is_unspecified() {
         return Err((
             format!("daemon.listen `{text}` would listen on every interface"),
@@ -115,6 +115,20 @@ pub fn validate_listen(text: &str) -> Result<Option<String>, (String, String)> {
             "daemon.listen `{text}` is not a loopback address: /metrics and /healthz will be \
              reachable without authentication from that network"
         )))
+    }
+}
+
+/// The address a socket bound to `ip` really listens on: an IPv4-mapped (`::ffff:0.0.0.0`)
+/// or IPv4-compatible (`::0.0.0.0`, deprecated) IPv6 address is its IPv4 address, so
+/// `[::ffff:0.0.0.0]` is the IPv4 wildcard and `[::ffff:127.0.0.1]` loopback. `::1` is IPv6
+/// loopback, not a compatible form of 0.0.0.1.
+pub fn effective_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) if !v6.is_loopback() && !v6.is_unspecified() => v6
+            .to_ipv4_mapped()
+            .or_else(|| v6.to_ipv4())
+            .map_or(ip, std::net::IpAddr::V4),
+        _ => ip,
     }
 }
 

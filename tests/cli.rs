@@ -182,19 +182,7 @@ fn run_once_prints_the_digest_then_feeds_and_backtest_read_the_state() {
         "a second poll reports nothing:\n{out}"
     );
 
-    let o = bin()
-        .args(["feeds", "--config"])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("English desk"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = feeds_line(&cfg, &state, "English desk");
     assert!(line.contains(" ok ") && line.contains(" 5 "), "{line}");
 
     // Narrow the ai-chips rule: backtest shows what would no longer match.
@@ -223,4 +211,48 @@ fn run_once_prints_the_digest_then_feeds_and_backtest_read_the_state() {
         "{out}"
     );
     assert!(out.contains("− ["), "{out}");
+}
+
+/// Issue 17: a feed the daemon registered but never polled showed "next poll 20788d ago" (the
+/// epoch). It is due: "now", with the note "not polled yet".
+#[test]
+fn feeds_shows_a_never_polled_feed_as_due_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let loaded = policywatch::config::load(&cfg).unwrap();
+    let mut store = policywatch::store::Store::open(&policywatch::store::db_path(&state)).unwrap();
+    store
+        .sync_feeds(
+            loaded
+                .feeds
+                .iter()
+                .map(|f| (f.url.as_str(), f.name.as_str())),
+        )
+        .unwrap();
+    drop(store);
+    let line = feeds_line(&cfg, &state, "English desk");
+    assert!(!line.contains(" ago"), "{line}");
+    assert!(
+        line.contains(" now ") && line.contains("not polled yet"),
+        "{line}"
+    );
+}
+
+/// The line of `policywatch feeds` for the feed called `name`.
+fn feeds_line(cfg: &Path, state: &Path, name: &str) -> String {
+    let o = bin()
+        .args(["feeds", "--config"])
+        .arg(cfg)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    out.lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string()
 }

@@ -745,12 +745,28 @@ fn listen_address_is_validated() {
         assert!(!l.warnings.iter().any(|w| w.contains("daemon.listen")));
         assert_eq!(l.config.daemon.listen_addr(), Some(ok.parse().unwrap()));
     }
-    for bad in ["0.0.0.0:9187", "[::]:9187", "localhost:9187", "9187"] {
+    let l = with("[::ffff:127.0.0.1]:9187").expect("v4-mapped loopback");
+    assert!(
+        !l.warnings.iter().any(|w| w.contains("daemon.listen")),
+        "is loopback"
+    );
+    // Every spelling of "all interfaces" (issue 17: the v4-mapped one bound every IPv4
+    // address with only a warning).
+    for bad in [
+        "0.0.0.0:9187",
+        "[::]:9187",
+        "[::ffff:0.0.0.0]:9187",
+        "[::ffff:0:0]:9187",
+        "[0:0:0:0:0:ffff:0000:0000]:9187",
+        "[::0.0.0.0]:9187",
+        "localhost:9187",
+        "9187",
+    ] {
         let e = with(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
         let text = e.to_string();
         assert!(
-            text.contains("pw.toml:") && text.contains("daemon.listen"),
-            "{text}"
+            text.contains("pw.toml:") && text.contains("daemon.listen") && text.contains("hint:"),
+            "{bad}: {text}"
         );
     }
     let l = with("192.0.2.7:9187").expect("an explicit interface address is allowed");
