@@ -471,7 +471,11 @@ pub fn backtest(
         }
     }
     let store = common.open_store()?;
-    let since_t = Utc::now() - chrono::Duration::from_std(since).unwrap_or_default();
+    // A `--since` beyond what a timestamp holds means "everything", never a panic.
+    let since_t = chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
     let items = store.items_since(since_t)?;
     let report = crate::backtest::compare(&cfg, &items, watch);
     print!("{}", report.render(items.len()));

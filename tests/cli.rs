@@ -234,6 +234,15 @@ fn feeds_shows_a_never_polled_feed_as_due_now() {
     drop(store);
     let line = feeds_line(&cfg, &state, "English desk");
     assert!(!line.contains(" ago"), "{line}");
+    // A --since beyond what a timestamp holds (it panicked): everything, which is nothing yet.
+    let o = bin()
+        .args(["backtest", "--since", "290000years", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
     assert!(
         line.contains(" now ") && line.contains("not polled yet"),
         "{line}"
