@@ -265,3 +265,39 @@ fn feeds_line(cfg: &Path, state: &Path, name: &str) -> String {
         .unwrap_or_else(|| panic!("{out}"))
         .to_string()
 }
+
+/// Issue 17: an empty file checked "ok" and ran doing nothing; a half-written one (feeds, no
+/// watches, no digests) too. `check` refuses both with a position, and `run` exits 78 (the
+/// config status the unit does not restart) on what `check` refuses.
+#[test]
+fn check_and_run_refuse_a_config_that_would_do_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let half = dir.path().join("half.toml");
+    std::fs::write(&half, "[[feeds]]\nurl = \"https://a.test/f.xml\"\n").unwrap();
+    for (cfg, says) in [
+        (
+            &empty,
+            "empty.toml:1:1: error: no feeds, watches or digests",
+        ),
+        (
+            &half,
+            "half.toml:1:1: error: no [[watches]], no [[digests]]",
+        ),
+    ] {
+        let o = bin().args(["check", "--config"]).arg(cfg).output().unwrap();
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "check passed:\n{out}");
+        assert!(err.contains(says), "{err}");
+        let o = bin()
+            .args(["run", "--once", "--config"])
+            .arg(cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(78), "{:?}", text(&o));
+        assert!(text(&o).1.contains(says), "{:?}", text(&o));
+    }
+}

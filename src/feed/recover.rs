@@ -155,6 +155,9 @@ fn tag(s: &str) -> Option<Tag<'_>> {
     while j < b.len() {
         match (quote, b[j]) {
             (Some(q), c) if c == q => quote = None,
+            // XML allows no `<` in an attribute value: the quote is broken, so this was not
+            // a tag (and must not swallow the rest of the document as one).
+            (Some(_), b'<') => return None,
             (Some(_), _) => {}
             (None, c @ (b'"' | b'\'')) if !closing => quote = Some(c),
             (None, b'>') => {
@@ -373,6 +376,8 @@ mod tests {
         ] {
             assert!(matches!(balance_tags(fine), Cow::Borrowed(_)), "{fine}");
         }
+        // A broken quote is not a tag that runs to the end: what follows survives.
+        assert!(balance_tags("<a><b c=\"x>y</b><d>z</d></a>").contains("<d>z</d>"));
         let deep = "<a>".repeat(MAX_DEPTH + 10);
         assert!(matches!(balance_tags(&deep), Cow::Borrowed(_)));
     }
