@@ -343,7 +343,8 @@ impl Daemon {
                         }
                         Err(e) if e.is_panic() => {
                             // A panic in a parser is a bug, but one feed must not stop the rest.
-                            tracing::error!(error = %e, "a poll task panicked");
+                            // Its message may quote what the feed sent.
+                            tracing::error!(error = %untrusted(&e.to_string()), "a poll task panicked");
                             // Which feed is unknown: forget what is running (it is re-polled
                             // when due) but keep the queued ones marked.
                             self.inflight_urls.clear();
