@@ -2126,6 +2126,34 @@ mod tests {
             let _ = html_to_text(&s, 100);
             let _ = repair_entities(&s);
             let _ = find_alternate(&s, None);
+            let _ = recover::fix_char_refs(&s);
+            let _ = recover::balance_tags(&s);
+            let _ = recover::split_items(&s, 4);
+        }
+
+        /// The balancer never touches a document whose tags nest: whatever it does to broken
+        /// ones, a good feed reaches feed-rs byte for byte.
+        #[test]
+        fn well_nested_documents_are_left_alone(tree in proptest::collection::vec(
+            (proptest::sample::select(vec!["item", "title", "dc:creator", "a", "description"]),
+             proptest::sample::select(vec!["", "x &amp; y", "<![CDATA[</b> <i>]]>", "<!-- </a> -->", "<br/>", "a &#233; b"])),
+            1..30)) {
+            let mut doc = String::from("<rss version=\"2.0\"><channel>");
+            for (i, (name, text)) in tree.iter().enumerate() {
+                // Nest every other element in the previous one.
+                doc.push_str(&format!("<{name} n=\"{i}>\">{text}"));
+                if i % 2 == 1 {
+                    doc.push_str(&format!("</{name}>"));
+                }
+            }
+            for (i, (name, _)) in tree.iter().enumerate().rev() {
+                if i % 2 == 0 {
+                    doc.push_str(&format!("</{name}>"));
+                }
+            }
+            doc.push_str("</channel></rss>");
+            proptest::prop_assert!(matches!(recover::balance_tags(&doc), std::borrow::Cow::Borrowed(_)), "{}", doc);
+            proptest::prop_assert!(matches!(recover::fix_char_refs(&doc), std::borrow::Cow::Borrowed(_)), "{}", doc);
         }
 
         #[test]
