@@ -52,6 +52,7 @@ use crate::digest::{
     self, DigestKind, FeedProblem, LogRecord, RenderLimits, Rendered, Section, Story,
 };
 use crate::item::Field;
+use crate::logging::untrusted;
 use crate::mail::{MailError, Mailer, SendError};
 use crate::retry::{self, SendClass};
 use crate::store::{Delivery, DigestState, Kind, RecipientOutcome, Store, StoreError};
@@ -735,7 +736,7 @@ impl Notifier {
                         tracing::error!(
                             delivery = delivery_id, recipient = %address, code = e.code,
                             "recipient refused for good; the other recipients still get the \
-                             digest: {}", e.message
+                             digest: {}", untrusted(&e.message)
                         );
                         report.recipients_failed += 1;
                         report.texts.push(format!(
@@ -783,7 +784,7 @@ impl Notifier {
                 tracing::warn!(
                     delivery = delivery.id, digest = %delivery.digest_id, stories = attempt.shown,
                     trim_to = trim, "relay refused the digest as too large; retrying once with fewer stories: {}",
-                    e.message
+                    untrusted(&e.message)
                 );
                 store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
                 report.retrying += 1;
@@ -831,7 +832,7 @@ impl Notifier {
                 };
                 tracing::warn!(
                     delivery = delivery.id, digest = %delivery.digest_id, attempt = delivery.attempts + 1,
-                    retry_at = %at, "{what} deferred: {}", e.message
+                    retry_at = %at, "{what} deferred: {}", untrusted(&e.message)
                 );
                 store.mark_retry(delivery.id, &e.message, at, None)?;
                 report.retrying += 1;
@@ -1165,9 +1166,9 @@ fn conclude(
     tracing::info!(
         delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
         message_id = %delivery.message_id, recipients = sent.len(), refused = failed.len(),
-        stories = attempt.shown, trimmed = attempt.stories - attempt.shown, reply = %reply,
+        stories = attempt.shown, trimmed = attempt.stories - attempt.shown, reply = %untrusted(&reply),
         "{}: {}", if delivery.via == Via::Webhook.as_str() { "posted" } else { "mailed" },
-        attempt.subject
+        untrusted(&attempt.subject)
     );
     store.mark_sent(delivery.id, now, &summary)?;
     store.record_shown(delivery.id, attempt.shown, attempt.stories)?;
@@ -1195,7 +1196,8 @@ fn hold(
 ) -> Result<(), NotifyError> {
     tracing::error!(
         delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
-        "delivery held until the configuration is fixed (reload) or it is resent: {msg}"
+        "delivery held until the configuration is fixed (reload) or it is resent: {}",
+        untrusted(msg)
     );
     store.mark_held(delivery.id, msg)?;
     report.held += 1;
@@ -1216,7 +1218,7 @@ fn fail(
 ) -> Result<(), NotifyError> {
     tracing::error!(
         delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
-        "delivery failed for good: {msg}"
+        "delivery failed for good: {}", untrusted(msg)
     );
     store.mark_failed(delivery.id, msg)?;
     report.failed += 1;

@@ -121,7 +121,8 @@ impl SecretSource {
                 )
             })?;
             let path = Path::new(&dir).join(name);
-            let raw = read_small_file(&path, MAX_SECRET_BYTES).map_err(|r| err(&desc, r))?;
+            let raw = read_small_file(&path, MAX_SECRET_BYTES)
+                .map_err(|r| err(&desc, format!("{}: {r}", path.display())))?;
             (desc, raw)
         } else {
             return Ok(None);
@@ -137,15 +138,15 @@ impl SecretSource {
     }
 }
 
-/// Reads a text file of at most `max` bytes; the error is a sentence with the path.
+/// Reads a text file of at most `max` bytes; the error says why (the caller names the file).
 pub fn read_small_file(path: &Path, max: u64) -> Result<String, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut buf = String::new();
     f.take(max + 1)
         .read_to_string(&mut buf)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| e.to_string())?;
     if buf.len() as u64 > max {
-        return Err(format!("{} is larger than {max} bytes", path.display()));
+        return Err(format!("it is larger than {max} bytes"));
     }
     Ok(buf)
 }

@@ -622,7 +622,8 @@ fn check_reports_an_unreadable_secret_at_its_digest() {
     std::fs::write(
         &path,
         format!(
-            "[[watches]]\nid = \"w\"\nquery = \"nvidia\"\n\
+            "[[feeds]]\nurl = \"https://wire.example.org/feed.xml\"\n\
+             [[watches]]\nid = \"w\"\nquery = \"nvidia\"\n\
              [[digests]]\nid = \"chat\"\nschedule = \"hourly\"\nvia = \"webhook\"\n\
              url = \"https://hooks.example.org/x\"\nformat = \"json\"\nsecret_file = \"{}\"\n",
             missing.display()
@@ -637,7 +638,7 @@ fn check_reports_an_unreadable_secret_at_its_digest() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let want = format!(
-        "{}:5:6: error: digest `chat`: cannot read the secret from secret_file",
+        "{}:7:6: error: digest `chat`: cannot read the secret from secret_file",
         path.display()
     );
     assert!(stderr.contains(&want), "{stderr}");
