@@ -46,6 +46,7 @@ use crate::digest::{
     self, DigestKind, FeedProblem, LogRecord, RenderLimits, Rendered, Section, Story,
 };
 use crate::item::Field;
+use crate::logging::untrusted;
 use crate::mail::{MailError, Mailer, SendError};
 use crate::retry::{self, SendClass};
 use crate::store::{Delivery, DigestState, Kind, RecipientOutcome, Store, StoreError};
@@ -612,7 +613,7 @@ impl Notifier {
                         tracing::error!(
                             delivery = delivery_id, recipient = %address, code = e.code,
                             "recipient refused for good; the other recipients still get the \
-                             digest: {}", e.message
+                             digest: {}", untrusted(&e.message)
                         );
                         report.recipients_failed += 1;
                         report.texts.push(format!(
@@ -659,7 +660,7 @@ impl Notifier {
                 tracing::warn!(
                     delivery = delivery.id, digest = %delivery.digest_id, stories = attempt.shown,
                     trim_to = trim, "relay refused the digest as too large; retrying once with fewer stories: {}",
-                    e.message
+                    untrusted(&e.message)
                 );
                 store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
                 report.retrying += 1;
@@ -697,7 +698,7 @@ impl Notifier {
                 let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 tracing::warn!(
                     delivery = delivery.id, digest = %delivery.digest_id, attempt = delivery.attempts + 1,
-                    retry_at = %at, "mail deferred: {}", e.message
+                    retry_at = %at, "mail deferred: {}", untrusted(&e.message)
                 );
                 store.mark_retry(delivery.id, &e.message, at, None)?;
                 report.retrying += 1;
@@ -948,8 +949,8 @@ fn conclude(
     tracing::info!(
         delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
         message_id = %delivery.message_id, recipients = sent.len(), refused = failed.len(),
-        stories = attempt.shown, trimmed = attempt.stories - attempt.shown, reply = %reply,
-        "mailed: {}", attempt.subject
+        stories = attempt.shown, trimmed = attempt.stories - attempt.shown,
+        reply = %untrusted(&reply), "mailed: {}", untrusted(&attempt.subject)
     );
     store.mark_sent(delivery.id, now, &summary)?;
     store.record_shown(delivery.id, attempt.shown, attempt.stories)?;
@@ -973,7 +974,8 @@ fn hold(
 ) -> Result<(), NotifyError> {
     tracing::error!(
         delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
-        "delivery held until the configuration is fixed (reload) or it is resent: {msg}"
+        "delivery held until the configuration is fixed (reload) or it is resent: {}",
+        untrusted(msg)
     );
     store.mark_held(delivery.id, msg)?;
     report.held += 1;
@@ -994,7 +996,7 @@ fn fail(
 ) -> Result<(), NotifyError> {
     tracing::error!(
         delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
-        "delivery failed for good: {msg}"
+        "delivery failed for good: {}", untrusted(msg)
     );
     store.mark_failed(delivery.id, msg)?;
     report.failed += 1;
