@@ -268,7 +268,7 @@ pub async fn run(
         })
         .collect();
     for line in &pending_before {
-        tracing::warn!("{line}");
+        tracing::warn!("{}", crate::logging::untrusted(line));
     }
     store.release_held(None, Utc::now())?;
     let metrics = Metrics::new();
@@ -612,7 +612,7 @@ impl Daemon {
         match notify::problems(&self.store, &self.cfg, Utc::now()) {
             Ok(ps) => {
                 for p in ps {
-                    tracing::error!("{}", p.line());
+                    tracing::error!("{}", crate::logging::untrusted(&p.line()));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the outbox's problems"),
