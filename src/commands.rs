@@ -276,6 +276,7 @@ pub async fn classify(
         };
         for mut it in items {
             it.feed_name = name.clone();
+            crate::lang::fill(&mut it);
             let verdicts = cfg.classifier.classify(&it);
             if json {
                 let watches: Vec<_> = verdicts
@@ -292,6 +293,7 @@ pub async fn classify(
                     "id": display_id(&it),
                     "link": it.link,
                     "title": it.title,
+                    "lang": it.lang,
                     "watches": watches,
                 });
                 writeln!(out, "{line}")?;
