@@ -232,9 +232,9 @@ fn word_langs(w: &str) -> u8 {
         | "pas" | "par" | "avec" | "l" | "d" | "qui" | "ses" | "ce" | "cette" => FR,
         "el" | "los" | "las" | "del" | "y" | "por" | "con" | "una" | "al" | "se" | "es" | "su"
         | "sus" | "más" | "tras" | "ante" => ES,
-        "o" | "os" | "as" | "do" | "dos" | "das" | "em" | "com" | "não" | "uma" | "no" | "na"
-        | "nos" | "pelo" | "pela" | "ao" | "à" => PT,
-        "il" | "lo" | "gli" | "della" | "di" | "per" | "che" | "non" | "un" | "dei" | "delle"
+        "o" | "os" | "do" | "dos" | "em" | "com" | "não" | "uma" | "no" | "na" | "nos" | "pelo"
+        | "pela" | "ao" | "à" => PT,
+        "il" | "lo" | "gli" | "della" | "di" | "per" | "che" | "non" | "uno" | "dei" | "delle"
         | "nel" | "nella" | "sul" | "alla" | "è" | "ed" => IT,
         "het" | "een" | "van" | "voor" | "met" | "niet" | "op" | "bij" | "naar" | "wordt"
         | "zijn" | "aan" | "om" | "ook" | "tegen" => NL,
@@ -248,7 +248,6 @@ fn word_langs(w: &str) -> u8 {
         "in" => EN | DE | IT | NL,
         "da" => PT | IT,
         "un" => FR | IT,
-        "des" => DE | FR,
         _ => 0,
     }
 }
