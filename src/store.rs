@@ -143,6 +143,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX items_cluster ON items(cluster_id);
     CREATE INDEX items_canonical ON items(canonical_url);
     "#,
+    // 3: stories a delivery handed back because they did not fit its message: counted so a
+    // resend still says "N more stories will come in the next digest".
+    r#"
+    ALTER TABLE deliveries ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -285,6 +290,8 @@ pub struct Delivery {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub trim_to: Option<usize>,
+    /// Stories handed back to the store for the next digest ([`Store::release`]).
+    pub deferred: usize,
 }
 
 /// One claimed story of a delivery: the item, the watch it matched, and why.
@@ -940,11 +947,12 @@ impl Store {
             next_attempt_at: from_ts(r.get(7)?),
             last_error: r.get(8)?,
             trim_to: r.get::<_, Option<i64>>(9)?.map(|n| n.max(0) as usize),
+            deferred: r.get::<_, i64>(11)?.max(0) as usize,
         })
     }
 
     const DELIVERY_COLS: &'static str = "id, digest_id, via, created_at, message_id, status, \
-        attempts, next_attempt_at, last_error, trim_to, kind";
+        attempts, next_attempt_at, last_error, trim_to, kind, deferred";
 
     pub fn delivery(&self, id: i64) -> Result<Delivery> {
         Ok(self.conn.query_row(
@@ -1022,6 +1030,34 @@ impl Store {
             out.push(m);
         }
         Ok(out)
+    }
+
+    /// Hands stories of a pending delivery back for the next digest: the claims of every item
+    /// of each cluster in `clusters` are deleted from `delivery_id` and its `deferred` count
+    /// grows by the number of stories, in one transaction. The claim rule then finds them
+    /// again (no other delivery of the digest carried those clusters), so the next claim of the
+    /// digest takes them. Clusters the delivery does not carry are ignored. Returns the
+    /// stories handed back.
+    pub fn release(&mut self, delivery_id: i64, clusters: &[i64]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM delivery_items WHERE delivery_id = ?1 AND item_id IN \
+                 (SELECT id FROM items WHERE cluster_id = ?2 OR (cluster_id IS NULL AND id = ?2))",
+            )?;
+            for &c in clusters {
+                if st.execute(params![delivery_id, c])? > 0 {
+                    n += 1;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE deliveries SET deferred = deferred + ?2 WHERE id = ?1 AND status = 'pending'",
+            params![delivery_id, n as i64],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// The server (or the log) accepted the delivery.
