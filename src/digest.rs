@@ -465,7 +465,22 @@ pub fn why_concepts(s: &Story) -> Vec<String> {
         return fallback;
     }
     found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
-    found.into_iter().take(WHY_MAX).map(|(l, _, _)| l).collect()
+    // "H20" says nothing "Nvidia H20" does not: a label inside another is one concept, named
+    // by the longer.
+    let mut out: Vec<String> = Vec::new();
+    for (label, _, _) in found {
+        let low = label.to_lowercase();
+        if out.iter().any(|o| o.to_lowercase().contains(&low)) {
+            continue;
+        }
+        if let Some(o) = out.iter_mut().find(|o| low.contains(&o.to_lowercase())) {
+            *o = label;
+            continue;
+        }
+        out.push(label);
+    }
+    out.truncate(WHY_MAX);
+    out
 }
 
 /// [`why_concepts`] as one line: "Entity List · Nvidia H20 · China".
@@ -746,15 +761,29 @@ fn health_fit(d: &Digest) -> usize {
     n
 }
 
-/// An upper bound on everything but the stories: head and styles, heading, section headings,
-/// the compact-list headings, feed health, the "more next time" line and the footer.
+/// An upper bound on everything but the stories: head and styles (with the longest subject),
+/// the preheader (at most the longest headline), heading, section and compact-list headings,
+/// feed health, the "more next time" line and the footer, in both parts.
 fn skeleton_bytes(d: &Digest, health_lines: usize) -> usize {
+    let escaped = |s: &str| {
+        let mut out = String::new();
+        esc(&mut out, s);
+        out.len()
+    };
     let mut probe = String::new();
-    html_head(&mut probe, d, &"x".repeat(MAX_SUBJECT_CHARS * 4), "");
+    html_head(&mut probe, d, &"&".repeat(MAX_SUBJECT_CHARS), "");
+    let longest_title = d
+        .sections
+        .iter()
+        .flat_map(|s| &s.stories)
+        .map(|s| s.title.len())
+        .max()
+        .unwrap_or(0)
+        .min(MAX_TITLE_CHARS * 4);
     let sections: usize = d
         .sections
         .iter()
-        .map(|s| 2 * (s.watch_name.len().min(MAX_NAME_CHARS * 4) * 2) + 1_200)
+        .map(|s| 2 * escaped(&clean_short(&s.watch_name, MAX_NAME_CHARS)) + 1_000)
         .sum();
     let health: usize = d
         .feed_health
@@ -767,10 +796,8 @@ fn skeleton_bytes(d: &Digest, health_lines: usize) -> usize {
                 + 200
         })
         .sum();
-    // Heading, overview, top-stories heading, preheader (the top headline, escaped), the
-    // "more" line and the footer with its contact, in both parts.
-    let fixed = 3_000 + 2 * MAX_TITLE_CHARS * 6 + 2 * MAX_CONTACT_CHARS * 6;
-    probe.len() + sections + health + fixed + d.title.len().min(MAX_TITLE_CHARS * 4) * 12
+    let fixed = 2 * escaped(&footer(d)) + 2 * escaped(&heading(d)) + 6 * longest_title + 1_500;
+    probe.len() + sections + health + fixed
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -575,7 +575,13 @@ fn assemble(
             weights: weights.clone(),
         });
     }
-    sections.retain(|s| !s.stories.is_empty() || dcfg.send_empty);
+    // A watch stays when it lists a story, or when a story listed elsewhere also matched it
+    // (its badge and count need the watch's name).
+    let badged: std::collections::HashSet<String> = sections
+        .iter()
+        .flat_map(|s| s.stories.iter().flat_map(|st| st.watches.iter().cloned()))
+        .collect();
+    sections.retain(|s| !s.stories.is_empty() || badged.contains(&s.watch_id) || dcfg.send_empty);
     let mut feed_health = Vec::new();
     if dcfg.health {
         feed_health = feed_problems(store, cfg)?;
