@@ -835,6 +835,38 @@ mod tests {
     }
 
     #[test]
+    fn digest_reader_settings_and_their_defaults() {
+        let src = format!(
+            "{WATCH}[[digests]]\nid = \"readers\"\nschedule = \"hourly\"\nvia = \"log\"\n\
+             contact = \"Trade desk <desk@example.org>\"\n\
+             [[digests]]\nid = \"ops\"\nschedule = \"hourly\"\nvia = \"log\"\noperator = true\n\
+             detail = \"analyst\"\n\
+             [[digests]]\nid = \"quiet-ops\"\nschedule = \"hourly\"\nvia = \"log\"\n\
+             operator = true\nhealth = false\n"
+        );
+        let l = load_str("t.toml", &src).unwrap();
+        let d: Vec<_> = l
+            .digests
+            .iter()
+            .map(|d| (d.id.as_str(), d.health, d.detail, d.contact.as_deref()))
+            .collect();
+        use crate::digest::Detail;
+        assert_eq!(
+            d,
+            vec![
+                (
+                    "readers",
+                    false,
+                    Detail::Reader,
+                    Some("Trade desk <desk@example.org>")
+                ),
+                ("ops", true, Detail::Analyst, None),
+                ("quiet-ops", false, Detail::Reader, None),
+            ]
+        );
+    }
+
+    #[test]
     fn render_at_handles_multibyte_and_edges() {
         let src = "a = 1\nname = \"昇腾\" x\n";
         let off = src.find('x').unwrap();

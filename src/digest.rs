@@ -225,8 +225,9 @@ impl SetWeights {
 
     /// How strong one piece of evidence is. A term from a known set has the set's weight; a term
     /// written directly in a query (or from a set we have no weight for) gets
-    /// `SPECIFIC_TERM_WEIGHT` when it looks specific — a phrase ("entity list"), a name with a
-    /// digit (H20, MI300X), four or more CJK characters (实体清单) — else [`GENERIC_WEIGHT`].
+    /// `SPECIFIC_TERM_WEIGHT` when it looks specific — a phrase of ten letters or more
+    /// ("entity list"; not Vietnamese "trung quoc"), a name with a digit (H20, MI300X), four or
+    /// more CJK characters (实体清单) — else [`GENERIC_WEIGHT`].
     pub fn weight(&self, e: &Evidence) -> f64 {
         if let Some(w) = e.set.as_deref().and_then(|s| self.0.get(s)) {
             return *w;
@@ -246,7 +247,11 @@ fn looks_specific(term: &str) -> bool {
         .and_then(|r| r.strip_suffix(')'))
         .unwrap_or(t);
     let cjk = t.chars().filter(|c| is_cjk(*c)).count();
-    t.trim().contains(' ') || t.chars().any(|c| c.is_ascii_digit()) || cjk >= 4
+    // A phrase names a thing ("entity list", "export controls", "danh sach thuc the"); a short
+    // one is usually one common word of a language that writes syllables apart (Vietnamese
+    // "trung quoc", "ban dan", "cong nghe"), so phrases count from ten letters.
+    let letters = t.chars().filter(|c| c.is_alphabetic()).count();
+    (t.trim().contains(' ') && letters >= 10) || t.chars().any(|c| c.is_ascii_digit()) || cjk >= 4
 }
 
 fn is_cjk(c: char) -> bool {
@@ -1953,18 +1958,22 @@ mod tests {
         );
 
         // Vietnamese "bán" from a generic set is never highlighted; a direct phrase is.
-        let title = "Doanh số bán chip tăng; danh sách thực thể mở rộng";
+        let title = "Doanh số bán chip ở Trung Quốc tăng; danh sách thực thể mở rộng";
         let mut s = story(2, title, "", 1.0);
         s.evidence = vec![
             ev_at(title, "bán", Field::Title, None, None),
             ev_at(title, "danh sách thực thể", Field::Title, None, None),
         ];
         s.evidence[1].term = "\"danh sach thuc the\"".into();
+        // A two-syllable Vietnamese phrase is one common word ("China"), not a name.
+        let mut tq = ev_at(title, "Trung Quốc", Field::Title, None, None);
+        tq.term = "\"trung quoc\"".into();
+        s.evidence.push(tq);
         let r = render(
             &digest(vec![section("ec", vec![s])]),
             &RenderLimits::default(),
         );
-        assert!(!r.html.contains(&hl("bán")));
+        assert!(!r.html.contains(&hl("bán")) && !r.html.contains(&hl("Trung Quốc")));
         assert!(r.html.contains(&hl("danh sách thực thể")));
     }
 

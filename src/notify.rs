@@ -6,7 +6,9 @@
 //!
 //! The order of operations is what makes delivery exactly-once from the user's view:
 //! 1. **claim** — `Store::claim` creates a delivery and takes its stories in one transaction;
-//! 2. **render** — `digest::render` builds the message from what was claimed (pure);
+//! 2. **render** — `digest::render` builds the message from what was claimed (pure), within
+//!    the size budget; stories that do not fit are handed back to the store
+//!    (`Store::release`, one transaction) for the next digest before anything is sent;
 //! 3. **send** — the log or the SMTP server accepts it;
 //! 4. **mark** — only then `Store::mark_sent`.
 //!

@@ -1386,4 +1386,73 @@ mod tests {
         assert_eq!((r.emptied, r.forgotten, r.deliveries), (1, 2, 1));
         assert_eq!(s.item_count().unwrap(), 0);
     }
+
+    #[test]
+    fn released_stories_survive_a_reopen_and_go_to_the_next_claim_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let t0 = Utc::now() - Duration::minutes(5);
+        let mut s = Store::open(&path).unwrap();
+        s.sync_feeds([(FEED, "Example")]).unwrap();
+        s.digest_state("daily", t0).unwrap();
+        let r = insert(
+            &mut s,
+            (0..5)
+                .map(|i| item(Some(&format!("g{i}")), None, &format!("story {i}")))
+                .collect(),
+            t0,
+            "w",
+        );
+        let ids = r.inserted.clone();
+        let d = s
+            .claim("daily", Kind::Digest, "email", &["w".into()], t0, false)
+            .unwrap()
+            .unwrap();
+        // Stories 3 and 4 did not fit; 99 is no cluster of this delivery.
+        assert_eq!(s.release(d.id, &[ids[3], ids[4], 99]).unwrap(), 2);
+        drop(s);
+        // A crash now: the pending delivery keeps three stories and knows two went back.
+        let mut s = Store::open(&path).unwrap();
+        let again = s.delivery(d.id).unwrap();
+        assert_eq!((again.status.as_str(), again.deferred), ("pending", 2));
+        let kept: Vec<i64> = s
+            .delivery_stories(d.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.item_id)
+            .collect();
+        assert_eq!(kept.len(), 3);
+        assert!(!kept.contains(&ids[3]) && !kept.contains(&ids[4]));
+        // The next digest takes exactly what was handed back, and nothing twice.
+        let next = s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "email",
+                &["w".into()],
+                t0 + Duration::minutes(1),
+                false,
+            )
+            .unwrap()
+            .unwrap();
+        let mut got: Vec<i64> = s
+            .delivery_stories(next.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.item_id)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![ids[3], ids[4]]);
+        assert!(s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "email",
+                &["w".into()],
+                t0 + Duration::minutes(2),
+                false
+            )
+            .unwrap()
+            .is_none());
+    }
 }
