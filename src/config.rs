@@ -21,6 +21,7 @@ use crate::classify::{AlertMode, Classifier, WatchConfig};
 pub use crate::diagnostic::render_at;
 use crate::fetch::HttpConfig;
 use crate::schedule::Schedule;
+use crate::sets::SetLibrary;
 
 /// The shipped default configuration, compiled into the binary so `policywatch run` works on a
 /// fresh machine with no config file at all.
@@ -46,6 +47,10 @@ pub struct Config {
     /// The mail relay, needed when a digest has `via = "email"`.
     #[serde(default)]
     pub smtp: Option<Spanned<crate::mail::SmtpConfig>>,
+    /// `[sets.NAME]` term sets, added to (or replacing) the shipped ones. Read again with their
+    /// positions by [`SetLibrary::with_config`]; here only so the key is known.
+    #[serde(default)]
+    pub sets: toml::Table,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -445,16 +450,31 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
             );
         }
     }
-    let classifier = match Classifier::compile(&config.watches) {
-        Ok(c) => {
-            warnings.extend(c.warnings().iter().map(|w| w.render(origin, src)));
-            Some(c)
-        }
-        Err(rule_errs) => {
-            errs.list
-                .extend(rule_errs.iter().map(|e| e.render(origin, src)));
+    // Term sets: the shipped library, with this config's own sets joined in.
+    let own;
+    let sets = if config.sets.is_empty() {
+        SetLibrary::shipped().as_ref()
+    } else {
+        own = SetLibrary::with_config(origin, src);
+        own.as_ref()
+    };
+    let classifier = match sets {
+        Err(set_errs) => {
+            errs.list.extend(set_errs.iter().cloned());
             None
         }
+        Ok(sets) => match Classifier::compile_with(&config.watches, sets) {
+            Ok(c) => {
+                warnings.extend(c.warnings().iter().map(|w| w.render(origin, src)));
+                warnings.extend(sets.unused_warnings(c.used_sets()));
+                Some(c)
+            }
+            Err(rule_errs) => {
+                errs.list
+                    .extend(rule_errs.iter().map(|e| e.render(origin, src)));
+                None
+            }
+        },
     };
 
     // Digests.
@@ -794,6 +814,46 @@ mod tests {
         assert_eq!(errs.len(), 3, "{}", errs.join("\n"));
         // Each rendered error shows the source line and a caret.
         assert!(errs[0].contains("url = \"ftp://a\"") && errs[0].contains('^'));
+    }
+
+    #[test]
+    fn a_config_defines_its_sets_and_is_told_about_bad_and_unused_ones() {
+        let src = "[sets.curbs]\nlabel = \"Curbs\"\nen = [\"curb*\", \"ban\"]\n\n\
+                   [sets.spare]\nen = [\"gallium\"]\n\n\
+                   [[watches]]\nid = \"w\"\nquery = 'title:@curbs AND chips'\n";
+        let l = load_str("t.toml", src).unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:#?}", l.warnings);
+        assert!(
+            l.warnings[0].starts_with("t.toml:5:7: warning: set `spare` is not used by any watch"),
+            "{}",
+            l.warnings[0]
+        );
+        let it = crate::item::Item {
+            title: "New curbs on chips".into(),
+            ..Default::default()
+        };
+        let v = l.classifier.classify(&it);
+        assert_eq!(v[0].evidence[0].concept.as_deref(), Some("Curbs"));
+        // A bad term and an unknown set in one config: both reported, each at its place.
+        let bad = "[sets.curbs]\nen = [\"curb OR ban\"]\n\n\
+                   [[watches]]\nid = \"w\"\nquery = '@curb AND chips'\n";
+        let errs = errors(bad);
+        assert!(
+            errs[0].starts_with("t.toml:2:8: error: set `curbs`: operator `OR`"),
+            "{}",
+            errs[0]
+        );
+        // (the sets did not compile, so the rules were not compiled against them)
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        let unknown = "[sets.curbs]\nen = [\"curb*\"]\n\n[[watches]]\nid = \"w\"\nquery = '@curb AND chips'\n";
+        let errs = errors(unknown);
+        assert!(
+            errs[0].starts_with(
+                "t.toml:6:10: error: watch `w`: unknown set `@curb`; did you mean `@curbs`?"
+            ),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

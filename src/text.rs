@@ -946,9 +946,28 @@ pub fn normalize_term(s: &str) -> (String, String) {
     (p.exact.text, folded)
 }
 
+/// Does `s` carry diacritics that folding removes (`bán`, `Ł`)? The same test that tells a term
+/// "with diacritics" from one without, applied to a stretch of original text.
+pub fn has_diacritics(s: &str) -> bool {
+    if s.is_ascii() {
+        return false;
+    }
+    let p = normalize(s);
+    p.folded.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diacritics_are_told_like_terms() {
+        assert!(has_diacritics("bán"));
+        assert!(has_diacritics("Łódź"));
+        assert!(!has_diacritics("ban"));
+        assert!(!has_diacritics("實體清單"));
+        assert!(!has_diacritics("экспорт"));
+    }
 
     #[test]
     fn ascii_fast_path_is_identity_and_lowercase() {

@@ -25,6 +25,7 @@ use unicode_normalization::UnicodeNormalization;
 use super::parse::{Expr, FieldMask, Term};
 use super::scan::{self, Raw};
 use crate::item::{Field, Item};
+use crate::lang::Lang;
 use crate::text::{self, is_word_char, Normalized};
 
 /// At most this many hits of one pattern in one field are kept (bounds NEAR and memory).
@@ -42,6 +43,10 @@ struct PatternKey {
     text: String,
     prefix: bool,
     caps: Option<String>,
+    /// The term's language, for an accent-free term (see [`Pattern::fold`]).
+    fold: Option<Lang>,
+    /// A `lang:` test: no text, a hit when the item is in this language.
+    test: Option<Lang>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +57,11 @@ pub struct Pattern {
     /// For `caps(...)`: the term as written (NFKC, whitespace collapsed), compared case-exactly
     /// against the original text of a hit.
     caps: Option<String>,
+    /// Folding that does not cross languages: a hit of an accent-free term on text that had
+    /// diacritics (`ban` on "bán") counts only when the item is in the term's language, or of
+    /// unknown language. So in an item of known language, terms without a language (written in
+    /// the query, a set's `any`) match its unaccented text only.
+    fold: Option<Lang>,
 }
 
 /// One term occurrence in a query: a pattern, where to look, how much it counts.
@@ -59,7 +69,6 @@ pub struct Pattern {
 pub struct Atom {
     pub pattern: u32,
     pub fields: FieldMask,
-    pub weight: f64,
     pub display: Arc<str>,
     pub offset: usize,
     /// The normalised text searched for (used by the noisy-rule lint).
@@ -69,6 +78,17 @@ pub struct Atom {
     /// Index of `display` among the distinct displays of all atoms, in string order: the
     /// same term written in two places is one term for scoring.
     pub term: u32,
+    /// The set the term came from and its label (evidence), for set terms.
+    pub set: Option<Arc<str>>,
+    pub concept: Option<Arc<str>>,
+    /// The concept's weight in the score: the set's weight, or the term's own for a term
+    /// written in the query.
+    pub concept_weight: f64,
+    /// The concept the term counts for in the score: its set, or (written in the query) the
+    /// term itself; an index like `term`.
+    pub concept_id: u32,
+    /// A `lang:` test rather than a term: never evidence, never scored.
+    pub lang_test: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +251,7 @@ pub struct MatcherBuilder {
     string_ids: [HashMap<String, usize>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: u8,
+    lang_tests: Vec<(Lang, u32)>,
 }
 
 fn caps_key(s: &str) -> String {
@@ -274,11 +295,17 @@ impl MatcherBuilder {
             (Variant::Folded, folded)
         };
         let caps = t.caps.then(|| caps_key(&t.text));
+        let fold = match variant {
+            Variant::Folded => t.lang,
+            Variant::Exact => None,
+        };
         let key = PatternKey {
             variant,
             text: s.clone(),
             prefix: t.prefix,
             caps: caps.clone(),
+            fold,
+            test: None,
         };
         let pid = match self.keys.get(&key) {
             Some(&p) => p,
@@ -291,6 +318,7 @@ impl MatcherBuilder {
                     end_boundary: is_word_char(last),
                     prefix: t.prefix,
                     caps,
+                    fold,
                 });
                 let v = variant as usize;
                 let sid = match self.string_ids[v].get(&s) {
@@ -314,21 +342,89 @@ impl MatcherBuilder {
         self.atoms.push(Atom {
             pattern: pid,
             fields,
-            weight: t.weight,
             display: t.display.as_str().into(),
             offset: t.offset,
             norm: s,
             caps: t.caps,
             prefix: t.prefix,
             term: 0,
+            set: t.set.as_ref().map(|o| o.set.clone()),
+            concept: t.set.as_ref().map(|o| o.concept.clone()),
+            concept_weight: t.set.as_ref().map_or(t.weight, |o| o.weight),
+            concept_id: 0,
+            lang_test: false,
         });
         Ok(a)
+    }
+
+    /// Registers a `lang:` test: a pattern that no automaton holds, hit (in the title, with an
+    /// empty range) when the item is in `lang`.
+    fn add_lang(&mut self, lang: Lang, offset: usize) -> u32 {
+        let key = PatternKey {
+            variant: Variant::Exact,
+            text: String::new(),
+            prefix: false,
+            caps: None,
+            fold: None,
+            test: Some(lang),
+        };
+        let pid = match self.keys.get(&key) {
+            Some(&p) => p,
+            None => {
+                let p = self.patterns.len() as u32;
+                self.patterns.push(Pattern {
+                    start_boundary: false,
+                    end_boundary: false,
+                    prefix: false,
+                    caps: None,
+                    fold: None,
+                });
+                self.lang_tests.push((lang, p));
+                self.keys.insert(key, p);
+                p
+            }
+        };
+        let a = self.atoms.len() as u32;
+        self.atoms.push(Atom {
+            pattern: pid,
+            fields: FieldMask::of(Field::Title),
+            display: format!("lang:{lang}").into(),
+            offset,
+            norm: String::new(),
+            caps: false,
+            prefix: false,
+            term: 0,
+            set: None,
+            concept: None,
+            concept_weight: 0.0,
+            concept_id: 0,
+            lang_test: true,
+        });
+        a
     }
 
     /// Lowers a parsed expression, registering its terms.
     pub fn lower(&mut self, e: &Expr) -> Result<Node, LowerError> {
         Ok(match e {
             Expr::Term(t) => Node::Atom(self.add_term(t)?),
+            Expr::Lang { langs, offset } => {
+                let mut v: Vec<Node> = langs
+                    .iter()
+                    .map(|l| Node::Atom(self.add_lang(*l, *offset)))
+                    .collect();
+                if v.len() == 1 {
+                    v.pop().expect("one")
+                } else {
+                    Node::Or(v)
+                }
+            }
+            Expr::Set { name, offset, .. } => {
+                return Err((
+                    *offset,
+                    format!("set `@{name}` was not resolved"),
+                    Some("compile rules with their config's sets".into()),
+                ))
+            }
             Expr::And(v) => Node::And(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
             Expr::Or(v) => Node::Or(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
             Expr::Not(x) => Node::Not(Box::new(self.lower(x)?)),
@@ -357,6 +453,17 @@ impl MatcherBuilder {
         for a in &mut self.atoms {
             a.term = ids[&*a.display];
         }
+        // Concepts: a set counts once however many of its terms matched; a term written in the
+        // query is a concept of its own.
+        let mut concepts: HashMap<(bool, Arc<str>), u32> = HashMap::new();
+        for a in &mut self.atoms {
+            let key = match &a.set {
+                Some(s) => (true, s.clone()),
+                None => (false, a.display.clone()),
+            };
+            let n = concepts.len() as u32;
+            a.concept_id = *concepts.entry(key).or_insert(n);
+        }
         let build = |strings: &Vec<String>| -> Result<Option<DFA>, String> {
             if strings.is_empty() {
                 return Ok(None);
@@ -380,6 +487,7 @@ impl MatcherBuilder {
             acs: [fold_ac, exact_ac],
             string_pats: [fp, ep],
             used_fields: FieldMask(self.used_fields),
+            lang_tests: self.lang_tests,
         })
     }
 }
@@ -390,6 +498,8 @@ pub struct Matcher {
     acs: [Option<DFA>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: FieldMask,
+    /// The `lang:` tests' patterns.
+    lang_tests: Vec<(Lang, u32)>,
 }
 
 /// One occurrence of a pattern.
@@ -423,6 +533,8 @@ pub struct ItemHits<'a> {
     field_bits: Vec<[u64; 8]>,
     /// Room for the two sides of a NEAR test.
     near: RefCell<(Vec<Span>, Vec<Span>)>,
+    /// The item's language, as the scan was told it.
+    pub lang: Option<Lang>,
 }
 
 impl Drop for ItemHits<'_> {
@@ -488,6 +600,9 @@ struct Scanned<'t> {
     field: u8,
     norm: &'t Normalized,
     orig: &'t str,
+    /// Folding changed something in this field (else no hit can have crossed diacritics).
+    accented: bool,
+    lang: Option<Lang>,
 }
 
 /// Per-thread buffers reused across items, so an item costs no allocation proportional to the
@@ -658,19 +773,25 @@ impl Matcher {
         }
     }
 
-    /// Scans the item: every used field normalised, then all of them in one walk per variant.
-    pub fn scan<'a>(&self, item: &'a Item) -> ItemHits<'a> {
+    /// Scans the item, taken to be in `lang`: every used field normalised, then all of them in
+    /// one walk per variant.
+    pub fn scan<'a>(&self, item: &'a Item, lang: Option<Lang>) -> ItemHits<'a> {
         SCRATCH.with(|c| {
             let mut scratch = c.borrow_mut();
             if scratch.counts.len() != self.patterns.len() {
                 scratch.counts.clear();
                 scratch.counts.resize(self.patterns.len(), 0);
             }
-            self.scan_with(item, &mut scratch)
+            self.scan_with(item, lang, &mut scratch)
         })
     }
 
-    fn scan_with<'a>(&self, item: &'a Item, scratch: &mut Scratch) -> ItemHits<'a> {
+    fn scan_with<'a>(
+        &self,
+        item: &'a Item,
+        lang: Option<Lang>,
+        scratch: &mut Scratch,
+    ) -> ItemHits<'a> {
         let mut buf = scratch.spare.take().unwrap_or_default();
         let mut hits = std::mem::take(&mut buf.hits);
         hits.clear();
@@ -720,11 +841,23 @@ impl Matcher {
                     field: *fi,
                     norm,
                     orig: &orig.orig,
+                    accented: pair.folded.is_some(),
+                    lang,
                 };
                 self.accept(&at, r, counts, &mut hits);
             });
             for h in &hits[block.1..] {
                 counts[h.pat as usize] = 0;
+            }
+        }
+        for &(l, p) in &self.lang_tests {
+            if lang == Some(l) {
+                hits.push(Hit {
+                    pat: p,
+                    field: 0,
+                    os: 0,
+                    oe: 0,
+                });
             }
         }
         // The texts themselves are not kept: an item's fields can be megabytes.
@@ -737,6 +870,7 @@ impl Matcher {
             field_bits: bits_of(&hits, self.patterns.len(), buf.bits),
             hits,
             near: RefCell::new(buf.near),
+            lang,
         }
     }
 
@@ -749,6 +883,8 @@ impl Matcher {
             field,
             norm,
             orig,
+            accented,
+            lang,
         } = *at;
         let t = norm.text.as_str();
         let (s, e) = (r.start as usize, r.end as usize);
@@ -786,8 +922,18 @@ impl Matcher {
                     continue;
                 }
             }
-            counts[pid as usize] += 1;
             let (os, oe) = norm.to_original(s, end);
+            // An accent-free term on text with diacritics: only within its own language (an
+            // item of unknown language gets the benefit of the doubt).
+            if var == Variant::Folded
+                && accented
+                && lang.is_some()
+                && lang != p.fold
+                && text::has_diacritics(orig.get(os..oe).unwrap_or(""))
+            {
+                continue;
+            }
+            counts[pid as usize] += 1;
             hits.push(Hit {
                 pat: pid,
                 field,
@@ -820,6 +966,7 @@ impl ItemHits<'static> {
             field_bits: bits_of(&hits, n_patterns, Vec::new()),
             hits,
             near: RefCell::default(),
+            lang: None,
         }
     }
 }
@@ -1154,8 +1301,18 @@ pub fn explain(m: &Matcher, n: &Node, h: &ItemHits, depth: usize, out: &mut Stri
     let mark = if ok { "yes" } else { "no " };
     let pad = "  ".repeat(depth);
     match n {
+        Node::Atom(a) if m.atoms[*a as usize].lang_test => {
+            let lang = h.lang.map_or("unknown".to_string(), |l| l.to_string());
+            let display = &m.atoms[*a as usize].display;
+            let _ = writeln!(out, "{pad}{mark} {display}  (the item's language: {lang})");
+        }
         Node::Atom(a) => {
             let atom = &m.atoms[*a as usize];
+            let from = atom
+                .set
+                .as_ref()
+                .map(|s| format!(" [@{s}]"))
+                .unwrap_or_default();
             let found: Vec<String> = h
                 .of_atom(atom)
                 .take(4)
@@ -1174,14 +1331,14 @@ pub fn explain(m: &Matcher, n: &Node, h: &ItemHits, depth: usize, out: &mut Stri
             if found.is_empty() {
                 let _ = writeln!(
                     out,
-                    "{pad}{mark} {}  (not found in {})",
+                    "{pad}{mark} {}{from}  (not found in {})",
                     atom.display,
                     scope.join("/")
                 );
             } else {
                 let _ = writeln!(
                     out,
-                    "{pad}{mark} {}  found: {}",
+                    "{pad}{mark} {}{from}  found: {}",
                     atom.display,
                     found.join("; ")
                 );
@@ -1298,7 +1455,7 @@ mod guard_tests {
             let m = b.finish().expect("matcher");
             let guarded = m.guard(node.clone());
             let item = Item { title, summary: body, ..Default::default() };
-            let h = m.scan(&item);
+            let h = m.scan(&item, None);
             let held = eval(&m, &node, &h);
             prop_assert_eq!(eval(&m, &guarded, &h), held, "{}", q);
             // Gathering agrees with evaluation, and finds the same evidence either way.

@@ -15,14 +15,17 @@ mod matcher;
 mod parse;
 mod scan;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::Deserialize;
 
 pub use diag::{RuleError, RuleSource, RuleWarning};
 use matcher::{ItemHits, Matcher, MatcherBuilder, Node, PatternSet};
+use parse::{Expr, SetOrigin, Term};
 
 use crate::item::{Evidence, Field, Item, Verdict};
+use crate::lang::Lang;
+use crate::sets::SetLibrary;
 
 /// How a matching story is delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -149,14 +152,39 @@ pub struct Classifier {
     matcher: Matcher,
     watches: Vec<CompiledWatch>,
     warnings: Vec<RuleWarning>,
+    /// The sets the watches name as `@name` (for the unused-set warning).
+    used_sets: BTreeSet<String>,
 }
 
 /// Most evidence entries kept per verdict (the score uses all hits).
 const MAX_EVIDENCE: usize = 64;
 
 impl Classifier {
-    /// Compiles all watches; returns every error found, not just the first.
+    /// Compiles all watches against the shipped term sets; returns every error found, not just
+    /// the first.
     pub fn compile(watches: &[WatchConfig]) -> Result<Classifier, Vec<RuleError>> {
+        match SetLibrary::shipped() {
+            Ok(lib) => Classifier::compile_with(watches, lib),
+            Err(errs) => Err(errs
+                .iter()
+                .map(|e| RuleError {
+                    watch_id: String::new(),
+                    source: RuleSource::Watch,
+                    offset: 0,
+                    message: e.clone(),
+                    hint: None,
+                    span: None,
+                })
+                .collect()),
+        }
+    }
+
+    /// Compiles all watches, their `@name`s resolved in `sets`.
+    pub fn compile_with(
+        watches: &[WatchConfig],
+        sets: &SetLibrary,
+    ) -> Result<Classifier, Vec<RuleError>> {
+        let mut used_sets = BTreeSet::new();
         let mut errors = Vec::new();
         let mut b = MatcherBuilder::default();
         let mut compiled = Vec::new();
@@ -199,24 +227,17 @@ impl Classifier {
                     None,
                 ));
             }
-            let q = compile_one(
-                &mut b,
-                w,
-                RuleSource::Query,
-                w.query.get_ref(),
-                w.query.span(),
-                &mut errors,
-            );
-            let ex = w.exclude.as_ref().map(|e| {
-                compile_one(
-                    &mut b,
-                    w,
-                    RuleSource::Exclude,
-                    e.get_ref(),
-                    e.span(),
-                    &mut errors,
-                )
-            });
+            let mut cx = Compile {
+                b: &mut b,
+                sets,
+                used: &mut used_sets,
+                errors: &mut errors,
+            };
+            let q = cx.one(w, RuleSource::Query, w.query.get_ref(), w.query.span());
+            let ex = w
+                .exclude
+                .as_ref()
+                .map(|e| cx.one(w, RuleSource::Exclude, e.get_ref(), e.span()));
             if let (Some(q), Some(ex)) = (q, ex.unwrap_or(Some(Node::Or(vec![])))) {
                 compiled.push((w, q, w.exclude.as_ref().map(|_| ex)));
             }
@@ -285,6 +306,7 @@ impl Classifier {
             matcher,
             watches: out,
             warnings: Vec::new(),
+            used_sets,
         };
         c.warnings = lint(&c, watches);
         Ok(c)
@@ -298,9 +320,19 @@ impl Classifier {
         &self.warnings
     }
 
+    /// The sets the watches name (`@name`), directly.
+    pub fn used_sets(&self) -> impl Iterator<Item = &str> {
+        self.used_sets.iter().map(String::as_str)
+    }
+
+    /// The language the item is matched as: its `lang` when it is a known code.
+    fn item_lang(item: &Item) -> Option<Lang> {
+        item.lang.as_deref().and_then(Lang::from_code)
+    }
+
     /// The watches that match `item` (score >= min_score, exclude not matched), in config order.
     pub fn classify(&self, item: &Item) -> Vec<Verdict> {
-        let hits = self.matcher.scan(item);
+        let hits = self.matcher.scan(item, Self::item_lang(item));
         let mut out = Vec::new();
         let mut ev = Vec::new();
         for w in &self.watches {
@@ -332,30 +364,34 @@ impl Classifier {
             .fast_exclude
             .as_ref()
             .is_some_and(|ex| matcher::eval(m, ex, hits));
-        // Score: per distinct term, its weight times the best field weight it was found in, plus
-        // half that for each further field (a term in title and summary beats title alone).
-        let mut per_term: Vec<(u32, f64, u8)> = Vec::new();
+        // Score: per distinct concept (a set, or a term written in the query), its weight times
+        // the best field weight it was found in, a quarter more for each further field (at most
+        // two); then the strongest concept counts whole and each further one a quarter of the
+        // one before (see docs/rules.md, "Scoring").
+        let mut per_concept: Vec<(u32, f64, u8)> = Vec::new();
         for (a, h) in ev.iter() {
             let atom = &m.atoms[*a as usize];
+            if atom.lang_test {
+                continue;
+            }
             let fw = w.weights.get(Field::ALL[h.field as usize]);
-            match per_term.iter_mut().find(|(t, _, _)| *t == atom.term) {
+            let s = atom.concept_weight * fw;
+            match per_concept
+                .iter_mut()
+                .find(|(c, _, _)| *c == atom.concept_id)
+            {
                 Some(e) => {
-                    e.1 = e.1.max(atom.weight * fw);
+                    e.1 = e.1.max(s);
                     e.2 |= 1 << h.field;
                 }
-                None => per_term.push((atom.term, atom.weight * fw, 1 << h.field)),
+                None => per_concept.push((atom.concept_id, s, 1 << h.field)),
             }
         }
-        let score: f64 = per_term
-            .iter()
-            .map(|(_, best, mask)| {
-                best * (1.0 + 0.25 * (mask.count_ones().saturating_sub(1)) as f64)
-            })
-            .sum();
-        let score = (score * 100.0).round() / 100.0;
+        let score = concept_score(per_concept.iter().map(|(_, best, mask)| (*best, *mask)));
         // Evidence: distinct (field, range, term), in that order (term ids sort like the terms).
         let mut spans: Vec<(u8, u32, u32, u32, u32)> = ev
             .iter()
+            .filter(|(a, _)| !m.atoms[*a as usize].lang_test)
             .map(|(a, h)| (h.field, h.os, h.oe, m.atoms[*a as usize].term, *a))
             .collect();
         spans.sort_unstable();
@@ -363,13 +399,16 @@ impl Classifier {
         let evidence: Vec<Evidence> = spans
             .into_iter()
             .take(MAX_EVIDENCE)
-            .map(|(field, start, end, _, a)| Evidence {
-                term: m.atoms[a as usize].display.clone(),
-                set: None,
-                concept: None,
-                field: Field::ALL[field as usize],
-                start: start as usize,
-                end: end as usize,
+            .map(|(field, start, end, _, a)| {
+                let atom = &m.atoms[a as usize];
+                Evidence {
+                    term: atom.display.clone(),
+                    set: atom.set.clone(),
+                    concept: atom.concept.clone(),
+                    field: Field::ALL[field as usize],
+                    start: start as usize,
+                    end: end as usize,
+                }
             })
             .collect();
         let passes = !excluded && score >= w.min_score.unwrap_or(0.0);
@@ -388,7 +427,7 @@ impl Classifier {
     /// Per watch: matched or not and why (terms found where, the sub-clause that failed, score
     /// against min_score, exclude hits).
     pub fn explain(&self, item: &Item) -> String {
-        let hits = self.matcher.scan(item);
+        let hits = self.matcher.scan(item, Self::item_lang(item));
         let m = &self.matcher;
         let mut out = String::new();
         for w in &self.watches {
@@ -449,34 +488,165 @@ struct Judgement {
     verdict: Option<Verdict>,
 }
 
-fn compile_one(
-    b: &mut MatcherBuilder,
-    w: &WatchConfig,
-    source: RuleSource,
-    text: &str,
-    span: std::ops::Range<usize>,
-    errors: &mut Vec<RuleError>,
-) -> Option<Node> {
-    let mk = |offset: usize, message: String, hint: Option<String>| RuleError {
-        watch_id: w.id.clone(),
-        source,
-        offset,
-        message,
-        hint,
-        span: Some(span.clone()),
-    };
-    match parse::parse(text) {
-        Err(e) => {
-            errors.push(mk(e.offset, e.message, e.hint));
-            None
+/// A verdict's score from its concepts' (best weighted hit, fields found in): each concept's
+/// strength is the best hit, a quarter more per further field (two at most); the strongest
+/// counts whole, the next a quarter, the next a sixteenth and so on — so however many weak
+/// concepts match, they add up to less than 4/3 of the strongest of them.
+pub(crate) fn concept_score(concepts: impl Iterator<Item = (f64, u8)>) -> f64 {
+    let mut strengths: Vec<f64> = concepts
+        .map(|(best, mask)| {
+            let extra = mask.count_ones().saturating_sub(1).min(2);
+            best * (1.0 + 0.25 * extra as f64)
+        })
+        .collect();
+    strengths.sort_by(|a, b| b.total_cmp(a));
+    let mut credit = 1.0;
+    let mut score = 0.0;
+    for s in strengths {
+        score += s * credit;
+        credit *= 0.25;
+    }
+    (score * 100.0).round() / 100.0
+}
+
+/// What compiling one watch's strings needs: the matcher being built, the sets, and where
+/// the sets named and the errors found go.
+struct Compile<'a> {
+    b: &'a mut MatcherBuilder,
+    sets: &'a SetLibrary,
+    used: &'a mut BTreeSet<String>,
+    errors: &'a mut Vec<RuleError>,
+}
+
+impl Compile<'_> {
+    fn one(
+        &mut self,
+        w: &WatchConfig,
+        source: RuleSource,
+        text: &str,
+        span: std::ops::Range<usize>,
+    ) -> Option<Node> {
+        let mk = |offset: usize, message: String, hint: Option<String>| RuleError {
+            watch_id: w.id.clone(),
+            source,
+            offset,
+            message,
+            hint,
+            span: Some(span.clone()),
+        };
+        let expr = match parse::parse(text) {
+            Ok(e) => e,
+            Err(e) => {
+                self.errors.push(mk(e.offset, e.message, e.hint));
+                return None;
+            }
+        };
+        let mut failed = Vec::new();
+        let expr = resolve_sets(expr, self.sets, self.used, &mut failed);
+        if !failed.is_empty() {
+            self.errors
+                .extend(failed.into_iter().map(|(o, m, h)| mk(o, m, h)));
+            return None;
         }
-        Ok(expr) => match b.lower(&expr) {
+        match self.b.lower(&expr) {
             Ok(n) => Some(n),
             Err((o, msg, hint)) => {
-                errors.push(mk(o, msg, hint));
+                self.errors.push(mk(o, msg, hint));
                 None
             }
+        }
+    }
+}
+
+/// Replaces every `@name` by the OR of the set's terms (scoped and `caps` like the `@name`),
+/// each remembering its set; unknown names are collected in `failed`.
+fn resolve_sets(
+    e: Expr,
+    sets: &SetLibrary,
+    used: &mut BTreeSet<String>,
+    failed: &mut Vec<matcher::LowerError>,
+) -> Expr {
+    let mut all = |v: Vec<Expr>| -> Vec<Expr> {
+        v.into_iter()
+            .map(|x| resolve_sets(x, sets, used, failed))
+            .collect()
+    };
+    match e {
+        Expr::Set {
+            name,
+            offset,
+            fields,
+            caps,
+        } => {
+            let Some(terms) = sets.terms(&name) else {
+                let close = sets.closest(&name);
+                let (message, hint) = if close.is_empty() {
+                    let known: Vec<&str> = sets.names().take(12).collect();
+                    (
+                        format!("unknown set `@{name}`"),
+                        if known.is_empty() {
+                            format!("define it in the config: [sets.{name}] with en = [\"…\"]")
+                        } else {
+                            format!(
+                                "define it as [sets.{name}], or use a known set: {}",
+                                known.join(", ")
+                            )
+                        },
+                    )
+                } else {
+                    let did: Vec<String> = close.iter().map(|c| format!("`@{c}`")).collect();
+                    (
+                        format!("unknown set `@{name}`; did you mean {}?", did.join(" or ")),
+                        format!(
+                            "set names are those of [sets.NAME] tables; or define [sets.{name}]"
+                        ),
+                    )
+                };
+                failed.push((offset, message, Some(hint)));
+                return Expr::Or(Vec::new());
+            };
+            used.insert(name);
+            let mut v: Vec<Expr> = terms
+                .iter()
+                .map(|r| {
+                    Expr::Term(Term {
+                        text: r.term.text.clone(),
+                        display: r.term.written.clone(),
+                        phrase: r.term.text.contains(char::is_whitespace),
+                        prefix: r.term.prefix,
+                        caps: caps || r.term.caps,
+                        weight: 1.0,
+                        fields,
+                        offset,
+                        set: Some(SetOrigin {
+                            set: r.set.clone(),
+                            concept: r.concept.clone(),
+                            weight: r.weight,
+                        }),
+                        lang: r.term.lang,
+                    })
+                })
+                .collect();
+            if v.len() == 1 {
+                v.pop().expect("one term")
+            } else {
+                Expr::Or(v)
+            }
+        }
+        Expr::And(v) => Expr::And(all(v)),
+        Expr::Or(v) => Expr::Or(all(v)),
+        Expr::Not(x) => Expr::Not(Box::new(resolve_sets(*x, sets, used, failed))),
+        Expr::Near { a, b, n, ordered } => Expr::Near {
+            a: Box::new(resolve_sets(*a, sets, used, failed)),
+            b: Box::new(resolve_sets(*b, sets, used, failed)),
+            n,
+            ordered,
         },
+        Expr::AtLeast { n, inner } => Expr::AtLeast {
+            n,
+            inner: Box::new(resolve_sets(*inner, sets, used, failed)),
+        },
+        other => other,
     }
 }
 

@@ -11,10 +11,16 @@
 //! unary   := ("NOT" | "-") unary | near
 //! near    := primary ( ("NEAR/n" | "ONEAR/n") primary )*
 //! primary := "(" or ")" | FIELD ":" primary | "caps(" or ")" | "atleastN(" or ")"
-//!          | word["*"]["^"w] | "\"phrase\""["^"w]
+//!          | word["*"]["^"w] | "\"phrase\""["^"w] | "@"set | "lang:" code | "lang:(" code (OR code)* ")"
 //! ```
+//!
+//! `@name` stands for a named term set (resolved against the config's sets by the caller);
+//! `lang:` tests the item's language.
+
+use std::sync::Arc;
 
 use crate::item::Field;
+use crate::lang::Lang;
 
 /// Bit set over [`Field::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,11 +64,36 @@ pub struct Term {
     pub weight: f64,
     pub fields: Option<FieldMask>,
     pub offset: usize,
+    /// For a term of a named set: the set it was listed in, its label and weight.
+    pub set: Option<SetOrigin>,
+    /// The language key the term was listed under in its set; `None` for terms written in the
+    /// query (and a set's `any`). Decides where it may match accented text (see `matcher`).
+    pub lang: Option<Lang>,
+}
+
+/// Where a term of a set came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetOrigin {
+    pub set: Arc<str>,
+    pub concept: Arc<str>,
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Term(Term),
+    /// `@name`: a named term set, replaced by the OR of its terms before lowering.
+    Set {
+        name: String,
+        offset: usize,
+        fields: Option<FieldMask>,
+        caps: bool,
+    },
+    /// `lang:vi`, `lang:(vi OR zh)`: the item is in one of these languages.
+    Lang {
+        langs: Vec<Lang>,
+        offset: usize,
+    },
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
@@ -118,6 +149,8 @@ enum Tok {
         prefix: bool,
         weight: f64,
     },
+    Set(String),
+    Lang(Vec<Lang>),
 }
 
 #[derive(Debug, Clone)]
@@ -255,9 +288,37 @@ fn lex(q: &str) -> Result<Vec<Token>, ParseError> {
                     i += 1;
                     continue;
                 }
+                if let Some(name) = word.strip_prefix('@') {
+                    if name.is_empty()
+                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return err(
+                            i,
+                            format!("`{word}` is not a set name"),
+                            Some("a set is written @name, with letters, digits and `_`: @entity_list"),
+                        );
+                    }
+                    toks.push(Token {
+                        tok: Tok::Set(name.to_string()),
+                        start: i,
+                        end: j,
+                    });
+                    i = j;
+                    continue;
+                }
                 // Field scope: ASCII letters then ':'.
                 if let Some(colon) = word.find(':') {
                     let name = &word[..colon];
+                    if name.eq_ignore_ascii_case("lang") {
+                        let (langs, end) = lex_lang(q, i, i + colon + 1)?;
+                        toks.push(Token {
+                            tok: Tok::Lang(langs),
+                            start: i,
+                            end,
+                        });
+                        i = end;
+                        continue;
+                    }
                     if !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphabetic()) {
                         match field_by_name(name) {
                             Some(f) => {
@@ -409,6 +470,54 @@ fn lex(q: &str) -> Result<Vec<Token>, ParseError> {
     Ok(toks)
 }
 
+/// The codes after `lang:` at `from` (`vi`, or `(vi OR zh)`); returns them and the end.
+fn lex_lang(q: &str, start: usize, from: usize) -> Result<(Vec<Lang>, usize), ParseError> {
+    let rest = &q[from..];
+    let (body, body_at, end) = if let Some(r) = rest.strip_prefix('(') {
+        match r.find(')') {
+            Some(p) => (&r[..p], from + 1, from + 1 + p + 1),
+            None => {
+                return err(
+                    start,
+                    "unbalanced parenthesis opened here",
+                    Some("add the missing `)`: lang:(vi OR zh)"),
+                )
+            }
+        }
+    } else {
+        let n = rest.find(is_delim).unwrap_or(rest.len());
+        (&rest[..n], from, from + n)
+    };
+    let mut langs = Vec::new();
+    let mut at = body_at;
+    for w in body.split_inclusive(char::is_whitespace) {
+        let code = w.trim();
+        let here = at;
+        at += w.len();
+        if code.is_empty() || code == "OR" {
+            continue;
+        }
+        match Lang::from_code(code) {
+            Some(l) => langs.push(l),
+            None => {
+                let hint = match crate::lang::suggest(code) {
+                    Some(s) => format!("did you mean lang:{s}? Languages are ISO 639-1 codes"),
+                    None => "write a two-letter ISO 639-1 code: lang:vi, lang:(de OR nl)".into(),
+                };
+                return err(here, format!("unknown language `{code}`"), Some(&hint));
+            }
+        }
+    }
+    if langs.is_empty() {
+        return err(
+            start,
+            "`lang:` needs a language",
+            Some("write lang:vi or lang:(de OR nl)"),
+        );
+    }
+    Ok((langs, end))
+}
+
 #[derive(Clone, Copy)]
 struct Ctx {
     fields: Option<FieldMask>,
@@ -433,13 +542,15 @@ fn is_operand_start(t: &Tok) -> bool {
             | Tok::AtLeast(_)
             | Tok::Word { .. }
             | Tok::Phrase { .. }
+            | Tok::Set(_)
+            | Tok::Lang(_)
     )
 }
 
 /// Expressions that yield positions: terms and OR-groups of them.
 pub fn is_positional(e: &Expr) -> bool {
     match e {
-        Expr::Term(_) => true,
+        Expr::Term(_) | Expr::Set { .. } => true,
         Expr::Or(v) => v.iter().all(is_positional),
         _ => false,
     }
@@ -690,8 +801,20 @@ impl<'a> Parser<'a> {
                     weight,
                     fields: ctx.fields,
                     offset: t.start,
+                    set: None,
+                    lang: None,
                 }))
             }
+            Tok::Set(name) => Ok(Expr::Set {
+                name,
+                offset: t.start,
+                fields: ctx.fields,
+                caps: ctx.caps,
+            }),
+            Tok::Lang(langs) => Ok(Expr::Lang {
+                langs,
+                offset: t.start,
+            }),
             Tok::RParen => err(
                 t.start,
                 "`)` without a matching `(`",

@@ -75,7 +75,9 @@ fn language_table() {
         ("title:(nvidia OR amd) chips", "AMD chips", true),
         // weights are accepted and do not change matching
         ("nvidia^3 OR amd", "nvidia", true),
-        // Vietnamese: accent-insensitive without diacritics, exact with them
+        // Diacritics: a term written with them matches them exactly; one written without them
+        // ignores them in an item of unknown language, as here (for items of a known language
+        // see `folding_does_not_cross_languages`)
         ("\"trung phat\"", "Mỹ áp lệnh trừng phạt", true),
         ("\"trừng phạt\"", "Mỹ áp lệnh trừng phạt", true),
         ("cấm", "cam kết", false),
@@ -90,6 +92,11 @@ fn language_table() {
         ("exportkontroll*", "Neue Exportkontrollen für Chips", true),
         (
             "\"controles a l'exportation\"",
+            "Contrôles à l'exportation renforcés",
+            true,
+        ),
+        (
+            "\"contrôles à l'exportation\"",
             "Contrôles à l'exportation renforcés",
             true,
         ),
@@ -212,8 +219,8 @@ fn min_score_and_exclude() {
     w.exclude = Some(toml::Spanned::new(0..0, "gaming OR review".into()));
     let c = Classifier::compile(&[w]).unwrap();
     assert!(c.classify(&item("", "Nvidia")).is_empty()); // 1.0 < 2.5
-    assert_eq!(c.classify(&item("", "Nvidia H100 news")).len(), 0); // 2.0
-    assert_eq!(c.classify(&item("Nvidia H100", "")).len(), 1); // 4.0
+    assert_eq!(c.classify(&item("", "Nvidia H100 news")).len(), 0); // 1.0 + 1.0/4
+    assert_eq!(c.classify(&item("Nvidia H100", "")).len(), 1); // 2.0 + 2.0/4
     assert!(c.classify(&item("Nvidia H100 review", "")).is_empty());
     let ex = c.explain(&item("Nvidia H100 review", ""));
     assert!(ex.contains("exclude matched too"), "{ex}");
@@ -401,4 +408,163 @@ fn near_on_large_repetitive_text_is_bounded_and_correct() {
         ..Default::default()
     };
     assert!(c.classify(&it).is_empty());
+}
+
+/// A classifier over `query`, with the sets of `sets_toml` (a user config's `[sets.*]`).
+fn with_sets(sets_toml: &str, query: &str) -> Classifier {
+    let lib = SetLibrary::from_files(&[], Some(("sets.toml", sets_toml)))
+        .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    Classifier::compile_with(&[WatchConfig::new("w", query)], &lib)
+        .unwrap_or_else(|e| panic!("{query:?}: {e:?}"))
+}
+
+const SETS: &str = r#"
+[sets.entity_list]
+label = "Entity List"
+weight = 3
+en = ["entity list", "unverified list"]
+
+[sets.tech]
+label = "Technology"
+en = ["chip*", "semiconductor*"]
+any = ["caps(EUV)"]
+
+[sets.restriction]
+en = ["ban", "bans", "curb*"]
+vi = ["cấm", "cam", "hạn chế", "han che"]
+
+[sets.export_word]
+en = ["export*"]
+vi = ["xuat khau"]
+"#;
+
+#[test]
+fn sets_expand_where_terms_stand_and_fill_evidence() {
+    let c = with_sets(SETS, "title:@entity_list OR (@restriction NEAR/3 @tech)");
+    let v = c.classify(&item("Firms added to the Entity List", ""));
+    assert_eq!(v.len(), 1);
+    let e = &v[0].evidence[0];
+    assert_eq!(
+        (&*e.term, e.set.as_deref(), e.concept.as_deref()),
+        ("entity list", Some("entity_list"), Some("Entity List"))
+    );
+    // title: scopes every term of the set.
+    assert!(c
+        .classify(&item("Markets", "added to the Entity List"))
+        .is_empty());
+    assert_eq!(c.classify(&item("US curbs on chips", "")).len(), 1);
+    // caps() inside a set holds: "euv" in lower case is not the acronym.
+    let c = with_sets(SETS, "@tech AND ban");
+    assert_eq!(c.classify(&item("EUV ban", "")).len(), 1);
+    assert!(c.classify(&item("euv ban", "")).is_empty());
+    // `classify --explain` names the set of a found term.
+    let x = c.explain(&item("EUV ban", ""));
+    assert!(x.contains("caps(EUV) [@tech]  found: title 0..3"), "{x}");
+}
+
+#[test]
+fn unknown_set_is_refused_at_the_name_with_the_closest_names() {
+    let lib = SetLibrary::from_files(&[], Some(("sets.toml", SETS))).unwrap();
+    let src = "[[watches]]\nid = \"w\"\nquery = 'chips AND @restrictoin'\n";
+    let ws = watches_from_toml(src).unwrap();
+    let errs = match Classifier::compile_with(&ws, &lib) {
+        Ok(_) => panic!("compiled"),
+        Err(e) => e,
+    };
+    let r = errs[0].render("p.toml", src);
+    assert!(
+        r.starts_with(
+            "p.toml:3:20: error: watch `w`: unknown set `@restrictoin`; did you mean `@restriction`?"
+        ),
+        "{r}"
+    );
+    assert!(r.contains("hint: "), "{r}");
+    let e = perr_of(&lib, "lang:vn AND chips");
+    assert!(
+        e.contains("unknown language `vn`") && e.contains("lang:vi"),
+        "{e}"
+    );
+}
+
+fn perr_of(lib: &SetLibrary, q: &str) -> String {
+    match Classifier::compile_with(&[WatchConfig::new("w", q)], lib) {
+        Ok(_) => panic!("{q} compiled"),
+        Err(e) => e
+            .iter()
+            .map(|x| format!("{x}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+fn in_lang(title: &str, lang: &str) -> Item {
+    Item {
+        title: title.into(),
+        lang: Some(lang.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn folding_does_not_cross_languages() {
+    // English `ban` (a set's `en` term, or written in the query) never finds Vietnamese "bán"
+    // ("sell") in a Vietnamese item; it still finds "ban" and "BAN".
+    let sales = in_lang(
+        "Doanh số bán chip của Nvidia tại Trung Quốc tăng mạnh",
+        "vi",
+    );
+    for q in ["@restriction", "ban", "ban AND chip*"] {
+        let c = with_sets(SETS, q);
+        assert!(c.classify(&sales).is_empty(), "{q}: {}", c.explain(&sales));
+        assert_eq!(
+            c.classify(&in_lang("US BAN on chips", "en")).len(),
+            1,
+            "{q}"
+        );
+    }
+    // A vi term without diacritics finds the accented Vietnamese in a Vietnamese item...
+    let c = with_sets(SETS, "@restriction NEAR/2 @export_word");
+    let vi = in_lang("Ấn Độ cấm xuất khẩu chip", "vi");
+    let v = c.classify(&vi);
+    assert_eq!(v.len(), 1, "{}", c.explain(&vi));
+    let terms: Vec<&str> = v[0].evidence.iter().map(|e| &*e.term).collect();
+    assert!(
+        terms.contains(&"cam") && terms.contains(&"xuat khau"),
+        "{terms:?}"
+    );
+    // ...and unaccented Vietnamese anywhere, but does not fold on a French item.
+    assert_eq!(
+        c.classify(&in_lang("An Do cam xuat khau chip", "fr")).len(),
+        1
+    );
+    let c = with_sets(SETS, "@export_word AND han che");
+    assert!(c.classify(&in_lang("Hạn chế à l'export", "fr")).is_empty());
+    let c = with_sets(SETS, "@export_word");
+    assert!(c.classify(&in_lang("Xuất khẩu", "fr")).is_empty());
+    assert_eq!(c.classify(&in_lang("Xuất khẩu", "vi")).len(), 1);
+    // A term written with diacritics matches them in any item.
+    let c = with_sets(SETS, "\"hạn chế\"");
+    assert_eq!(c.classify(&in_lang("Hạn chế", "fr")).len(), 1);
+}
+
+#[test]
+fn lang_scope_tests_the_item_language() {
+    let c = with_sets(SETS, "lang:vi AND chip*");
+    assert_eq!(c.classify(&in_lang("chip", "vi")).len(), 1);
+    assert!(c.classify(&in_lang("chip", "en")).is_empty());
+    assert!(c.classify(&item("chip", "")).is_empty());
+    let c = with_sets(SETS, "chip* AND NOT lang:(vi OR zh)");
+    assert_eq!(c.classify(&in_lang("chip", "en")).len(), 1);
+    assert!(c.classify(&in_lang("chip", "zh")).is_empty());
+    // Never evidence, never score.
+    let c = with_sets(SETS, "chip* AND lang:en");
+    let v = c.classify(&in_lang("chips", "en"));
+    assert_eq!(v[0].evidence.len(), 1);
+    assert_eq!(v[0].score, 2.0);
+    let x = c.explain(&in_lang("chips", "de"));
+    assert!(x.contains("no  lang:en  (the item's language: de)"), "{x}");
+    let lib = SetLibrary::from_files(&[], Some(("s.toml", SETS))).unwrap();
+    assert!(perr_of(&lib, "lang:english AND chips").contains("did you mean lang:en?"));
+    assert!(perr_of(&lib, "lang:(vi OR xx) AND chips").contains("unknown language `xx`"));
+    assert!(perr_of(&lib, "lang:vi NEAR/3 chips").contains("NEAR works on"));
 }
