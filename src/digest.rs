@@ -428,22 +428,26 @@ pub fn display_link(s: &Story) -> Option<String> {
 
 /// The concepts a story matched, strongest first, in words a reader understands: each term
 /// set's label (`concept`), and where a term has none, the text it matched when that evidence
-/// is specific ("H20", "Entity List"). Never the term list, never a score. When nothing is
-/// specific and nothing has a label, the matched words themselves, at most three.
+/// is specific ("H20", "Entity List"). A label of a class of products names the model found
+/// ("AI accelerator (H20)"); context below the generic weight ("government") is left out when
+/// anything stronger matched. Never the term list, never a score. When nothing is specific and
+/// nothing has a label, the matched words themselves, at most three.
 pub fn why_concepts(s: &Story) -> Vec<String> {
-    // (label, weight, order of appearance)
-    let mut found: Vec<(String, f64, usize)> = Vec::new();
+    // (key, label, weight, order of appearance); one entry per concept.
+    let mut found: Vec<(String, String, f64, usize)> = Vec::new();
     let mut fallback: Vec<String> = Vec::new();
-    let push = |list: &mut Vec<(String, f64, usize)>, label: String, w: f64, i: usize| {
+    let push = |list: &mut Vec<(String, String, f64, usize)>,
+                key: &str,
+                label: String,
+                w: f64,
+                i: usize| {
         if label.is_empty() {
             return;
         }
-        match list
-            .iter_mut()
-            .find(|(l, _, _)| l.to_lowercase() == label.to_lowercase())
-        {
-            Some(entry) => entry.1 = entry.1.max(w),
-            None => list.push((label, w, i)),
+        let key = key.to_lowercase();
+        match list.iter_mut().find(|(k, ..)| *k == key) {
+            Some(entry) => entry.2 = entry.2.max(w),
+            None => list.push((key, label, w, i)),
         }
     };
     // Title evidence first: what the headline says is what the story is about.
@@ -452,11 +456,23 @@ pub fn why_concepts(s: &Story) -> Vec<String> {
     ev.sort_by_key(|(i, e)| (e.field != Field::Title, *i));
     for (i, e) in ev {
         let w = s.weights.weight(e);
+        let text = matched_text(s, e);
         if let Some(c) = e.concept.as_deref() {
-            push(&mut found, clean_short(c, MAX_CONCEPT_CHARS), w, i);
-        } else if let Some(text) = matched_text(s, e) {
+            let c = clean_short(c, MAX_CONCEPT_CHARS);
+            // A class of products ("AI accelerator") names the model it found: "(H20)".
+            let label = match &text {
+                Some(t)
+                    if t.chars().any(|ch| ch.is_ascii_digit())
+                        && !c.to_lowercase().contains(&t.to_lowercase()) =>
+                {
+                    format!("{c} ({t})")
+                }
+                _ => c.clone(),
+            };
+            push(&mut found, &c, label, w, i);
+        } else if let Some(text) = text {
             if w > GENERIC_WEIGHT {
-                push(&mut found, text, w, i);
+                push(&mut found, &text.clone(), text, w, i);
             } else if fallback.len() < 3
                 && !fallback
                     .iter()
@@ -469,11 +485,15 @@ pub fn why_concepts(s: &Story) -> Vec<String> {
     if found.is_empty() {
         return fallback;
     }
-    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+    // Context below the generic weight ("government") only when there is nothing else.
+    if found.iter().any(|f| f.2 >= GENERIC_WEIGHT) {
+        found.retain(|f| f.2 >= GENERIC_WEIGHT);
+    }
+    found.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.3.cmp(&b.3)));
     // "H20" says nothing "Nvidia H20" does not: a label inside another is one concept, named
     // by the longer.
     let mut out: Vec<String> = Vec::new();
-    for (label, _, _) in found {
+    for (_, label, _, _) in found {
         let low = label.to_lowercase();
         if out.iter().any(|o| o.to_lowercase().contains(&low)) {
             continue;
@@ -1897,15 +1917,32 @@ mod tests {
         let s = entity_list_story(1);
         assert_eq!(
             why_line(&s),
-            "Entity List · Nvidia H20 · Restrictions · United States"
+            "Entity List · Nvidia H20 · Restrictions",
+            "context below the generic weight (United States) gives way to the rest"
         );
+        // A class of products names the model it found.
+        let mut c = s.clone();
+        for e in &mut c.evidence {
+            if e.set.as_deref() == Some("ai_accelerator") {
+                e.concept = Some("AI accelerator".into());
+            }
+        }
+        assert_eq!(
+            why_line(&c),
+            "Entity List · AI accelerator (H20) · Restrictions"
+        );
+        // Only context: it is shown.
+        let mut only = s.clone();
+        only.evidence
+            .retain(|e| e.set.as_deref() == Some("government"));
+        assert_eq!(why_line(&only), "United States · China");
         let r = render(
             &digest(vec![section("ec", vec![s])]),
             &RenderLimits::default(),
         );
         assert!(
             r.text
-                .contains("  Why: Entity List · Nvidia H20 · Restrictions · United States\n"),
+                .contains("  Why: Entity List · Nvidia H20 · Restrictions\n"),
             "{}",
             r.text
         );

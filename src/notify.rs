@@ -477,11 +477,10 @@ fn hand_back_overflow(
     Ok(())
 }
 
-/// The weights of the configured term sets, for the digest's highlights and "why" line.
-/// Until the config carries term sets this is empty, and the digest judges each term by its
-/// form (see `digest::SetWeights::weight`).
-fn set_weights(_cfg: &Loaded) -> SetWeights {
-    SetWeights::default()
+/// The weights of the config's term sets, for the digest's highlights and "why" line (a term
+/// written directly in a query is judged by its form: see `digest::SetWeights::weight`).
+fn set_weights(cfg: &Loaded) -> SetWeights {
+    SetWeights::new(cfg.classifier.set_weights().clone())
 }
 
 /// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
