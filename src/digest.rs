@@ -429,8 +429,8 @@ pub fn display_link(s: &Story) -> Option<String> {
 /// The concepts a story matched, strongest first, in words a reader understands: each term
 /// set's label (`concept`), and where a term has none, the text it matched when that evidence
 /// is specific ("H20", "Entity List"). A label of a class of products names the model found
-/// ("AI accelerator (H20)"); context below the generic weight ("government") is left out when
-/// anything stronger matched. Never the term list, never a score. When nothing is specific and
+/// ("AI accelerator (H20)"); only the strongest tier present is named: specific concepts when
+/// there are any, else generic words, else context ("government"). Never the term list, never a score. When nothing is specific and
 /// nothing has a label, the matched words themselves, at most three.
 pub fn why_concepts(s: &Story) -> Vec<String> {
     // (key, label, weight, order of appearance); one entry per concept.
@@ -485,8 +485,11 @@ pub fn why_concepts(s: &Story) -> Vec<String> {
     if found.is_empty() {
         return fallback;
     }
-    // Context below the generic weight ("government") only when there is nothing else.
-    if found.iter().any(|f| f.2 >= GENERIC_WEIGHT) {
+    // The strongest tier present: specific concepts when there are any, else generic words,
+    // else context ("government").
+    if found.iter().any(|f| f.2 > GENERIC_WEIGHT) {
+        found.retain(|f| f.2 > GENERIC_WEIGHT);
+    } else if found.iter().any(|f| f.2 >= GENERIC_WEIGHT) {
         found.retain(|f| f.2 >= GENERIC_WEIGHT);
     }
     found.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.3.cmp(&b.3)));
@@ -497,6 +500,12 @@ pub fn why_concepts(s: &Story) -> Vec<String> {
         let low = label.to_lowercase();
         if out.iter().any(|o| o.to_lowercase().contains(&low)) {
             continue;
+        }
+        // Two classes that found the same model ("… (H20)"): the stronger names it.
+        if let Some(model) = low.rfind(" (").map(|k| &low[k..]) {
+            if out.iter().any(|o| o.to_lowercase().ends_with(model)) {
+                continue;
+            }
         }
         if let Some(o) = out.iter_mut().find(|o| low.contains(&o.to_lowercase())) {
             *o = label;
@@ -1917,8 +1926,8 @@ mod tests {
         let s = entity_list_story(1);
         assert_eq!(
             why_line(&s),
-            "Entity List · Nvidia H20 · Restrictions",
-            "context below the generic weight (United States) gives way to the rest"
+            "Entity List · Nvidia H20",
+            "generic (Restrictions) and context (United States) give way to specific concepts"
         );
         // A class of products names the model it found.
         let mut c = s.clone();
@@ -1929,7 +1938,7 @@ mod tests {
         }
         assert_eq!(
             why_line(&c),
-            "Entity List · AI accelerator (H20) · Restrictions"
+            "Entity List · AI accelerator (H20)"
         );
         // Only context: it is shown.
         let mut only = s.clone();
@@ -1941,8 +1950,7 @@ mod tests {
             &RenderLimits::default(),
         );
         assert!(
-            r.text
-                .contains("  Why: Entity List · Nvidia H20 · Restrictions\n"),
+            r.text.contains("  Why: Entity List · Nvidia H20\n"),
             "{}",
             r.text
         );
