@@ -724,7 +724,9 @@ pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<Exit
         ),
         html: "<p>This is a test message from policywatch. If you can read it, digests will reach you.</p>".into(),
         shown: 0,
+        listed: 0,
         trimmed: 0,
+        deferred: Vec::new(),
     };
     let msg = mailer.build_message(
         &recipients,

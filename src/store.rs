@@ -170,6 +170,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE items ADD COLUMN lang TEXT;
     "#,
+    // 5: stories a delivery handed back because they did not fit its message: counted so a
+    // resend still says "N more stories will come in the next digest".
+    r#"
+    ALTER TABLE deliveries ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -321,6 +326,8 @@ pub struct Delivery {
     /// Stories shown and claimed, recorded when it was sent.
     pub shown: Option<usize>,
     pub stories: Option<usize>,
+    /// Stories handed back to the store for the next digest ([`Store::release`]).
+    pub deferred: usize,
 }
 
 /// One recipient of a delivery and how it went for them.
@@ -1047,12 +1054,13 @@ impl Store {
             resent_at: r.get::<_, Option<i64>>(13)?.map(from_ts),
             shown: r.get::<_, Option<i64>>(14)?.map(|n| n.max(0) as usize),
             stories: r.get::<_, Option<i64>>(15)?.map(|n| n.max(0) as usize),
+            deferred: r.get::<_, i64>(16)?.max(0) as usize,
         })
     }
 
     const DELIVERY_COLS: &'static str = "id, digest_id, via, created_at, message_id, status, \
         attempts, next_attempt_at, last_error, trim_to, kind, held, sent_at, resent_at, shown, \
-        stories";
+        stories, deferred";
 
     pub fn delivery(&self, id: i64) -> Result<Delivery> {
         Ok(self.conn.query_row(
@@ -1131,6 +1139,34 @@ impl Store {
             out.push(m);
         }
         Ok(out)
+    }
+
+    /// Hands stories of a pending delivery back for the next digest: the claims of every item
+    /// of each cluster in `clusters` are deleted from `delivery_id` and its `deferred` count
+    /// grows by the number of stories, in one transaction. The claim rule then finds them
+    /// again (no other delivery of the digest carried those clusters), so the next claim of the
+    /// digest takes them. Clusters the delivery does not carry are ignored. Returns the
+    /// stories handed back.
+    pub fn release(&mut self, delivery_id: i64, clusters: &[i64]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM delivery_items WHERE delivery_id = ?1 AND item_id IN \
+                 (SELECT id FROM items WHERE cluster_id = ?2 OR (cluster_id IS NULL AND id = ?2))",
+            )?;
+            for &c in clusters {
+                if st.execute(params![delivery_id, c])? > 0 {
+                    n += 1;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE deliveries SET deferred = deferred + ?2 WHERE id = ?1 AND status = 'pending'",
+            params![delivery_id, n as i64],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// The server (or the log) accepted the delivery.
@@ -1798,5 +1834,74 @@ mod tests {
             .unwrap();
         assert_eq!((r.emptied, r.forgotten, r.deliveries), (1, 2, 1));
         assert_eq!(s.item_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn released_stories_survive_a_reopen_and_go_to_the_next_claim_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let t0 = Utc::now() - Duration::minutes(5);
+        let mut s = Store::open(&path).unwrap();
+        s.sync_feeds([(FEED, "Example")]).unwrap();
+        s.digest_state("daily", t0).unwrap();
+        let r = insert(
+            &mut s,
+            (0..5)
+                .map(|i| item(Some(&format!("g{i}")), None, &format!("story {i}")))
+                .collect(),
+            t0,
+            "w",
+        );
+        let ids = r.inserted.clone();
+        let d = s
+            .claim("daily", Kind::Digest, "email", &["w".into()], t0, false)
+            .unwrap()
+            .unwrap();
+        // Stories 3 and 4 did not fit; 99 is no cluster of this delivery.
+        assert_eq!(s.release(d.id, &[ids[3], ids[4], 99]).unwrap(), 2);
+        drop(s);
+        // A crash now: the pending delivery keeps three stories and knows two went back.
+        let mut s = Store::open(&path).unwrap();
+        let again = s.delivery(d.id).unwrap();
+        assert_eq!((again.status.as_str(), again.deferred), ("pending", 2));
+        let kept: Vec<i64> = s
+            .delivery_stories(d.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.item_id)
+            .collect();
+        assert_eq!(kept.len(), 3);
+        assert!(!kept.contains(&ids[3]) && !kept.contains(&ids[4]));
+        // The next digest takes exactly what was handed back, and nothing twice.
+        let next = s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "email",
+                &["w".into()],
+                t0 + Duration::minutes(1),
+                false,
+            )
+            .unwrap()
+            .unwrap();
+        let mut got: Vec<i64> = s
+            .delivery_stories(next.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.item_id)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![ids[3], ids[4]]);
+        assert!(s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "email",
+                &["w".into()],
+                t0 + Duration::minutes(2),
+                false
+            )
+            .unwrap()
+            .is_none());
     }
 }
