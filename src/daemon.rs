@@ -197,6 +197,9 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    // One daemon per state directory, held until `run` returns (before anything is polled or
+    // sent: a second daemon would send every digest again).
+    let _lock = crate::store::lock_state(&opts.state_dir)?;
     let db = crate::store::db_path(&opts.state_dir);
     let mut store =
         Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;

@@ -23,6 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (what the systemd unit runs).
+    ///
+    /// Exit status: 78 when the configuration is broken (the unit does not restart it), 75
+    /// when another policywatch already runs on the state directory.
     Run {
         #[command(flatten)]
         common: commands::Common,

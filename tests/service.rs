@@ -861,3 +861,149 @@ fn unit_exposure_is_at_most_1_5() {
     assert!(exposure <= 1.5, "exposure {exposure}:\n{text}");
     assert!(out.status.success(), "above --threshold=15:\n{text}");
 }
+
+/// Issue 13 (two daemons on one state directory both sent every digest) and issue 17 (read-only
+/// commands failed "database is locked" beside a busy daemon): a second `run` and a `run
+/// --once` refuse to start, naming the PID that holds the state, with exit status 75 and
+/// nothing polled or sent; meanwhile `feeds`, `backtest` and `digest --preview` run 200 times
+/// beside the daemon, which polls its feed every second, with no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_state_directory_and_readers_beside_it() {
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    // Forty feeds polled every second keep the daemon committing all the time.
+    let names: Vec<String> = (0..40).map(|k| format!("Feed {k}")).collect();
+    let feeds: Vec<FeedSpec<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| FeedSpec {
+            name,
+            url: format!("{}?k={k}", srv.url("/a.xml")),
+            interval: Some("1s"),
+        })
+        .collect();
+    write_config(&cfg, &feeds, "10s", |doc| {
+        doc["http"]["per_host_gap"] = toml_edit::value("0s");
+        doc["http"]["per_host_concurrency"] = toml_edit::value(8);
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS after a poll", |m| {
+        status_of(m).is_some_and(|s| s.contains("last poll 0 min ago"))
+    })
+    .await;
+    let lock = std::fs::read_to_string(state.join("policywatch.lock")).expect("lock file");
+    assert_eq!(
+        lock.trim(),
+        d.pid.to_string(),
+        "the lock file names the daemon"
+    );
+
+    for args in [&["run"][..], &["run", "--once"][..]] {
+        let out = tokio::time::timeout(
+            DEADLINE,
+            Command::new(BIN)
+                .args(args)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--state-dir")
+                .arg(&state)
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("JOURNAL_STREAM")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("second daemon exits")
+        .expect("second daemon ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("already running (PID {})", d.pid))
+                || err.contains(&format!("policywatch (PID {}) is already running", d.pid)),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed a digest");
+        // Refused before anything started: no database opened, nothing polled or sent.
+        assert!(!err.contains("policywatch started"), "{args:?}: {err}");
+    }
+
+    let html = dir.path().join("preview.html");
+    let reader = |k: usize| {
+        let mut cmd = Command::new(BIN);
+        match k % 3 {
+            0 => cmd.arg("feeds"),
+            1 => cmd.args(["backtest", "--since", "30days"]),
+            _ => cmd.args(["digest", "--preview", "--html"]).arg(&html),
+        };
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true);
+        cmd
+    };
+
+    // A write transaction in progress (as the daemon's are, all the time) does not stop a
+    // reader: the readers take no write lock. (They used to migrate on open, a write that
+    // waited for the busy timeout and failed "database is locked".)
+    {
+        let db = state.join("policywatch.db");
+        let writer = rusqlite::Connection::open(&db).expect("open db");
+        writer
+            .execute_batch("BEGIN IMMEDIATE; UPDATE feeds SET name = name;")
+            .expect("hold the write lock");
+        for k in 0..3 {
+            let out = tokio::time::timeout(DEADLINE, reader(k).output())
+                .await
+                .expect("reader finished")
+                .expect("reader ran");
+            assert!(
+                out.status.success(),
+                "reader {k} beside a writer: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        writer.execute_batch("ROLLBACK").expect("release");
+    }
+
+    let mut failures = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for k in 0..200 {
+        // Drain the notify socket as systemd would: a full socket buffer would stall the
+        // daemon's sd_notify calls, which is not what this test is about.
+        while mgr.sock.try_recv(&mut buf).is_ok() {}
+        let out = tokio::time::timeout(DEADLINE, reader(k).output())
+            .await
+            .expect("reader finished")
+            .expect("reader ran");
+        if !out.status.success() {
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    assert!(d.still_running(), "{}", d.log());
+    assert!(
+        failures.is_empty(),
+        "{} of 200 reads failed, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    d.signal(libc::SIGTERM);
+    let exited = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                status = d.child.wait() => break status.expect("wait for policywatch"),
+                _ = mgr.sock.recv(&mut buf) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no exit within {DEADLINE:?}:\n{}", d.log()));
+    assert!(exited.success(), "{}", d.log());
+}
