@@ -137,9 +137,13 @@ pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitC
         Ok(s) => s,
         // Mail set-up reads only the config and the password: failing there is a config
         // problem, which a restart cannot fix (EX_CONFIG, not restarted by the unit).
+        // (Not a store error inside it: a full disk is no config problem, and exiting 78 for
+        // it once kept the service down after space returned.)
         Err(e)
-            if e.chain()
-                .any(|c| c.downcast_ref::<crate::notify::NotifyError>().is_some()) =>
+            if e.chain().any(|c| {
+                c.downcast_ref::<crate::notify::NotifyError>()
+                    .is_some_and(|n| !matches!(n, crate::notify::NotifyError::Store(_)))
+            }) =>
         {
             crate::logging::diag(3, &format!("error: {e:#}"));
             return Ok(ExitCode::from(EXIT_CONFIG));

@@ -243,6 +243,21 @@ pub fn smtp_reply_means_too_large(code: Option<u16>, message: &str) -> bool {
 /// First retry of a delivery after a minute, doubling, at most every 30 minutes: mail relays
 /// come back within minutes (greylisting asks for 1-15), and a digest that is hours late is
 /// worth little.
+// ---------------------------------------------------------------------------------------------
+// The store: a write that failed for lack of space (a full disk) is retried, never fatal.
+// ---------------------------------------------------------------------------------------------
+
+/// First wait after a store write failed for lack of space, and the longest one: short enough
+/// that polling resumes soon after space returns, long enough not to hammer feeds meanwhile.
+pub const STORE_FULL_BASE: Duration = Duration::from_secs(2);
+pub const STORE_FULL_CAP: Duration = Duration::from_secs(120);
+
+/// How long the daemon waits before polling (and so writing) again after the `attempts`-th
+/// consecutive store write that failed for lack of space. No jitter: there is one store.
+pub fn store_full_backoff(attempts: u32) -> Duration {
+    backoff(attempts, STORE_FULL_BASE, STORE_FULL_CAP, 1.0)
+}
+
 pub const SMTP_RETRY_BASE: Duration = Duration::from_secs(60);
 pub const SMTP_RETRY_CAP: Duration = Duration::from_secs(30 * 60);
 
@@ -258,6 +273,14 @@ pub fn smtp_backoff(failures: u32, jitter01: f64) -> Duration {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn store_full_backoff_grows_to_its_cap() {
+        assert_eq!(store_full_backoff(1), STORE_FULL_BASE);
+        assert_eq!(store_full_backoff(2), STORE_FULL_BASE * 2);
+        assert_eq!(store_full_backoff(30), STORE_FULL_CAP);
+        assert_eq!(store_full_backoff(0), STORE_FULL_BASE);
+    }
     use super::*;
 
     #[test]

@@ -44,6 +44,45 @@ pub enum StoreError {
     TooOld { found: i64, known: i64 },
 }
 
+impl StoreError {
+    /// True when a write failed for lack of space: `SQLITE_FULL`, or the I/O errors a full
+    /// disk gives SQLite (a write, fsync, truncate or WAL-index extension refused, ENOSPC).
+    /// The daemon treats these as transient: it retries, it does not exit.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => sqlite_out_of_space(e),
+            _ => false,
+        }
+    }
+}
+
+fn sqlite_out_of_space(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    f.code == rusqlite::ErrorCode::DiskFull
+        || matches!(
+            f.extended_code,
+            ffi::SQLITE_IOERR_WRITE
+                | ffi::SQLITE_IOERR_FSYNC
+                | ffi::SQLITE_IOERR_DIR_FSYNC
+                | ffi::SQLITE_IOERR_TRUNCATE
+                | ffi::SQLITE_IOERR_SHMSIZE
+                | ffi::SQLITE_IOERR_SHMMAP
+        )
+}
+
+/// [`StoreError::is_out_of_space`] for any error in a chain (the daemon's `anyhow` errors
+/// carry store errors wrapped, or their SQLite source directly).
+pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(s) = e.downcast_ref::<StoreError>() {
+        return s.is_out_of_space();
+    }
+    e.downcast_ref::<rusqlite::Error>()
+        .is_some_and(sqlite_out_of_space)
+}
+
 /// Why the state directory could not be locked ([`lock_state`]).
 #[derive(Debug, Error)]
 pub enum LockError {
@@ -446,6 +485,10 @@ impl Store {
                 found: current,
                 known,
             });
+        }
+        if current == known {
+            // Nothing to do, and nothing written: a start-up on a full disk must not fail here.
+            return Ok(());
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tracing::info!(version = i + 1, "migrating database schema");
