@@ -1,5 +1,6 @@
 //! All retry policy lives here: what counts as retryable, and how long to wait before trying
-//! again. Fetching (per feed) and mail delivery (per outbox entry) both ask this module; neither
+//! again. Fetching (per feed), mail delivery (per outbox entry) and store writes refused for
+//! lack of space all ask this module; none
 //! decides on its own.
 //!
 //! In: an attempt count, a failure class, server hints. Out: a [`Duration`] to wait.
@@ -240,9 +241,6 @@ pub fn smtp_reply_means_too_large(code: Option<u16>, message: &str) -> bool {
     code == Some(552) || (code.is_some_and(|c| c >= 500) && message.contains("5.3.4"))
 }
 
-/// First retry of a delivery after a minute, doubling, at most every 30 minutes: mail relays
-/// come back within minutes (greylisting asks for 1-15), and a digest that is hours late is
-/// worth little.
 // ---------------------------------------------------------------------------------------------
 // The store: a write that failed for lack of space (a full disk) is retried, never fatal.
 // ---------------------------------------------------------------------------------------------
@@ -258,6 +256,9 @@ pub fn store_full_backoff(attempts: u32) -> Duration {
     backoff(attempts, STORE_FULL_BASE, STORE_FULL_CAP, 1.0)
 }
 
+/// First retry of a delivery after a minute, doubling, at most every 30 minutes: mail relays
+/// come back within minutes (greylisting asks for 1-15), and a digest that is hours late is
+/// worth little.
 pub const SMTP_RETRY_BASE: Duration = Duration::from_secs(60);
 pub const SMTP_RETRY_CAP: Duration = Duration::from_secs(30 * 60);
 
