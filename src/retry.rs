@@ -1,7 +1,6 @@
 //! All retry policy lives here: what counts as retryable, and how long to wait before trying
 //! again. Fetching (per feed), mail delivery (per outbox entry) and store writes refused for
-//! lack of space all ask this module; none
-//! decides on its own.
+//! lack of space all ask this module; none decides on its own.
 //!
 //! In: an attempt count, a failure class, server hints. Out: a [`Duration`] to wait.
 //! Pure: no I/O, no clock; the caller passes randomness in so tests are deterministic.
