@@ -149,8 +149,9 @@ pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
         Err(e)
-            if e.chain()
-                .any(|c| c.downcast_ref::<crate::store::LockError>().is_some()) =>
+            if e.chain().any(|c| {
+                matches!(c.downcast_ref(), Some(crate::store::LockError::Held { .. }))
+            }) =>
         {
             crate::logging::diag(3, &format!("error: {e:#}"));
             return Ok(ExitCode::from(EXIT_LOCKED));
