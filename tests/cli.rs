@@ -256,7 +256,10 @@ fn bad_state_directories_are_named_with_cause_and_hint() {
     );
     // Also when the file is further up the path.
     let err = run(&file.join("sub"));
-    assert!(err.contains(&format!("{} is a file", file.display())), "{err}");
+    assert!(
+        err.contains(&format!("{} is a file", file.display())),
+        "{err}"
+    );
 
     // Unwritable: a read-only tmpfs as root (root ignores permission bits), mode 0555 as
     // anyone else.
@@ -283,7 +286,10 @@ fn bad_state_directories_are_named_with_cause_and_hint() {
         let _ = std::process::Command::new("umount").arg(&ro).status();
     }
     assert!(
-        err.contains(&format!("cannot write in the state directory {}", ro.display())),
+        err.contains(&format!(
+            "cannot write in the state directory {}",
+            ro.display()
+        )),
         "{err}"
     );
     assert!(
