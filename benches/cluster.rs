@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+mod cluster_eval;
 mod procfs;
 
 use chrono::{DateTime, Duration, Utc};
@@ -293,5 +294,15 @@ fn main() {
             b as f64 / 1024.0
         ),
         _ => println!("  peak memory: /proc/self/status not available"),
+    }
+    // The join decision on real pairs (method in benches/cluster_eval/mod.rs).
+    let start = Instant::now();
+    match cluster_eval::measure() {
+        Some((report, _)) => println!(
+            "  real pairs (shared corpora, judged in {:.2?}): {}",
+            start.elapsed(),
+            report.line()
+        ),
+        None => println!("  real pairs: ../shared/corpus/news absent, not measured"),
     }
 }

@@ -72,7 +72,8 @@ impl Common {
         }
     }
 
-    /// Opens the existing state for the commands that read it (they never create one).
+    /// Opens the existing state read-only for the commands that only read it (they never
+    /// create one, never migrate, never take the daemon's lock).
     pub fn open_store(&self) -> anyhow::Result<Store> {
         let db = crate::store::db_path(&self.state_dir());
         if !db.exists() {
@@ -81,7 +82,7 @@ impl Common {
                 db.display()
             );
         }
-        Store::open(&db).with_context(|| format!("cannot open {}", db.display()))
+        Store::open_read_only(&db).with_context(|| format!("cannot open {}", db.display()))
     }
 
     /// Loads and compiles the config, printing every error (and warning) to stderr (with
@@ -145,6 +146,10 @@ pub fn once_exit_code(summary: &daemon::Summary) -> u8 {
     }
 }
 
+/// Exit status of `run` when another daemon holds the state directory (sysexits'
+/// EX_TEMPFAIL): not a config error, and it may work once the other one has stopped.
+pub const EXIT_LOCKED: u8 = 75;
+
 /// `policywatch run`: the daemon (or one cycle with `--once`).
 pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
     let cfg = match common.load_runnable() {
@@ -165,12 +170,24 @@ pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitC
         Ok(s) => s,
         // Mail set-up reads only the config and the password: failing there is a config
         // problem, which a restart cannot fix (EX_CONFIG, not restarted by the unit).
+        // (Not a store error inside it: a full disk is no config problem, and exiting 78 for
+        // it once kept the service down after space returned.)
         Err(e)
-            if e.chain()
-                .any(|c| c.downcast_ref::<crate::notify::NotifyError>().is_some()) =>
+            if e.chain().any(|c| {
+                c.downcast_ref::<crate::notify::NotifyError>()
+                    .is_some_and(|n| !matches!(n, crate::notify::NotifyError::Store(_)))
+            }) =>
         {
             crate::logging::diag(3, &format!("error: {e:#}"));
             return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(c.downcast_ref(), Some(crate::store::LockError::Held { .. }))
+            }) =>
+        {
+            crate::logging::diag(3, &format!("error: {e:#}"));
+            return Ok(ExitCode::from(EXIT_LOCKED));
         }
         Err(e) => return Err(e),
     };

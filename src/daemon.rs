@@ -170,6 +170,16 @@ struct Daemon {
     /// Set when a poll cycle ended: open delivery problems are logged (at error level) once
     /// per cycle until resolved.
     report_problems: bool,
+    /// Set while store writes fail for lack of space: polling and deliveries pause until
+    /// `retry_at`, then try again (see [`Daemon::store_failed`]).
+    store_full: Option<StoreFull>,
+}
+
+/// The store ran out of space: since when, how many writes failed, when to try again.
+struct StoreFull {
+    since: DateTime<Utc>,
+    attempts: u32,
+    retry_at: tokio::time::Instant,
 }
 
 /// While poll results stream in, the schedule is scanned (and digests, alerts and STATUS=
@@ -228,8 +238,10 @@ pub async fn run(
     opts: Options,
     mut control: mpsc::Receiver<Control>,
 ) -> anyhow::Result<Summary> {
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    crate::store::prepare_state_dir(&opts.state_dir)?;
+    // One daemon per state directory, held until `run` returns (before anything is polled or
+    // sent: a second daemon would send every digest again).
+    let _lock = crate::store::lock_state(&opts.state_dir)?;
     let db = crate::store::db_path(&opts.state_dir);
     let mut store =
         Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
@@ -296,6 +308,7 @@ pub async fn run(
         send_rx,
         sending: HashSet::new(),
         report_problems: true,
+        store_full: None,
     };
     d.summary.pending_before = pending_before;
     d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
@@ -363,21 +376,41 @@ impl Daemon {
                 }
                 // One read of every feed's row serves the whole scan.
                 let states = self.store.feeds()?;
-                self.start_due_polls(&mut tasks, &states, now, false);
-                let now = Utc::now();
-                self.notifier.claim_due(&mut self.store, &self.cfg, now)?;
-                self.start_sends(now)?;
+                // While the disk is full, nothing is polled or delivered before the next try.
+                let paused = self
+                    .store_full
+                    .as_ref()
+                    .map(|f| f.retry_at > tokio::time::Instant::now());
+                if paused != Some(true) {
+                    self.start_due_polls(&mut tasks, &states, now, false);
+                    let now = Utc::now();
+                    let delivered = self
+                        .notifier
+                        .claim_due(&mut self.store, &self.cfg, now)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| self.start_sends(now));
+                    if let Err(e) = delivered {
+                        self.store_failed(e)?;
+                    }
+                }
                 if self.report_problems {
                     self.report_problems = false;
                     self.log_problems();
                 }
                 self.publish_status(&states);
                 let now = Utc::now();
-                let until_wake = (self.next_wake(&states, now)? - now)
-                    .to_std()
-                    .unwrap_or(Duration::ZERO);
+                let until_wake = match self.next_wake(&states, now) {
+                    Ok(t) => (t - now).to_std().unwrap_or(Duration::ZERO),
+                    Err(e) => {
+                        self.store_failed(e)?;
+                        Duration::ZERO
+                    }
+                };
                 next_scan = tokio::time::Instant::now()
                     + until_wake.clamp(SCAN_EVERY, watchdog_every.max(SCAN_EVERY));
+                if let Some(f) = &self.store_full {
+                    next_scan = next_scan.min(f.retry_at.max(tokio::time::Instant::now()));
+                }
             }
             let sleep_until = if opts.once {
                 tokio::time::Instant::now() + watchdog_every
@@ -409,7 +442,10 @@ impl Daemon {
                     match joined {
                         Ok((url, result, took)) => {
                             self.inflight_urls.remove(&url);
-                            self.apply(&url, result, Utc::now())?;
+                            match self.apply(&url, result, Utc::now()) {
+                                Ok(()) => self.store_recovered(),
+                                Err(e) => self.store_failed(e)?,
+                            }
                             self.metrics.poll_done(Utc::now().timestamp(), took);
                         }
                         Err(e) if e.is_panic() => {
@@ -433,7 +469,11 @@ impl Daemon {
                 }
                 Some(ev) = self.send_rx.recv() => {
                     let done = matches!(ev, SendEvent::Done { .. });
-                    self.record_send(ev)?;
+                    // An outcome that cannot be written for lack of space leaves its delivery
+                    // pending: it is sent again, with the same Message-ID, once space returns.
+                    if let Err(e) = self.record_send(ev) {
+                        self.store_failed(e)?;
+                    }
                     if done {
                         // The delivery may be due again (a trimmed retry) or settled: look.
                         next_scan = tokio::time::Instant::now();
@@ -445,6 +485,44 @@ impl Daemon {
             // Every turn of the loop ends here, and no turn waits longer than
             // `watchdog_every` (half of WATCHDOG_USEC): a loop stuck anywhere stops these.
             self.service.watchdog();
+        }
+    }
+
+    /// A store write failed. For lack of space (a full disk) that is transient: whatever the
+    /// failed transaction held is not stored — a poll result's items and its feed's new
+    /// validators alike, so the feed stays due and is fetched again — polling and deliveries
+    /// pause for the backoff of [`retry::store_full_backoff`], STATUS= and the log say so,
+    /// and the daemon keeps running. Any other error is returned (and stops the daemon).
+    fn store_failed(&mut self, e: anyhow::Error) -> anyhow::Result<()> {
+        if !e.chain().any(crate::store::is_out_of_space) {
+            return Err(e);
+        }
+        let now = Utc::now();
+        let full = self.store_full.get_or_insert(StoreFull {
+            since: now,
+            attempts: 0,
+            retry_at: tokio::time::Instant::now(),
+        });
+        full.attempts += 1;
+        let wait = retry::store_full_backoff(full.attempts);
+        full.retry_at = tokio::time::Instant::now() + wait;
+        tracing::warn!(attempts = full.attempts, retry_in = ?wait, error = %format!("{e:#}"),
+            "disk full: cannot write to the database; nothing is lost, the poll is repeated once space returns");
+        // The cluster index may hold items of the transaction that was rolled back: rebuild it
+        // from what is really stored, so no story joins a cluster that does not exist.
+        self.clusters = rebuild_clusters(&self.store, self.cfg.config.daemon.cluster_window, now)?;
+        let states = self.store.feeds().unwrap_or_default();
+        self.publish_status(&states);
+        Ok(())
+    }
+
+    /// A store write succeeded: if the disk was full, it no longer is.
+    fn store_recovered(&mut self) {
+        if let Some(f) = self.store_full.take() {
+            tracing::info!(failed_writes = f.attempts, since = %f.since,
+                "disk space is back: storing again");
+            let states = self.store.feeds().unwrap_or_default();
+            self.publish_status(&states);
         }
     }
 
@@ -895,6 +973,13 @@ impl Daemon {
         if let Some(e) = &self.reload_error {
             s.push_str(&format!(
                 "; reload failed ({e}), running the previous config"
+            ));
+        }
+        if let Some(f) = &self.store_full {
+            s.push_str(&format!(
+                "; disk full since {}: cannot store, retrying ({} failed writes)",
+                f.since.format("%H:%M UTC"),
+                f.attempts
             ));
         }
         s

@@ -42,6 +42,198 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("unknown feed {0}")]
     UnknownFeed(String),
+    #[error("database schema version {found} is older than this policywatch expects ({known}); start `policywatch run` once to migrate it")]
+    TooOld { found: i64, known: i64 },
+}
+
+impl StoreError {
+    /// True when a write failed for lack of space: `SQLITE_FULL`, or the I/O errors a full
+    /// disk gives SQLite (a write, fsync, truncate or WAL-index extension refused, ENOSPC).
+    /// The daemon treats these as transient: it retries, it does not exit.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => sqlite_out_of_space(e),
+            _ => false,
+        }
+    }
+}
+
+fn sqlite_out_of_space(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    f.code == rusqlite::ErrorCode::DiskFull
+        || matches!(
+            f.extended_code,
+            ffi::SQLITE_IOERR_WRITE
+                | ffi::SQLITE_IOERR_FSYNC
+                | ffi::SQLITE_IOERR_DIR_FSYNC
+                | ffi::SQLITE_IOERR_TRUNCATE
+                | ffi::SQLITE_IOERR_SHMSIZE
+                | ffi::SQLITE_IOERR_SHMMAP
+        )
+}
+
+/// [`StoreError::is_out_of_space`] for any error in a chain (the daemon's `anyhow` errors
+/// carry store errors wrapped, or their SQLite source directly).
+pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(s) = e.downcast_ref::<StoreError>() {
+        return s.is_out_of_space();
+    }
+    e.downcast_ref::<rusqlite::Error>()
+        .is_some_and(sqlite_out_of_space)
+}
+
+/// Why the state directory could not be locked ([`lock_state`]).
+#[derive(Debug, Error)]
+pub enum LockError {
+    #[error("another policywatch ({holder}) is already running on the state directory {dir}: stop it first, or give this one its own --state-dir; nothing was started")]
+    Held { holder: String, dir: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What is wrong with a state directory, in words an operator can act on.
+#[derive(Debug, Error)]
+pub enum StateDirError {
+    #[error("the state directory {0} is a file, not a directory: move the file away or pass another --state-dir")]
+    NotADirectory(String),
+    #[error("cannot create the state directory {dir}: {cause}{hint}")]
+    Create {
+        dir: String,
+        cause: String,
+        hint: &'static str,
+    },
+    #[error("cannot write in the state directory {dir}: {cause}{hint}")]
+    NotWritable {
+        dir: String,
+        cause: String,
+        hint: &'static str,
+    },
+}
+
+/// The advice for a state directory the daemon may not write: the usual cause is a service
+/// user without access (systemd's `StateDirectory=` creates it with the right owner).
+fn access_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (the service user needs write access to it; with systemd use StateDirectory=)"
+        }
+        _ if e.raw_os_error() == Some(libc::EROFS) => {
+            " (it is on a read-only file system; with systemd use StateDirectory=, which is writable)"
+        }
+        _ => "",
+    }
+}
+
+/// An I/O error as a person says it: "permission denied", not "Permission denied (os error
+/// 13)".
+fn cause(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => s,
+    }
+}
+
+/// Makes sure `dir` is a directory this process can write (creating it if needed), so a bad
+/// state path is reported by name and cause before SQLite turns it into "unable to open
+/// database file".
+pub fn prepare_state_dir(dir: &Path) -> std::result::Result<(), StateDirError> {
+    let name = || dir.display().to_string();
+    if dir.exists() && !dir.is_dir() {
+        return Err(StateDirError::NotADirectory(name()));
+    }
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        // A file somewhere on the path says "File exists" / "Not a directory": name it.
+        if e.kind() == std::io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTDIR)
+        {
+            let blocker = dir
+                .ancestors()
+                .find(|a| a.exists() && !a.is_dir())
+                .unwrap_or(dir);
+            return Err(StateDirError::NotADirectory(blocker.display().to_string()));
+        }
+        return Err(StateDirError::Create {
+            dir: name(),
+            cause: cause(&e),
+            hint: access_hint(&e),
+        });
+    }
+    let probe = dir.join(".policywatch-write-test");
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StateDirError::NotWritable {
+            dir: name(),
+            cause: cause(&e),
+            hint: access_hint(&e),
+        }),
+    }
+}
+
+/// The lock file inside a state directory.
+pub fn lock_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("policywatch.lock")
+}
+
+/// Held for a daemon's life: an exclusive advisory lock (`flock`) on the state directory's
+/// lock file, whose content is the holder's PID. The kernel drops the lock when the process
+/// ends, however it ends (kill -9 included), so a stale file never blocks a start.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Takes the state directory's lock, or says which process holds it. Read-only commands do
+/// not take it: they open the database read-only beside the daemon.
+pub fn lock_state(state_dir: &Path) -> std::result::Result<StateLock, LockError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = lock_path(state_dir);
+    let io = |source| LockError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(err));
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid: String = pid.trim().chars().take(20).collect();
+        return Err(LockError::Held {
+            holder: if pid.is_empty() {
+                "PID unknown".to_string()
+            } else {
+                format!("PID {pid}")
+            },
+            dir: state_dir.display().to_string(),
+        });
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(StateLock { _file: file })
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -421,6 +613,32 @@ impl Store {
         Self::setup(conn)
     }
 
+    /// Opens an existing database for reading only (`feeds`, `backtest`, `digest --preview`):
+    /// no write transaction, no migration, so it works beside a busy daemon (which keeps the
+    /// WAL, so readers never wait for it); a lock still held after the busy timeout is an
+    /// error. A schema this binary does not know exactly is refused with what to do.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // The preview's TEMP copies (see `shadow_for_preview`) keep their REFERENCES clauses,
+        // which would look for the referenced tables in TEMP; nothing is written to main here.
+        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        let store = Store { conn };
+        let found = store.schema_version()?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        if found < known {
+            return Err(StoreError::TooOld { found, known });
+        }
+        Ok(store)
+    }
+
     /// An in-memory database, for tests and `classify` dry runs.
     pub fn open_in_memory() -> Result<Store> {
         Self::setup(Connection::open_in_memory()?)
@@ -451,6 +669,10 @@ impl Store {
                 found: current,
                 known,
             });
+        }
+        if current == known {
+            // Nothing to do, and nothing written: a start-up on a full disk must not fail here.
+            return Ok(());
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tracing::info!(version = i + 1, "migrating database schema");
@@ -978,6 +1200,9 @@ impl Store {
         watches: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<StoredMatch>> {
+        if self.conn.is_readonly(rusqlite::DatabaseName::Main)? {
+            self.shadow_for_preview(digest_id)?;
+        }
         self.conn.execute_batch("SAVEPOINT preview")?;
         let result = (|| {
             self.conn.execute(
@@ -996,6 +1221,30 @@ impl Store {
         self.conn
             .execute_batch("ROLLBACK TO preview; RELEASE preview")?;
         result
+    }
+
+    /// On a read-only connection the preview's claim cannot write to the database: it writes
+    /// to TEMP copies (same schema, this digest's rows) of the three tables a claim touches,
+    /// which unqualified names resolve to first, so the very same claim statements run.
+    fn shadow_for_preview(&self, digest_id: &str) -> Result<()> {
+        for table in ["digest_state", "deliveries", "delivery_items"] {
+            let sql: String = self.conn.query_row(
+                "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
+            let body = sql.split_once('(').map_or("", |(_, rest)| rest);
+            self.conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS temp.{table}; CREATE TEMP TABLE {table} ({body}"
+            ))?;
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO temp.{table} SELECT * FROM main.{table} WHERE digest_id = ?1"
+                ),
+                [digest_id],
+            )?;
+        }
+        Ok(())
     }
 
     /// (`CROSS JOIN` fixes the join order: from the story's few items by the cluster index to
@@ -1471,6 +1720,59 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn read_only_open_refuses_unknown_schemas_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        assert!(
+            Store::open_read_only(&db).is_err(),
+            "no database yet: nothing created"
+        );
+        assert!(!db.exists());
+        let known = MIGRATIONS.len() as i64;
+        let store = Store::open(&db).unwrap();
+        let ro = Store::open_read_only(&db).unwrap();
+        assert_eq!(ro.schema_version().unwrap(), known);
+        assert!(
+            ro.conn.execute("DELETE FROM feeds", []).is_err(),
+            "read-only"
+        );
+        for (v, older) in [(known - 1, true), (known + 1, false)] {
+            store
+                .conn
+                .execute("UPDATE schema_version SET version = ?1", [v])
+                .unwrap();
+            match Store::open_read_only(&db) {
+                Err(StoreError::TooOld { found, .. }) if older => assert_eq!(found, v),
+                Err(StoreError::TooNew { found, .. }) if !older => assert_eq!(found, v),
+                Err(e) => panic!("{v}: {e}"),
+                Ok(_) => panic!("{v}: opened"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_state_lock_is_exclusive_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_state(dir.path()).unwrap();
+        let pid = std::fs::read_to_string(lock_path(dir.path())).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        // flock locks belong to an open file: a second open, even in this process, is refused.
+        match lock_state(dir.path()) {
+            Err(e @ LockError::Held { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("PID {}", std::process::id())),
+                    "{msg}"
+                );
+                assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        lock_state(dir.path()).expect("free again once dropped");
+    }
     use super::*;
     use chrono::Duration;
 
