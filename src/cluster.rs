@@ -81,7 +81,9 @@
 //!   claimed for that digest (and watch) before, and only one item per cluster per claim; the
 //!   other items of the cluster are the story's "also reported by".
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
@@ -256,10 +258,11 @@ impl Signature {
 
 /// The signature of an item's text. Never panics; empty input gives an empty signature.
 pub fn signature(title: &str, summary: &str) -> Signature {
-    let mut seen: HashSet<u32> = HashSet::new();
-    let mut ordered: Vec<u32> = Vec::new();
-    let mut numeric: HashSet<u32> = HashSet::new();
-    let mut in_title = 0usize;
+    // Each feature once, in text order, with whether its first occurrence was in the title
+    // and a number: a feature's flags are those of the token that first produced it.
+    let mut seen: FxHashSet<u32> =
+        FxHashSet::with_capacity_and_hasher(MAX_FEATURES, Default::default());
+    let mut ordered: Vec<(u32, bool, bool)> = Vec::with_capacity(MAX_FEATURES);
     for (k, (part, max)) in [(title, MAX_TITLE_CHARS), (summary, MAX_SUMMARY_CHARS)]
         .into_iter()
         .enumerate()
@@ -268,29 +271,18 @@ pub fn signature(title: &str, summary: &str) -> Signature {
         let norm = normalize(&part);
         features(&norm.exact.text, &mut |f, is_num| {
             if ordered.len() < MAX_FEATURES && seen.insert(f) {
-                ordered.push(f);
-                if is_num {
-                    numeric.insert(f);
-                }
+                ordered.push((f, k == 0, is_num));
             }
         });
-        if k == 0 {
-            in_title = ordered.len();
-        }
     }
-    let title_feats: HashSet<u32> = ordered[..in_title].iter().copied().collect();
-    ordered.sort_unstable();
+    ordered.sort_unstable_by_key(|&(f, _, _)| f);
     let (mut mask, mut nums) = (0u128, 0u128);
-    for (k, f) in ordered.iter().enumerate() {
-        if title_feats.contains(f) {
-            mask |= 1u128 << k;
-        }
-        if numeric.contains(f) {
-            nums |= 1u128 << k;
-        }
+    for (k, &(_, in_title, is_num)) in ordered.iter().enumerate() {
+        mask |= u128::from(in_title) << k;
+        nums |= u128::from(is_num) << k;
     }
     Signature {
-        feats: ordered,
+        feats: ordered.into_iter().map(|(f, _, _)| f).collect(),
         title: mask,
         nums,
     }
@@ -912,9 +904,9 @@ pub const GENERIC_CJK: &[&str] = &[
 
 /// Whether a feature is in the generic vocabulary (or a year, or a single digit).
 fn is_generic_word(f: u32) -> bool {
-    static SET: std::sync::OnceLock<HashSet<u32>> = std::sync::OnceLock::new();
+    static SET: std::sync::OnceLock<FxHashSet<u32>> = std::sync::OnceLock::new();
     SET.get_or_init(|| {
-        let mut set = HashSet::new();
+        let mut set = FxHashSet::default();
         for w in GENERIC_WORDS {
             if let Some(tok) = word_feature(w) {
                 set.insert(hash(b'w', &tok));
@@ -936,57 +928,70 @@ fn is_generic_word(f: u32) -> bool {
 }
 
 /// Calls `emit` with the hash of every feature of a normalised text, in text order, and
-/// whether it is a number (or model name).
+/// whether it is a number (or model name). Walks the text by byte offset (no copy of it as
+/// characters); only a word that spans a number separator is copied, into one reused buffer.
 fn features(text: &str, emit: &mut impl FnMut(u32, bool)) {
-    let chars: Vec<char> = text.chars().collect();
+    let char_at = |i: usize| text[i..].chars().next();
     let mut i = 0;
     let mut word = String::new();
-    while i < chars.len() {
-        let c = chars[i];
+    while let Some(c) = char_at(i) {
         if is_cjk(c) {
-            let start = i;
-            while i < chars.len() && is_cjk(chars[i]) {
-                i += 1;
-            }
-            let run = &chars[start..i];
-            if run.len() == 1 {
-                let mut s = [0u8; 4];
-                emit(hash(b'c', run[0].encode_utf8(&mut s)), false);
-            } else {
-                let mut s = String::with_capacity(8);
-                for w in run.windows(2) {
-                    s.clear();
-                    s.push(w[0]);
-                    s.push(w[1]);
-                    emit(hash(b'c', &s), false);
+            // Bigrams of a run of ideographs: adjacent in the text, so each is a slice of it.
+            let first = i;
+            let (mut prev, mut n) = (i, 0usize);
+            while let Some(d) = char_at(i).filter(|&d| is_cjk(d)) {
+                let next = i + d.len_utf8();
+                if n > 0 {
+                    emit(hash(b'c', &text[prev..next]), false);
                 }
+                prev = i;
+                i = next;
+                n += 1;
+            }
+            if n == 1 {
+                emit(hash(b'c', &text[first..i]), false);
             }
             continue;
         }
         if is_word_char(c) {
-            word.clear();
-            while i < chars.len() {
-                let d = chars[i];
+            let start = i;
+            // `word` holds the token only once a separator was dropped from it.
+            let mut copied = false;
+            let mut last_digit = false;
+            while let Some(d) = char_at(i) {
                 if is_word_char(d) && !is_cjk(d) {
-                    word.push(d);
-                    i += 1;
+                    if copied {
+                        word.push(d);
+                    }
+                    last_digit = d.is_ascii_digit();
+                    i += d.len_utf8();
                 } else if matches!(d, '.' | ',')
-                    && word.chars().last().is_some_and(|l| l.is_ascii_digit())
-                    && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit())
+                    && last_digit
+                    && text.as_bytes().get(i + 1).is_some_and(u8::is_ascii_digit)
                 {
                     // 5.5 / 5,5 / 1,000: one number token, separators dropped.
+                    if !copied {
+                        word.clear();
+                        word.push_str(&text[start..i]);
+                        copied = true;
+                    }
                     i += 1;
                 } else {
                     break;
                 }
             }
-            if let Some(tok) = word_feature(&word) {
-                let is_num = tok.chars().any(|c| c.is_ascii_digit());
-                emit(hash(b'w', &tok), is_num);
+            let w = if copied {
+                word.as_str()
+            } else {
+                &text[start..i]
+            };
+            if let Some(tok) = word_token(w) {
+                let is_num = tok.bytes().any(|b| b.is_ascii_digit());
+                emit(hash(b'w', tok), is_num);
             }
             continue;
         }
-        i += 1;
+        i += c.len_utf8();
     }
 }
 
@@ -1013,25 +1018,50 @@ fn demonym(w: &str) -> Option<&'static str> {
     })
 }
 
-/// The feature of one word, or `None` for stop words and single letters.
-fn word_feature(w: &str) -> Option<String> {
-    let n = w.chars().count();
-    if w.chars().any(|c| c.is_ascii_digit()) {
-        // Numbers and model names (h20, mi308, 16nm) are kept whole: they are the most
+/// The feature of one word, or `None` for stop words and single letters: a slice of the word
+/// (or a demonym's country), so no token is allocated.
+fn word_token(w: &str) -> Option<&str> {
+    if w.bytes().any(|b| b.is_ascii_digit()) {
+        // Numbers and model numbers (h20, mi308, 16nm) are kept whole: they are the most
         // specific thing a headline says.
-        return Some(w.to_string());
+        return Some(w);
     }
-    if n < 2 || STOP_WORDS.contains(&w) {
+    let mut chars = w.char_indices();
+    // `n` only matters up to 4 (the plural rule) and the fifth char's offset (the cut).
+    let mut n = 0usize;
+    let mut cut = w.len();
+    for (k, (at, _)) in chars.by_ref().enumerate() {
+        if k == 5 {
+            cut = at;
+        }
+        n = k + 1;
+        if n > 5 {
+            break;
+        }
+    }
+    if n < 2 || is_stop_word(w) {
         return None;
     }
     if let Some(country) = demonym(w) {
-        return Some(country.to_string());
+        return Some(country);
     }
     let mut t: &str = w;
     if n > 3 && t.ends_with('s') && !t.ends_with("ss") {
         t = &t[..t.len() - 1];
     }
-    Some(t.chars().take(5).collect())
+    Some(&t[..cut.min(t.len())])
+}
+
+/// The feature of one word as an owned string (for building the generic-word set).
+fn word_feature(w: &str) -> Option<String> {
+    word_token(w).map(str::to_string)
+}
+
+/// [`STOP_WORDS`] membership in constant time (a hash set built once).
+fn is_stop_word(w: &str) -> bool {
+    static SET: std::sync::OnceLock<FxHashSet<&'static str>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| STOP_WORDS.iter().copied().collect())
+        .contains(w)
 }
 
 /// How an item was placed by [`ClusterIndex::insert_detailed`].
@@ -1122,11 +1152,11 @@ pub struct ClusterIndex {
     /// Insertion order; `entries[k]` has sequence number `base + k`.
     entries: VecDeque<Entry>,
     base: u64,
-    by_id: HashMap<i64, u64>,
+    by_id: FxHashMap<i64, u64>,
     /// Feature → sequence numbers of the entries that have it, ascending.
-    postings: HashMap<u32, VecDeque<u64>>,
+    postings: FxHashMap<u32, VecDeque<u64>>,
     /// Canonical URL → sequence number of the latest entry with it.
-    by_url: HashMap<Box<str>, u64>,
+    by_url: FxHashMap<Box<str>, u64>,
     stats: DfStats,
 }
 
@@ -1137,9 +1167,9 @@ impl ClusterIndex {
             window: window.max(Duration::zero()),
             entries: VecDeque::new(),
             base: 0,
-            by_id: HashMap::new(),
-            postings: HashMap::new(),
-            by_url: HashMap::new(),
+            by_id: FxHashMap::default(),
+            postings: FxHashMap::default(),
+            by_url: FxHashMap::default(),
             stats: DfStats::new(),
         }
     }
@@ -1352,7 +1382,7 @@ impl ClusterIndex {
         let n = self.stats.total as f64 + 1.0;
         let in_window = self.entries.len() as f64;
         let limit = ((in_window * CANDIDATE_MAX_DF_SHARE) as usize).max(CANDIDATE_MIN_DF_LIMIT);
-        let mut hits: HashMap<u64, u32> = HashMap::new();
+        let mut hits: FxHashMap<u64, u32> = FxHashMap::default();
         for f in &sig.feats {
             if let Some(p) = self.postings.get(f) {
                 if p.len() <= limit {
@@ -1432,6 +1462,190 @@ mod tests {
 
     fn t(h: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_776_000_000 + h * 3600, 0).unwrap_or_default()
+    }
+
+    /// Feature extraction as it was before the speed-up (issue 16): a `Vec<char>` per text, a
+    /// linear stop-word scan, an owned token per word, SipHash sets. Kept as the reference the
+    /// fast path must answer like, feature for feature and mask bit for mask bit.
+    mod reference {
+        use super::super::{
+            clamp_chars, demonym, hash, without_urls, Signature, MAX_FEATURES, MAX_SUMMARY_CHARS,
+            MAX_TITLE_CHARS, STOP_WORDS,
+        };
+        use crate::text::{is_cjk, is_word_char, normalize};
+        use std::collections::HashSet;
+
+        pub fn signature(title: &str, summary: &str) -> Signature {
+            let mut seen: HashSet<u32> = HashSet::new();
+            let mut ordered: Vec<u32> = Vec::new();
+            let mut numeric: HashSet<u32> = HashSet::new();
+            let mut in_title = 0usize;
+            for (k, (part, max)) in [(title, MAX_TITLE_CHARS), (summary, MAX_SUMMARY_CHARS)]
+                .into_iter()
+                .enumerate()
+            {
+                let part = without_urls(clamp_chars(part, max));
+                let norm = normalize(&part);
+                features(&norm.exact.text, &mut |f, is_num| {
+                    if ordered.len() < MAX_FEATURES && seen.insert(f) {
+                        ordered.push(f);
+                        if is_num {
+                            numeric.insert(f);
+                        }
+                    }
+                });
+                if k == 0 {
+                    in_title = ordered.len();
+                }
+            }
+            let title_feats: HashSet<u32> = ordered[..in_title].iter().copied().collect();
+            ordered.sort_unstable();
+            let (mut mask, mut nums) = (0u128, 0u128);
+            for (k, f) in ordered.iter().enumerate() {
+                if title_feats.contains(f) {
+                    mask |= 1u128 << k;
+                }
+                if numeric.contains(f) {
+                    nums |= 1u128 << k;
+                }
+            }
+            Signature {
+                feats: ordered,
+                title: mask,
+                nums,
+            }
+        }
+
+        fn features(text: &str, emit: &mut impl FnMut(u32, bool)) {
+            let chars: Vec<char> = text.chars().collect();
+            let mut i = 0;
+            let mut word = String::new();
+            while i < chars.len() {
+                let c = chars[i];
+                if is_cjk(c) {
+                    let start = i;
+                    while i < chars.len() && is_cjk(chars[i]) {
+                        i += 1;
+                    }
+                    let run = &chars[start..i];
+                    if run.len() == 1 {
+                        let mut s = [0u8; 4];
+                        emit(hash(b'c', run[0].encode_utf8(&mut s)), false);
+                    } else {
+                        let mut s = String::with_capacity(8);
+                        for w in run.windows(2) {
+                            s.clear();
+                            s.push(w[0]);
+                            s.push(w[1]);
+                            emit(hash(b'c', &s), false);
+                        }
+                    }
+                    continue;
+                }
+                if is_word_char(c) {
+                    word.clear();
+                    while i < chars.len() {
+                        let d = chars[i];
+                        if is_word_char(d) && !is_cjk(d) {
+                            word.push(d);
+                            i += 1;
+                        } else if matches!(d, '.' | ',')
+                            && word.chars().last().is_some_and(|l| l.is_ascii_digit())
+                            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit())
+                        {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    if let Some(tok) = word_feature(&word) {
+                        let is_num = tok.chars().any(|c| c.is_ascii_digit());
+                        emit(hash(b'w', &tok), is_num);
+                    }
+                    continue;
+                }
+                i += 1;
+            }
+        }
+
+        fn word_feature(w: &str) -> Option<String> {
+            let n = w.chars().count();
+            if w.chars().any(|c| c.is_ascii_digit()) {
+                return Some(w.to_string());
+            }
+            if n < 2 || STOP_WORDS.contains(&w) {
+                return None;
+            }
+            if let Some(country) = demonym(w) {
+                return Some(country.to_string());
+            }
+            let mut t: &str = w;
+            if n > 3 && t.ends_with('s') && !t.ends_with("ss") {
+                t = &t[..t.len() - 1];
+            }
+            Some(t.chars().take(5).collect())
+        }
+    }
+
+    /// Titles and summaries to compare the fast signature with the reference on: the
+    /// hand-written fixtures, edge cases, and the shared corpora when present.
+    fn texts() -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cluster");
+        for name in ["stories.json", "heldout.json", "apart.json"] {
+            let text = std::fs::read_to_string(format!("{dir}/{name}")).expect("fixture");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("fixture json");
+            collect(&v, &mut out);
+        }
+        for name in ["items.jsonl", "web-dev.jsonl"] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/news/");
+            let Ok(text) = std::fs::read_to_string(format!("{path}{name}")) else {
+                eprintln!("shared corpus {name} absent: compared on fixtures only");
+                continue;
+            };
+            for line in text.lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    collect(&v, &mut out);
+                }
+            }
+        }
+        for edge in [
+            "",
+            "5.5 5,5 1,000 5. ,5 a.b x1.2.3",
+            "Ｈ２０ 英伟达 a 中 b 中文 c",
+            "licenses chips's              ss sss ssss glass classes",
+            "Chinese Koreans DUTCH dutchs",
+            "h20,mi308.5 ,9 9, 9,,9",
+            "ﬁnancial İstanbul ǅemal Ⅻ ①②",
+            "\u{301}\u{200b}%𝕏😀,.,.9,",
+            "Giá vàng trong nước tăng",
+        ] {
+            out.push((edge.to_string(), edge.repeat(3)));
+        }
+        out
+    }
+
+    fn collect(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+            serde_json::Value::Object(o) => {
+                if let Some(t) = o.get("title").and_then(|t| t.as_str()) {
+                    let s = o.get("summary").and_then(|s| s.as_str()).unwrap_or("");
+                    out.push((t.to_string(), s.to_string()));
+                }
+                o.values().for_each(|x| collect(x, out));
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn fast_signature_answers_like_the_reference() {
+        let texts = texts();
+        assert!(texts.len() > 40, "too few texts: {}", texts.len());
+        for (t, s) in &texts {
+            assert_eq!(signature(t, s), reference::signature(t, s), "title {t:?}");
+        }
     }
 
     #[test]
