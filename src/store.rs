@@ -311,6 +311,12 @@ pub struct NewItem {
     pub signature: Option<Vec<u8>>,
 }
 
+impl AsRef<Item> for NewItem {
+    fn as_ref(&self) -> &Item {
+        &self.item
+    }
+}
+
 impl NewItem {
     /// An item with its verdicts and no clustering data (tests, tools).
     pub fn plain(item: Item, verdicts: Vec<Verdict>) -> NewItem {
@@ -706,7 +712,7 @@ impl Store {
 
     /// Which of `items` this feed has not stored before. Pure read; the daemon classifies only
     /// these, then calls [`Store::insert_items`].
-    pub fn filter_new(&self, feed_url: &str, items: Vec<Item>) -> Result<Vec<Item>> {
+    pub fn filter_new<T: AsRef<Item>>(&self, feed_url: &str, items: Vec<T>) -> Result<Vec<T>> {
         let feed_id = Self::feed_id(&self.conn, feed_url)?;
         let mut by_key = self
             .conn
@@ -716,7 +722,8 @@ impl Store {
         )?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for it in items {
+        for entry in items {
+            let it = entry.as_ref();
             let key = it.dedup_key();
             // The same entry twice in one document counts once.
             if !seen.insert(key.clone()) {
@@ -730,7 +737,7 @@ impl Store {
                     continue;
                 }
             }
-            out.push(it);
+            out.push(entry);
         }
         Ok(out)
     }
