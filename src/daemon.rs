@@ -13,9 +13,15 @@
 //! [`Control`] between results, and shutdown drops in-flight *fetches* (whose items were not
 //! stored and will be fetched again), never half a write.
 //!
-//! The loop is `select!{ biased; control, finished poll, timer }`: control first so a stop
-//! request is never starved by a busy poll cycle. The watchdog is fed from this loop, so a
-//! stuck loop is restarted by systemd.
+//! The loop is `select!{ biased; control, finished poll, send event, timer }`: control first
+//! so a stop request is never starved by a busy poll cycle. The watchdog is fed from this
+//! loop, so a stuck loop is restarted by systemd.
+//!
+//! Sending is off the loop too: `notify` hands over each due mail delivery as a job, spawned
+//! here with its own deadline; its per-recipient outcomes come back as events that the loop
+//! records between poll results. A silent mail server delays nothing but its own delivery,
+//! and shutdown drops the job (the delivery stays pending, sent on the next start with the
+//! same Message-ID).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -34,8 +40,9 @@ use crate::config::{self, Feed, Loaded};
 use crate::feed::{self, FeedError};
 use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
 use crate::item::Item;
+use crate::logging::untrusted;
 use crate::metrics::{self, Metrics};
-use crate::notify::{self, Notifier};
+use crate::notify::{self, Notifier, SendEvent};
 use crate::retry::{self, PollHints};
 use crate::service::Service;
 use crate::store::{FeedState, NewItem, PollSuccess, Store};
@@ -68,6 +75,14 @@ impl ConfigSource {
             }
         }
     }
+
+    /// [`ConfigSource::load`], refusing also what the daemon cannot run ([`Loaded::runnable`]):
+    /// what `check`, start-up and reload use, so the three agree.
+    pub fn load_runnable(&self) -> Result<Loaded, config::ConfigErrors> {
+        let loaded = self.load()?;
+        loaded.runnable()?;
+        Ok(loaded)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +103,12 @@ pub struct Summary {
     pub new_matches: usize,
     /// The text of every digest delivered during the run.
     pub digests: Vec<String>,
+    /// What the deliveries of the run came to (for `run --once`'s exit status).
+    pub mail: notify::Report,
+    /// Deliveries an earlier run left pending, as found at start: one line each.
+    pub pending_before: Vec<String>,
+    /// Delivery problems still open at the end (held deliveries, refused recipients).
+    pub problems: Vec<String>,
 }
 
 /// The outcome of one feed's fetch-and-parse, carried from its task to the loop.
@@ -100,6 +121,8 @@ enum PollResult {
         /// The classifier the verdicts came from: a reload while the poll was in flight
         /// replaces it, and the loop then classifies again with the new one.
         classifier: Arc<Classifier>,
+        /// What parsing recovered with a loss (see `feed::ParseWarning`).
+        warnings: Vec<feed::ParseWarning>,
         ttl: Option<Duration>,
         etag: Option<String>,
         last_modified: Option<String>,
@@ -145,6 +168,16 @@ struct Daemon {
     clusters: ClusterIndex,
     /// When retention last ran; it runs at start and then daily.
     last_prune: Option<DateTime<Utc>>,
+    /// Send jobs in flight (each bounded by its own deadline); aborted on shutdown.
+    sends: JoinSet<()>,
+    /// Their events come back here, to be recorded by this task.
+    send_tx: mpsc::UnboundedSender<SendEvent>,
+    send_rx: mpsc::UnboundedReceiver<SendEvent>,
+    /// Deliveries with a job in flight: never two attempts of one delivery at once.
+    sending: HashSet<i64>,
+    /// Set when a poll cycle ended: open delivery problems are logged (at error level) once
+    /// per cycle until resolved.
+    report_problems: bool,
     /// Set while store writes fail for lack of space: polling and deliveries pause until
     /// `retry_at`, then try again (see [`Daemon::store_failed`]).
     store_full: Option<StoreFull>,
@@ -225,6 +258,30 @@ pub async fn run(
     let notifier = Notifier::new(&cfg).context("cannot set up notifications")?;
     store.sync_feeds(cfg.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
     notifier.register(&mut store, &cfg, Utc::now())?;
+    // What an earlier run left undelivered, said once now; then held deliveries get their
+    // retry (a start is a chance that the config was fixed).
+    let pending_before: Vec<String> = store
+        .pending_deliveries()?
+        .iter()
+        .map(|d| {
+            let state = if d.held { "held" } else { "pending" };
+            let why = d
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            format!(
+                "delivery {} of digest `{}` ({}) is still {state} from an earlier run{why}",
+                d.id,
+                d.digest_id,
+                d.kind.as_str()
+            )
+        })
+        .collect();
+    for line in &pending_before {
+        tracing::warn!("{}", crate::logging::untrusted(line));
+    }
+    store.release_held(None, Utc::now())?;
     let metrics = Metrics::new();
     metrics.set_started(Utc::now().timestamp());
     metrics.set_stale_after(stale_after(&cfg).unwrap_or(Duration::ZERO));
@@ -237,6 +294,7 @@ pub async fn run(
         _ => None,
     };
 
+    let (send_tx, send_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         source,
         cfg: Arc::new(cfg),
@@ -254,8 +312,14 @@ pub async fn run(
         last_status: String::new(),
         clusters: ClusterIndex::new(chrono::Duration::zero()),
         last_prune: None,
+        sends: JoinSet::new(),
+        send_tx,
+        send_rx,
+        sending: HashSet::new(),
+        report_problems: true,
         store_full: None,
     };
+    d.summary.pending_before = pending_before;
     d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
@@ -270,6 +334,9 @@ pub async fn run(
     d.metrics.set_ready(false);
     d.service.stopping();
     result?;
+    d.summary.problems = notify::problems(&d.store, &d.cfg, Utc::now())
+        .map(|ps| ps.iter().map(notify::Problem::line).collect())
+        .unwrap_or_default();
     Ok(d.summary)
 }
 
@@ -281,6 +348,7 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let mut tasks: JoinSet<(String, PollResult, Duration)> = JoinSet::new();
         let mut started_once = false;
+        let mut flushed = false;
         let watchdog_every = self
             .service
             .watchdog_every()
@@ -298,13 +366,18 @@ impl Daemon {
                     self.start_due_polls(&mut tasks, &states, now, opts.all);
                     started_once = true;
                 }
-                if tasks.is_empty() && self.queue.is_empty() {
-                    let report = self
-                        .notifier
-                        .flush(&mut self.store, &self.cfg, Utc::now())
-                        .await?;
-                    self.absorb(report);
-                    return Ok(());
+                if tasks.is_empty() && self.queue.is_empty() && !flushed {
+                    let now = Utc::now();
+                    self.notifier.claim_all(&mut self.store, &self.cfg, now)?;
+                    self.start_sends(now)?;
+                    flushed = true;
+                }
+                if flushed && self.sending.is_empty() {
+                    // A trimmed retry is due at once; anything else waits for a later run.
+                    self.start_sends(Utc::now())?;
+                    if self.sending.is_empty() {
+                        return Ok(());
+                    }
                 }
             } else if tokio::time::Instant::now() >= next_scan {
                 if self.last_prune.map_or(true, |t| now - t >= PRUNE_EVERY) {
@@ -319,14 +392,19 @@ impl Daemon {
                     .map(|f| f.retry_at > tokio::time::Instant::now());
                 if paused != Some(true) {
                     self.start_due_polls(&mut tasks, &states, now, false);
-                    match self
+                    let now = Utc::now();
+                    let claimed = self
                         .notifier
-                        .tick(&mut self.store, &self.cfg, Utc::now())
-                        .await
-                    {
-                        Ok(report) => self.absorb(report),
-                        Err(e) => self.store_failed(e.into())?,
+                        .claim_due(&mut self.store, &self.cfg, now)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| self.start_sends(now));
+                    if let Err(e) = claimed {
+                        self.store_failed(e)?;
                     }
+                }
+                if self.report_problems {
+                    self.report_problems = false;
+                    self.log_problems();
                 }
                 self.publish_status(&states);
                 let now = Utc::now();
@@ -356,9 +434,16 @@ impl Daemon {
                         next_scan = tokio::time::Instant::now();
                     }
                     Some(Control::Shutdown) | None => {
-                        tracing::info!(in_flight = tasks.len(), "shutting down");
+                        tracing::info!(in_flight = tasks.len(), sending = self.sending.len(), "shutting down");
                         tasks.abort_all();
                         self.queue.clear();
+                        // A send still running is dropped: its delivery stays pending and goes
+                        // out with the same Message-ID on the next start. What it already
+                        // reported (a recipient served) is recorded first — short writes.
+                        self.sends.abort_all();
+                        while let Ok(ev) = self.send_rx.try_recv() {
+                            self.record_send(ev)?;
+                        }
                         return Ok(());
                     }
                 },
@@ -374,7 +459,8 @@ impl Daemon {
                         }
                         Err(e) if e.is_panic() => {
                             // A panic in a parser is a bug, but one feed must not stop the rest.
-                            tracing::error!(error = %e, "a poll task panicked");
+                            // Its message may quote what the feed sent.
+                            tracing::error!(error = %untrusted(&e.to_string()), "a poll task panicked");
                             // Which feed is unknown: forget what is running (it is re-polled
                             // when due) but keep the queued ones marked.
                             self.inflight_urls.clear();
@@ -387,8 +473,18 @@ impl Daemon {
                     // The last result of a cycle: look at the schedule (and alerts) now.
                     if tasks.is_empty() {
                         next_scan = tokio::time::Instant::now();
+                        self.report_problems = true;
                     }
                 }
+                Some(ev) = self.send_rx.recv() => {
+                    let done = matches!(ev, SendEvent::Done { .. });
+                    self.record_send(ev)?;
+                    if done {
+                        // The delivery may be due again (a trimmed retry) or settled: look.
+                        next_scan = tokio::time::Instant::now();
+                    }
+                }
+                Some(_) = self.sends.join_next(), if !self.sends.is_empty() => {}
                 _ = tokio::time::sleep_until(sleep_until) => {}
             }
             // Every turn of the loop ends here, and no turn waits longer than
@@ -468,8 +564,54 @@ impl Daemon {
 
     fn absorb(&mut self, report: notify::Report) {
         self.metrics
-            .deliveries(report.sent, report.retrying, report.failed);
+            .deliveries(report.sent, report.retrying + report.held, report.failed);
+        let m = &mut self.summary.mail;
+        m.sent += report.sent;
+        m.retrying += report.retrying;
+        m.failed += report.failed;
+        m.held += report.held;
+        m.recipients_failed += report.recipients_failed;
         self.summary.digests.extend(report.texts);
+    }
+
+    /// Starts every due delivery: log deliveries are written at once, mail goes to a job of
+    /// its own (never awaited here).
+    fn start_sends(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let mut report = notify::Report::default();
+        let jobs =
+            self.notifier
+                .start_due(&mut self.store, &self.cfg, now, &self.sending, &mut report)?;
+        self.absorb(report);
+        for job in jobs {
+            self.sending.insert(job.delivery_id());
+            self.sends.spawn(job.run(self.send_tx.clone()));
+        }
+        Ok(())
+    }
+
+    /// Records one event of a send job.
+    fn record_send(&mut self, ev: SendEvent) -> anyhow::Result<()> {
+        if let SendEvent::Done { attempt, .. } = &ev {
+            self.sending.remove(&attempt.delivery.id);
+        }
+        let mut report = notify::Report::default();
+        self.notifier
+            .record(&mut self.store, ev, Utc::now(), &mut report)?;
+        self.absorb(report);
+        Ok(())
+    }
+
+    /// Every open delivery problem, at error level: held deliveries and refused recipients
+    /// stay in the log, once a cycle, until someone fixes them.
+    fn log_problems(&mut self) {
+        match notify::problems(&self.store, &self.cfg, Utc::now()) {
+            Ok(ps) => {
+                for p in ps {
+                    tracing::error!("{}", crate::logging::untrusted(&p.line()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox's problems"),
+        }
     }
 
     /// The configured feeds that are due now: not gone, not in flight, past their next-poll
@@ -568,6 +710,7 @@ impl Daemon {
             PollResult::Items {
                 items,
                 classifier: used,
+                warnings,
                 ttl,
                 etag,
                 last_modified,
@@ -583,6 +726,15 @@ impl Daemon {
                         n.item.feed_name = feed.name.clone();
                         n.item.feed_tags = feed.tags.clone();
                         n.verdicts = self.cfg.classifier.classify(&n.item);
+                    }
+                }
+                // A recovered item is reported once, when it arrives; a skipped one on every
+                // poll, since nothing of it was stored.
+                let fresh_keys: HashSet<String> = new.iter().map(|n| n.item.dedup_key()).collect();
+                for w in &warnings {
+                    if w.item_key.as_ref().map_or(true, |k| fresh_keys.contains(k)) {
+                        tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url),
+                            "{}", untrusted(&w.message));
                     }
                 }
                 // On a feed's first poll, old items are history, not news.
@@ -626,7 +778,7 @@ impl Daemon {
                 let hints = PollHints { ttl, cache };
                 let next =
                     self.record_success(&feed, &state, now, hints, validators, moved_to, jitter)?;
-                tracing::debug!(feed = %feed.name, fetched, new = report.inserted.len(),
+                tracing::debug!(feed = %untrusted(&feed.name), fetched, new = report.inserted.len(),
                     matches = report.matches, next_poll = %next, "polled");
             }
             PollResult::NotModified { cache, moved_to } => {
@@ -634,11 +786,11 @@ impl Daemon {
                 let hints = PollHints { ttl: None, cache };
                 let next =
                     self.record_success(&feed, &state, now, hints, validators, moved_to, jitter)?;
-                tracing::debug!(feed = %feed.name, next_poll = %next, "not modified");
+                tracing::debug!(feed = %untrusted(&feed.name), next_poll = %next, "not modified");
             }
             PollResult::Gone => {
                 self.store.record_gone(url, now)?;
-                tracing::warn!(feed = %feed.name, url = %url, "feed is gone (HTTP 410): polling stopped; remove it from the config");
+                tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url), "feed is gone (HTTP 410): polling stopped; remove it from the config");
             }
             PollResult::Failed { error, retry_after } => {
                 self.summary.failures += 1;
@@ -653,7 +805,8 @@ impl Daemon {
                 );
                 self.store
                     .record_poll_failure(url, now, &error, next, retry_after)?;
-                tracing::warn!(feed = %feed.name, url = %url, failures, next_poll = %next, "poll failed: {error}");
+                tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url), failures, next_poll = %next,
+                    "poll failed: {}", untrusted(&error));
             }
         }
         Ok(())
@@ -702,7 +855,7 @@ impl Daemon {
     fn report_move(&self, feed: &Feed, state: &FeedState, moved_to: Option<&str>) {
         if let Some(to) = moved_to {
             if state.moved_to.as_deref() != Some(to) {
-                tracing::warn!(feed = %feed.name, from = %feed.url, to = %to,
+                tracing::warn!(feed = %untrusted(&feed.name), from = %untrusted(&feed.url), to = %untrusted(to),
                     "feed moved permanently; using the new URL from now on: update the config");
             }
         }
@@ -712,7 +865,7 @@ impl Daemon {
     /// failure every error is logged and the old config keeps running.
     fn reload(&mut self) {
         self.service.reloading();
-        match self.source.load() {
+        match self.source.load_runnable() {
             Ok(new) => match self.adopt(new) {
                 Ok(()) => {
                     self.reload_error = None;
@@ -766,6 +919,15 @@ impl Daemon {
         self.cfg = Arc::new(new);
         self.notifier = notifier;
         self.fetcher = fetcher;
+        // A reload is the operator's fix: held deliveries get their retry now.
+        let released = self.store.release_held(None, Utc::now())?;
+        if released > 0 {
+            tracing::info!(
+                deliveries = released,
+                "held deliveries are retried with the new configuration"
+            );
+        }
+        self.report_problems = true;
         Ok(())
     }
 
@@ -799,6 +961,9 @@ impl Daemon {
                 s.push_str(&format!("; {depth} deliveries pending"));
             }
         }
+        if let Ok(ps) = notify::problems(&self.store, &self.cfg, Utc::now()) {
+            s.push_str(&problems_status(&ps));
+        }
         if let Some(e) = &self.reload_error {
             s.push_str(&format!(
                 "; reload failed ({e}), running the previous config"
@@ -813,6 +978,55 @@ impl Daemon {
         }
         s
     }
+}
+
+/// The delivery problems for `STATUS=`: counts, and the first of each kind in short.
+fn problems_status(ps: &[notify::Problem]) -> String {
+    let mut s = String::new();
+    let held: Vec<_> = ps
+        .iter()
+        .filter_map(|p| match p {
+            notify::Problem::Held { delivery } => Some(delivery),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = held.first() {
+        let why: String = first
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
+        s.push_str(&format!(
+            "; {} delivery held (fix and reload): {why}",
+            held.len()
+        ));
+    }
+    let refused: Vec<&str> = ps
+        .iter()
+        .filter_map(|p| match p {
+            notify::Problem::Recipient { address, .. } => Some(address.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        s.push_str(&format!(
+            "; {} recipient refused: {}",
+            refused.len(),
+            refused.join(", ")
+        ));
+    }
+    let failed = ps
+        .iter()
+        .filter(|p| matches!(p, notify::Problem::Failed { .. }))
+        .count();
+    if failed > 0 {
+        s.push_str(&format!(
+            "; {failed} delivery failed (see policywatch feeds)"
+        ));
+    }
+    s
 }
 
 /// Everything about a parsed item that depends on nothing but the item (and the config it
@@ -877,14 +1091,15 @@ async fn poll(
                 let (feed, rules) = (feed.clone(), classifier.clone());
                 let parsed = tokio::task::spawn_blocking(move || {
                     feed::parse(&body, content_type.as_deref(), Some(&final_url))
-                        .map(|p| (prepare(p.items, &feed, &rules), p.ttl))
+                        .map(|p| (prepare(p.items, &feed, &rules), p.warnings, p.ttl))
                 })
                 .await;
                 match parsed {
-                    Ok(Ok((items, ttl))) => {
+                    Ok(Ok((items, warnings, ttl))) => {
                         return PollResult::Items {
                             items,
                             classifier,
+                            warnings,
                             ttl,
                             etag,
                             last_modified,
@@ -895,7 +1110,8 @@ async fn poll(
                     Ok(Err(FeedError::NotAFeed {
                         alternate: Some(alt),
                     })) if hop == 0 => {
-                        tracing::debug!(page = %req.url, feed = %alt, "HTML page names a feed; following it");
+                        tracing::debug!(page = %untrusted(req.url.as_str()), feed = %untrusted(alt.as_str()),
+                            "HTML page names a feed; following it");
                         moved = Some(alt.to_string());
                         req = FetchRequest {
                             url: alt,

@@ -7,6 +7,7 @@
 //! deadline is a hang guard, never a timing assertion.
 
 mod common;
+mod smtp;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -374,6 +375,28 @@ async fn notify_lifecycle_with_good_and_bad_reloads() {
     assert!(srv.requests_to("/c.xml").is_empty());
     assert!(d.still_running());
 
+    // A half-written config that still parses (issue 17): feeds, but no watches and no
+    // digests. Refused like a broken one; the old config keeps running.
+    write_config(&cfg, &[feed_a()], "10s", |doc| {
+        doc.remove("watches");
+        doc.remove("digests");
+    });
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("RELOADING=1", |m| has_line(m, "RELOADING=1"))
+        .await;
+    let ready = mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    let status = status_of(&ready).expect("READY carries a STATUS");
+    assert!(
+        status.starts_with("2 feeds") && status.contains("reload failed"),
+        "a half-written config is not adopted: {status}"
+    );
+    until("the refusal is logged", || {
+        d.log().contains(
+            "no [[watches]], no [[digests]]: the daemon would poll, match or deliver nothing",
+        )
+    })
+    .await;
+
     d.signal(libc::SIGTERM);
     mgr.wait_for("STOPPING=1", |m| has_line(m, "STOPPING=1"))
         .await;
@@ -610,6 +633,153 @@ async fn sigterm_during_a_hanging_poll_exits_cleanly_and_nothing_is_reported_twi
     assert!(second.contains("nothing new matched"), "{second}");
 }
 
+/// Issue 13 item 3: a relay that takes the message and then never answers. The daemon keeps
+/// polling and feeding the watchdog while the send hangs, SIGTERM stops it within 5 s, and
+/// the unfinished delivery goes out on the next start with the same Message-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_silent_after_data_holds_up_neither_polling_nor_sigterm() {
+    let Some(env) = smtp::Env::new() else { return };
+    let relay = env.start(smtp::Opts {
+        hang_after_data: true,
+        ..smtp::Opts::default()
+    });
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let mut smtp_cfg = env.config(relay.port, policywatch::mail::TlsMode::Starttls);
+    // Far longer than the test: only the daemon's own design can keep it from waiting.
+    smtp_cfg.timeout = Duration::from_secs(600);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test")
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    until("the relay took the alert and went silent", || {
+        !env.hung().is_empty()
+    })
+    .await;
+
+    // While the send hangs: more polls, and the watchdog keeps being fed.
+    let polls = srv.requests_to("/a.xml").len();
+    until("a poll after the relay went silent", || {
+        srv.requests_to("/a.xml").len() > polls
+    })
+    .await;
+    let seen = mgr.seen.len();
+    mgr.wait_for("WATCHDOG=1 during the hang", |m| has_line(m, "WATCHDOG=1"))
+        .await;
+    assert!(mgr.seen.len() > seen);
+    assert!(env.messages().is_empty(), "the relay never accepted it");
+
+    d.signal(libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(5), d.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within 5 s of SIGTERM:\n{}", d.log()))
+        .expect("wait for policywatch");
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+    let hung_id = header_values_of(&env.hung()[0].with_extension("eml"), "Message-ID");
+
+    // The relay answers again: the next run sends the pending delivery, same Message-ID.
+    let port = relay.port;
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        ..smtp::Opts::default()
+    });
+    let out = run_once(&cfg, &state, false).await;
+    let files = env.messages();
+    assert_eq!(files.len(), 1, "{out}");
+    assert_eq!(header_values_of(&files[0], "Message-ID"), hung_id, "{out}");
+    assert!(out.contains("still pending from an earlier run"), "{out}");
+}
+
+/// Issue 17 item 5 and issue 13 item 2, as the operator sees them: a refused login holds the
+/// delivery — in STATUS= and at error priority in the journal every cycle — until a reload
+/// after the fix sends it; a recipient the fixed relay refuses is then named in STATUS= while
+/// the other recipient gets the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_and_refused_recipients_show_in_status_until_fixed() {
+    let Some(env) = smtp::Env::new() else { return };
+    let bad = "typo@policywatch.test";
+    let relay = env.start(smtp::Opts {
+        auth_reject: true,
+        ..smtp::Opts::default()
+    });
+    let port = relay.port;
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let smtp_cfg = env.config(port, policywatch::mail::TlsMode::Starttls);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test");
+        doc["digests"][0]["to"].as_array_mut().unwrap().push(bad);
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &dir.path().join("state"));
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS= naming the held delivery", |m| {
+        status_of(m).is_some_and(|s| s.contains("1 delivery held") && s.contains("535"))
+    })
+    .await;
+    until(
+        "the held delivery logged at error priority in two cycles",
+        || {
+            d.log()
+                .lines()
+                .filter(|l| l.starts_with("<3>") && l.contains("is held"))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    assert!(env.messages().is_empty());
+
+    // The fix (here: the relay takes the login now, and refuses one address), then a reload.
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        reject_rcpt: vec![bad.to_string()],
+        ..smtp::Opts::default()
+    });
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("STATUS= naming the refused recipient, nothing held", |m| {
+        status_of(m).is_some_and(|s| {
+            s.contains(&format!("1 recipient refused: {bad}")) && !s.contains("held")
+        })
+    })
+    .await;
+    assert_eq!(
+        env.envelope_recipients(),
+        vec![vec!["analyst@policywatch.test".to_string()]]
+    );
+    until("the refusal at error priority", || {
+        d.log()
+            .lines()
+            .any(|l| l.starts_with("<3>") && l.contains(bad) && l.contains("550"))
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    assert!(d.exit().await.success(), "{}", d.log());
+}
+
+fn header_values_of(eml: &Path, name: &str) -> Vec<String> {
+    smtp::header_values(&smtp::parse_message(eml), name)
+}
+
 async fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
@@ -740,12 +910,28 @@ fn listen_address_is_validated() {
         assert!(!l.warnings.iter().any(|w| w.contains("daemon.listen")));
         assert_eq!(l.config.daemon.listen_addr(), Some(ok.parse().unwrap()));
     }
-    for bad in ["0.0.0.0:9187", "[::]:9187", "localhost:9187", "9187"] {
+    let l = with("[::ffff:127.0.0.1]:9187").expect("v4-mapped loopback");
+    assert!(
+        !l.warnings.iter().any(|w| w.contains("daemon.listen")),
+        "is loopback"
+    );
+    // Every spelling of "all interfaces" (issue 17: the v4-mapped one bound every IPv4
+    // address with only a warning).
+    for bad in [
+        "0.0.0.0:9187",
+        "[::]:9187",
+        "[::ffff:0.0.0.0]:9187",
+        "[::ffff:0:0]:9187",
+        "[0:0:0:0:0:ffff:0000:0000]:9187",
+        "[::0.0.0.0]:9187",
+        "localhost:9187",
+        "9187",
+    ] {
         let e = with(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
         let text = e.to_string();
         assert!(
-            text.contains("pw.toml:") && text.contains("daemon.listen"),
-            "{text}"
+            text.contains("pw.toml:") && text.contains("daemon.listen") && text.contains("hint:"),
+            "{bad}: {text}"
         );
     }
     let l = with("192.0.2.7:9187").expect("an explicit interface address is allowed");
@@ -1144,4 +1330,90 @@ async fn a_full_disk_is_waited_out_and_nothing_polled_is_lost() {
     assert!(srv.requests_to("/a.xml").len() > polls_when_full, "{full}");
 
     assert!(stop(&mut d, &mut mgr).await.success(), "{}", d.log());
+}
+
+/// Issue 17: a feed cannot forge journal entries. One feed fails to parse with an error that
+/// quotes a newline followed by a journal priority ("\\n<4>ERROR forged line"); another has
+/// an item whose title cannot be read, recovered from its summary with a warning. Under
+/// `JOURNAL_STREAM` every line the daemon writes starts with its own priority, the forged text
+/// appears only escaped, inside the one record of that poll failure, and the recovery
+/// warning is one record too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_cannot_forge_journal_lines() {
+    let srv = FaultServer::start().await;
+    let forged = "<feed xmlns=\"http://www.w3.org/2005/Atom\"><title type=\"t1\">F</title>\
+        <subtitle type=\"t2\">S</subtitle><rights type=\"t3\">R</rights><entry>\
+        <title type=\"t4\">A</title><summary type=\"t5\n<4>ERROR forged line\">B</summary>\
+        </entry></feed>";
+    srv.route("/forged.xml", Response::ok(forged));
+    let untitled = "<rss version=\"2.0\"><channel><title>U</title><item><guid>u-1</guid>\
+        <title>&#x200F;</title><description>Ministry adds four chip makers to the control list\
+        </description></item></channel></rss>";
+    srv.route("/untitled.xml", Response::ok(untitled));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [
+        FeedSpec {
+            name: "Forger",
+            url: srv.url("/forged.xml").to_string(),
+            interval: None,
+        },
+        FeedSpec {
+            name: "Untitled",
+            url: srv.url("/untitled.xml").to_string(),
+            interval: Some("1s"),
+        },
+    ];
+    write_config(&cfg, &feeds, "10s", |_| {});
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    until("both feeds are polled and reported", || {
+        let log = d.log();
+        log.contains("poll failed") && log.contains("title could not be read")
+    })
+    .await;
+    // The third request is scheduled by the second poll's result: the recovered item was
+    // seen again by then, and is not reported again.
+    until("the untitled feed is polled again", || {
+        srv.requests_to("/untitled.xml").len() >= 3
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    let status = d.exit().await;
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+
+    let log = d.log();
+    for line in log.lines() {
+        let b = line.as_bytes();
+        assert!(
+            b.len() >= 3 && b[0] == b'<' && b[2] == b'>' && (b'0'..=b'7').contains(&b[1]),
+            "a line without our priority prefix: {line:?}\n{log}"
+        );
+        assert!(
+            !line[3..].starts_with('<'),
+            "a line whose text starts with a priority of its own: {line:?}"
+        );
+    }
+    let forged_lines: Vec<&str> = log.lines().filter(|l| l.contains("forged line")).collect();
+    assert_eq!(forged_lines.len(), 1, "one record: {forged_lines:?}\n{log}");
+    let l = forged_lines[0];
+    assert!(
+        l.starts_with("<4>")
+            && l.contains("poll failed")
+            && l.contains("t5\\n<4>ERROR forged line"),
+        "the poll failure, at warning priority, the newline escaped: {l}"
+    );
+    let recovered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("title could not be read"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "once, when the item is new:\n{log}");
+    assert!(
+        recovered[0].starts_with("<4>") && recovered[0].contains("Ministry adds four chip makers"),
+        "{}",
+        recovered[0]
+    );
+    assert!(!log.contains('\u{200f}'), "no bidi mark in the journal");
 }
