@@ -57,8 +57,9 @@
 //!
 //! # Clusters
 //! An item joins the cluster of the most similar earlier item within the time window whose
-//! score is at least [`SAME_STORY`] (for an item of the same feed: whose numbers agree and
-//! whose text nearly repeats it, [`SAME_STORY_SAME_FEED`] / [`SAME_FEED_SCORE`]), or of an
+//! evidence is strong (above) and whose score is at least [`SAME_STORY`] (for an item of the
+//! same feed: whose numbers agree, whose headline names the same things and whose text nearly
+//! repeats it, [`SAME_STORY_SAME_FEED`] / [`SAME_FEED_SCORE`]), or of an
 //! earlier item with the same canonical URL (any score); otherwise it starts a new cluster
 //! whose id is its own item id. Joining is single-link and online, so a cluster's id never
 //! changes once given (the store can persist it); the price is that a later item which

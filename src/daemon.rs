@@ -246,8 +246,7 @@ pub async fn run(
     opts: Options,
     mut control: mpsc::Receiver<Control>,
 ) -> anyhow::Result<Summary> {
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    crate::store::prepare_state_dir(&opts.state_dir)?;
     // One daemon per state directory, held until `run` returns (before anything is polled or
     // sent: a second daemon would send every digest again).
     let _lock = crate::store::lock_state(&opts.state_dir)?;

@@ -97,6 +97,89 @@ pub enum LockError {
     },
 }
 
+/// What is wrong with a state directory, in words an operator can act on.
+#[derive(Debug, Error)]
+pub enum StateDirError {
+    #[error("the state directory {0} is a file, not a directory: move the file away or pass another --state-dir")]
+    NotADirectory(String),
+    #[error("cannot create the state directory {dir}: {cause}{hint}")]
+    Create {
+        dir: String,
+        cause: String,
+        hint: &'static str,
+    },
+    #[error("cannot write in the state directory {dir}: {cause}{hint}")]
+    NotWritable {
+        dir: String,
+        cause: String,
+        hint: &'static str,
+    },
+}
+
+/// The advice for a state directory the daemon may not write: the usual cause is a service
+/// user without access (systemd's `StateDirectory=` creates it with the right owner).
+fn access_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (the service user needs write access to it; with systemd use StateDirectory=)"
+        }
+        _ if e.raw_os_error() == Some(libc::EROFS) => {
+            " (it is on a read-only file system; with systemd use StateDirectory=, which is writable)"
+        }
+        _ => "",
+    }
+}
+
+/// An I/O error as a person says it: "permission denied", not "Permission denied (os error
+/// 13)".
+fn cause(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => s,
+    }
+}
+
+/// Makes sure `dir` is a directory this process can write (creating it if needed), so a bad
+/// state path is reported by name and cause before SQLite turns it into "unable to open
+/// database file".
+pub fn prepare_state_dir(dir: &Path) -> std::result::Result<(), StateDirError> {
+    let name = || dir.display().to_string();
+    if dir.exists() && !dir.is_dir() {
+        return Err(StateDirError::NotADirectory(name()));
+    }
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        // A file somewhere on the path says "File exists" / "Not a directory": name it.
+        if e.kind() == std::io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTDIR)
+        {
+            let blocker = dir
+                .ancestors()
+                .find(|a| a.exists() && !a.is_dir())
+                .unwrap_or(dir);
+            return Err(StateDirError::NotADirectory(blocker.display().to_string()));
+        }
+        return Err(StateDirError::Create {
+            dir: name(),
+            cause: cause(&e),
+            hint: access_hint(&e),
+        });
+    }
+    let probe = dir.join(".policywatch-write-test");
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StateDirError::NotWritable {
+            dir: name(),
+            cause: cause(&e),
+            hint: access_hint(&e),
+        }),
+    }
+}
+
 /// The lock file inside a state directory.
 pub fn lock_path(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("policywatch.lock")
