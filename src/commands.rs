@@ -75,6 +75,12 @@ impl Common {
     /// Opens the existing state read-only for the commands that only read it (they never
     /// create one, never migrate, never take the daemon's lock).
     pub fn open_store(&self) -> anyhow::Result<Store> {
+        let db = self.existing_db()?;
+        Store::open_read_only(&db).with_context(|| format!("cannot open {}", db.display()))
+    }
+
+    /// The database of an existing state; an error saying what to do when there is none.
+    fn existing_db(&self) -> anyhow::Result<PathBuf> {
         let db = crate::store::db_path(&self.state_dir());
         if !db.exists() {
             bail!(
@@ -82,7 +88,14 @@ impl Common {
                 db.display()
             );
         }
-        Store::open_read_only(&db).with_context(|| format!("cannot open {}", db.display()))
+        Ok(db)
+    }
+
+    /// Opens the existing state for writing, for the one command besides `run` that writes
+    /// (`digest --resend`: it records the attempt). Never creates a state.
+    pub fn open_store_for_writing(&self) -> anyhow::Result<Store> {
+        let db = self.existing_db()?;
+        Store::open(&db).with_context(|| format!("cannot open {}", db.display()))
     }
 
     /// Loads and compiles the config, printing every error (and warning) to stderr (with
@@ -973,7 +986,7 @@ pub async fn digest_resend(common: &Common, id: i64, to: &[String]) -> anyhow::R
             .map_err(|e| anyhow::anyhow!("--to `{a}` is not a mail address: {e}"))?;
     }
     let notifier = crate::notify::Notifier::new(&cfg).context("cannot set up notifications")?;
-    let mut store = common.open_store()?;
+    let mut store = common.open_store_for_writing()?;
     let report = notifier
         .resend(&mut store, &cfg, id, to, Utc::now())
         .await?;

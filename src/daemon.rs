@@ -6,9 +6,10 @@
 //! (`service`), counters for the optional metrics listener (`metrics`).
 //!
 //! # Shape
-//! Fetching and parsing run in spawned tasks (bounded by the [`Fetcher`]'s global and per-host
-//! limits); everything that touches the store runs here, in the loop's own task, one result at
-//! a time. So a store transaction is never interrupted by a signal: the loop only looks at
+//! Fetching, parsing and everything that is a pure function of an item (classification,
+//! canonical link, cluster signature) run in spawned tasks (bounded by the [`Fetcher`]'s global
+//! and per-host limits), so they use every core; everything that touches the store runs
+//! here, in the loop's own task, one result at a time. So a store transaction is never interrupted by a signal: the loop only looks at
 //! [`Control`] between results, and shutdown drops in-flight *fetches* (whose items were not
 //! stored and will be fetched again), never half a write.
 //!
@@ -33,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::canon;
+use crate::classify::Classifier;
 use crate::cluster::{self, ClusterIndex, Signature};
 use crate::config::{self, Feed, Loaded};
 use crate::feed::{self, FeedError};
@@ -112,7 +114,13 @@ pub struct Summary {
 /// The outcome of one feed's fetch-and-parse, carried from its task to the loop.
 enum PollResult {
     Items {
-        items: Vec<Item>,
+        /// Every parsed item with what is a pure function of it — verdicts, canonical link,
+        /// signature — computed in the poll task (see [`prepare`]); the loop only filters out
+        /// what the store has and writes the rest.
+        items: Vec<NewItem>,
+        /// The classifier the verdicts came from: a reload while the poll was in flight
+        /// replaces it, and the loop then classifies again with the new one.
+        classifier: Arc<Classifier>,
         /// What parsing recovered with a loss (see `feed::ParseWarning`).
         warnings: Vec<feed::ParseWarning>,
         ttl: Option<Duration>,
@@ -657,9 +665,10 @@ impl Daemon {
                 break;
             };
             let fetcher = self.fetcher.clone();
+            let classifier = self.cfg.classifier.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
-                let result = poll(&fetcher, &state).await;
+                let result = poll(&fetcher, &state, &feed, classifier).await;
                 (feed.url, result, started.elapsed())
             });
         }
@@ -703,6 +712,7 @@ impl Daemon {
         match result {
             PollResult::Items {
                 items,
+                classifier: used,
                 warnings,
                 ttl,
                 etag,
@@ -711,38 +721,25 @@ impl Daemon {
                 moved_to,
             } => {
                 let fetched = items.len();
-                let items = items
-                    .into_iter()
-                    .map(|mut it| {
-                        it.feed_name = feed.name.clone();
-                        it.feed_tags = feed.tags.clone();
-                        it
-                    })
-                    .collect();
-                let fresh = self.store.filter_new(url, items)?;
+                let mut new = self.store.filter_new(url, items)?;
+                // A reload while the poll was in flight: the rules (and the feed's name and
+                // tags, which rules may test) are the new config's.
+                if !Arc::ptr_eq(&used, &self.cfg.classifier) {
+                    for n in &mut new {
+                        n.item.feed_name = feed.name.clone();
+                        n.item.feed_tags = feed.tags.clone();
+                        n.verdicts = self.cfg.classifier.classify(&n.item);
+                    }
+                }
                 // A recovered item is reported once, when it arrives; a skipped one on every
                 // poll, since nothing of it was stored.
-                let fresh_keys: HashSet<String> = fresh.iter().map(Item::dedup_key).collect();
+                let fresh_keys: HashSet<String> = new.iter().map(|n| n.item.dedup_key()).collect();
                 for w in &warnings {
                     if w.item_key.as_ref().map_or(true, |k| fresh_keys.contains(k)) {
                         tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url),
                             "{}", untrusted(&w.message));
                     }
                 }
-                let classifier = &self.cfg.classifier;
-                let new: Vec<NewItem> = fresh
-                    .into_iter()
-                    .map(|mut item| {
-                        crate::lang::fill(&mut item);
-                        let signature = cluster::signature(&item.title, &item.summary);
-                        NewItem {
-                            verdicts: classifier.classify(&item),
-                            canonical_url: item.link.as_deref().and_then(canon::canonical_url),
-                            signature: (!signature.is_empty()).then(|| signature.to_bytes()),
-                            item,
-                        }
-                    })
-                    .collect();
                 // On a feed's first poll, old items are history, not news.
                 let backfill_before = state.first_polled_at.is_none().then(|| {
                     now - chrono::Duration::from_std(self.cfg.config.daemon.backfill)
@@ -1035,8 +1032,36 @@ fn problems_status(ps: &[notify::Problem]) -> String {
     s
 }
 
-/// Fetches and parses one feed. Runs in its own task: no store access, no shared state.
-async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
+/// Everything about a parsed item that depends on nothing but the item (and the config it
+/// was polled under): its feed's name and tags, its language, verdicts, canonical link and
+/// signature. Runs in the poll task, on whichever core is free, so the loop thread is left
+/// with the writes. The language comes first: folding and `lang:` rules depend on it.
+fn prepare(items: Vec<Item>, feed: &Feed, classifier: &Classifier) -> Vec<NewItem> {
+    items
+        .into_iter()
+        .map(|mut item| {
+            item.feed_name = feed.name.clone();
+            item.feed_tags = feed.tags.clone();
+            crate::lang::fill(&mut item);
+            let signature = cluster::signature(&item.title, &item.summary);
+            NewItem {
+                verdicts: classifier.classify(&item),
+                canonical_url: item.link.as_deref().and_then(canon::canonical_url),
+                signature: (!signature.is_empty()).then(|| signature.to_bytes()),
+                item,
+            }
+        })
+        .collect()
+}
+
+/// Fetches and parses one feed, and [`prepare`]s its items. Runs in its own task: no store
+/// access, no shared state.
+async fn poll(
+    fetcher: &Fetcher,
+    state: &FeedState,
+    feed: &Feed,
+    classifier: Arc<Classifier>,
+) -> PollResult {
     let url = match url::Url::parse(state.fetch_url()) {
         Ok(u) => u,
         Err(e) => {
@@ -1068,16 +1093,19 @@ async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
                 if let Some(m) = moved_permanently {
                     moved = Some(m.to_string());
                 }
+                let (feed, rules) = (feed.clone(), classifier.clone());
                 let parsed = tokio::task::spawn_blocking(move || {
                     feed::parse(&body, content_type.as_deref(), Some(&final_url))
+                        .map(|p| (prepare(p.items, &feed, &rules), p.warnings, p.ttl))
                 })
                 .await;
                 match parsed {
-                    Ok(Ok(p)) => {
+                    Ok(Ok((items, warnings, ttl))) => {
                         return PollResult::Items {
-                            items: p.items,
-                            warnings: p.warnings,
-                            ttl: p.ttl,
+                            items,
+                            classifier,
+                            warnings,
+                            ttl,
                             etag,
                             last_modified,
                             cache: cache_hint,

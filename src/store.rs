@@ -426,6 +426,12 @@ pub struct NewItem {
     pub signature: Option<Vec<u8>>,
 }
 
+impl AsRef<Item> for NewItem {
+    fn as_ref(&self) -> &Item {
+        &self.item
+    }
+}
+
 impl NewItem {
     /// An item with its verdicts and no clustering data (tests, tools).
     pub fn plain(item: Item, verdicts: Vec<Verdict>) -> NewItem {
@@ -606,6 +612,18 @@ pub struct Store {
     conn: Connection,
 }
 
+/// How many prepared statements the connection keeps (see [`Store::write`]).
+const STATEMENT_CACHE: usize = 64;
+
+/// The feed columns [`Store::feed_from_row`] reads, as a literal for `concat!`.
+macro_rules! feed_cols {
+    () => {
+        "id, url, effective_url, name, etag, last_modified, first_polled_at, last_attempt_at, \
+         last_success_at, consecutive_failures, last_error, next_poll_at, retry_not_before, \
+         gone_at, moved_to, items_total"
+    };
+}
+
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -652,9 +670,37 @@ impl Store {
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
         )?;
+        // Every per-item and per-poll statement is prepared once and kept (`prepare_cached`);
+        // rusqlite's default of 16 would evict some of them on every poll.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut store = Store { conn };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Runs `body` in one write transaction whose `BEGIN`, `COMMIT` and `ROLLBACK` are cached
+    /// statements too (`Connection::transaction` parses them on every call). Rolls back when
+    /// `body` or the commit fails, and when `body` panics (the guard's drop). `IMMEDIATE`:
+    /// the write lock is taken at the start, waiting out the busy timeout, because `body`
+    /// reads before it writes, and a deferred transaction upgrading its read lock fails at
+    /// once, without waiting, when another connection holds or just released the write lock.
+    fn write<T>(&mut self, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        struct Open<'c>(&'c Connection);
+        impl Drop for Open<'_> {
+            fn drop(&mut self) {
+                if !self.0.is_autocommit() {
+                    let _ = self
+                        .0
+                        .prepare_cached("ROLLBACK")
+                        .and_then(|mut st| st.execute([]));
+                }
+            }
+        }
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let open = Open(&self.conn);
+        let value = body(open.0)?;
+        open.0.prepare_cached("COMMIT")?.execute([])?;
+        Ok(value)
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -736,25 +782,31 @@ impl Store {
         })
     }
 
-    const FEED_COLS: &'static str = "id, url, effective_url, name, etag, last_modified, \
-        first_polled_at, last_attempt_at, last_success_at, consecutive_failures, last_error, \
-        next_poll_at, retry_not_before, gone_at, moved_to, items_total";
-
     pub fn feed(&self, url: &str) -> Result<FeedState> {
         self.conn
-            .query_row(
-                &format!("SELECT {} FROM feeds WHERE url = ?1", Self::FEED_COLS),
-                [url],
-                Self::feed_from_row,
-            )
+            .prepare_cached(concat!(
+                "SELECT ",
+                feed_cols!(),
+                " FROM feeds WHERE url = ?1"
+            ))?
+            .query_row([url], Self::feed_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownFeed(url.to_string()))
+    }
+
+    /// The store's id of a configured feed (one indexed lookup; cached statement).
+    fn feed_id(conn: &Connection, url: &str) -> Result<i64> {
+        conn.prepare_cached("SELECT id FROM feeds WHERE url = ?1")?
+            .query_row([url], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::UnknownFeed(url.to_string()))
     }
 
     pub fn feeds(&self) -> Result<Vec<FeedState>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {} FROM feeds ORDER BY id",
-            Self::FEED_COLS
+        let mut st = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            feed_cols!(),
+            " FROM feeds ORDER BY id"
         ))?;
         let rows = st.query_map([], Self::feed_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -766,22 +818,24 @@ impl Store {
         now: DateTime<Utc>,
         ok: &PollSuccess,
     ) -> Result<()> {
-        let n = self.conn.execute(
-            "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?4, \
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?4, \
                  first_polled_at = COALESCE(first_polled_at, ?5), last_attempt_at = ?5, \
                  last_success_at = ?5, consecutive_failures = 0, last_error = NULL, \
                  retry_not_before = NULL, gone_at = NULL, \
                  effective_url = COALESCE(?6, effective_url), moved_to = COALESCE(?6, moved_to) \
              WHERE url = ?1",
-            params![
+            )?
+            .execute(params![
                 url,
                 ok.etag,
                 ok.last_modified,
                 ts(ok.next_poll_at),
                 ts(now),
                 ok.moved_to
-            ],
-        )?;
+            ])?;
         if n == 0 {
             return Err(StoreError::UnknownFeed(url.to_string()));
         }
@@ -799,11 +853,13 @@ impl Store {
     ) -> Result<u32> {
         let n: Option<i64> = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "UPDATE feeds SET consecutive_failures = consecutive_failures + 1, \
                      last_error = ?2, last_attempt_at = ?3, next_poll_at = ?4, \
                      retry_not_before = ?5 \
                  WHERE url = ?1 RETURNING consecutive_failures",
+            )?
+            .query_row(
                 params![
                     url,
                     error,
@@ -820,11 +876,12 @@ impl Store {
 
     /// 410 Gone: the feed is not polled again until its config changes or it is re-enabled.
     pub fn record_gone(&mut self, url: &str, now: DateTime<Utc>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE feeds SET gone_at = ?2, last_attempt_at = ?2, last_error = 'gone (HTTP 410)' \
-             WHERE url = ?1",
-            params![url, ts(now)],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE feeds SET gone_at = ?2, last_attempt_at = ?2, \
+                 last_error = 'gone (HTTP 410)' WHERE url = ?1",
+            )?
+            .execute(params![url, ts(now)])?;
         Ok(())
     }
 
@@ -842,8 +899,8 @@ impl Store {
 
     /// Which of `items` this feed has not stored before. Pure read; the daemon classifies only
     /// these, then calls [`Store::insert_items`].
-    pub fn filter_new(&self, feed_url: &str, items: Vec<Item>) -> Result<Vec<Item>> {
-        let feed_id = self.feed(feed_url)?.id;
+    pub fn filter_new<T: AsRef<Item>>(&self, feed_url: &str, items: Vec<T>) -> Result<Vec<T>> {
+        let feed_id = Self::feed_id(&self.conn, feed_url)?;
         let mut by_key = self
             .conn
             .prepare_cached("SELECT 1 FROM items WHERE feed_id = ?1 AND dedup_key = ?2")?;
@@ -852,7 +909,8 @@ impl Store {
         )?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for it in items {
+        for entry in items {
+            let it = entry.as_ref();
             let key = it.dedup_key();
             // The same entry twice in one document counts once.
             if !seen.insert(key.clone()) {
@@ -866,7 +924,7 @@ impl Store {
                     continue;
                 }
             }
-            out.push(it);
+            out.push(entry);
         }
         Ok(out)
     }
@@ -888,86 +946,84 @@ impl Store {
         backfill_before: Option<DateTime<Utc>>,
         assign: &mut dyn FnMut(i64, &NewItem, Option<i64>) -> i64,
     ) -> Result<InsertReport> {
-        let feed_id = self.feed(feed_url)?.id;
-        let tx = self.conn.transaction()?;
-        let mut report = InsertReport::default();
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
+        self.write(|tx| {
+            let feed_id = Self::feed_id(tx, feed_url)?;
+            let mut report = InsertReport::default();
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
                     content, authors, categories, published_at, first_seen_at, content_hash, \
                     reportable, canonical_url, signature, lang) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            let mut set_cluster =
-                tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
-            let mut same_url = tx.prepare_cached(
+                )?;
+                let mut set_cluster =
+                    tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
+                let mut same_url = tx.prepare_cached(
                 "SELECT COALESCE(cluster_id, id) FROM items WHERE canonical_url = ?1 AND id != ?2 \
                  ORDER BY id LIMIT 1",
             )?;
-            let mut ver = tx.prepare_cached(
-                "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
+                let mut ver = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
                     classified_at, reportable) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for n in new {
-                let it = &n.item;
-                let reportable = match (backfill_before, it.published) {
-                    (Some(cut), Some(p)) => p >= cut,
-                    _ => true,
-                };
-                let changed = ins.execute(params![
-                    feed_id,
-                    it.dedup_key(),
-                    it.guid,
-                    it.link,
-                    it.title,
-                    it.summary,
-                    it.content,
-                    serde_json::to_string(&it.authors)?,
-                    serde_json::to_string(&it.categories)?,
-                    it.published.map(ts),
-                    ts(now),
-                    it.content_hash(),
-                    reportable,
-                    n.canonical_url,
-                    n.signature,
-                    it.lang,
-                ])?;
-                if changed == 0 {
-                    continue;
-                }
-                let item_id = tx.last_insert_rowid();
-                let known = match &n.canonical_url {
-                    Some(u) => same_url
-                        .query_row(params![u, item_id], |r| r.get::<_, i64>(0))
-                        .optional()?,
-                    None => None,
-                };
-                set_cluster.execute(params![item_id, assign(item_id, n, known)])?;
-                report.inserted.push(item_id);
-                if reportable {
-                    report.reportable += 1;
-                }
-                for v in &n.verdicts {
-                    ver.execute(params![
-                        item_id,
-                        v.watch_id,
-                        v.score,
-                        serde_json::to_string(&v.evidence)?,
+                )?;
+                for n in new {
+                    let it = &n.item;
+                    let reportable = match (backfill_before, it.published) {
+                        (Some(cut), Some(p)) => p >= cut,
+                        _ => true,
+                    };
+                    let changed = ins.execute(params![
+                        feed_id,
+                        it.dedup_key(),
+                        it.guid,
+                        it.link,
+                        it.title,
+                        it.summary,
+                        it.content,
+                        serde_json::to_string(&it.authors)?,
+                        serde_json::to_string(&it.categories)?,
+                        it.published.map(ts),
                         ts(now),
-                        reportable
+                        it.content_hash(),
+                        reportable,
+                        n.canonical_url,
+                        n.signature,
+                        it.lang,
                     ])?;
+                    if changed == 0 {
+                        continue;
+                    }
+                    let item_id = tx.last_insert_rowid();
+                    let known = match &n.canonical_url {
+                        Some(u) => same_url
+                            .query_row(params![u, item_id], |r| r.get::<_, i64>(0))
+                            .optional()?,
+                        None => None,
+                    };
+                    set_cluster.execute(params![item_id, assign(item_id, n, known)])?;
+                    report.inserted.push(item_id);
                     if reportable {
-                        report.matches += 1;
+                        report.reportable += 1;
+                    }
+                    for v in &n.verdicts {
+                        ver.execute(params![
+                            item_id,
+                            v.watch_id,
+                            v.score,
+                            serde_json::to_string(&v.evidence)?,
+                            ts(now),
+                            reportable
+                        ])?;
+                        if reportable {
+                            report.matches += 1;
+                        }
                     }
                 }
+                tx.prepare_cached("UPDATE feeds SET items_total = items_total + ?2 WHERE id = ?1")?
+                    .execute(params![feed_id, report.inserted.len() as i64])?;
             }
-            tx.execute(
-                "UPDATE feeds SET items_total = items_total + ?2 WHERE id = ?1",
-                params![feed_id, report.inserted.len() as i64],
-            )?;
-        }
-        tx.commit()?;
-        Ok(report)
+            Ok(report)
+        })
     }
 
     fn item_from_row(r: &rusqlite::Row<'_>, off: usize) -> rusqlite::Result<Item> {
@@ -1111,10 +1167,11 @@ impl Store {
     /// verdicts made after it was first registered, so adding a digest to the config does not
     /// mail the whole history.
     pub fn digest_state(&mut self, digest_id: &str, now: DateTime<Utc>) -> Result<DigestState> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
-            params![digest_id, ts(now)],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
+            )?
+            .execute(params![digest_id, ts(now)])?;
         Ok(self
             .read_digest_state(digest_id)?
             .expect("the row was inserted above"))
@@ -1124,18 +1181,17 @@ impl Store {
     pub fn read_digest_state(&self, digest_id: &str) -> Result<Option<DigestState>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT created_at, last_fired_at, last_alert_at FROM digest_state \
                  WHERE digest_id = ?1",
-                [digest_id],
-                |r| {
-                    Ok(DigestState {
-                        created_at: from_ts(r.get(0)?),
-                        last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
-                        last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
-                    })
-                },
-            )
+            )?
+            .query_row([digest_id], |r| {
+                Ok(DigestState {
+                    created_at: from_ts(r.get(0)?),
+                    last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
+                    last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
+                })
+            })
             .optional()?)
     }
 
@@ -1324,7 +1380,7 @@ impl Store {
 
     /// Pending deliveries whose next attempt is due, oldest first.
     pub fn due_deliveries(&self, now: DateTime<Utc>) -> Result<Vec<Delivery>> {
-        let mut st = self.conn.prepare(&format!(
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT {} FROM deliveries WHERE status = 'pending' AND held = 0 \
              AND next_attempt_at <= ?1 ORDER BY id",
             Self::DELIVERY_COLS
@@ -1337,11 +1393,10 @@ impl Store {
     pub fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND held = 0",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
             )?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))?
             .map(from_ts))
     }
 
@@ -1817,6 +1872,38 @@ mod tests {
             .collect();
         s.insert_items(FEED, &new, now, None, &mut |id, _, _| id)
             .unwrap()
+    }
+
+    #[test]
+    fn a_failed_or_panicking_write_rolls_back_and_the_next_one_commits() {
+        let mut s = store();
+        let count = |s: &Store| -> i64 {
+            s.conn
+                .query_row("SELECT count(*) FROM feeds", [], |r| r.get(0))
+                .unwrap()
+        };
+        let add = |c: &Connection, url: &str| {
+            c.execute("INSERT INTO feeds (url, name) VALUES (?1, 'x')", [url])
+                .map(|_| ())
+                .map_err(StoreError::from)
+        };
+        let failed = s.write(|c| {
+            add(c, "https://a.example/feed")?;
+            Err::<(), _>(StoreError::UnknownFeed("stop".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(count(&s), 1, "the failed write left a row");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<()> = s.write(|c| {
+                add(c, "https://b.example/feed")?;
+                panic!("mid-write")
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(s.conn.is_autocommit(), "a transaction was left open");
+        assert_eq!(count(&s), 1, "the panicking write left a row");
+        s.write(|c| add(c, "https://c.example/feed")).unwrap();
+        assert_eq!(count(&s), 2);
     }
 
     #[test]
