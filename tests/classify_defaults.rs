@@ -184,7 +184,9 @@ fn readme_rule_example_compiles_and_matches() {
     let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
     let block = &section[start..start + section[start..].find("```").expect("block end")];
     let watches = watches_from_toml(block).expect("README example is valid TOML");
-    let c = Classifier::compile(&watches).expect("README example compiles");
+    let sets = policywatch::sets::SetLibrary::with_config("README.md", block)
+        .unwrap_or_else(|e| panic!("README example's sets: {}", e.join("\n")));
+    let c = Classifier::compile_with(&watches, &sets).expect("README example compiles");
     assert_eq!(
         watches_for(
             &c,
@@ -197,5 +199,18 @@ fn readme_rule_example_compiles_and_matches() {
         watches_for(&c, "Lệnh trừng phạt mới", "Mỹ siết xuất khẩu chip."),
         vec!["gallium".to_string()]
     );
+    // The set's unaccented `trung phat` folds in a Vietnamese story, as the text says.
+    let vi = Item {
+        title: "Lệnh trừng phạt mới".into(),
+        summary: "Mỹ siết xuất khẩu chip.".into(),
+        lang: Some("vi".into()),
+        ..Default::default()
+    };
+    let v = c.classify(&vi);
+    assert_eq!(v.len(), 1);
+    assert!(v[0]
+        .evidence
+        .iter()
+        .any(|e| e.set.as_deref() == Some("sanction_vi")));
     assert!(watches_for(&c, "Fish and chips with gallium", "a curb").is_empty());
 }
