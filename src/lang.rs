@@ -8,10 +8,14 @@
 //! (the content too, only when those two are short), so the cost per item is bounded whatever
 //! the feed sends. The script decides alone where it can: Hangul is Korean, any kana is
 //! Japanese, Han without kana is Chinese, Latin text with letters only Vietnamese uses (ơ ư ă
-//! and the stacked tone marks) is Vietnamese. Otherwise `whatlang`'s trigram model decides —
-//! among the languages it knows, with a preference for the thirteen the shipped sets cover
-//! when its confidence is low. `cargo bench --bench lang` compares it with `lingua` on our own
-//! headline fixtures (tests/fixtures/lang.tsv): see the commit that chose it.
+//! and the stacked tone marks) is Vietnamese, Cyrillic is Russian (Ukrainian when it shows
+//! і ї є ґ). Latin-script text is decided by a vote of function words and telling letters
+//! (`the`/`of` for English, `der`/`und`/`ß` for German, `ł`/`się` for Polish…) when one
+//! language clearly leads — most stories; only the rest go to `whatlang`'s trigram model
+//! (restricted to the thirteen covered languages when it is unsure among all), which costs
+//! tens of microseconds a headline, more than matching all the rules does.
+//! `cargo bench --bench lang [--features lingua]` measures all of them on our own headline
+//! fixtures (tests/fixtures/lang.tsv).
 
 use std::fmt;
 
@@ -155,7 +159,12 @@ fn vietnamese_letter(c: char) -> bool {
 /// The language of a short text (see the module doc).
 pub fn identify_text(text: &str) -> Option<Lang> {
     let (mut hangul, mut kana, mut han, mut viet, mut letters) = (0u32, 0u32, 0u32, 0u32, 0u32);
+    let (mut cyrillic, mut ukrainian) = (0u32, 0u32);
     for c in text.chars() {
+        if c.is_ascii() {
+            letters += c.is_ascii_alphabetic() as u32;
+            continue;
+        }
         match c {
             '\u{AC00}'..='\u{D7AF}' | '\u{1100}'..='\u{11FF}' | '\u{3130}'..='\u{318F}' => {
                 hangul += 1
@@ -164,6 +173,11 @@ pub fn identify_text(text: &str) -> Option<Lang> {
                 kana += 1
             }
             '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' => han += 1,
+            '\u{0400}'..='\u{04FF}' => {
+                cyrillic += 1;
+                letters += 1;
+                ukrainian += matches!(c, 'і' | 'ї' | 'є' | 'ґ' | 'І' | 'Ї' | 'Є' | 'Ґ') as u32;
+            }
             c if c.is_alphabetic() => {
                 letters += 1;
                 if vietnamese_letter(c) {
@@ -183,10 +197,104 @@ pub fn identify_text(text: &str) -> Option<Lang> {
         "vi"
     } else if letters == 0 {
         return None;
+    } else if cyrillic * 2 > letters {
+        // Of the Cyrillic languages only Russian is covered; Ukrainian shows its letters.
+        if ukrainian > 0 {
+            "uk"
+        } else {
+            "ru"
+        }
     } else {
-        return trigram(text);
+        return function_words(text).or_else(|| trigram(text));
     };
     Lang::from_code(code)
+}
+
+/// Indexes of the Latin-script languages [`function_words`] tells apart.
+const LATIN: [&str; 8] = ["en", "de", "fr", "es", "pt", "it", "nl", "pl"];
+
+/// The languages (bits over [`LATIN`]) a short word is a function word of.
+fn word_langs(w: &str) -> u8 {
+    const EN: u8 = 1;
+    const DE: u8 = 2;
+    const FR: u8 = 4;
+    const ES: u8 = 8;
+    const PT: u8 = 16;
+    const IT: u8 = 32;
+    const NL: u8 = 64;
+    const PL: u8 = 128;
+    match w {
+        "the" | "of" | "and" | "to" | "for" | "with" | "from" | "after" | "its" | "says"
+        | "over" | "at" | "new" | "by" | "as" | "will" | "are" | "has" | "be" | "into" => EN,
+        "der" | "die" | "das" | "und" | "für" | "mit" | "nicht" | "ist" | "auf" | "den" | "dem"
+        | "des" | "im" | "zu" | "ein" | "eine" | "vor" | "nach" | "wegen" | "bei" | "aus" => DE,
+        "le" | "les" | "du" | "et" | "pour" | "sur" | "dans" | "une" | "au" | "aux" | "est"
+        | "pas" | "par" | "avec" | "l" | "d" | "qui" | "ses" | "ce" | "cette" => FR,
+        "el" | "los" | "las" | "del" | "y" | "por" | "con" | "una" | "al" | "se" | "es" | "su"
+        | "sus" | "más" | "tras" | "ante" => ES,
+        "o" | "os" | "do" | "dos" | "em" | "com" | "não" | "uma" | "no" | "na" | "nos" | "pelo"
+        | "pela" | "ao" | "à" => PT,
+        "il" | "lo" | "gli" | "della" | "di" | "per" | "che" | "non" | "uno" | "dei" | "delle"
+        | "nel" | "nella" | "sul" | "alla" | "è" | "ed" => IT,
+        "het" | "een" | "van" | "voor" | "met" | "niet" | "op" | "bij" | "naar" | "wordt"
+        | "zijn" | "aan" | "om" | "ook" | "tegen" => NL,
+        "w" | "z" | "się" | "i" | "nie" | "że" | "dla" | "przez" | "oraz" | "od" | "po" | "ze"
+        | "jest" | "ich" => PL,
+        "de" => FR | ES | PT | NL,
+        "la" => FR | ES | IT,
+        "en" => FR | ES | NL,
+        "a" => EN | ES | PT | IT,
+        "e" => PT | IT,
+        "in" => EN | DE | IT | NL,
+        "da" => PT | IT,
+        "un" => FR | IT,
+        _ => 0,
+    }
+}
+
+/// Letters that only some of [`LATIN`] write.
+fn letter_langs(c: char) -> u8 {
+    match c {
+        'ß' | 'ä' | 'ö' | 'ü' => 2,
+        'ç' | 'è' | 'ê' | 'ë' | 'î' | 'ï' | 'û' | 'œ' => 4,
+        'ñ' | '¿' | '¡' => 8,
+        'ã' | 'õ' => 16,
+        'ą' | 'ę' | 'ł' | 'ń' | 'ś' | 'ź' | 'ż' | 'ć' => 128,
+        _ => 0,
+    }
+}
+
+/// A vote over function words and telling letters, for Latin-script text: the cheap path that
+/// decides most stories (a trigram model costs far more per item than the whole match does).
+/// `None` when no language clearly leads.
+fn function_words(text: &str) -> Option<Lang> {
+    let mut votes = [0u16; 8];
+    let mut add = |bits: u8, n: u16| {
+        let mut b = bits;
+        while b != 0 {
+            votes[b.trailing_zeros() as usize] += n;
+            b &= b - 1;
+        }
+    };
+    let mut word = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_alphabetic() {
+            let lower = c.to_lowercase().next().unwrap_or(c);
+            add(letter_langs(lower), 1);
+            word.push(lower);
+        } else {
+            if !word.is_empty() && word.len() <= 6 {
+                // An ambiguous word counts for each language it belongs to, but less.
+                let bits = word_langs(&word);
+                add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+            }
+            word.clear();
+        }
+    }
+    let mut order: Vec<usize> = (0..LATIN.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(votes[i]));
+    let (best, second) = (votes[order[0]], votes[order[1]]);
+    (best >= 2 && best >= second + 2).then(|| Lang::from_code(LATIN[order[0]]))?
 }
 
 /// whatlang's answer, restricted to the covered languages when it is unsure among all.

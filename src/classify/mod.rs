@@ -427,9 +427,13 @@ impl Classifier {
     /// Per watch: matched or not and why (terms found where, the sub-clause that failed, score
     /// against min_score, exclude hits).
     pub fn explain(&self, item: &Item) -> String {
-        let hits = self.matcher.scan(item, Self::item_lang(item));
+        let lang = Self::item_lang(item);
+        let hits = self.matcher.scan(item, lang);
         let m = &self.matcher;
-        let mut out = String::new();
+        let mut out = match lang {
+            Some(l) => format!("language: {l}\n"),
+            None => "language: unknown (accent-free terms fold everywhere)\n".to_string(),
+        };
         for w in &self.watches {
             let j = self.judge(w, &hits, &mut Vec::new());
             let name = w

@@ -563,6 +563,7 @@ fn lang_scope_tests_the_item_language() {
     assert_eq!(v[0].score, 2.0);
     let x = c.explain(&in_lang("chips", "de"));
     assert!(x.contains("no  lang:en  (the item's language: de)"), "{x}");
+    assert!(x.starts_with("language: de\n"), "{x}");
     let lib = SetLibrary::from_files(&[], Some(("s.toml", SETS))).unwrap();
     assert!(perr_of(&lib, "lang:english AND chips").contains("did you mean lang:en?"));
     assert!(perr_of(&lib, "lang:(vi OR xx) AND chips").contains("unknown language `xx`"));
