@@ -123,6 +123,27 @@ impl Common {
 /// `RestartPreventExitStatus=` names it: restarting cannot fix a config, and a restart loop
 /// would bury the error in the journal.
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit status of `run --once` (and `digest --resend`) when something needs a person: every
+/// feed failed, a delivery or a recipient failed for good, or a delivery is held for the
+/// operator (authentication, TLS, size, a removed digest).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status of `run --once` when mail was deferred — a relay's temporary trouble; the
+/// delivery stays pending and the next run (or the daemon) retries it (sysexits'
+/// EX_TEMPFAIL).
+pub const EXIT_DEFERRED: u8 = 75;
+
+/// The exit status `run --once` ends with, from what the run did.
+pub fn once_exit_code(summary: &daemon::Summary) -> u8 {
+    let m = &summary.mail;
+    let all_feeds_failed = summary.polls > 0 && summary.failures == summary.polls;
+    if all_feeds_failed || m.failed > 0 || m.recipients_failed > 0 || m.held > 0 {
+        EXIT_FAILURE
+    } else if m.retrying > 0 {
+        EXIT_DEFERRED
+    } else {
+        0
+    }
+}
 
 /// `policywatch run`: the daemon (or one cycle with `--once`).
 pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
@@ -155,16 +176,29 @@ pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitC
     };
     if once {
         let mut out = std::io::stdout().lock();
+        for line in &summary.pending_before {
+            writeln!(out, "note: {line}")?;
+        }
         for text in &summary.digests {
             writeln!(out, "{text}")?;
         }
-        if summary.digests.is_empty() {
+        if summary.polls > 0 && summary.failures == summary.polls {
+            writeln!(
+                out,
+                "policywatch: {} of {} feeds failed (see `policywatch feeds`)",
+                summary.failures, summary.polls
+            )?;
+        } else if summary.digests.is_empty() {
             writeln!(
                 out,
                 "policywatch: {} polls, {} new items, nothing new matched",
                 summary.polls, summary.new_items
             )?;
         }
+        for line in &summary.problems {
+            writeln!(out, "problem: {line}")?;
+        }
+        return Ok(ExitCode::from(once_exit_code(&summary)));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -190,11 +224,70 @@ fn spawn_signal_handlers(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `policywatch check`: exit 0 when the config compiles, else print every error.
+/// Where `key` is written in the `[smtp]` table (`span`) of `src`, or the table's start.
+fn smtp_key_offset(src: &str, span: std::ops::Range<usize>, key: &str) -> usize {
+    let table = src.get(span.clone()).unwrap_or("");
+    let mut at = 0;
+    while let Some(i) = table[at..].find(key) {
+        let pos = at + i;
+        let before = table[..pos].chars().next_back();
+        let after = table[pos + key.len()..].trim_start().chars().next();
+        if before.map_or(true, |c| {
+            c == '\n' || c.is_whitespace() || c == '{' || c == ','
+        }) && after == Some('=')
+        {
+            return span.start + pos;
+        }
+        at = pos + key.len();
+    }
+    span.start
+}
+
+/// The SMTP password source, checked as the daemon will read it: errors (rendered with
+/// their position and a hint) and warnings.
+fn check_smtp_password(l: &Loaded, source: &ConfigSource) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let Some(smtp) = &l.config.smtp else {
+        return (errors, warnings);
+    };
+    if !l.digests.iter().any(|d| d.via == crate::config::Via::Email) {
+        return (errors, warnings); // the daemon never reads it
+    }
+    let src = match source {
+        ConfigSource::File(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        ConfigSource::Embedded => crate::config::EMBEDDED_DEFAULT.to_string(),
+    };
+    let at = |key| smtp_key_offset(&src, smtp.span(), key);
+    match smtp
+        .get_ref()
+        .check_password_source(&|k| std::env::var(k).ok())
+    {
+        crate::mail::SourceCheck::Ok => {}
+        crate::mail::SourceCheck::Error { key, message, hint } => errors.push(
+            crate::diagnostic::render_at(&l.origin, &src, at(key), "error", &message, Some(&hint)),
+        ),
+        crate::mail::SourceCheck::Warning { key, message } => warnings.push(
+            crate::diagnostic::render_at(&l.origin, &src, at(key), "warning", &message, None),
+        ),
+    }
+    (errors, warnings)
+}
+
+/// `policywatch check`: exit 0 when the config compiles and its SMTP password source can be
+/// read, else print every error.
 pub fn check(common: &Common) -> anyhow::Result<ExitCode> {
     let source = common.config_source();
     match source.load_runnable() {
-        Ok(l) => {
+        Ok(mut l) => {
+            let (errors, warnings) = check_smtp_password(&l, &source);
+            l.warnings.extend(warnings);
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("{e}\n");
+                }
+                eprintln!("{} error(s)", errors.len());
+                return Ok(ExitCode::FAILURE);
+            }
             for w in &l.warnings {
                 eprintln!("{w}\n");
             }
@@ -477,6 +570,14 @@ pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
             one_line(&note)
         )?;
     }
+    let problems = crate::notify::problems(&store, &cfg, Utc::now())?;
+    let pending = store.pending_deliveries()?.len();
+    if !problems.is_empty() || pending > 0 {
+        writeln!(out, "\nDELIVERIES: {pending} pending")?;
+        for p in &problems {
+            writeln!(out, "  error: {}", one_line(&p.line()))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -654,4 +755,219 @@ pub async fn send_test(common: &Common, to: Option<&str>) -> anyhow::Result<Exit
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The most stories `policywatch stories` lists (newest first).
+const ARCHIVE_LIMIT: usize = 1000;
+
+/// One delivery's fate, as the archive tells it.
+fn fate(store: &Store, d: &crate::store::Delivery) -> anyhow::Result<serde_json::Value> {
+    let recipients = store.recipients(d.id)?;
+    let refused: Vec<serde_json::Value> = recipients
+        .iter()
+        .filter(|r| r.status == "failed")
+        .map(|r| serde_json::json!({"address": r.address, "error": r.last_error}))
+        .collect();
+    let state = match (d.status.as_str(), d.held) {
+        ("pending", true) => "held",
+        (s, _) => s,
+    };
+    let trimmed = match (d.shown, d.stories) {
+        (Some(shown), Some(stories)) if shown < stories => Some(stories - shown),
+        _ => None,
+    };
+    Ok(serde_json::json!({
+        "state": if state == "sent" { "delivered" } else { state },
+        "delivery": d.id,
+        "digest": d.digest_id,
+        "kind": d.kind.as_str(),
+        "at": d.sent_at.unwrap_or(d.created_at).to_rfc3339(),
+        "message_id": d.message_id,
+        "recipients": recipients.iter().filter(|r| r.status == "sent").map(|r| r.address.clone()).collect::<Vec<_>>(),
+        "refused": refused,
+        "error": d.last_error,
+        "not_shown_in_digest": trimmed,
+        "resent_at": d.resent_at.map(|t| t.to_rfc3339()),
+    }))
+}
+
+/// One line for a fate (the text form of `stories`).
+fn fate_line(f: &serde_json::Value) -> String {
+    let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
+    let at = s("at").get(..16).unwrap_or("").replace('T', " ");
+    let mut line = match s("state").as_str() {
+        "delivered" => format!(
+            "delivered by `{}` ({} {}) at {at} UTC, Message-ID <{}>",
+            s("digest"),
+            s("kind"),
+            f["delivery"],
+            s("message_id")
+        ),
+        "held" => format!(
+            "pending in `{}` delivery {}, held for the operator: {}",
+            s("digest"),
+            f["delivery"],
+            s("error")
+        ),
+        "pending" => format!(
+            "pending in `{}` delivery {} (next attempt due){}",
+            s("digest"),
+            f["delivery"],
+            if s("error").is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s("error"))
+            }
+        ),
+        _ => format!(
+            "failed in `{}` delivery {}: {}",
+            s("digest"),
+            f["delivery"],
+            s("error")
+        ),
+    };
+    if let Some(refused) = f["refused"].as_array().filter(|r| !r.is_empty()) {
+        let who: Vec<String> = refused
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r["address"].as_str().unwrap_or(""),
+                    r["error"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        line.push_str(&format!("; failed for {}", who.join(", ")));
+    }
+    if let Some(n) = f["not_shown_in_digest"].as_u64() {
+        line.push_str(&format!(
+            "; that digest left {n} of its stories out (trimmed) — this may be one"
+        ));
+    }
+    if f["resent_at"].is_string() {
+        line.push_str(&format!("; resent at {}", s("resent_at")));
+    }
+    one_line(&line)
+}
+
+/// `policywatch stories`: the archive of flagged stories and what became of each.
+pub fn stories(
+    common: &Common,
+    watch: Option<&str>,
+    since: std::time::Duration,
+    search: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // Read-only use of the store (the read-only open is `state`'s work; until it lands this
+    // is the ordinary open).
+    let store = common.open_store()?;
+    let since_t = Utc::now() - chrono::Duration::from_std(since).unwrap_or_default();
+    let rows = store.archive(since_t, watch, search, ARCHIVE_LIMIT)?;
+    let mut out = std::io::stdout().lock();
+    for s in &rows {
+        let fates: Vec<serde_json::Value> = s
+            .claims
+            .iter()
+            .map(|d| fate(&store, d))
+            .collect::<anyhow::Result<_>>()?;
+        let joined: Vec<serde_json::Value> = if s.claims.is_empty() {
+            s.joined
+                .iter()
+                .map(|(item, feed, title, delivery)| {
+                    serde_json::json!({"item": item, "feed": feed, "title": title, "delivery": delivery})
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if json {
+            let v = serde_json::json!({
+                "item": s.item_id,
+                "watch": s.watch_id,
+                "score": s.score,
+                "title": s.title,
+                "link": s.link,
+                "feed": s.feed_name,
+                "first_seen": s.first_seen_at.to_rfc3339(),
+                "story": s.cluster_id,
+                "fates": fates,
+                "joined": joined,
+                "also_reported_by": s.also_reported_by,
+            });
+            writeln!(out, "{v}")?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{}  {:<16} {}  [{}]",
+            s.first_seen_at.format("%Y-%m-%d %H:%M"),
+            s.watch_id,
+            one_line(&s.title),
+            one_line(&s.feed_name)
+        )?;
+        if let Some(l) = &s.link {
+            writeln!(out, "    {}", one_line(l))?;
+        }
+        for f in &fates {
+            writeln!(out, "    {}", fate_line(f))?;
+        }
+        for j in &joined {
+            writeln!(
+                out,
+                "    joined story {} — told first as “{}” [{}], which delivery {} carried",
+                s.cluster_id,
+                one_line(j["title"].as_str().unwrap_or("")),
+                one_line(j["feed"].as_str().unwrap_or("")),
+                j["delivery"]
+            )?;
+        }
+        if fates.is_empty() && joined.is_empty() {
+            writeln!(out, "    not in a digest yet: waiting for the next one")?;
+        }
+        if !s.also_reported_by.is_empty() {
+            writeln!(
+                out,
+                "    also reported by {}",
+                one_line(&s.also_reported_by.join(", "))
+            )?;
+        }
+    }
+    if !json {
+        eprintln!(
+            "{} flagged stories{}",
+            rows.len(),
+            if rows.len() == ARCHIVE_LIMIT {
+                " (the newest; narrow with --since, --watch or --search)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policywatch digest --resend DELIVERY [--to ADDR…]`: see [`crate::notify::Notifier::resend`].
+pub async fn digest_resend(common: &Common, id: i64, to: &[String]) -> anyhow::Result<ExitCode> {
+    let cfg = common.load()?;
+    for a in to {
+        a.parse::<lettre::message::Mailbox>()
+            .map_err(|e| anyhow::anyhow!("--to `{a}` is not a mail address: {e}"))?;
+    }
+    let notifier = crate::notify::Notifier::new(&cfg).context("cannot set up notifications")?;
+    let mut store = common.open_store()?;
+    let report = notifier
+        .resend(&mut store, &cfg, id, to, Utc::now())
+        .await?;
+    let mut out = std::io::stdout().lock();
+    for t in &report.texts {
+        writeln!(out, "{t}")?;
+    }
+    let code = if report.failed > 0 || report.recipients_failed > 0 || report.held > 0 {
+        EXIT_FAILURE
+    } else if report.retrying > 0 {
+        EXIT_DEFERRED
+    } else {
+        0
+    };
+    Ok(ExitCode::from(code))
 }

@@ -12,9 +12,15 @@
 //! [`Control`] between results, and shutdown drops in-flight *fetches* (whose items were not
 //! stored and will be fetched again), never half a write.
 //!
-//! The loop is `select!{ biased; control, finished poll, timer }`: control first so a stop
-//! request is never starved by a busy poll cycle. The watchdog is fed from this loop, so a
-//! stuck loop is restarted by systemd.
+//! The loop is `select!{ biased; control, finished poll, send event, timer }`: control first
+//! so a stop request is never starved by a busy poll cycle. The watchdog is fed from this
+//! loop, so a stuck loop is restarted by systemd.
+//!
+//! Sending is off the loop too: `notify` hands over each due mail delivery as a job, spawned
+//! here with its own deadline; its per-recipient outcomes come back as events that the loop
+//! records between poll results. A silent mail server delays nothing but its own delivery,
+//! and shutdown drops the job (the delivery stays pending, sent on the next start with the
+//! same Message-ID).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -34,7 +40,7 @@ use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
 use crate::item::Item;
 use crate::logging::untrusted;
 use crate::metrics::{self, Metrics};
-use crate::notify::{self, Notifier};
+use crate::notify::{self, Notifier, SendEvent};
 use crate::retry::{self, PollHints};
 use crate::service::Service;
 use crate::store::{FeedState, NewItem, PollSuccess, Store};
@@ -95,6 +101,12 @@ pub struct Summary {
     pub new_matches: usize,
     /// The text of every digest delivered during the run.
     pub digests: Vec<String>,
+    /// What the deliveries of the run came to (for `run --once`'s exit status).
+    pub mail: notify::Report,
+    /// Deliveries an earlier run left pending, as found at start: one line each.
+    pub pending_before: Vec<String>,
+    /// Delivery problems still open at the end (held deliveries, refused recipients).
+    pub problems: Vec<String>,
 }
 
 /// The outcome of one feed's fetch-and-parse, carried from its task to the loop.
@@ -148,6 +160,16 @@ struct Daemon {
     clusters: ClusterIndex,
     /// When retention last ran; it runs at start and then daily.
     last_prune: Option<DateTime<Utc>>,
+    /// Send jobs in flight (each bounded by its own deadline); aborted on shutdown.
+    sends: JoinSet<()>,
+    /// Their events come back here, to be recorded by this task.
+    send_tx: mpsc::UnboundedSender<SendEvent>,
+    send_rx: mpsc::UnboundedReceiver<SendEvent>,
+    /// Deliveries with a job in flight: never two attempts of one delivery at once.
+    sending: HashSet<i64>,
+    /// Set when a poll cycle ended: open delivery problems are logged (at error level) once
+    /// per cycle until resolved.
+    report_problems: bool,
 }
 
 /// While poll results stream in, the schedule is scanned (and digests, alerts and STATUS=
@@ -215,6 +237,30 @@ pub async fn run(
     let notifier = Notifier::new(&cfg).context("cannot set up notifications")?;
     store.sync_feeds(cfg.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
     notifier.register(&mut store, &cfg, Utc::now())?;
+    // What an earlier run left undelivered, said once now; then held deliveries get their
+    // retry (a start is a chance that the config was fixed).
+    let pending_before: Vec<String> = store
+        .pending_deliveries()?
+        .iter()
+        .map(|d| {
+            let state = if d.held { "held" } else { "pending" };
+            let why = d
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            format!(
+                "delivery {} of digest `{}` ({}) is still {state} from an earlier run{why}",
+                d.id,
+                d.digest_id,
+                d.kind.as_str()
+            )
+        })
+        .collect();
+    for line in &pending_before {
+        tracing::warn!("{}", crate::logging::untrusted(line));
+    }
+    store.release_held(None, Utc::now())?;
     let metrics = Metrics::new();
     metrics.set_started(Utc::now().timestamp());
     metrics.set_stale_after(stale_after(&cfg).unwrap_or(Duration::ZERO));
@@ -227,6 +273,7 @@ pub async fn run(
         _ => None,
     };
 
+    let (send_tx, send_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         source,
         cfg: Arc::new(cfg),
@@ -244,7 +291,13 @@ pub async fn run(
         last_status: String::new(),
         clusters: ClusterIndex::new(chrono::Duration::zero()),
         last_prune: None,
+        sends: JoinSet::new(),
+        send_tx,
+        send_rx,
+        sending: HashSet::new(),
+        report_problems: true,
     };
+    d.summary.pending_before = pending_before;
     d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
@@ -259,6 +312,9 @@ pub async fn run(
     d.metrics.set_ready(false);
     d.service.stopping();
     result?;
+    d.summary.problems = notify::problems(&d.store, &d.cfg, Utc::now())
+        .map(|ps| ps.iter().map(notify::Problem::line).collect())
+        .unwrap_or_default();
     Ok(d.summary)
 }
 
@@ -270,6 +326,7 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let mut tasks: JoinSet<(String, PollResult, Duration)> = JoinSet::new();
         let mut started_once = false;
+        let mut flushed = false;
         let watchdog_every = self
             .service
             .watchdog_every()
@@ -287,13 +344,18 @@ impl Daemon {
                     self.start_due_polls(&mut tasks, &states, now, opts.all);
                     started_once = true;
                 }
-                if tasks.is_empty() && self.queue.is_empty() {
-                    let report = self
-                        .notifier
-                        .flush(&mut self.store, &self.cfg, Utc::now())
-                        .await?;
-                    self.absorb(report);
-                    return Ok(());
+                if tasks.is_empty() && self.queue.is_empty() && !flushed {
+                    let now = Utc::now();
+                    self.notifier.claim_all(&mut self.store, &self.cfg, now)?;
+                    self.start_sends(now)?;
+                    flushed = true;
+                }
+                if flushed && self.sending.is_empty() {
+                    // A trimmed retry is due at once; anything else waits for a later run.
+                    self.start_sends(Utc::now())?;
+                    if self.sending.is_empty() {
+                        return Ok(());
+                    }
                 }
             } else if tokio::time::Instant::now() >= next_scan {
                 if self.last_prune.map_or(true, |t| now - t >= PRUNE_EVERY) {
@@ -302,11 +364,13 @@ impl Daemon {
                 // One read of every feed's row serves the whole scan.
                 let states = self.store.feeds()?;
                 self.start_due_polls(&mut tasks, &states, now, false);
-                let report = self
-                    .notifier
-                    .tick(&mut self.store, &self.cfg, Utc::now())
-                    .await?;
-                self.absorb(report);
+                let now = Utc::now();
+                self.notifier.claim_due(&mut self.store, &self.cfg, now)?;
+                self.start_sends(now)?;
+                if self.report_problems {
+                    self.report_problems = false;
+                    self.log_problems();
+                }
                 self.publish_status(&states);
                 let now = Utc::now();
                 let until_wake = (self.next_wake(&states, now)? - now)
@@ -328,9 +392,16 @@ impl Daemon {
                         next_scan = tokio::time::Instant::now();
                     }
                     Some(Control::Shutdown) | None => {
-                        tracing::info!(in_flight = tasks.len(), "shutting down");
+                        tracing::info!(in_flight = tasks.len(), sending = self.sending.len(), "shutting down");
                         tasks.abort_all();
                         self.queue.clear();
+                        // A send still running is dropped: its delivery stays pending and goes
+                        // out with the same Message-ID on the next start. What it already
+                        // reported (a recipient served) is recorded first — short writes.
+                        self.sends.abort_all();
+                        while let Ok(ev) = self.send_rx.try_recv() {
+                            self.record_send(ev)?;
+                        }
                         return Ok(());
                     }
                 },
@@ -357,8 +428,18 @@ impl Daemon {
                     // The last result of a cycle: look at the schedule (and alerts) now.
                     if tasks.is_empty() {
                         next_scan = tokio::time::Instant::now();
+                        self.report_problems = true;
                     }
                 }
+                Some(ev) = self.send_rx.recv() => {
+                    let done = matches!(ev, SendEvent::Done { .. });
+                    self.record_send(ev)?;
+                    if done {
+                        // The delivery may be due again (a trimmed retry) or settled: look.
+                        next_scan = tokio::time::Instant::now();
+                    }
+                }
+                Some(_) = self.sends.join_next(), if !self.sends.is_empty() => {}
                 _ = tokio::time::sleep_until(sleep_until) => {}
             }
             // Every turn of the loop ends here, and no turn waits longer than
@@ -400,8 +481,54 @@ impl Daemon {
 
     fn absorb(&mut self, report: notify::Report) {
         self.metrics
-            .deliveries(report.sent, report.retrying, report.failed);
+            .deliveries(report.sent, report.retrying + report.held, report.failed);
+        let m = &mut self.summary.mail;
+        m.sent += report.sent;
+        m.retrying += report.retrying;
+        m.failed += report.failed;
+        m.held += report.held;
+        m.recipients_failed += report.recipients_failed;
         self.summary.digests.extend(report.texts);
+    }
+
+    /// Starts every due delivery: log deliveries are written at once, mail goes to a job of
+    /// its own (never awaited here).
+    fn start_sends(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let mut report = notify::Report::default();
+        let jobs =
+            self.notifier
+                .start_due(&mut self.store, &self.cfg, now, &self.sending, &mut report)?;
+        self.absorb(report);
+        for job in jobs {
+            self.sending.insert(job.delivery_id());
+            self.sends.spawn(job.run(self.send_tx.clone()));
+        }
+        Ok(())
+    }
+
+    /// Records one event of a send job.
+    fn record_send(&mut self, ev: SendEvent) -> anyhow::Result<()> {
+        if let SendEvent::Done { attempt, .. } = &ev {
+            self.sending.remove(&attempt.delivery.id);
+        }
+        let mut report = notify::Report::default();
+        self.notifier
+            .record(&mut self.store, ev, Utc::now(), &mut report)?;
+        self.absorb(report);
+        Ok(())
+    }
+
+    /// Every open delivery problem, at error level: held deliveries and refused recipients
+    /// stay in the log, once a cycle, until someone fixes them.
+    fn log_problems(&mut self) {
+        match notify::problems(&self.store, &self.cfg, Utc::now()) {
+            Ok(ps) => {
+                for p in ps {
+                    tracing::error!("{}", crate::logging::untrusted(&p.line()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox's problems"),
+        }
     }
 
     /// The configured feeds that are due now: not gone, not in flight, past their next-poll
@@ -720,6 +847,15 @@ impl Daemon {
         self.cfg = Arc::new(new);
         self.notifier = notifier;
         self.fetcher = fetcher;
+        // A reload is the operator's fix: held deliveries get their retry now.
+        let released = self.store.release_held(None, Utc::now())?;
+        if released > 0 {
+            tracing::info!(
+                deliveries = released,
+                "held deliveries are retried with the new configuration"
+            );
+        }
+        self.report_problems = true;
         Ok(())
     }
 
@@ -753,6 +889,9 @@ impl Daemon {
                 s.push_str(&format!("; {depth} deliveries pending"));
             }
         }
+        if let Ok(ps) = notify::problems(&self.store, &self.cfg, Utc::now()) {
+            s.push_str(&problems_status(&ps));
+        }
         if let Some(e) = &self.reload_error {
             s.push_str(&format!(
                 "; reload failed ({e}), running the previous config"
@@ -760,6 +899,55 @@ impl Daemon {
         }
         s
     }
+}
+
+/// The delivery problems for `STATUS=`: counts, and the first of each kind in short.
+fn problems_status(ps: &[notify::Problem]) -> String {
+    let mut s = String::new();
+    let held: Vec<_> = ps
+        .iter()
+        .filter_map(|p| match p {
+            notify::Problem::Held { delivery } => Some(delivery),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = held.first() {
+        let why: String = first
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
+        s.push_str(&format!(
+            "; {} delivery held (fix and reload): {why}",
+            held.len()
+        ));
+    }
+    let refused: Vec<&str> = ps
+        .iter()
+        .filter_map(|p| match p {
+            notify::Problem::Recipient { address, .. } => Some(address.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        s.push_str(&format!(
+            "; {} recipient refused: {}",
+            refused.len(),
+            refused.join(", ")
+        ));
+    }
+    let failed = ps
+        .iter()
+        .filter(|p| matches!(p, notify::Problem::Failed { .. }))
+        .count();
+    if failed > 0 {
+        s.push_str(&format!(
+            "; {failed} delivery failed (see policywatch feeds)"
+        ));
+    }
+    s
 }
 
 /// Fetches and parses one feed. Runs in its own task: no store access, no shared state.

@@ -3,8 +3,9 @@
 //!
 //! In: [`SmtpConfig`] (from the config file), a [`Rendered`] digest from `digest`, recipients,
 //! and the delivery's stable Message-ID from `notify`. Out: a `lettre::Message`, and for a send
-//! either the server's acceptance reply or a [`SendError`] that says whether trying again later
-//! can help (the decision itself lives in `retry`).
+//! to one recipient either the server's acceptance reply or a [`SendError`] whose
+//! [`SendClass`] says what to do about it (decided in `retry`, from the reply code and the
+//! phase it came in).
 //!
 //! # Security
 //! - TLS is required by default (STARTTLS, or implicit TLS on 465) with rustls and the webpki
@@ -16,9 +17,21 @@
 //! - Header values that could come from feeds (the subject) are cleaned of CR/LF before lettre
 //!   encodes them; Message-ID and List-Id are validated to a strict character set.
 //!
-//! One connection per send (lettre's pool is not compiled in): digests go out a few times a
-//! day, and a pooled idle connection would only add a background task and stale-connection
-//! failures.
+//! # One transaction per recipient, a deadline on every phase
+//! A digest goes to each recipient in its own SMTP transaction (same message, same
+//! Message-ID): an SMTP transaction with several `RCPT TO` succeeds or fails as one message,
+//! and lettre reports the first refused recipient as the failure of the whole send. One
+//! transaction each gives every recipient an exact outcome of their own — a 550 for one
+//! address fails that address only — at the price of a connection per recipient, which a few
+//! digests a day can afford. (One connection with `RSET` between transactions would save the
+//! handshakes, but a broken transaction then leaves the connection's state in doubt.)
+//!
+//! lettre's transport applies its timeout to the TCP connect only; a relay that accepts and
+//! then goes silent would hold a send for ever. So the conversation is driven here with
+//! lettre's connection type, each phase (connect + greeting + EHLO, STARTTLS, AUTH, MAIL,
+//! each RCPT, DATA, the message and its final reply, QUIT) under its own deadline of `[smtp]
+//! timeout` (a few of them for the phases that are several exchanges). The caller
+//! (`notify`) runs sends in their own task, so even those deadlines never hold up polling.
 
 use std::fmt;
 use std::io::Read as _;
@@ -30,12 +43,17 @@ use chrono::{DateTime, Utc};
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::{Address, Message};
 use serde::Deserialize;
 
 use crate::digest::{clean_line, Rendered};
-use crate::retry::{smtp_failure_is_transient, smtp_reply_means_too_large, SmtpFailure};
+use crate::retry::{
+    classify_smtp, smtp_reply_means_too_large, SendClass, SmtpFailure, SmtpPhase,
+    SMTP_PHASE_EXCHANGES,
+};
 
 /// Password files and credentials larger than this are not passwords.
 const MAX_PASSWORD_BYTES: u64 = 4096;
@@ -132,7 +150,9 @@ pub enum MailError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SendError {
-    /// Trying the same message again later may succeed (decided by `retry`).
+    /// What to do about it (decided by `retry`).
+    pub class: SendClass,
+    /// `class` is [`SendClass::Transient`]: trying the same message again later may succeed.
     pub transient: bool,
     /// The SMTP reply code, when the server answered.
     pub code: Option<u16>,
@@ -141,9 +161,18 @@ pub struct SendError {
 }
 
 impl SendError {
+    fn new(class: SendClass, code: Option<u16>, message: &str) -> SendError {
+        SendError {
+            class,
+            transient: class == SendClass::Transient,
+            code,
+            message: truncate(message, MAX_ERROR_CHARS),
+        }
+    }
+
     /// The relay refused the message for its size: a trimmed digest may pass.
     pub fn is_too_large(&self) -> bool {
-        smtp_reply_means_too_large(self.code, &self.message)
+        self.class == SendClass::TooLarge || smtp_reply_means_too_large(self.code, &self.message)
     }
 }
 
@@ -276,6 +305,65 @@ impl SmtpConfig {
     }
 }
 
+/// What `check` found about the SMTP password source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceCheck {
+    /// There is none, or it exists and holds a password.
+    Ok,
+    /// The daemon would refuse to start: `key` is the config key to point at.
+    Error {
+        key: &'static str,
+        message: String,
+        hint: String,
+    },
+    /// Cannot be checked here.
+    Warning { key: &'static str, message: String },
+}
+
+impl SmtpConfig {
+    /// Whether the password source exists and is readable, as the daemon will read it
+    /// (`check`). A systemd credential can only be checked where `$CREDENTIALS_DIRECTORY` is
+    /// set; elsewhere that is a warning.
+    pub fn check_password_source(&self, env: &dyn Fn(&str) -> Option<String>) -> SourceCheck {
+        let key = if self.password_file.is_some() {
+            "password_file"
+        } else if self.password_env.is_some() {
+            "password_env"
+        } else if let Some(name) = &self.password_credential {
+            if env("CREDENTIALS_DIRECTORY").is_none() {
+                return SourceCheck::Warning {
+                    key: "password_credential",
+                    message: format!(
+                        "[smtp] password_credential `{name}` is only available under systemd \
+                         (LoadCredential={name}:/path in the unit); not checked here"
+                    ),
+                };
+            }
+            "password_credential"
+        } else {
+            return SourceCheck::Ok;
+        };
+        match self.read_password(env) {
+            Ok(_) => SourceCheck::Ok,
+            Err(e) => SourceCheck::Error {
+                key,
+                message: e.to_string(),
+                hint: match key {
+                    "password_file" => "create the file with the password on one line (mode \
+                        0600, readable by the service), or point password_file at it"
+                        .into(),
+                    "password_env" => format!(
+                        "set {} in the service's environment (Environment= or \
+                         EnvironmentFile= in the unit), or use password_file",
+                        self.password_env.as_deref().unwrap_or("the variable")
+                    ),
+                    _ => "check LoadCredential= in the unit and the file it names".into(),
+                },
+            },
+        }
+    }
+}
+
 fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -349,20 +437,23 @@ impl Header for ListId {
     }
 }
 
-/// Sends digests through one configured relay.
+/// Sends digests through one configured relay. Holds no connection: each send opens its own.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     host: String,
     port: u16,
     tls: TlsMode,
+    /// Set unless `tls = "none"`.
+    tls_params: Option<TlsParameters>,
+    credentials: Option<Credentials>,
     username: Option<String>,
     timeout: Duration,
     max_message_bytes: Option<usize>,
+    hello: ClientId,
 }
 
 impl fmt::Debug for Mailer {
-    // Written by hand so the transport (which holds the credentials) is never printed.
+    // Written by hand so the credentials are never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mailer")
             .field("host", &self.host)
@@ -378,8 +469,8 @@ impl fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// Validates the config, reads the password and the extra CA, and prepares the transport.
-    /// Does not connect.
+    /// Validates the config, reads the password and the extra CA, and prepares the TLS
+    /// parameters. Does not connect.
     pub fn new(cfg: &SmtpConfig) -> Result<Mailer, MailError> {
         Self::with_env(cfg, &|k| std::env::var(k).ok())
     }
@@ -396,11 +487,7 @@ impl Mailer {
             reason: format!("{e}"),
         })?;
         let password = cfg.read_password(env)?;
-
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(port)
-            .timeout(Some(cfg.timeout));
-        if cfg.tls != TlsMode::None {
+        let tls_params = if cfg.tls != TlsMode::None {
             // rustls wants the bare name or address, without IPv6 brackets.
             let domain = host
                 .trim_start_matches('[')
@@ -410,31 +497,35 @@ impl Mailer {
             if let Some(path) = &cfg.ca_file {
                 params = params.add_root_certificate(read_ca(path)?);
             }
-            let params = params
-                .build_rustls()
-                .map_err(|e| MailError::Tls(e.to_string()))?;
-            builder = builder.tls(match cfg.tls {
-                TlsMode::Tls => Tls::Wrapper(params),
-                _ => Tls::Required(params),
-            });
+            Some(
+                params
+                    .build_rustls()
+                    .map_err(|e| MailError::Tls(e.to_string()))?,
+            )
         } else {
-            builder = builder.tls(Tls::None);
-        }
-        if let (Some(user), Some(pw)) = (&cfg.username, password) {
-            builder = builder
-                .credentials(Credentials::new(user.clone(), pw))
-                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
-        }
+            None
+        };
+        let credentials = match (&cfg.username, password) {
+            (Some(user), Some(pw)) => Some(Credentials::new(user.clone(), pw)),
+            _ => None,
+        };
         Ok(Mailer {
-            transport: builder.build(),
             from,
             host,
             port,
             tls: cfg.tls,
+            tls_params,
+            credentials,
             username: cfg.username.clone(),
             timeout: cfg.timeout,
             max_message_bytes: cfg.max_message_bytes,
+            hello: ClientId::default(),
         })
+    }
+
+    /// `[smtp] timeout`: the deadline of each phase of a send.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn max_message_bytes(&self) -> Option<usize> {
@@ -486,6 +577,20 @@ impl Mailer {
         date: DateTime<Utc>,
         list_id: &str,
     ) -> Result<Message, MailError> {
+        self.build_message_referring(to, rendered, message_id, date, list_id, None)
+    }
+
+    /// [`Mailer::build_message`] with `References: <earlier>` (an explicit resend names the
+    /// message it repeats, so mail clients thread them).
+    pub fn build_message_referring(
+        &self,
+        to: &[String],
+        rendered: &Rendered,
+        message_id: &str,
+        date: DateTime<Utc>,
+        list_id: &str,
+        references: Option<&str>,
+    ) -> Result<Message, MailError> {
         if to.is_empty() {
             return Err(MailError::Address {
                 address: String::new(),
@@ -519,6 +624,12 @@ impl Mailer {
                 ),
             });
         }
+        if let Some(r) = references {
+            let r = r.trim().trim_start_matches('<').trim_end_matches('>');
+            if is_msg_id(r) {
+                b = b.references(format!("<{r}>"));
+            }
+        }
         let msg = b
             // The renderer already keeps the subject on one line; cleaning again here keeps
             // that true for any caller.
@@ -543,23 +654,146 @@ impl Mailer {
         Ok(msg)
     }
 
-    /// Hands the message to the relay. Ok is the server's acceptance reply ("250 2.0.0 OK
-    /// queued as ..."): only then is the message the relay's responsibility.
+    /// Hands the message to the relay in one transaction to every recipient of its envelope
+    /// (`send-test`). Ok is the server's acceptance reply ("250 2.0.0 OK queued as ..."):
+    /// only then is the message the relay's responsibility.
     pub async fn send(&self, msg: &Message) -> Result<String, SendError> {
-        match self.transport.send(msg.clone()).await {
-            Ok(resp) => {
-                let text: Vec<&str> = resp.message().collect();
-                Ok(clean_line(&format!(
-                    "{} {}",
-                    u16::from(resp.code()),
-                    text.join(" ")
-                )))
+        self.transaction(msg.envelope().to(), &msg.formatted())
+            .await
+    }
+
+    /// Sends the formatted message `body` to one recipient (`Name <addr>` or `addr`), in a
+    /// transaction of its own: the outcome is that recipient's alone.
+    pub async fn send_to(&self, recipient: &str, body: &[u8]) -> Result<String, SendError> {
+        let addr = match recipient.parse::<Mailbox>() {
+            Ok(m) => m.email,
+            Err(e) => {
+                let msg = format!("`{}` is not a mail address: {e}", clean_line(recipient));
+                return Err(SendError::new(SendClass::RecipientRefused, None, &msg));
             }
-            Err(e) => Err(self.classify(&e)),
+        };
+        self.transaction(std::slice::from_ref(&addr), body).await
+    }
+
+    fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    async fn transaction(&self, to: &[Address], body: &[u8]) -> Result<String, SendError> {
+        let t = self.timeout;
+        let several = t.saturating_mul(SMTP_PHASE_EXCHANGES);
+        let wrapper = match self.tls {
+            TlsMode::Tls => self.tls_params.clone(),
+            _ => None,
+        };
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (
+                self.host.trim_start_matches('[').trim_end_matches(']'),
+                self.port,
+            ),
+            Some(t),
+            &self.hello,
+            wrapper,
+            None,
+        );
+        let mut conn = self.phase(SmtpPhase::Connect, several, connect).await?;
+        let result = self.converse(&mut conn, to, body).await;
+        // A polite QUIT, bounded like every phase, when the connection is still in a state
+        // to take it (the server answered); its answer changes nothing. After a timeout or a
+        // failed TLS upgrade the connection is only dropped.
+        if result.as_ref().map_or_else(|e| e.code.is_some(), |_| true) {
+            let _ = tokio::time::timeout(t, conn.quit()).await;
+        }
+        result
+    }
+
+    async fn converse(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        to: &[Address],
+        body: &[u8],
+    ) -> Result<String, SendError> {
+        let t = self.timeout;
+        let several = t.saturating_mul(SMTP_PHASE_EXCHANGES);
+        if let (TlsMode::Starttls, Some(params)) = (self.tls, &self.tls_params) {
+            if !conn.can_starttls() {
+                let msg = format!(
+                    "{} does not offer STARTTLS, and policywatch never sends in clear text:                      set [smtp] tls = \"tls\" if the relay speaks TLS from the first byte                      (port 465), or use a relay that offers STARTTLS",
+                    self.server()
+                );
+                return Err(SendError::new(SendClass::Hold, None, &msg));
+            }
+            let upgrade = conn.starttls(params.clone(), &self.hello);
+            self.phase(SmtpPhase::Starttls, several, upgrade).await?;
+        }
+        if let Some(creds) = &self.credentials {
+            let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], creds);
+            self.phase(SmtpPhase::Auth, several, auth).await?;
+        }
+        let mut params = Vec::new();
+        if !body.is_ascii() {
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                let msg = format!(
+                    "{} does not take 8-bit messages (no 8BITMIME)",
+                    self.server()
+                );
+                return Err(SendError::new(SendClass::MessageRefused, None, &msg));
+            }
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let non_ascii = std::iter::once(&self.from.email)
+            .chain(to)
+            .any(|a: &Address| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii {
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        let mail = conn.command(Mail::new(Some(self.from.email.clone()), params));
+        self.phase(SmtpPhase::MailFrom, t, mail).await?;
+        for rcpt in to {
+            let cmd = conn.command(Rcpt::new(rcpt.clone(), vec![]));
+            self.phase(SmtpPhase::RcptTo, t, cmd)
+                .await
+                .map_err(|mut e| {
+                    e.message = truncate(&format!("{rcpt}: {}", e.message), MAX_ERROR_CHARS);
+                    e
+                })?;
+        }
+        self.phase(SmtpPhase::Data, t, conn.command(Data)).await?;
+        // Writing the message and waiting for the verdict on it: two exchanges' worth.
+        let resp = self
+            .phase(SmtpPhase::Data, t.saturating_mul(2), conn.message(body))
+            .await?;
+        let text: Vec<&str> = resp.message().collect();
+        Ok(clean_line(&format!(
+            "{} {}",
+            u16::from(resp.code()),
+            text.join(" ")
+        )))
+    }
+
+    /// Runs one phase of the conversation under its deadline.
+    async fn phase<T>(
+        &self,
+        phase: SmtpPhase,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, SendError> {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(&e, phase)),
+            Err(_) => {
+                let msg = format!(
+                    "SMTP server {} did not answer within {} ({})",
+                    self.server(),
+                    humantime::format_duration(limit),
+                    phase_name(phase)
+                );
+                Err(SendError::new(SendClass::Transient, None, &msg))
+            }
         }
     }
 
-    fn classify(&self, e: &lettre::transport::smtp::Error) -> SendError {
+    fn classify(&self, e: &lettre::transport::smtp::Error, phase: SmtpPhase) -> SendError {
         let code = e.status().map(u16::from);
         let failure = if code.is_some() {
             SmtpFailure::Reply
@@ -574,21 +808,30 @@ impl Mailer {
         } else {
             SmtpFailure::Connection
         };
-        let server = format!("{}:{}", self.host, self.port);
+        let server = self.server();
         let detail = clean_line(&e.to_string());
+        let class = classify_smtp(code, failure, phase, &detail);
         let message = match (failure, code) {
             (_, Some(c @ (530 | 534 | 535 | 538))) => format!(
                 "SMTP authentication with {server} failed ({c}): {detail}; check [smtp] \
-                 username and its password source"
+                 username and its password source, then reload"
             ),
-            (_, Some(c)) if smtp_reply_means_too_large(Some(c), &detail) => {
+            (_, Some(c)) if class == SendClass::TooLarge => {
                 format!("{server} refused the message as too large ({c}): {detail}")
+            }
+            (_, Some(c)) if phase == SmtpPhase::MailFrom && c >= 500 => format!(
+                "{server} refused the sender {} ({c}): {detail}; check [smtp] from",
+                self.from.email
+            ),
+            (_, Some(c)) if phase == SmtpPhase::RcptTo && c >= 500 => {
+                format!("{server} refused the recipient ({c}): {detail}")
             }
             (_, Some(c)) if c >= 500 => format!("{server} refused the message ({c}): {detail}"),
             (_, Some(c)) => format!("{server} deferred the message ({c}): {detail}"),
             (SmtpFailure::Timeout, None) => format!(
-                "SMTP server {server} did not answer within {}: {detail}",
-                humantime::format_duration(self.timeout)
+                "SMTP server {server} did not answer within {} ({}): {detail}",
+                humantime::format_duration(self.timeout),
+                phase_name(phase)
             ),
             (SmtpFailure::Tls, None) => format!(
                 "TLS with {server} failed: {detail} (for a private relay or a self-signed \
@@ -604,11 +847,18 @@ impl Mailer {
             }
             _ => format!("cannot reach SMTP server {server}: {detail}"),
         };
-        SendError {
-            transient: smtp_failure_is_transient(code, failure),
-            code,
-            message: truncate(&message, MAX_ERROR_CHARS),
-        }
+        SendError::new(class, code, &message)
+    }
+}
+
+fn phase_name(phase: SmtpPhase) -> &'static str {
+    match phase {
+        SmtpPhase::Connect => "connect, greeting and EHLO",
+        SmtpPhase::Starttls => "STARTTLS",
+        SmtpPhase::Auth => "AUTH",
+        SmtpPhase::MailFrom => "MAIL FROM",
+        SmtpPhase::RcptTo => "RCPT TO",
+        SmtpPhase::Data => "DATA and the final reply",
     }
 }
 

@@ -10,7 +10,11 @@ use policywatch::commands;
 #[command(
     name = "policywatch",
     version,
-    about = "Watches news feeds for export-control and AI-chip policy stories"
+    about = "Watches news feeds for export-control and AI-chip policy stories",
+    after_help = "Exit status: 0 ok; 1 something needs a person (every feed failed, a delivery \
+or a recipient failed for good, a delivery is held: authentication, TLS, size); 75 mail was \
+deferred and will be retried (run --once, digest --resend); 78 the configuration is broken \
+(run)."
 )]
 struct Cli {
     /// More detail in the log (debug level). RUST_LOG overrides.
@@ -23,6 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (what the systemd unit runs).
+    #[command(
+        after_help = "Exit status with --once: 0 ok; 1 something needs a person (every \
+feed failed, a delivery or a recipient failed for good, a delivery is held for the operator); \
+75 mail was deferred and will be retried. 78: the configuration is broken (with or without \
+--once)."
+    )]
     Run {
         #[command(flatten)]
         common: commands::Common,
@@ -58,18 +68,46 @@ enum Command {
         #[command(flatten)]
         common: commands::Common,
     },
-    /// Render what a digest would send next, without sending or marking anything.
+    /// Render what a digest would send next (--preview, sends and marks nothing), or send a
+    /// past delivery again (--resend).
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["preview", "resend"])))]
     Digest {
         #[command(flatten)]
         common: commands::Common,
-        /// Preview (the only mode: nothing is ever sent from here).
-        #[arg(long, required = true)]
+        /// Preview what the digest would send next.
+        #[arg(long)]
         preview: bool,
+        /// Send delivery DELIVERY (a number from `policywatch stories` or `feeds`) again: a
+        /// pending one now, as it is; a sent or failed one with the same stories under a new
+        /// Message-ID, to --to or to the digest's recipients as configured now.
+        #[arg(long, value_name = "DELIVERY", conflicts_with_all = ["id", "html"])]
+        resend: Option<i64>,
+        /// With --resend: the recipients (repeatable), e.g. a fixed address.
+        #[arg(long, value_name = "ADDR", requires = "resend")]
+        to: Vec<String>,
         /// The digest id (default: every configured digest).
         id: Option<String>,
         /// Where to write the HTML part (default: policywatch-preview-ID.html here).
         #[arg(long, value_name = "PATH")]
         html: Option<std::path::PathBuf>,
+    },
+    /// List stored flagged stories and what became of each: delivered (digest, time,
+    /// Message-ID), pending, held, failed (for whom), trimmed, joined to another story.
+    Stories {
+        #[command(flatten)]
+        common: commands::Common,
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+        /// How far back to look, e.g. 7d, 12h.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Only stories whose title or summary contains TEXT (any case).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// One JSON object per story and watch.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a test message through the configured SMTP server and show what it said.
     SendTest {
@@ -148,10 +186,20 @@ fn main() -> ExitCode {
             Command::ImportOpml { file } => commands::import_opml(&file),
             Command::Digest {
                 common,
-                preview: _,
-                id,
-                html,
+                resend: Some(delivery),
+                to,
+                ..
+            } => commands::digest_resend(&common, delivery, &to).await,
+            Command::Digest {
+                common, id, html, ..
             } => commands::digest_preview(&common, id.as_deref(), html.as_deref()),
+            Command::Stories {
+                common,
+                watch,
+                since,
+                search,
+                json,
+            } => commands::stories(&common, watch.as_deref(), since, search.as_deref(), json),
             Command::SendTest { common, to } => commands::send_test(&common, to.as_deref()).await,
             Command::ExportOpml { common } => commands::export_opml(&common),
             Command::Backtest {

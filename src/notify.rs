@@ -7,19 +7,39 @@
 //! The order of operations is what makes delivery exactly-once from the user's view:
 //! 1. **claim** — `Store::claim` creates a delivery and takes its stories in one transaction;
 //! 2. **render** — `digest::render` builds the message from what was claimed (pure);
-//! 3. **send** — the log or the SMTP server accepts it;
-//! 4. **mark** — only then `Store::mark_sent`.
+//! 3. **send** — the log or the SMTP server accepts it, recipient by recipient;
+//! 4. **mark** — only then `Store::record_recipient` and `Store::mark_sent`.
 //!
-//! A crash after 1 leaves a pending delivery that is sent on the next start with the same
-//! Message-ID; a transient failure at 3 is retried with backoff from `retry`; a permanent one
-//! ("552 message too large") is retried once trimmed, then marked failed — never a loop.
+//! # The send path
+//! Steps 1, 2 and 4 touch the store and run in the caller's task; step 3 does not. For mail,
+//! [`Notifier::start_due`] turns each due delivery into a [`SendJob`] — owned, `Send`, no
+//! store — that the daemon spawns; the job reports a [`SendEvent`] per recipient and a final
+//! one, which the daemon hands back to [`Notifier::record`] between two poll results. A job
+//! carries its own deadline (the output's, e.g. per SMTP phase), so nothing the relay does can
+//! hold up polling, the watchdog or shutdown; a job dropped by shutdown leaves its delivery
+//! pending, to be sent on the next start with the same Message-ID. [`Notifier::tick`] and
+//! [`Notifier::flush`] run the same jobs inline (tests, and callers that may wait).
 //!
-//! Outputs are a closed set ([`Via`]): adding one is a change here and in `config`.
+//! # Outcomes
+//! Per recipient, classified in `retry`: accepted → sent; refused for good (550 to RCPT, 554 to
+//! the message) → that recipient failed, the others still served; transient → the delivery
+//! backs off (given up after [`retry::SMTP_GIVE_UP_AFTER`]); operator-fixable (535, TLS, no
+//! STARTTLS, too large even trimmed, a digest a reload removed) → the delivery is **held**:
+//! pending, shown in `STATUS=`, `feeds` and the log every cycle, and retried after the next
+//! reload or start or on `digest --resend` — never given up, never looping. "Too large" is
+//! retried once with a quarter of the stories first.
+//!
+//! Outputs are a closed set ([`Via`], and [`Output`] for what a job sends through): adding one
+//! is a change here and in `config`; the deadline, the events and the outcome handling are
+//! shared.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
+use tokio::sync::mpsc;
 
 use crate::config::{Loaded, Via};
 use crate::digest::{
@@ -27,9 +47,9 @@ use crate::digest::{
 };
 use crate::item::Field;
 use crate::logging::untrusted;
-use crate::mail::{MailError, Mailer};
-use crate::retry;
-use crate::store::{Delivery, DigestState, Kind, Store, StoreError};
+use crate::mail::{MailError, Mailer, SendError};
+use crate::retry::{self, SendClass};
+use crate::store::{Delivery, DigestState, Kind, RecipientOutcome, Store, StoreError};
 
 /// Failures below this count are not worth a line in a digest; a feed failing this many polls
 /// in a row is.
@@ -42,6 +62,9 @@ const TRIM_DIVISOR: usize = 4;
 /// Attempts to fit a message under `smtp.max_message_bytes` by rendering fewer stories, before
 /// the relay sees it.
 const MAX_FIT_ROUNDS: usize = 8;
+/// A delivery that failed for good is reported to the operator for this long (or until
+/// `digest --resend` sends it).
+const FAILED_REPORTED_FOR: chrono::Duration = chrono::Duration::days(7);
 
 #[derive(Debug, Error)]
 pub enum NotifyError {
@@ -51,23 +74,255 @@ pub enum NotifyError {
     Mail(#[from] MailError),
     #[error("a digest has via = \"email\" but the config has no [smtp] section")]
     NoSmtp,
+    /// `digest --resend` cannot do what was asked; the text says why and what to do.
+    #[error("{0}")]
+    Resend(String),
 }
 
-/// What one pass did, for logs, status and tests.
+/// What one pass did, for logs, status, exit codes and tests.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Report {
+    /// Deliveries accepted (by at least one recipient, or the log).
     pub sent: usize,
+    /// Deliveries deferred: retried later by themselves.
     pub retrying: usize,
+    /// Deliveries failed for good (every recipient refused, or given up).
     pub failed: usize,
+    /// Deliveries held for the operator (see the module doc).
+    pub held: usize,
+    /// Recipients refused for good in this pass.
+    pub recipients_failed: usize,
     /// The rendered text of each delivery logged in this pass, and one line per mail outcome
     /// (what `run --once` prints).
     pub texts: Vec<String>,
 }
 
+/// What a job sends through. A closed set: a new output kind (a webhook) is a new variant
+/// with its own `send_one`; deadlines, events and outcomes are shared.
+enum Output {
+    Mail {
+        mailer: Arc<Mailer>,
+        /// The formatted message, the same bytes for every recipient.
+        body: Arc<Vec<u8>>,
+    },
+}
+
+impl Output {
+    /// The longest one recipient may take, a backstop behind the output's own deadlines.
+    fn deadline_per_recipient(&self) -> Duration {
+        match self {
+            Output::Mail { mailer, .. } => retry::smtp_send_deadline(mailer.timeout()),
+        }
+    }
+
+    async fn send_one(&self, recipient: &str) -> Result<String, SendError> {
+        match self {
+            Output::Mail { mailer, body } => mailer.send_to(recipient, body).await,
+        }
+    }
+}
+
+/// Facts about one attempt that outcome handling needs, carried through the job.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub delivery: Delivery,
+    pub subject: String,
+    pub shown: usize,
+    /// Stories claimed (shown + trimmed).
+    pub stories: usize,
+}
+
+/// One attempt of one delivery, ready to run anywhere: it owns what it sends and never
+/// touches the store.
+pub struct SendJob {
+    attempt: Attempt,
+    output: Output,
+    /// The recipients still pending, in order.
+    recipients: Vec<String>,
+}
+
+/// What a running job reports, in order: one `Recipient` per recipient tried, then `Done`.
+#[derive(Debug)]
+pub enum SendEvent {
+    Recipient {
+        delivery_id: i64,
+        address: String,
+        result: Result<String, SendError>,
+    },
+    Done {
+        // Boxed: an attempt carries a whole delivery row, the per-recipient events are many.
+        attempt: Box<Attempt>,
+        /// What stopped the attempt early, or the last temporary failure.
+        stop: Option<SendError>,
+    },
+}
+
+impl SendJob {
+    pub fn delivery_id(&self) -> i64 {
+        self.attempt.delivery.id
+    }
+
+    /// The whole job's deadline: every recipient's.
+    pub fn deadline(&self) -> Duration {
+        self.output
+            .deadline_per_recipient()
+            .saturating_mul(self.recipients.len().max(1) as u32)
+    }
+
+    /// Sends to each pending recipient in turn, reporting each outcome at once (so a
+    /// recipient served is recorded even if a later one hangs), then `Done`. Stops early when
+    /// going on cannot help: the relay is unreachable, wants the operator, or finds the
+    /// message too large. The deadline makes the job end whatever the other side does.
+    pub async fn run(self, events: mpsc::UnboundedSender<SendEvent>) {
+        let deadline = self.deadline();
+        let SendJob {
+            attempt,
+            output,
+            recipients,
+        } = self;
+        let id = attempt.delivery.id;
+        let tx = events.clone();
+        let work = async {
+            let mut stop = None;
+            for address in recipients {
+                let result = output.send_one(&address).await;
+                let halt = match &result {
+                    Ok(_) => false,
+                    Err(e) => match e.class {
+                        SendClass::Hold | SendClass::TooLarge => true,
+                        // No reply at all: the relay is down or silent; the next recipient
+                        // would only wait for the same.
+                        SendClass::Transient => e.code.is_none(),
+                        SendClass::RecipientRefused | SendClass::MessageRefused => false,
+                    },
+                };
+                if let Err(e) = &result {
+                    if e.class != SendClass::RecipientRefused
+                        && e.class != SendClass::MessageRefused
+                    {
+                        stop = Some(e.clone());
+                    }
+                }
+                let _ = tx.send(SendEvent::Recipient {
+                    delivery_id: id,
+                    address,
+                    result,
+                });
+                if halt {
+                    break;
+                }
+            }
+            stop
+        };
+        let stop = match tokio::time::timeout(deadline, work).await {
+            Ok(stop) => stop,
+            Err(_) => Some(SendError {
+                class: SendClass::Transient,
+                transient: true,
+                code: None,
+                message: format!(
+                    "the send did not finish within {}",
+                    humantime::format_duration(deadline)
+                ),
+            }),
+        };
+        let _ = events.send(SendEvent::Done {
+            attempt: Box::new(attempt),
+            stop,
+        });
+    }
+}
+
+/// Something the operator has to see: in `STATUS=`, `feeds` and the log at error level.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// A delivery waits for the operator.
+    Held { delivery: Delivery },
+    /// A recipient refused for good, still configured.
+    Recipient {
+        delivery_id: i64,
+        digest_id: String,
+        address: String,
+        error: String,
+    },
+    /// A delivery failed for good recently and was not resent.
+    Failed { delivery: Delivery },
+}
+
+impl Problem {
+    /// One line: what happened and what to do.
+    pub fn line(&self) -> String {
+        match self {
+            Problem::Held { delivery: d } => format!(
+                "delivery {} of digest `{}` is held: {} (fix it and reload, or `policywatch \
+                 digest --resend {}`)",
+                d.id,
+                d.digest_id,
+                d.last_error.as_deref().unwrap_or("unknown error"),
+                d.id
+            ),
+            Problem::Recipient {
+                delivery_id,
+                digest_id,
+                address,
+                error,
+            } => format!(
+                "recipient {address} of digest `{digest_id}` refused delivery {delivery_id}: \
+                 {error} (fix the address, then `policywatch digest --resend {delivery_id} \
+                 --to ADDR`)"
+            ),
+            Problem::Failed { delivery: d } => format!(
+                "delivery {} of digest `{}` failed: {} (`policywatch digest --resend {}`)",
+                d.id,
+                d.digest_id,
+                d.last_error.as_deref().unwrap_or("unknown error"),
+                d.id
+            ),
+        }
+    }
+}
+
+/// Every delivery problem the operator should see now. A refused recipient counts while it is
+/// still in some digest's `to` and nothing has served it since.
+pub fn problems(
+    store: &Store,
+    cfg: &Loaded,
+    now: DateTime<Utc>,
+) -> Result<Vec<Problem>, NotifyError> {
+    let mut out: Vec<Problem> = store
+        .held_deliveries()?
+        .into_iter()
+        .map(|delivery| Problem::Held { delivery })
+        .collect();
+    let configured: HashSet<&str> = cfg
+        .digests
+        .iter()
+        .flat_map(|d| d.to.iter().map(String::as_str))
+        .collect();
+    let mut seen = HashSet::new();
+    for p in store.recipient_problems()? {
+        if configured.contains(p.address.as_str()) && seen.insert(p.address.clone()) {
+            out.push(Problem::Recipient {
+                delivery_id: p.delivery_id,
+                digest_id: p.digest_id,
+                address: p.address,
+                error: p.error,
+            });
+        }
+    }
+    for d in store.failed_deliveries()? {
+        if now - d.created_at <= FAILED_REPORTED_FOR {
+            out.push(Problem::Failed { delivery: d });
+        }
+    }
+    Ok(out)
+}
+
 pub struct Notifier {
     /// The relay, when some digest goes by email. Built once per config (the password is read
-    /// here, so a wrong password path fails at start or reload, not at 07:30).
-    mailer: Option<Mailer>,
+    /// here, so a wrong password path fails at start or reload, not at 07:30). Shared with
+    /// the send jobs in flight.
+    mailer: Option<Arc<Mailer>>,
 }
 
 impl Notifier {
@@ -76,7 +331,7 @@ impl Notifier {
     pub fn new(cfg: &Loaded) -> Result<Notifier, NotifyError> {
         let needs_mail = cfg.digests.iter().any(|d| d.via == Via::Email);
         let mailer = match (&cfg.config.smtp, needs_mail) {
-            (Some(smtp), true) => Some(Mailer::new(smtp.get_ref())?),
+            (Some(smtp), true) => Some(Arc::new(Mailer::new(smtp.get_ref())?)),
             (None, true) => return Err(NotifyError::NoSmtp),
             (_, false) => None,
         };
@@ -96,15 +351,14 @@ impl Notifier {
         Ok(())
     }
 
-    /// One pass: fire scheduled digests that are due (a firing missed while the daemon was
-    /// down fires once, now), claim immediate alerts (rate-capped), then attempt every due
-    /// delivery.
-    pub async fn tick(
+    /// Fires scheduled digests that are due (a firing missed while the daemon was down fires
+    /// once, now) and claims immediate alerts (rate-capped). Sends nothing.
+    pub fn claim_due(
         &self,
         store: &mut Store,
         cfg: &Loaded,
         now: DateTime<Utc>,
-    ) -> Result<Report, NotifyError> {
+    ) -> Result<(), NotifyError> {
         for d in &cfg.digests {
             let st = state_of(store, d, now)?;
             if next_firing(d, &st).is_some_and(|t| t <= now) {
@@ -127,16 +381,16 @@ impl Notifier {
                 }
             }
         }
-        self.deliver_due(store, cfg, now).await
+        Ok(())
     }
 
-    /// Claims every digest now, whatever its schedule (`run --once`), then delivers.
-    pub async fn flush(
+    /// Claims every digest now, whatever its schedule (`run --once`). Sends nothing.
+    pub fn claim_all(
         &self,
         store: &mut Store,
         cfg: &Loaded,
         now: DateTime<Utc>,
-    ) -> Result<Report, NotifyError> {
+    ) -> Result<(), NotifyError> {
         for d in &cfg.digests {
             store.claim(
                 &d.id,
@@ -147,7 +401,29 @@ impl Notifier {
                 d.send_empty,
             )?;
         }
-        self.deliver_due(store, cfg, now).await
+        Ok(())
+    }
+
+    /// One pass, inline: claim what is due, then attempt every due delivery and wait for it.
+    pub async fn tick(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        self.claim_due(store, cfg, now)?;
+        self.deliver_inline(store, cfg, now).await
+    }
+
+    /// Claims every digest now, then delivers, inline.
+    pub async fn flush(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        self.claim_all(store, cfg, now)?;
+        self.deliver_inline(store, cfg, now).await
     }
 
     /// When the notifier next has something to do: the earliest scheduled firing or pending
@@ -165,36 +441,64 @@ impl Notifier {
         Ok(next)
     }
 
-    async fn deliver_due(
+    async fn deliver_inline(
         &self,
         store: &mut Store,
         cfg: &Loaded,
         now: DateTime<Utc>,
     ) -> Result<Report, NotifyError> {
         let mut report = Report::default();
-        for delivery in store.due_deliveries(now)? {
-            self.deliver(store, cfg, &delivery, now, &mut report)
-                .await?;
+        for job in self.start_due(store, cfg, now, &HashSet::new(), &mut report)? {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            job.run(tx).await;
+            while let Ok(ev) = rx.try_recv() {
+                self.record(store, ev, now, &mut report)?;
+            }
         }
         Ok(report)
     }
 
-    async fn deliver(
+    /// Attempts every due delivery not in `busy` (those with a job in flight): a log delivery
+    /// is written and marked here; a mail delivery is rendered, fitted and returned as a
+    /// [`SendJob`] for the caller to run — off its loop — and feed back to [`Notifier::record`].
+    pub fn start_due(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        now: DateTime<Utc>,
+        busy: &HashSet<i64>,
+        report: &mut Report,
+    ) -> Result<Vec<SendJob>, NotifyError> {
+        let mut jobs = Vec::new();
+        for delivery in store.due_deliveries(now)? {
+            if busy.contains(&delivery.id) {
+                continue;
+            }
+            if let Some(job) = self.start(store, cfg, &delivery, now, report)? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn start(
         &self,
         store: &mut Store,
         cfg: &Loaded,
         delivery: &Delivery,
         now: DateTime<Utc>,
         report: &mut Report,
-    ) -> Result<(), NotifyError> {
+    ) -> Result<Option<SendJob>, NotifyError> {
         let Some(dcfg) = cfg.digests.iter().find(|d| d.id == delivery.digest_id) else {
             // The digest was removed from the config after claiming: its stories stay claimed
-            // and the failure is visible, rather than mailed to nobody or silently dropped.
-            let msg = format!("digest `{}` is no longer configured", delivery.digest_id);
-            tracing::warn!(delivery = delivery.id, "{}", untrusted(&msg));
-            store.mark_failed(delivery.id, &msg)?;
-            report.failed += 1;
-            return Ok(());
+            // and the delivery waits, visibly, for the digest to come back (a reload), rather
+            // than being mailed to nobody or dropped.
+            let msg = format!(
+                "digest `{}` is no longer configured: add it back and reload to send it",
+                delivery.digest_id
+            );
+            hold(store, delivery, &msg, report)?;
+            return Ok(None);
         };
         let matches = store.delivery_stories(delivery.id)?;
         let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
@@ -210,89 +514,172 @@ impl Notifier {
                 let rendered = digest::render(&d, &limits);
                 log_digest(&d, &limits, delivery);
                 store.mark_sent(delivery.id, now, "logged")?;
+                store.record_shown(
+                    delivery.id,
+                    rendered.shown,
+                    rendered.shown + rendered.trimmed,
+                )?;
                 report.sent += 1;
                 report.texts.push(rendered.text);
+                Ok(None)
             }
-            Via::Email => {
-                self.mail(store, dcfg, &d, delivery, limits, now, report)
-                    .await?
-            }
+            Via::Email => self.mail_job(store, dcfg, &d, delivery, limits, report),
         }
-        Ok(())
     }
 
-    /// `via = "email"`: fit the message under the relay's size limit, send it, and record the
-    /// outcome. Marked sent only on the server's acceptance; a transient failure is retried
-    /// with backoff (given up after [`retry::SMTP_GIVE_UP_AFTER`]); "too large" is retried once
-    /// with a quarter of the stories, then marked failed. Every path ends in exactly one store
-    /// update, so no delivery can loop.
-    #[allow(clippy::too_many_arguments)]
-    async fn mail(
+    /// `via = "email"`: fit the message under the relay's size limit and make the job that
+    /// sends it to every recipient still pending.
+    fn mail_job(
         &self,
         store: &mut Store,
         dcfg: &crate::config::Digest,
         d: &digest::Digest,
         delivery: &Delivery,
         limits: RenderLimits,
-        now: DateTime<Utc>,
         report: &mut Report,
-    ) -> Result<(), NotifyError> {
+    ) -> Result<Option<SendJob>, NotifyError> {
         let Some(mailer) = &self.mailer else {
-            // Unreachable with a validated config; fail visibly rather than panic.
-            return fail(store, delivery, "no [smtp] relay is configured", report);
+            // Unreachable with a validated config; visible rather than a panic.
+            hold(store, delivery, "no [smtp] relay is configured", report)?;
+            return Ok(None);
         };
         let list_id = mailer.list_id(&dcfg.id);
         // The Date is the claim time, like the Message-ID fixed per delivery: a resend after
         // a crash is the same message, and recipients see when the digest was cut.
         let date = delivery.created_at;
-        let mut max_stories = limits.max_stories;
-        let mut fitted = None;
-        for _ in 0..MAX_FIT_ROUNDS {
-            let rendered = digest::render(
-                d,
-                &RenderLimits {
-                    max_stories,
-                    ..limits
-                },
-            );
-            match mailer.build_message(&dcfg.to, &rendered, &delivery.message_id, date, &list_id) {
-                Ok(msg) => {
-                    fitted = Some((msg, rendered));
-                    break;
-                }
-                Err(MailError::TooLarge { size, max }) if rendered.shown > 1 => {
-                    // Scale by how far over the limit we are, with a margin for the markup
-                    // that does not shrink; always at least one story fewer.
-                    let scaled = rendered.shown as f64 * max as f64 / size.max(1) as f64 * 0.9;
-                    max_stories = (scaled as usize).clamp(1, rendered.shown - 1);
-                }
-                Err(e) => return fail(store, delivery, &e.to_string(), report),
-            }
-        }
-        let Some((msg, rendered)) = fitted else {
+        let recipients = store.ensure_recipients(delivery.id, &dcfg.to)?;
+        let to: Vec<String> = recipients.iter().map(|r| r.address.clone()).collect();
+        let Some((msg, rendered)) = fit(mailer, d, &to, delivery, &list_id, date, limits, None)
+        else {
             let msg = format!(
-                "the digest does not fit in smtp.max_message_bytes ({} bytes) even with {max_stories} stories",
+                "the digest does not fit in smtp.max_message_bytes ({} bytes) even with one \
+                 story: raise it to what the relay takes, and reload",
                 mailer.max_message_bytes().unwrap_or_default()
             );
-            return fail(store, delivery, &msg, report);
+            hold(store, delivery, &msg, report)?;
+            return Ok(None);
         };
-        match mailer.send(&msg).await {
-            Ok(reply) => {
-                tracing::info!(
-                    delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
-                    message_id = %delivery.message_id, recipients = dcfg.to.len(),
-                    stories = rendered.shown, trimmed = rendered.trimmed, reply = %untrusted(&reply),
-                    "mailed: {}", untrusted(&rendered.subject)
-                );
-                store.mark_sent(delivery.id, now, &reply)?;
-                report.sent += 1;
-                report.texts.push(format!(
-                    "mailed to {}: {} ({reply})",
-                    dcfg.to.join(", "),
-                    rendered.subject
-                ));
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                fail(store, delivery, &e.to_string(), report)?;
+                return Ok(None);
             }
-            Err(e) if e.transient => {
+        };
+        let attempt = Attempt {
+            delivery: delivery.clone(),
+            subject: rendered.subject.clone(),
+            shown: rendered.shown,
+            stories: rendered.shown + rendered.trimmed,
+        };
+        let pending: Vec<String> = recipients
+            .into_iter()
+            .filter(|r| r.status == "pending")
+            .map(|r| r.address)
+            .collect();
+        Ok(Some(SendJob {
+            attempt,
+            output: Output::Mail {
+                mailer: mailer.clone(),
+                body: Arc::new(msg.formatted()),
+            },
+            recipients: pending,
+        }))
+    }
+
+    /// Records what a running job reported. Every `Done` ends in exactly one update of the
+    /// delivery (sent, retry, held or failed), so no delivery can loop.
+    pub fn record(
+        &self,
+        store: &mut Store,
+        ev: SendEvent,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), NotifyError> {
+        match ev {
+            SendEvent::Recipient {
+                delivery_id,
+                address,
+                result,
+            } => {
+                let outcome = match &result {
+                    Ok(reply) => RecipientOutcome::Sent(reply.clone()),
+                    Err(e)
+                        if matches!(
+                            e.class,
+                            SendClass::RecipientRefused | SendClass::MessageRefused
+                        ) =>
+                    {
+                        tracing::error!(
+                            delivery = delivery_id, recipient = %address, code = e.code,
+                            "recipient refused for good; the other recipients still get the \
+                             digest: {}", untrusted(&e.message)
+                        );
+                        report.recipients_failed += 1;
+                        report.texts.push(format!(
+                            "delivery {delivery_id}: recipient {address} refused for good: {}",
+                            e.message
+                        ));
+                        RecipientOutcome::Failed(e.message.clone())
+                    }
+                    Err(e) => RecipientOutcome::Deferred(e.message.clone()),
+                };
+                store.record_recipient(delivery_id, &address, &outcome, now)?;
+                Ok(())
+            }
+            SendEvent::Done { attempt, stop } => self.finish(store, *attempt, stop, now, report),
+        }
+    }
+
+    fn finish(
+        &self,
+        store: &mut Store,
+        attempt: Attempt,
+        stop: Option<SendError>,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), NotifyError> {
+        let delivery = store.delivery(attempt.delivery.id)?;
+        if delivery.status != "pending" {
+            return Ok(());
+        }
+        let recipients = store.recipients(delivery.id)?;
+        if recipients.iter().all(|r| r.status != "pending") {
+            return conclude(store, &delivery, &attempt, now, report);
+        }
+        let e = stop.unwrap_or_else(|| SendError {
+            class: SendClass::Transient,
+            transient: true,
+            code: None,
+            message: "not every recipient was tried".into(),
+        });
+        match e.class {
+            SendClass::Hold => hold(store, &delivery, &e.message, report),
+            SendClass::TooLarge if delivery.trim_to.is_none() && attempt.shown > 1 => {
+                let trim = (attempt.shown / TRIM_DIVISOR).max(1);
+                tracing::warn!(
+                    delivery = delivery.id, digest = %delivery.digest_id, stories = attempt.shown,
+                    trim_to = trim, "relay refused the digest as too large; retrying once with fewer stories: {}",
+                    untrusted(&e.message)
+                );
+                store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
+                report.retrying += 1;
+                report.texts.push(format!(
+                    "mail refused as too large, retrying with {trim} stories: {}",
+                    e.message
+                ));
+                Ok(())
+            }
+            SendClass::TooLarge => {
+                let msg = format!(
+                    "the relay refuses even the trimmed digest ({} stories) as too large: set \
+                     [smtp] max_message_bytes to the relay's limit (the digest is then fitted \
+                     under it) and reload; {}",
+                    attempt.shown, e.message
+                );
+                hold(store, &delivery, &msg, report)
+            }
+            _ => {
                 let age = (now - delivery.created_at).to_std().unwrap_or_default();
                 if age >= retry::SMTP_GIVE_UP_AFTER {
                     let msg = format!(
@@ -301,7 +688,11 @@ impl Notifier {
                         humantime::format_duration(retry::SMTP_GIVE_UP_AFTER),
                         e.message
                     );
-                    return fail(store, delivery, &msg, report);
+                    for r in recipients.iter().filter(|r| r.status == "pending") {
+                        let failed = RecipientOutcome::Failed(msg.clone());
+                        store.record_recipient(delivery.id, &r.address, &failed, now)?;
+                    }
+                    return conclude(store, &delivery, &attempt, now, report);
                 }
                 let wait = retry::smtp_backoff(delivery.attempts + 1, rand::random::<f64>());
                 let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
@@ -313,31 +704,290 @@ impl Notifier {
                 report.retrying += 1;
                 report.texts.push(format!(
                     "mail deferred, next attempt at {at}: {} — {}",
-                    rendered.subject, e.message
+                    attempt.subject, e.message
                 ));
+                Ok(())
             }
-            Err(e) if e.is_too_large() && delivery.trim_to.is_none() && rendered.shown > 1 => {
-                let trim = (rendered.shown / TRIM_DIVISOR).max(1);
-                tracing::warn!(
-                    delivery = delivery.id, digest = %delivery.digest_id, stories = rendered.shown,
-                    trim_to = trim, "relay refused the digest as too large; retrying once with fewer stories: {}",
-                    untrusted(&e.message)
-                );
-                store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
-                report.retrying += 1;
-                report.texts.push(format!(
-                    "mail refused as too large, retrying with {trim} stories: {}",
-                    e.message
-                ));
-            }
-            Err(e) => return fail(store, delivery, &e.message, report),
         }
-        Ok(())
     }
 }
 
+impl Notifier {
+    /// `digest --resend DELIVERY [--to ADDR…]`. A pending delivery (held or waiting for its
+    /// next attempt) is attempted now, as it is: it has never been delivered, so it keeps its
+    /// Message-ID. A sent or failed one is sent again — the same stories, rendered the same
+    /// way — to `to`, or to the digest's recipients as configured now (a fixed address),
+    /// under a new Message-ID with `References:` naming the original: receivers drop a
+    /// message whose Message-ID they already have, which would defeat an explicit resend.
+    /// Outcomes are recorded on the delivery's recipients; once someone accepted it, its
+    /// failures stop being reported.
+    pub async fn resend(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        id: i64,
+        to: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Report, NotifyError> {
+        let delivery = match store.delivery(id) {
+            Ok(d) => d,
+            Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => {
+                return Err(NotifyError::Resend(format!(
+                    "there is no delivery {id}: `policywatch stories` lists them"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(dcfg) = cfg.digests.iter().find(|d| d.id == delivery.digest_id) else {
+            return Err(NotifyError::Resend(format!(
+                "delivery {id} belongs to digest `{}`, which is not configured: add it back to \
+                 the config to send it",
+                delivery.digest_id
+            )));
+        };
+        let mut report = Report::default();
+        if delivery.status == "pending" {
+            if !to.is_empty() {
+                return Err(NotifyError::Resend(format!(
+                    "delivery {id} has not gone out yet: `digest --resend {id}` sends it to its \
+                     recipients now; --to is for sending a delivered one again"
+                )));
+            }
+            store.make_due(id, now)?;
+            let delivery = store.delivery(id)?;
+            if let Some(job) = self.start(store, cfg, &delivery, now, &mut report)? {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                job.run(tx).await;
+                while let Ok(ev) = rx.try_recv() {
+                    self.record(store, ev, now, &mut report)?;
+                }
+            }
+            return Ok(report);
+        }
+        let matches = store.delivery_stories(id)?;
+        let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+        let limits = RenderLimits {
+            max_stories: delivery
+                .trim_to
+                .unwrap_or(dcfg.max_stories)
+                .min(dcfg.max_stories),
+            snippet_chars: SNIPPET_CHARS,
+        };
+        if dcfg.via == Via::Log {
+            let rendered = digest::render(&d, &limits);
+            log_digest(&d, &limits, &delivery);
+            store.mark_resent(id, now)?;
+            report.sent += 1;
+            report.texts.push(rendered.text);
+            return Ok(report);
+        }
+        let Some(mailer) = &self.mailer else {
+            return Err(NotifyError::NoSmtp);
+        };
+        let recipients: Vec<String> = if to.is_empty() {
+            dcfg.to.clone()
+        } else {
+            to.to_vec()
+        };
+        let message_id = format!(
+            "resend.{id}.{}.{:08x}@policywatch",
+            now.format("%Y%m%d%H%M%S"),
+            rand::random::<u32>()
+        );
+        let fresh = Delivery {
+            message_id: message_id.clone(),
+            ..delivery.clone()
+        };
+        let list_id = mailer.list_id(&dcfg.id);
+        let original = Some(delivery.message_id.as_str());
+        let fitted = fit(
+            mailer,
+            &d,
+            &recipients,
+            &fresh,
+            &list_id,
+            now,
+            limits,
+            original,
+        );
+        let Some((msg, rendered)) = fitted else {
+            return Err(NotifyError::Resend(
+                "the digest does not fit in smtp.max_message_bytes even with one story".into(),
+            ));
+        };
+        let msg = msg?;
+        let body = msg.formatted();
+        let mut accepted = 0;
+        for addr in &recipients {
+            let outcome = match mailer.send_to(addr, &body).await {
+                Ok(reply) => {
+                    accepted += 1;
+                    report.texts.push(format!(
+                        "resent delivery {id} to {addr} as <{message_id}>: {} ({reply})",
+                        rendered.subject
+                    ));
+                    RecipientOutcome::Sent(reply)
+                }
+                Err(e) => {
+                    report
+                        .texts
+                        .push(format!("not resent to {addr}: {}", e.message));
+                    if e.transient {
+                        report.retrying += 1;
+                        RecipientOutcome::Deferred(e.message)
+                    } else {
+                        report.recipients_failed += 1;
+                        RecipientOutcome::Failed(e.message)
+                    }
+                }
+            };
+            store.record_recipient(id, addr, &outcome, now)?;
+        }
+        if accepted > 0 {
+            store.mark_resent(id, now)?;
+            report.sent += 1;
+        }
+        Ok(report)
+    }
+}
+
+/// Renders the digest and builds its message, rendering fewer stories until it fits under
+/// `smtp.max_message_bytes`. `None`: it does not fit even with one story. `Some(Err)`: the
+/// message cannot be built at all.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    mailer: &Mailer,
+    d: &digest::Digest,
+    to: &[String],
+    delivery: &Delivery,
+    list_id: &str,
+    date: DateTime<Utc>,
+    limits: RenderLimits,
+    references: Option<&str>,
+) -> Option<(Result<lettre::Message, MailError>, Rendered)> {
+    let mut max_stories = limits.max_stories;
+    for _ in 0..MAX_FIT_ROUNDS {
+        let rendered = digest::render(
+            d,
+            &RenderLimits {
+                max_stories,
+                ..limits
+            },
+        );
+        let built = mailer.build_message_referring(
+            to,
+            &rendered,
+            &delivery.message_id,
+            date,
+            list_id,
+            references,
+        );
+        match built {
+            Ok(msg) => return Some((Ok(msg), rendered)),
+            Err(MailError::TooLarge { size, max }) if rendered.shown > 1 => {
+                // Scale by how far over the limit we are, with a margin for the markup
+                // that does not shrink; always at least one story fewer.
+                let scaled = rendered.shown as f64 * max as f64 / size.max(1) as f64 * 0.9;
+                max_stories = (scaled as usize).clamp(1, rendered.shown - 1);
+            }
+            Err(MailError::TooLarge { .. }) => return None,
+            Err(e) => return Some((Err(e), rendered)),
+        }
+    }
+    None
+}
+
+/// Every recipient has an outcome: sent when at least one accepted, failed when none did.
+fn conclude(
+    store: &mut Store,
+    delivery: &Delivery,
+    attempt: &Attempt,
+    now: DateTime<Utc>,
+    report: &mut Report,
+) -> Result<(), NotifyError> {
+    let recipients = store.recipients(delivery.id)?;
+    let sent: Vec<&crate::store::Recipient> =
+        recipients.iter().filter(|r| r.status == "sent").collect();
+    let failed: Vec<&crate::store::Recipient> =
+        recipients.iter().filter(|r| r.status == "failed").collect();
+    if sent.is_empty() {
+        if let [only] = failed.as_slice() {
+            let why = only.last_error.as_deref().unwrap_or("refused");
+            return fail(store, delivery, why, report);
+        }
+        let why = failed
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r.address,
+                    r.last_error.as_deref().unwrap_or("refused")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return fail(
+            store,
+            delivery,
+            &format!("every recipient failed — {why}"),
+            report,
+        );
+    }
+    let reply = sent
+        .last()
+        .and_then(|r| r.reply.clone())
+        .unwrap_or_default();
+    let summary = if failed.is_empty() {
+        reply.clone()
+    } else {
+        format!(
+            "accepted for {} of {} recipients; {reply}",
+            sent.len(),
+            recipients.len()
+        )
+    };
+    tracing::info!(
+        delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
+        message_id = %delivery.message_id, recipients = sent.len(), refused = failed.len(),
+        stories = attempt.shown, trimmed = attempt.stories - attempt.shown,
+        reply = %untrusted(&reply), "mailed: {}", untrusted(&attempt.subject)
+    );
+    store.mark_sent(delivery.id, now, &summary)?;
+    store.record_shown(delivery.id, attempt.shown, attempt.stories)?;
+    report.sent += 1;
+    let names: Vec<&str> = sent.iter().map(|r| r.address.as_str()).collect();
+    report.texts.push(format!(
+        "mailed to {}: {} ({reply})",
+        names.join(", "),
+        attempt.subject
+    ));
+    Ok(())
+}
+
+/// An operator-fixable failure: logged at error level, the delivery held (pending, its
+/// stories and Message-ID kept) until a reload, a restart or `digest --resend`.
+fn hold(
+    store: &mut Store,
+    delivery: &Delivery,
+    msg: &str,
+    report: &mut Report,
+) -> Result<(), NotifyError> {
+    tracing::error!(
+        delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
+        "delivery held until the configuration is fixed (reload) or it is resent: {}",
+        untrusted(msg)
+    );
+    store.mark_held(delivery.id, msg)?;
+    report.held += 1;
+    report.texts.push(format!(
+        "delivery {} of digest `{}` held: {msg}",
+        delivery.id, delivery.digest_id
+    ));
+    Ok(())
+}
+
 /// A permanent failure: logged at error level, the delivery marked failed (its stories stay
-/// claimed, so they are not mailed again by a later digest).
+/// claimed, so they are not mailed again by a later digest; `digest --resend` can send it).
 fn fail(
     store: &mut Store,
     delivery: &Delivery,

@@ -214,23 +214,96 @@ pub enum SmtpFailure {
     Client,
 }
 
-/// Whether a failed send is worth retrying unchanged.
+/// Where in the SMTP conversation a send failed. The same reply code means different things
+/// at different steps: a 550 to `RCPT TO` refuses one recipient, a 550 to `MAIL FROM` refuses
+/// our sender address (the operator's to fix), a 554 after the data refuses the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpPhase {
+    /// TCP (and implicit TLS) connect, the greeting, EHLO.
+    Connect,
+    /// STARTTLS and the second EHLO.
+    Starttls,
+    /// AUTH.
+    Auth,
+    /// MAIL FROM.
+    MailFrom,
+    /// RCPT TO (one recipient per transaction).
+    RcptTo,
+    /// DATA, the message and the final reply.
+    Data,
+}
+
+/// What to do after a failed send of one delivery to one recipient (or endpoint). The classes
+/// are output-agnostic: SMTP replies map onto them here, and another output (a webhook) maps
+/// its own failures onto the same ones, so `notify` handles every output alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendClass {
+    /// The server's temporary trouble or the network's: back off and retry unchanged.
+    Transient,
+    /// Wrong on our side, and only the operator can fix it (authentication, TLS, a relay
+    /// without STARTTLS, our sender refused, a size the relay never takes): the delivery is
+    /// held, pending, and tried again after the next reload or restart, or on `digest
+    /// --resend` — never given up, never retried in a loop that could lock an account.
+    Hold,
+    /// This recipient is refused for good (550/551/553 to RCPT TO): that recipient fails; the
+    /// others still get the digest.
+    RecipientRefused,
+    /// The message is too big for the relay: retry once trimmed (see
+    /// [`smtp_reply_means_too_large`]); refused again, it is a [`SendClass::Hold`].
+    TooLarge,
+    /// The server refused this message for good (554 content refusal after DATA): fails this
+    /// recipient's copy.
+    MessageRefused,
+}
+
+/// Classifies a failed SMTP send.
 ///
-/// Reply codes decide when there is one: 4xx is the server's "try again later", 5xx is final
-/// (RFC 5321 §4.2.1); a 552 is final for *this* message, and the caller may send a trimmed one
-/// (see [`smtp_reply_means_too_large`]). Without a code, network trouble (refused, reset,
-/// timeout) is transient. TLS failures are transient too: they are almost always a relay
-/// being reconfigured or a certificate being renewed, and a digest that waits is better than
-/// one marked failed for good; the backoff keeps the retries rare. A client-side refusal
-/// (no AUTH mechanism in common, bad addresses) will not fix itself: permanent.
-pub fn smtp_failure_is_transient(code: Option<u16>, failure: SmtpFailure) -> bool {
+/// - no reply code: network trouble and timeouts are transient; a TLS failure (untrusted or
+///   expired certificate, wrong name) and our own refusals (no STARTTLS offered, no AUTH
+///   mechanism in common) need the operator: [`SendClass::Hold`];
+/// - 4xx is the server's "try again later" (RFC 5321 §4.2.1): transient;
+/// - 530/534/535/538 anywhere (authentication required, too weak, failed): hold;
+/// - 5xx to MAIL FROM (our sender address) or during connect/STARTTLS/AUTH: hold;
+/// - 5xx to RCPT TO: that recipient is refused;
+/// - 5xx after DATA: too large (552, 5.3.4) or refused (554 and the rest);
+/// - a code outside 4xx/5xx on a failure is a confused server: transient.
+pub fn classify_smtp(
+    code: Option<u16>,
+    failure: SmtpFailure,
+    phase: SmtpPhase,
+    message: &str,
+) -> SendClass {
     match code {
-        Some(c) if (400..500).contains(&c) => true,
-        Some(c) if (500..600).contains(&c) => false,
-        // A code outside 4xx/5xx on a failure is a confused server: like a protocol error.
-        Some(_) => true,
-        None => !matches!(failure, SmtpFailure::Client),
+        None => match failure {
+            SmtpFailure::Connection | SmtpFailure::Timeout | SmtpFailure::Protocol => {
+                SendClass::Transient
+            }
+            SmtpFailure::Tls => SendClass::Hold,
+            SmtpFailure::Client | SmtpFailure::Reply => match phase {
+                SmtpPhase::Connect | SmtpPhase::Starttls | SmtpPhase::Auth => SendClass::Hold,
+                SmtpPhase::MailFrom | SmtpPhase::RcptTo | SmtpPhase::Data => {
+                    SendClass::MessageRefused
+                }
+            },
+        },
+        Some(c) if (400..500).contains(&c) => SendClass::Transient,
+        Some(530 | 534 | 535 | 538) => SendClass::Hold,
+        Some(c) if (500..600).contains(&c) => match phase {
+            SmtpPhase::Connect | SmtpPhase::Starttls | SmtpPhase::Auth | SmtpPhase::MailFrom => {
+                SendClass::Hold
+            }
+            SmtpPhase::RcptTo => SendClass::RecipientRefused,
+            SmtpPhase::Data if smtp_reply_means_too_large(code, message) => SendClass::TooLarge,
+            SmtpPhase::Data => SendClass::MessageRefused,
+        },
+        Some(_) => SendClass::Transient,
     }
+}
+
+/// Whether a failed send is worth retrying unchanged (for callers that only need yes or no,
+/// like `send-test`).
+pub fn smtp_failure_is_transient(code: Option<u16>, failure: SmtpFailure) -> bool {
+    classify_smtp(code, failure, SmtpPhase::Data, "") == SendClass::Transient
 }
 
 /// Whether a permanent reply says the message was too big, so a trimmed digest may pass:
@@ -238,6 +311,19 @@ pub fn smtp_failure_is_transient(code: Option<u16>, failure: SmtpFailure) -> boo
 /// enhanced status 5.3.4 "message too big for system" under another code.
 pub fn smtp_reply_means_too_large(code: Option<u16>, message: &str) -> bool {
     code == Some(552) || (code.is_some_and(|c| c >= 500) && message.contains("5.3.4"))
+}
+
+/// The deadline of one phase of an SMTP conversation is `[smtp] timeout`; a phase that is
+/// several exchanges inside lettre (connect + greeting + EHLO, STARTTLS + handshake + EHLO,
+/// AUTH LOGIN's challenges) gets this many timeouts.
+pub const SMTP_PHASE_EXCHANGES: u32 = 3;
+
+/// The longest one recipient's send may take in all: connect, STARTTLS and AUTH at
+/// [`SMTP_PHASE_EXCHANGES`] timeouts each, MAIL, RCPT and DATA at one each, the message and
+/// its final reply at two, QUIT at one. `notify` wraps a whole send in the sum over its
+/// recipients, a backstop behind the per-phase deadlines.
+pub fn smtp_send_deadline(timeout: Duration) -> Duration {
+    timeout.saturating_mul(3 * SMTP_PHASE_EXCHANGES + 3 + 2 + 1)
 }
 
 /// First retry of a delivery after a minute, doubling, at most every 30 minutes: mail relays
@@ -273,29 +359,66 @@ mod tests {
 
     #[test]
     fn smtp_codes_and_failures_classify() {
+        use SendClass::*;
         use SmtpFailure::*;
-        let cases: &[(Option<u16>, SmtpFailure, bool)] = &[
-            (Some(421), Reply, true),
-            (Some(450), Reply, true),
-            (Some(451), Reply, true),
-            (Some(452), Reply, true),
-            (Some(535), Reply, false),
-            (Some(550), Reply, false),
-            (Some(552), Reply, false),
-            (Some(554), Reply, false),
-            (None, Connection, true),
-            (None, Timeout, true),
-            (None, Tls, true),
-            (None, Protocol, true),
-            (None, Client, false),
+        use SmtpPhase::*;
+        let cases: &[(Option<u16>, SmtpFailure, SmtpPhase, &str, SendClass)] = &[
+            (Some(421), Reply, Connect, "", Transient),
+            (Some(450), Reply, RcptTo, "", Transient),
+            (Some(451), Reply, Data, "", Transient),
+            (Some(452), Reply, RcptTo, "", Transient),
+            // The operator's to fix: held until the config changes.
+            (Some(535), Reply, Auth, "5.7.8 bad credentials", Hold),
+            (
+                Some(530),
+                Reply,
+                RcptTo,
+                "5.7.0 authentication required",
+                Hold,
+            ),
+            (Some(550), Reply, MailFrom, "5.7.1 sender refused", Hold),
+            (Some(554), Reply, Connect, "no service", Hold),
+            (None, Tls, Connect, "", Hold),
+            (None, Client, Starttls, "STARTTLS is not supported", Hold),
+            (None, Client, Auth, "no compatible mechanism", Hold),
+            // One recipient refused.
+            (
+                Some(550),
+                Reply,
+                RcptTo,
+                "5.1.1 no such user",
+                RecipientRefused,
+            ),
+            (Some(551), Reply, RcptTo, "", RecipientRefused),
+            (Some(553), Reply, RcptTo, "", RecipientRefused),
+            // The message.
+            (Some(552), Reply, Data, "", TooLarge),
+            (Some(554), Reply, Data, "5.3.4 Message too big", TooLarge),
+            (
+                Some(554),
+                Reply,
+                Data,
+                "5.7.1 content refused",
+                MessageRefused,
+            ),
+            (Some(550), Reply, Data, "", MessageRefused),
+            (None, Client, Data, "no 8BITMIME", MessageRefused),
+            // The network.
+            (None, Connection, Connect, "", Transient),
+            (None, Timeout, Data, "", Transient),
+            (None, Protocol, RcptTo, "", Transient),
+            (Some(250), Reply, Data, "", Transient),
         ];
-        for &(code, failure, want) in cases {
+        for &(code, failure, phase, msg, want) in cases {
             assert_eq!(
-                smtp_failure_is_transient(code, failure),
+                classify_smtp(code, failure, phase, msg),
                 want,
-                "{code:?} {failure:?}"
+                "{code:?} {failure:?} {phase:?} {msg}"
             );
         }
+        assert!(smtp_failure_is_transient(Some(451), Reply));
+        assert!(!smtp_failure_is_transient(Some(550), Reply));
+        assert!(smtp_send_deadline(Duration::from_secs(1)) >= Duration::from_secs(10));
         assert!(smtp_reply_means_too_large(Some(552), "5.2.2 mailbox full"));
         assert!(smtp_reply_means_too_large(
             Some(554),

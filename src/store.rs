@@ -12,9 +12,11 @@
 //! - **An item is claimed by a digest at most once.** `delivery_items` has the primary key
 //!   `(digest_id, item_id, watch_id)`, and claiming happens in the same transaction that creates
 //!   the delivery row, so two claims can never take the same story.
-//! - **A delivery is marked sent only after the server (or the log) accepted it.** A crash
-//!   between claim and send leaves a `pending` delivery that is retried with the same
-//!   Message-ID; nothing is lost and nothing is re-claimed.
+//! - **A delivery is marked sent only after the server (or the log) accepted it**, recipient by
+//!   recipient (`delivery_recipients`): a crash between claim and send leaves a `pending`
+//!   delivery that is retried with the same Message-ID for the recipients not yet served;
+//!   nothing is lost and nothing is re-claimed. A *held* delivery (`held = 1`) is pending but
+//!   waits for [`Store::release_held`] instead of a time.
 //! - Items stored during a feed's backfill (older than the backfill window on its first poll) get
 //!   `reportable = 0` verdicts: kept for backtests, never reported.
 //!
@@ -143,7 +145,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX items_cluster ON items(cluster_id);
     CREATE INDEX items_canonical ON items(canonical_url);
     "#,
-    // 3: the item's language (ISO 639-1), told before classification; NULL when unknown.
+    // 3: per-recipient outcomes (one refused address fails that address only), deliveries
+    // held for the operator (authentication, TLS, size: retried after a reload, never given
+    // up), explicit resends, and how many of its stories a delivery showed (the archive).
+    r#"
+    CREATE TABLE delivery_recipients (
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        recipient TEXT NOT NULL,             -- as configured: "Name <addr>" or "addr"
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        sent_at INTEGER,
+        server_reply TEXT,
+        resolved_at INTEGER,                 -- a failure an explicit resend made good
+        PRIMARY KEY (delivery_id, recipient)
+    );
+    CREATE INDEX delivery_recipients_status ON delivery_recipients(status, recipient);
+    ALTER TABLE deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN resent_at INTEGER;
+    ALTER TABLE deliveries ADD COLUMN shown INTEGER;
+    ALTER TABLE deliveries ADD COLUMN stories INTEGER;
+    "#,
+    // 4: the item's language (ISO 639-1), told before classification; NULL when unknown.
     r#"
     ALTER TABLE items ADD COLUMN lang TEXT;
     "#,
@@ -289,6 +312,73 @@ pub struct Delivery {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub trim_to: Option<usize>,
+    /// Pending, but waiting for the operator (a reload, a restart or `digest --resend`), not
+    /// for a time: see [`Store::mark_held`].
+    pub held: bool,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Set when `digest --resend` sent it again.
+    pub resent_at: Option<DateTime<Utc>>,
+    /// Stories shown and claimed, recorded when it was sent.
+    pub shown: Option<usize>,
+    pub stories: Option<usize>,
+}
+
+/// One recipient of a delivery and how it went for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipient {
+    pub delivery_id: i64,
+    /// As configured: `Name <addr>` or `addr`.
+    pub address: String,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub reply: Option<String>,
+}
+
+/// What one attempt to one recipient came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecipientOutcome {
+    /// The server accepted it; its reply.
+    Sent(String),
+    /// Refused for good, for this recipient.
+    Failed(String),
+    /// Not this time; the delivery decides when to try again.
+    Deferred(String),
+}
+
+/// A recipient that failed for good and has not been made good since (no later delivery to
+/// the same address went through, no resend): shown to the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientProblem {
+    pub delivery_id: i64,
+    pub digest_id: String,
+    pub address: String,
+    pub error: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A flagged story in the archive (`policywatch stories`), with every delivery that carried
+/// it or its story.
+#[derive(Debug, Clone)]
+pub struct ArchivedStory {
+    pub item_id: i64,
+    pub watch_id: String,
+    pub score: f64,
+    pub title: String,
+    pub link: Option<String>,
+    pub feed_name: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub cluster_id: i64,
+    /// The deliveries that claimed this very item for this watch.
+    pub claims: Vec<Delivery>,
+    /// Other items of the same story that a delivery carried: (item id, feed, title,
+    /// delivery id). Non-empty with no claim of its own means it joined a story that was
+    /// delivered under another item.
+    pub joined: Vec<(i64, String, String, i64)>,
+    /// Other items of the same story (feed names), delivered or not: "also reported by".
+    pub also_reported_by: Vec<String>,
 }
 
 /// One claimed story of a delivery: the item, the watch it matched, and why.
@@ -751,6 +841,11 @@ impl Store {
         let mut report = PruneReport::default();
         // Old deliveries first, so their items stop counting as delivered.
         tx.execute(
+            "DELETE FROM delivery_recipients WHERE delivery_id IN (SELECT id FROM deliveries \
+             WHERE status != 'pending' AND created_at < ?1)",
+            [ts(delivered_before)],
+        )?;
+        tx.execute(
             "DELETE FROM delivery_items WHERE delivery_id IN (SELECT id FROM deliveries \
              WHERE status != 'pending' AND created_at < ?1)",
             [ts(delivered_before)],
@@ -947,11 +1042,17 @@ impl Store {
             next_attempt_at: from_ts(r.get(7)?),
             last_error: r.get(8)?,
             trim_to: r.get::<_, Option<i64>>(9)?.map(|n| n.max(0) as usize),
+            held: r.get::<_, i64>(11)? != 0,
+            sent_at: r.get::<_, Option<i64>>(12)?.map(from_ts),
+            resent_at: r.get::<_, Option<i64>>(13)?.map(from_ts),
+            shown: r.get::<_, Option<i64>>(14)?.map(|n| n.max(0) as usize),
+            stories: r.get::<_, Option<i64>>(15)?.map(|n| n.max(0) as usize),
         })
     }
 
     const DELIVERY_COLS: &'static str = "id, digest_id, via, created_at, message_id, status, \
-        attempts, next_attempt_at, last_error, trim_to, kind";
+        attempts, next_attempt_at, last_error, trim_to, kind, held, sent_at, resent_at, shown, \
+        stories";
 
     pub fn delivery(&self, id: i64) -> Result<Delivery> {
         Ok(self.conn.query_row(
@@ -967,8 +1068,8 @@ impl Store {
     /// Pending deliveries whose next attempt is due, oldest first.
     pub fn due_deliveries(&self, now: DateTime<Utc>) -> Result<Vec<Delivery>> {
         let mut st = self.conn.prepare(&format!(
-            "SELECT {} FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
-             ORDER BY id",
+            "SELECT {} FROM deliveries WHERE status = 'pending' AND held = 0 \
+             AND next_attempt_at <= ?1 ORDER BY id",
             Self::DELIVERY_COLS
         ))?;
         let rows = st.query_map([ts(now)], Self::delivery_from_row)?;
@@ -980,7 +1081,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND held = 0",
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )?
@@ -1070,14 +1171,265 @@ impl Store {
         Ok(())
     }
 
-    /// Deliveries that failed permanently (for status and the next digest's health section).
+    /// Deliveries that failed permanently and were not resent since (for `STATUS=`, the log
+    /// and the operator section of `policywatch feeds`).
     pub fn failed_deliveries(&self) -> Result<Vec<Delivery>> {
+        self.deliveries_where("status = 'failed' AND resent_at IS NULL")
+    }
+
+    /// Deliveries held for the operator (see [`Store::mark_held`]).
+    pub fn held_deliveries(&self) -> Result<Vec<Delivery>> {
+        self.deliveries_where("status = 'pending' AND held = 1")
+    }
+
+    /// Every pending delivery, held or waiting for its next attempt (what `run --once`
+    /// mentions from an earlier run).
+    pub fn pending_deliveries(&self) -> Result<Vec<Delivery>> {
+        self.deliveries_where("status = 'pending'")
+    }
+
+    fn deliveries_where(&self, cond: &str) -> Result<Vec<Delivery>> {
         let mut st = self.conn.prepare(&format!(
-            "SELECT {} FROM deliveries WHERE status = 'failed' ORDER BY id",
+            "SELECT {} FROM deliveries WHERE {cond} ORDER BY id",
             Self::DELIVERY_COLS
         ))?;
         let rows = st.query_map([], Self::delivery_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A failure only the operator can fix (authentication, TLS, a size the relay never
+    /// takes, a digest a reload removed): the delivery stays pending with its stories and
+    /// Message-ID, is not attempted on a timer and never given up, and is released by
+    /// [`Store::release_held`] after the next reload or start, or by `digest --resend`.
+    pub fn mark_held(&mut self, id: i64, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deliveries SET held = 1, attempts = attempts + 1, last_error = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, error],
+        )?;
+        Ok(())
+    }
+
+    /// Makes every held delivery (or only `id`) due at `now`; returns how many.
+    pub fn release_held(&mut self, id: Option<i64>, now: DateTime<Utc>) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET held = 0, next_attempt_at = ?2 \
+             WHERE status = 'pending' AND held = 1 AND (?1 IS NULL OR id = ?1)",
+            params![id, ts(now)],
+        )?)
+    }
+
+    /// Makes one pending delivery (held or waiting for its backoff) due at `now`
+    /// (`digest --resend`); false when it is not pending.
+    pub fn make_due(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET held = 0, next_attempt_at = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, ts(now)],
+        )? > 0)
+    }
+
+    /// How many stories a sent delivery showed of those it claimed (for the archive).
+    pub fn record_shown(&mut self, id: i64, shown: usize, stories: usize) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deliveries SET shown = ?2, stories = ?3 WHERE id = ?1",
+            params![id, shown as i64, stories as i64],
+        )?;
+        Ok(())
+    }
+
+    /// `digest --resend` sent this delivery again: its failure stops being reported.
+    pub fn mark_resent(&mut self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE deliveries SET resent_at = ?2 WHERE id = ?1",
+            params![id, ts(now)],
+        )?;
+        tx.execute(
+            "UPDATE delivery_recipients SET resolved_at = ?2 \
+             WHERE delivery_id = ?1 AND status = 'failed'",
+            params![id, ts(now)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- recipients
+
+    fn recipient_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recipient> {
+        Ok(Recipient {
+            delivery_id: r.get(0)?,
+            address: r.get(1)?,
+            status: r.get(2)?,
+            attempts: r.get::<_, i64>(3)?.max(0) as u32,
+            last_error: r.get(4)?,
+            sent_at: r.get::<_, Option<i64>>(5)?.map(from_ts),
+            reply: r.get(6)?,
+        })
+    }
+
+    /// The recipients of a delivery, in the order they were added.
+    pub fn recipients(&self, delivery_id: i64) -> Result<Vec<Recipient>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT delivery_id, recipient, status, attempts, last_error, sent_at, server_reply \
+             FROM delivery_recipients WHERE delivery_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = st.query_map([delivery_id], Self::recipient_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Fixes a delivery's recipients at its first attempt (the config's `to` then) and returns
+    /// them all; later calls return what is stored, so a retry goes to the same people and a
+    /// recipient already served is never sent to again.
+    pub fn ensure_recipients(&mut self, delivery_id: i64, to: &[String]) -> Result<Vec<Recipient>> {
+        let tx = self.conn.transaction()?;
+        let n: i64 = tx.query_row(
+            "SELECT count(*) FROM delivery_recipients WHERE delivery_id = ?1",
+            [delivery_id],
+            |r| r.get(0),
+        )?;
+        if n == 0 {
+            for addr in to {
+                tx.execute(
+                    "INSERT OR IGNORE INTO delivery_recipients (delivery_id, recipient, status) \
+                     VALUES (?1, ?2, 'pending')",
+                    params![delivery_id, addr],
+                )?;
+            }
+        }
+        tx.commit()?;
+        self.recipients(delivery_id)
+    }
+
+    /// Records one attempt to one recipient. A recipient already sent stays sent.
+    pub fn record_recipient(
+        &mut self,
+        delivery_id: i64,
+        address: &str,
+        outcome: &RecipientOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (status, error, reply) = match outcome {
+            RecipientOutcome::Sent(r) => ("sent", None, Some(r.as_str())),
+            RecipientOutcome::Failed(e) => ("failed", Some(e.as_str()), None),
+            RecipientOutcome::Deferred(e) => ("pending", Some(e.as_str()), None),
+        };
+        self.conn.execute(
+            "INSERT INTO delivery_recipients (delivery_id, recipient, status, attempts, \
+                last_error, sent_at, server_reply) \
+             VALUES (?1, ?2, ?3, 1, ?4, CASE WHEN ?3 = 'sent' THEN ?5 END, ?6) \
+             ON CONFLICT (delivery_id, recipient) DO UPDATE SET status = excluded.status, \
+                attempts = attempts + 1, last_error = excluded.last_error, \
+                sent_at = excluded.sent_at, server_reply = excluded.server_reply, \
+                resolved_at = NULL \
+             WHERE delivery_recipients.status != 'sent'",
+            params![delivery_id, address, status, error, ts(now), reply],
+        )?;
+        Ok(())
+    }
+
+    /// Recipients failed for good whose failure nothing has made good since: no later
+    /// delivery to the same address was accepted and no resend covered it. Newest first.
+    pub fn recipient_problems(&self) -> Result<Vec<RecipientProblem>> {
+        let mut st = self.conn.prepare(
+            "SELECT r.delivery_id, d.digest_id, r.recipient, COALESCE(r.last_error, ''), \
+                d.created_at \
+             FROM delivery_recipients r JOIN deliveries d ON d.id = r.delivery_id \
+             WHERE r.status = 'failed' AND r.resolved_at IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM delivery_recipients s \
+                   WHERE s.recipient = r.recipient AND s.status = 'sent' \
+                     AND s.delivery_id > r.delivery_id) \
+             ORDER BY r.delivery_id DESC LIMIT 100",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(RecipientProblem {
+                delivery_id: r.get(0)?,
+                digest_id: r.get(1)?,
+                address: r.get(2)?,
+                error: r.get(3)?,
+                created_at: from_ts(r.get(4)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---------------------------------------------------------------- the archive
+
+    /// Flagged (reportable) stories first seen since `since`, newest first, optionally of one
+    /// watch and containing `search` (in the title or summary, any case), with their fate.
+    pub fn archive(
+        &self,
+        since: DateTime<Utc>,
+        watch: Option<&str>,
+        search: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ArchivedStory>> {
+        let pattern = search.map(|s| {
+            let escaped = s
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let mut st = self.conn.prepare(
+            "SELECT v.item_id, v.watch_id, v.score, i.title, i.link, f.name, i.first_seen_at, \
+                COALESCE(i.cluster_id, i.id) \
+             FROM verdicts v JOIN items i ON i.id = v.item_id JOIN feeds f ON f.id = i.feed_id \
+             WHERE v.reportable = 1 AND i.pruned = 0 AND i.first_seen_at >= ?1 \
+               AND (?2 IS NULL OR v.watch_id = ?2) \
+               AND (?3 IS NULL OR i.title LIKE ?3 ESCAPE '\\' OR i.summary LIKE ?3 ESCAPE '\\') \
+             ORDER BY i.first_seen_at DESC, i.id DESC, v.watch_id LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![ts(since), watch, pattern, limit as i64], |r| {
+            Ok(ArchivedStory {
+                item_id: r.get(0)?,
+                watch_id: r.get(1)?,
+                score: r.get(2)?,
+                title: r.get(3)?,
+                link: r.get(4)?,
+                feed_name: r.get(5)?,
+                first_seen_at: from_ts(r.get(6)?),
+                cluster_id: r.get(7)?,
+                claims: Vec::new(),
+                joined: Vec::new(),
+                also_reported_by: Vec::new(),
+            })
+        })?;
+        let mut out: Vec<ArchivedStory> = rows.collect::<rusqlite::Result<_>>()?;
+        let mut claims = self.conn.prepare(&format!(
+            "SELECT {} FROM deliveries WHERE id IN (SELECT delivery_id FROM delivery_items \
+             WHERE item_id = ?1 AND watch_id = ?2) ORDER BY id",
+            Self::DELIVERY_COLS
+        ))?;
+        let mut cluster = self.conn.prepare(
+            "SELECT j.id, f.name, j.title, \
+                (SELECT min(d.delivery_id) FROM delivery_items d WHERE d.item_id = j.id) \
+             FROM items j JOIN feeds f ON f.id = j.feed_id \
+             WHERE j.cluster_id = ?1 AND j.id != ?2 ORDER BY j.id LIMIT 20",
+        )?;
+        for s in &mut out {
+            s.claims = claims
+                .query_map(params![s.item_id, s.watch_id], Self::delivery_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let others = cluster.query_map(params![s.cluster_id, s.item_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })?;
+            for o in others {
+                let (id, feed, title, delivery) = o?;
+                if !s.also_reported_by.contains(&feed) {
+                    s.also_reported_by.push(feed.clone());
+                }
+                if let Some(d) = delivery {
+                    s.joined.push((id, feed, title, d));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -1232,6 +1584,77 @@ mod tests {
         s.mark_failed(id, "too late").unwrap();
         assert_eq!(s.delivery(id).unwrap().status, "sent");
         assert_eq!(s.outbox_depth().unwrap(), 1);
+    }
+
+    #[test]
+    fn recipients_held_deliveries_and_what_counts_as_resolved() {
+        let mut s = store();
+        let t0 = Utc::now() - Duration::minutes(5);
+        s.digest_state("daily", t0).unwrap();
+        let claim = |s: &mut Store, guid: &str, at| {
+            insert(s, vec![item(Some(guid), None, guid)], at, "w");
+            s.claim("daily", Kind::Digest, "email", &["w".into()], at, false)
+                .unwrap()
+                .unwrap()
+        };
+        let d1 = claim(&mut s, "a", t0);
+        let to = vec!["good@x.test".to_string(), "bad@x.test".to_string()];
+        assert_eq!(s.ensure_recipients(d1.id, &to).unwrap().len(), 2);
+        // Fixed at the first attempt: a changed `to` does not change who a retry goes to.
+        let later = vec!["other@x.test".to_string()];
+        assert_eq!(s.ensure_recipients(d1.id, &later).unwrap().len(), 2);
+        let sent = RecipientOutcome::Sent("250 ok".into());
+        let refused = RecipientOutcome::Failed("550 no such user".into());
+        s.record_recipient(d1.id, "good@x.test", &sent, t0).unwrap();
+        s.record_recipient(d1.id, "bad@x.test", &refused, t0)
+            .unwrap();
+        // A served recipient stays served whatever comes later.
+        let late = RecipientOutcome::Failed("late".into());
+        s.record_recipient(d1.id, "good@x.test", &late, t0).unwrap();
+        let r = s.recipients(d1.id).unwrap();
+        assert_eq!(
+            (r[0].status.as_str(), r[1].status.as_str()),
+            ("sent", "failed")
+        );
+        let problems = s.recipient_problems().unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].address, "bad@x.test");
+
+        // A later delivery that reaches the address resolves it.
+        let d2 = claim(&mut s, "b", t0 + Duration::minutes(1));
+        s.record_recipient(d2.id, "bad@x.test", &sent, t0).unwrap();
+        assert!(s.recipient_problems().unwrap().is_empty());
+
+        // Held: pending, not due on a timer, released by a reload.
+        let d3 = claim(&mut s, "c", t0 + Duration::minutes(2));
+        s.mark_held(d3.id, "535 authentication failed").unwrap();
+        let far = Utc::now() + Duration::days(30);
+        assert!(s.due_deliveries(far).unwrap().iter().all(|d| d.id != d3.id));
+        assert_eq!(s.held_deliveries().unwrap().len(), 1);
+        assert_eq!(s.release_held(None, Utc::now()).unwrap(), 1);
+        assert!(s
+            .due_deliveries(Utc::now())
+            .unwrap()
+            .iter()
+            .any(|d| d.id == d3.id));
+        assert!(s.held_deliveries().unwrap().is_empty());
+
+        // A resend resolves a failed delivery and its refused recipients.
+        s.mark_failed(d3.id, "every recipient failed").unwrap();
+        s.ensure_recipients(d3.id, &["gone@x.test".to_string()])
+            .unwrap();
+        s.record_recipient(d3.id, "gone@x.test", &refused, t0)
+            .unwrap();
+        assert_eq!(s.failed_deliveries().unwrap().len(), 1);
+        assert_eq!(s.recipient_problems().unwrap().len(), 1);
+        s.mark_resent(d3.id, Utc::now()).unwrap();
+        assert!(s.failed_deliveries().unwrap().is_empty());
+        assert!(s.recipient_problems().unwrap().is_empty());
+
+        // Retention removes finished deliveries with their recipients (foreign keys hold).
+        s.mark_sent(d1.id, t0, "250 ok").unwrap();
+        s.prune(t0, Utc::now() + Duration::days(1), t0).unwrap();
+        assert!(s.recipients(d1.id).unwrap().is_empty());
     }
 
     #[test]

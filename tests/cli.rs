@@ -365,3 +365,241 @@ fn check_and_run_refuse_a_config_that_would_do_nothing() {
         assert!(text(&o).1.contains(says), "{:?}", text(&o));
     }
 }
+
+/// `run --once` over `cfg` and `state`.
+fn run_once(cfg: &Path, state: &Path) -> Output {
+    bin()
+        .args(["run", "--once", "--config"])
+        .arg(cfg)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap()
+}
+
+/// Issue 13 item 6: every feed failing is not success.
+#[test]
+fn run_once_fails_when_every_feed_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = common::test_config(
+        dir.path(),
+        &[
+            ("One", format!("http://127.0.0.1:{dead}/a.xml")),
+            ("Two", format!("http://127.0.0.1:{dead}/b.xml")),
+        ],
+    );
+    let o = run_once(&cfg, &dir.path().join("state"));
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("2 of 2 feeds failed"), "{out}");
+}
+
+/// The fixture feeds with the digest by email through a relay on a dead loopback port.
+fn mail_to_dead_relay(dir: &Path) -> PathBuf {
+    let cfg = file_config(dir);
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(&cfg).unwrap().parse().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut smtp = toml_edit::Table::new();
+    smtp["host"] = toml_edit::value("127.0.0.1");
+    smtp["port"] = toml_edit::value(i64::from(dead));
+    smtp["from"] = toml_edit::value("policywatch <pw@policywatch.test>");
+    smtp["timeout"] = toml_edit::value("5s");
+    doc["smtp"] = toml_edit::Item::Table(smtp);
+    doc["digests"][0]["via"] = toml_edit::value("email");
+    let mut to = toml_edit::Array::new();
+    to.push("analyst@policywatch.test");
+    doc["digests"][0]["to"] = toml_edit::value(to);
+    std::fs::write(&cfg, doc.to_string()).unwrap();
+    cfg
+}
+
+/// Deferred mail is its own exit status (75), and the next run names the pending delivery.
+#[test]
+fn run_once_says_deferred_mail_and_mentions_it_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mail_to_dead_relay(dir.path());
+    let state = dir.path().join("state");
+    let o = run_once(&cfg, &state);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(75), "{out}{err}");
+    assert!(out.contains("mail deferred"), "{out}");
+    let o = run_once(&cfg, &state);
+    let (out, err) = text(&o);
+    assert!(
+        out.contains(
+            "note: delivery 1 of digest `daily` (digest) is still pending from an earlier run"
+        ),
+        "{out}{err}"
+    );
+    // Its retry is not due yet (backoff): nothing else failed, so no 75 this time.
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+
+    // The archive shows the stories as pending in that delivery; feeds lists the outbox.
+    let o = bin()
+        .args([
+            "stories",
+            "--since",
+            "3650days",
+            "--search",
+            "entity list",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("Entity List"), "{out}");
+    assert!(out.contains("pending in `daily` delivery 1"), "{out}");
+    let o = bin()
+        .args([
+            "stories", "--json", "--since", "3650days", "--watch", "ai-chips", "--config",
+        ])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!rows.is_empty(), "{out}");
+    for r in &rows {
+        assert_eq!(r["watch"], "ai-chips", "{r}");
+        assert_eq!(r["fates"][0]["state"], "pending", "{r}");
+        assert_eq!(r["fates"][0]["delivery"], 1, "{r}");
+    }
+    let o = bin()
+        .args(["feeds", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    assert!(out.contains("DELIVERIES: 1 pending"), "{out}");
+
+    // `digest --resend` of a pending delivery tries it now, whatever its backoff says; the
+    // relay is still down, so it is deferred again (75), and --to is refused for it.
+    let resend = |extra: &[&str]| {
+        bin()
+            .args(["digest", "--resend", "1"])
+            .args(extra)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let o = resend(&[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(75), "{out}{err}");
+    assert!(out.contains("mail deferred"), "{out}");
+    let o = resend(&["--to", "x@policywatch.test"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("has not gone out yet"), "{err}");
+}
+
+/// Issue 13 item 6: `check` reads the password source as the daemon will, and says where.
+#[test]
+fn check_verifies_the_smtp_password_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mail_to_dead_relay(dir.path());
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let with = |extra: &str| {
+        let path = dir.path().join("pw.toml");
+        let mut doc: toml_edit::DocumentMut = base.parse().unwrap();
+        doc["smtp"]["username"] = toml_edit::value("pw");
+        let t: toml_edit::DocumentMut = extra.parse().unwrap();
+        for (k, v) in t.iter() {
+            doc["smtp"][k] = v.clone();
+        }
+        std::fs::write(&path, doc.to_string()).unwrap();
+        path
+    };
+    let check = |path: &Path, env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.args(["check", "--config"]).arg(path);
+        c.env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("PW_TEST_UNSET");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let (out, err) = text(&o);
+        (o.status.code(), out, err)
+    };
+
+    let missing = dir.path().join("no-such-password");
+    let p = with(&format!("password_file = '{}'", missing.display()));
+    let (code, _, err) = check(&p, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let line = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("password_file"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("pw.toml:{line}:1: error:")), "{err}");
+    assert!(
+        err.contains("no-such-password") && err.contains("hint:"),
+        "{err}"
+    );
+
+    std::fs::write(&missing, "s3cret\n").unwrap();
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let p = with("password_env = 'PW_TEST_UNSET'");
+    let (code, _, err) = check(&p, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("PW_TEST_UNSET") && err.contains("not set"),
+        "{err}"
+    );
+    let (code, _, err) = check(&p, &[("PW_TEST_UNSET", "x")]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let p = with("password_credential = 'smtp-password'");
+    let (code, out, err) = check(&p, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("warning:") && err.contains("only available under systemd"),
+        "{err}"
+    );
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let (code, _, err) = check(&p, &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("smtp-password"), "{err}");
+}
+
+/// The exit codes are documented where people look: `--help`.
+#[test]
+fn help_documents_the_exit_codes() {
+    for args in [&["--help"][..], &["run", "--help"][..]] {
+        let o = bin().args(args).output().unwrap();
+        let (out, _) = text(&o);
+        assert!(
+            out.contains("Exit status") && out.contains("75") && out.contains("78"),
+            "{args:?}: {out}"
+        );
+    }
+    let o = bin().args(["digest", "--help"]).output().unwrap();
+    assert!(text(&o).0.contains("--resend"), "{}", text(&o).0);
+}

@@ -12,19 +12,131 @@ use smtp::{header_values, parse_message, Opts, Single, USER};
 
 /// A config with only an [smtp] section for `server` and an email digest to `to`.
 fn smtp_config(dir: &Path, server: &Single, to: &str) -> std::path::PathBuf {
+    smtp_config_to(dir, server, &[to], "")
+}
+
+/// [`smtp_config`] with several recipients and `extra` TOML (feeds) appended.
+fn smtp_config_to(dir: &Path, server: &Single, to: &[&str], extra: &str) -> std::path::PathBuf {
     let c = server.config();
+    let to: Vec<String> = to.iter().map(|a| format!("{a:?}")).collect();
     let toml = format!(
-        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nusername = \"{USER}\"\n\
+        "[daemon]\nbackfill = \"36500days\"\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nusername = \"{USER}\"\n\
          password_file = {:?}\nfrom = \"policywatch <digests@policywatch.test>\"\nca_file = {:?}\n\
          [[watches]]\nid = \"w\"\nquery = \"nvidia\"\n\
-         [[digests]]\nid = \"daily\"\nschedule = \"daily 07:30\"\nvia = \"email\"\nto = [\"{to}\"]\n",
+         [[digests]]\nid = \"daily\"\nschedule = \"daily 07:30\"\nvia = \"email\"\nto = [{}]\n{extra}",
         c.port.unwrap(),
         c.password_file.unwrap(),
-        c.ca_file.unwrap()
+        c.ca_file.unwrap(),
+        to.join(", ")
     );
     let p = dir.join("pw.toml");
     std::fs::write(&p, toml).unwrap();
     p
+}
+
+/// Issue 13 items 2 and "archive": a recipient refused at RCPT fails alone (`run --once` exits
+/// 1 and says so), the archive shows the story delivered — digest, Message-ID — and failed for
+/// whom, and `digest --resend N --to FIXED` sends it to the fixed address under a new
+/// Message-ID that refers to the first; the refusal then stops being reported.
+#[test]
+fn a_refused_recipient_is_reported_archived_and_resent_to_a_fixed_address() {
+    let bad = "typo@policywatch.test";
+    let Some(server) = Single::start(Opts {
+        reject_rcpt: vec![bad.to_string()],
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.xml");
+    std::fs::write(
+        &feed,
+        common::rss(&[(
+            "n1",
+            "Nvidia readies a China-compliant accelerator",
+            "A cut-down part.",
+        )]),
+    )
+    .unwrap();
+    let url = url::Url::from_file_path(&feed).unwrap();
+    let cfg = smtp_config_to(
+        dir.path(),
+        &server,
+        &["analyst@policywatch.test", bad],
+        &format!("[[feeds]]\nurl = \"{url}\"\nname = \"Wire\"\n"),
+    );
+    let state = dir.path().join("state");
+    let cmd = |args: &[&str]| {
+        let o = bin()
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (o.status.code(), out, err)
+    };
+
+    let (code, out, err) = cmd(&["run", "--once"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("mailed to analyst@policywatch.test"), "{out}");
+    assert!(
+        out.contains(&format!("recipient {bad} refused for good")),
+        "{out}"
+    );
+    assert!(err.contains("ERROR") || err.contains("error"), "{err}");
+    let msgs = server.messages();
+    assert_eq!(msgs.len(), 1);
+    let first_id = header_values(&parse_message(&msgs[0]), "Message-ID");
+
+    let (code, out, err) = cmd(&["feeds"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!(
+            "recipient {bad} of digest `daily` refused delivery 1"
+        )),
+        "{out}"
+    );
+
+    let (_, out, _) = cmd(&["stories", "--since", "3650days"]);
+    assert!(out.contains("Nvidia readies"), "{out}");
+    let mid = first_id[0].trim_matches(|c| c == '<' || c == '>');
+    assert!(
+        out.contains("delivered by `daily`") && out.contains(mid),
+        "{out}"
+    );
+    assert!(out.contains(&format!("failed for {bad}")), "{out}");
+
+    let (code, out, err) = cmd(&["digest", "--resend", "1", "--to", "fixed@policywatch.test"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("resent delivery 1 to fixed@policywatch.test"),
+        "{out}"
+    );
+    let msgs = server.messages();
+    assert_eq!(msgs.len(), 2);
+    let parsed = parse_message(&msgs[1]);
+    assert_ne!(header_values(&parsed, "Message-ID"), first_id);
+    assert_eq!(header_values(&parsed, "References"), first_id);
+    let text = parsed["parts"][0]["text"].as_str().unwrap();
+    assert!(text.contains("Nvidia readies"), "{text}");
+    assert_eq!(
+        server.env.envelope_recipients()[1],
+        vec!["fixed@policywatch.test".to_string()]
+    );
+    let (_, out, _) = cmd(&["feeds"]);
+    assert!(
+        !out.contains("refused delivery"),
+        "resolved by the resend:\n{out}"
+    );
+
+    let (code, _, err) = cmd(&["digest", "--resend", "99"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("there is no delivery 99"), "{err}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use policywatch::config::{self, Loaded};
 use policywatch::item::{Evidence, Field, Item, Verdict};
 use policywatch::mail::{Mailer, SmtpConfig, TlsMode};
-use policywatch::notify::{Notifier, Report};
+use policywatch::notify::{self, Notifier, Problem, Report};
 use policywatch::store::{Kind, NewItem, Store};
 use smtp::{header_values, parse_message, Env, Opts};
 
@@ -26,6 +26,11 @@ fn t0() -> DateTime<Utc> {
 
 /// The shipped config (its watches) with one feed, one email digest and `smtp`.
 fn load_config(smtp: &SmtpConfig, max_stories: usize) -> Loaded {
+    load_config_to(smtp, max_stories, &["Analyst <analyst@policywatch.test>"])
+}
+
+/// [`load_config`] with the digest going to `recipients`.
+fn load_config_to(smtp: &SmtpConfig, max_stories: usize, recipients: &[&str]) -> Loaded {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/policywatch.toml"
@@ -44,7 +49,9 @@ fn load_config(smtp: &SmtpConfig, max_stories: usize) -> Loaded {
     d["schedule"] = toml_edit::value("daily 07:30");
     d["via"] = toml_edit::value("email");
     let mut to = toml_edit::Array::new();
-    to.push("Analyst <analyst@policywatch.test>");
+    for r in recipients {
+        to.push(*r);
+    }
     d["to"] = toml_edit::value(to);
     d["max_stories"] = toml_edit::value(max_stories as i64);
     digests.push(d);
@@ -340,8 +347,11 @@ async fn too_large_is_retried_once_trimmed() {
     );
 }
 
+/// A relay that refuses even the trimmed digest as too large needs the operator (a relay
+/// limit to raise, or `max_message_bytes` to set): the delivery is held — pending, never
+/// looping, never given up — and tried again after a reload.
 #[tokio::test]
-async fn too_large_even_when_trimmed_fails_once_and_never_loops() {
+async fn too_large_even_when_trimmed_is_held_and_never_loops() {
     let Some(env) = Env::new() else { return };
     let server = env.start(Opts {
         max_bytes: Some(1_000),
@@ -361,11 +371,14 @@ async fn too_large_even_when_trimmed_fails_once_and_never_loops() {
         .tick(&mut store, &cfg, t0() + Duration::seconds(1))
         .await
         .expect("tick");
-    assert_eq!(counts(&r), (0, 0, 1));
+    assert_eq!((counts(&r), r.held), ((0, 0, 0), 1));
     let d = store.delivery(1).expect("delivery");
-    assert_eq!(d.status, "failed");
+    assert_eq!((d.status.as_str(), d.held), ("pending", true));
     assert!(
-        d.last_error.as_deref().unwrap_or("").contains("552"),
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("max_message_bytes"),
         "{d:?}"
     );
     for h in [1, 2, 24, 100] {
@@ -373,7 +386,11 @@ async fn too_large_even_when_trimmed_fails_once_and_never_loops() {
             .tick(&mut store, &cfg, t0() + Duration::hours(h))
             .await
             .expect("tick");
-        assert_eq!(r.failed + r.retrying, 0, "hour {h}: no further attempts");
+        assert_eq!(
+            r.failed + r.retrying + r.held,
+            0,
+            "hour {h}: no further attempts"
+        );
     }
     assert_eq!(
         env.rejections().len(),
@@ -381,8 +398,208 @@ async fn too_large_even_when_trimmed_fails_once_and_never_loops() {
         "the full digest and the trimmed one"
     );
     assert!(env.messages().is_empty());
-    // The stories stay claimed: the next digest does not resend them.
-    assert_eq!(store.failed_deliveries().expect("failed").len(), 1);
+    let problems = notify::problems(&store, &cfg, t0()).expect("problems");
+    assert!(
+        matches!(problems.as_slice(), [Problem::Held { delivery }] if delivery.id == 1),
+        "{problems:?}"
+    );
+    // A reload releases it: one more attempt (still refused here), held again.
+    assert_eq!(
+        store
+            .release_held(None, t0() + Duration::days(5))
+            .expect("release"),
+        1
+    );
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::days(5))
+        .await
+        .expect("tick");
+    assert_eq!(r.held, 1);
+    assert_eq!(env.rejections().len(), 3);
+}
+
+/// Issue 13 item 2: `to = [good, bad]` and a 550 for bad at RCPT TO. The good recipient gets
+/// the digest; bad is failed for itself only, recorded and reported; nothing is resent.
+#[tokio::test]
+async fn a_refused_recipient_fails_alone_and_the_other_gets_the_digest() {
+    let Some(env) = Env::new() else { return };
+    let good = "Analyst <analyst@policywatch.test>";
+    let bad = "gone@policywatch.test";
+    let server = env.start(Opts {
+        reject_rcpt: vec![bad.to_string()],
+        ..Opts::default()
+    });
+    let smtp = env.config(server.port, TlsMode::Starttls);
+    let mut store = Store::open_in_memory().expect("store");
+    // The refused address first: its refusal must not stop the send to the next one.
+    let cfg = load_config_to(&smtp, 150, &[bad, good]);
+    let notifier = Notifier::new(&cfg).expect("notifier");
+    notifier.register(&mut store, &cfg, t0()).expect("register");
+    add_stories(&mut store, 3, t0() + Duration::seconds(1));
+
+    let r = notifier
+        .flush(&mut store, &cfg, t0() + Duration::minutes(1))
+        .await
+        .expect("flush");
+    assert_eq!(
+        (counts(&r), r.recipients_failed),
+        ((1, 0, 0), 1),
+        "{:?}",
+        r.texts
+    );
+    assert_eq!(
+        env.envelope_recipients(),
+        vec![vec!["analyst@policywatch.test".to_string()]]
+    );
+    let text = parse_message(&env.messages()[0])["parts"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    assert_eq!(
+        text.matches("Entity List adds firm number").count(),
+        3,
+        "{text}"
+    );
+
+    let d = store.delivery(1).expect("delivery");
+    assert_eq!(d.status, "sent");
+    let rcpts = store.recipients(1).expect("recipients");
+    let status: Vec<(&str, &str)> = rcpts
+        .iter()
+        .map(|r| (r.address.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(status, vec![(bad, "failed"), (good, "sent")]);
+    assert!(
+        rcpts[0].last_error.as_deref().unwrap_or("").contains("550"),
+        "{rcpts:?}"
+    );
+    let problems = notify::problems(&store, &cfg, t0()).expect("problems");
+    assert!(
+        matches!(problems.as_slice(), [Problem::Recipient { address, .. }] if address == bad),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].line().contains("--resend 1 --to"),
+        "{}",
+        problems[0].line()
+    );
+
+    // Nothing is retried or resent to anyone.
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::hours(2))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 0, 0));
+    assert_eq!(env.messages().len(), 1);
+}
+
+/// Issue 17 item 5: a wrong password (535) holds the delivery; it is not given up after days,
+/// and once the operator fixes the relay and reloads it goes out with its Message-ID.
+#[tokio::test]
+async fn a_refused_login_holds_the_delivery_until_a_reload() {
+    let Some(env) = Env::new() else { return };
+    let port = {
+        let s = env.start(Opts {
+            auth_reject: true,
+            ..Opts::default()
+        });
+        let mut store = Store::open_in_memory().expect("store");
+        let smtp = env.config(s.port, TlsMode::Starttls);
+        let (cfg, notifier) = setup(&mut store, &smtp, 2, 150);
+        let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");
+        assert_eq!((counts(&r), r.held), ((0, 0, 0), 1), "{:?}", r.texts);
+        let d = store.delivery(1).expect("delivery");
+        assert_eq!((d.status.as_str(), d.held), ("pending", true));
+        assert!(
+            d.last_error.as_deref().unwrap_or("").contains("535"),
+            "{d:?}"
+        );
+        // Days later, without a reload: still held, not attempted, not given up.
+        let r = notifier
+            .tick(&mut store, &cfg, t0() + Duration::days(4))
+            .await
+            .expect("tick");
+        assert_eq!((counts(&r), r.held), ((0, 0, 0), 0));
+        assert_eq!(store.delivery(1).expect("delivery").status, "pending");
+
+        // The operator fixes the password (here: the relay) and reloads.
+        let port = s.port;
+        drop(s);
+        let _fixed = env.start(Opts {
+            port,
+            ..Opts::default()
+        });
+        store
+            .release_held(None, t0() + Duration::days(4))
+            .expect("release");
+        let r = notifier
+            .tick(&mut store, &cfg, t0() + Duration::days(4))
+            .await
+            .expect("tick");
+        assert_eq!(counts(&r), (1, 0, 0), "{:?}", r.texts);
+        let files = env.messages();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            header_values(&parse_message(&files[0]), "Message-ID"),
+            vec![format!("<{}>", d.message_id)]
+        );
+        assert!(notify::problems(&store, &cfg, t0())
+            .expect("problems")
+            .is_empty());
+        port
+    };
+    let _ = port;
+}
+
+/// Issue 17 item 4: a reload that removes a digest with a delivery due holds it (its stories
+/// stay claimed and pending); the reload that brings the digest back sends it.
+#[tokio::test]
+async fn a_delivery_whose_digest_a_reload_removed_waits_for_it() {
+    let smtp = smtp::dead_server_config();
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(&mut store, &smtp, 2, 150);
+    let d = &cfg.digests[0];
+    store
+        .claim(&d.id, Kind::Digest, d.via.as_str(), &d.watches, t0(), false)
+        .expect("claim")
+        .expect("a delivery");
+    // The reloaded config: the digest is gone (a log digest of another name instead).
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policywatch.toml"
+    ))
+    .expect("shipped")
+    .parse()
+    .expect("toml");
+    doc["digests"][0]["id"] = toml_edit::value("renamed");
+    doc["digests"][0]["via"] = toml_edit::value("log");
+    let other = config::load_str("reloaded", &doc.to_string()).expect("config");
+    let other_notifier = Notifier::new(&other).expect("notifier");
+    let r = other_notifier
+        .tick(&mut store, &other, t0() + Duration::minutes(1))
+        .await
+        .expect("tick");
+    assert!(r.held >= 1, "{r:?}");
+    let held = store.delivery(1).expect("delivery");
+    assert_eq!((held.status.as_str(), held.held), ("pending", true));
+    assert!(
+        held.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no longer configured"),
+        "{held:?}"
+    );
+    // Back to the config with the digest: released by the reload, attempted (the relay is
+    // dead here, so it is deferred — pending, with its stories — not failed).
+    store
+        .release_held(None, t0() + Duration::minutes(2))
+        .expect("release");
+    let r = notifier
+        .tick(&mut store, &cfg, t0() + Duration::minutes(2))
+        .await
+        .expect("tick");
+    assert_eq!(counts(&r), (0, 1, 0));
+    assert_eq!(store.delivery_stories(1).expect("stories").len(), 2);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use chrono::{TimeZone, Utc};
 use policywatch::digest::{render, Digest, DigestKind, RenderLimits, Section, Story};
 use policywatch::item::{Evidence, Field};
 use policywatch::mail::{Mailer, TlsMode};
+use policywatch::retry::SendClass;
 use smtp::{header_values, parse_message, Opts, Single};
 
 const HOSTILE_TITLE: &str =
@@ -201,6 +202,7 @@ async fn refused_login_is_a_clear_permanent_error() {
     let err = mailer.send(&msg).await.expect_err("login refused");
     assert_eq!(err.code, Some(535), "{err:?}");
     assert!(!err.transient, "{err:?}");
+    assert_eq!(err.class, SendClass::Hold, "{err:?}");
     assert!(err.message.contains("authentication"), "{err}");
     assert!(err.message.contains("username"), "{err}");
     assert!(!err.message.contains(smtp::PASSWORD), "{err}");
@@ -284,6 +286,59 @@ async fn server_down_is_transient() {
     );
 }
 
+/// lettre's transport times out the TCP connect only. Here each phase has its own deadline:
+/// a relay that takes the message and never gives the final reply, and one that accepts the
+/// connection and never greets, both end in a transient "did not answer" naming the phase.
+/// (The outer timeouts are hang guards, far above `[smtp] timeout`; nothing is timed.)
+#[tokio::test]
+async fn a_silent_relay_ends_in_a_transient_timeout_at_every_phase() {
+    let guard = std::time::Duration::from_secs(60);
+    // Never greets: accepts and holds the connection.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut cfg = smtp::dead_server_config();
+    cfg.port = Some(mute.local_addr().expect("addr").port());
+    cfg.timeout = std::time::Duration::from_secs(1);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = mute.accept().await {
+            held.push(sock);
+        }
+    });
+    let mailer = Mailer::new(&cfg).expect("mailer");
+    let msg = small_message(&mailer);
+    let err = tokio::time::timeout(guard, mailer.send(&msg))
+        .await
+        .expect("the send ends by itself")
+        .expect_err("no greeting");
+    assert_eq!(err.class, SendClass::Transient, "{err:?}");
+    assert!(
+        err.message.contains("did not answer") && err.message.contains("greeting"),
+        "{err}"
+    );
+    holder.abort();
+
+    // Silent after DATA.
+    let Some(server) = Single::start(Opts {
+        hang_after_data: true,
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    let mut cfg = server.config();
+    cfg.timeout = std::time::Duration::from_secs(1);
+    let mailer = Mailer::new(&cfg).expect("mailer");
+    let msg = small_message(&mailer);
+    let err = tokio::time::timeout(guard, mailer.send(&msg))
+        .await
+        .expect("the send ends by itself")
+        .expect_err("no final reply");
+    assert_eq!(err.class, SendClass::Transient, "{err:?}");
+    assert!(err.message.contains("DATA and the final reply"), "{err}");
+    assert_eq!(server.env.hung().len(), 1, "the relay had the message");
+}
+
 #[tokio::test]
 async fn untrusted_certificate_is_refused_with_a_hint() {
     let Some(server) = Single::start(Opts::default()) else {
@@ -296,6 +351,8 @@ async fn untrusted_certificate_is_refused_with_a_hint() {
     let err = mailer.send(&msg).await.expect_err("untrusted");
     assert!(err.message.contains("TLS"), "{err}");
     assert!(err.message.contains("ca_file"), "{err}");
+    // The operator's to fix: the delivery waits for them, it is not given up.
+    assert_eq!(err.class, SendClass::Hold, "{err:?}");
     assert!(server.messages().is_empty());
 }
 
@@ -316,6 +373,7 @@ async fn never_sends_in_clear_text_when_the_server_lacks_starttls() {
     let err = mailer.send(&msg).await.expect_err("no STARTTLS offered");
     assert!(err.message.contains("STARTTLS"), "{err}");
     assert_eq!(err.code, None, "{err:?}");
+    assert_eq!(err.class, SendClass::Hold, "{err:?}");
     assert!(
         server.messages().is_empty(),
         "a message went out in clear text"

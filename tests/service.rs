@@ -7,6 +7,7 @@
 //! deadline is a hang guard, never a timing assertion.
 
 mod common;
+mod smtp;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -613,6 +614,153 @@ async fn sigterm_during_a_hanging_poll_exits_cleanly_and_nothing_is_reported_twi
         "{second}"
     );
     assert!(second.contains("nothing new matched"), "{second}");
+}
+
+/// Issue 13 item 3: a relay that takes the message and then never answers. The daemon keeps
+/// polling and feeding the watchdog while the send hangs, SIGTERM stops it within 5 s, and
+/// the unfinished delivery goes out on the next start with the same Message-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_silent_after_data_holds_up_neither_polling_nor_sigterm() {
+    let Some(env) = smtp::Env::new() else { return };
+    let relay = env.start(smtp::Opts {
+        hang_after_data: true,
+        ..smtp::Opts::default()
+    });
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let mut smtp_cfg = env.config(relay.port, policywatch::mail::TlsMode::Starttls);
+    // Far longer than the test: only the daemon's own design can keep it from waiting.
+    smtp_cfg.timeout = Duration::from_secs(600);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test")
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    until("the relay took the alert and went silent", || {
+        !env.hung().is_empty()
+    })
+    .await;
+
+    // While the send hangs: more polls, and the watchdog keeps being fed.
+    let polls = srv.requests_to("/a.xml").len();
+    until("a poll after the relay went silent", || {
+        srv.requests_to("/a.xml").len() > polls
+    })
+    .await;
+    let seen = mgr.seen.len();
+    mgr.wait_for("WATCHDOG=1 during the hang", |m| has_line(m, "WATCHDOG=1"))
+        .await;
+    assert!(mgr.seen.len() > seen);
+    assert!(env.messages().is_empty(), "the relay never accepted it");
+
+    d.signal(libc::SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(5), d.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within 5 s of SIGTERM:\n{}", d.log()))
+        .expect("wait for policywatch");
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+    let hung_id = header_values_of(&env.hung()[0].with_extension("eml"), "Message-ID");
+
+    // The relay answers again: the next run sends the pending delivery, same Message-ID.
+    let port = relay.port;
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        ..smtp::Opts::default()
+    });
+    let out = run_once(&cfg, &state, false).await;
+    let files = env.messages();
+    assert_eq!(files.len(), 1, "{out}");
+    assert_eq!(header_values_of(&files[0], "Message-ID"), hung_id, "{out}");
+    assert!(out.contains("still pending from an earlier run"), "{out}");
+}
+
+/// Issue 17 item 5 and issue 13 item 2, as the operator sees them: a refused login holds the
+/// delivery — in STATUS= and at error priority in the journal every cycle — until a reload
+/// after the fix sends it; a recipient the fixed relay refuses is then named in STATUS= while
+/// the other recipient gets the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_and_refused_recipients_show_in_status_until_fixed() {
+    let Some(env) = smtp::Env::new() else { return };
+    let bad = "typo@policywatch.test";
+    let relay = env.start(smtp::Opts {
+        auth_reject: true,
+        ..smtp::Opts::default()
+    });
+    let port = relay.port;
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let feeds = [FeedSpec {
+        name: "Wire",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    }];
+    let smtp_cfg = env.config(port, policywatch::mail::TlsMode::Starttls);
+    write_config(&cfg, &feeds, "10s", |doc| {
+        smtp::mail_by_alert(doc, &smtp_cfg, "analyst@policywatch.test");
+        doc["digests"][0]["to"].as_array_mut().unwrap().push(bad);
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &dir.path().join("state"));
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS= naming the held delivery", |m| {
+        status_of(m).is_some_and(|s| s.contains("1 delivery held") && s.contains("535"))
+    })
+    .await;
+    until(
+        "the held delivery logged at error priority in two cycles",
+        || {
+            d.log()
+                .lines()
+                .filter(|l| l.starts_with("<3>") && l.contains("is held"))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    assert!(env.messages().is_empty());
+
+    // The fix (here: the relay takes the login now, and refuses one address), then a reload.
+    drop(relay);
+    let _relay = env.start(smtp::Opts {
+        port,
+        reject_rcpt: vec![bad.to_string()],
+        ..smtp::Opts::default()
+    });
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("STATUS= naming the refused recipient, nothing held", |m| {
+        status_of(m).is_some_and(|s| {
+            s.contains(&format!("1 recipient refused: {bad}")) && !s.contains("held")
+        })
+    })
+    .await;
+    assert_eq!(
+        env.envelope_recipients(),
+        vec![vec!["analyst@policywatch.test".to_string()]]
+    );
+    until("the refusal at error priority", || {
+        d.log()
+            .lines()
+            .any(|l| l.starts_with("<3>") && l.contains(bad) && l.contains("550"))
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    assert!(d.exit().await.success(), "{}", d.log());
+}
+
+fn header_values_of(eml: &Path, name: &str) -> Vec<String> {
+    smtp::header_values(&smtp::parse_message(eml), name)
 }
 
 async fn http_get(addr: &str, path: &str) -> (u16, String) {

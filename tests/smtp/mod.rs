@@ -116,6 +116,10 @@ pub struct Opts {
     pub auth_reject: bool,
     pub max_bytes: Option<usize>,
     pub tempfail: u32,
+    /// Addresses refused with 550 at RCPT TO.
+    pub reject_rcpt: Vec<String>,
+    /// Take the message, then never answer.
+    pub hang_after_data: bool,
     /// 0: any free port.
     pub port: u16,
 }
@@ -128,6 +132,8 @@ impl Default for Opts {
             auth_reject: false,
             max_bytes: None,
             tempfail: 0,
+            reject_rcpt: Vec::new(),
+            hang_after_data: false,
             port: 0,
         }
     }
@@ -187,6 +193,12 @@ impl Env {
         if opts.tempfail > 0 {
             cmd.args(["--tempfail", &opts.tempfail.to_string()]);
         }
+        for a in &opts.reject_rcpt {
+            cmd.args(["--reject-rcpt", a]);
+        }
+        if opts.hang_after_data {
+            cmd.arg("--hang-after-data");
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -243,6 +255,26 @@ impl Env {
             .map(|p| {
                 serde_json::from_str(&std::fs::read_to_string(p).expect("read"))
                     .expect("rejection json")
+            })
+            .collect()
+    }
+
+    /// Messages the server took and then never answered (`hang_after_data`), oldest first.
+    pub fn hung(&self) -> Vec<PathBuf> {
+        numbered(&self.messages_dir, "hung-", "json")
+    }
+
+    /// The envelope recipients of every stored message, in order.
+    pub fn envelope_recipients(&self) -> Vec<Vec<String>> {
+        self.messages()
+            .iter()
+            .map(|m| {
+                self.meta(m)["rcpt_tos"]
+                    .as_array()
+                    .expect("rcpt_tos")
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
             })
             .collect()
     }
@@ -353,6 +385,67 @@ pub fn header_values(parsed: &serde_json::Value, name: &str) -> Vec<String> {
         .iter()
         .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
         .map(|h| h[1].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `cfg` as the `[smtp]` table of a config file, for tests that run the binary.
+pub fn smtp_table(cfg: &SmtpConfig) -> toml_edit::Table {
+    let mut t = toml_edit::Table::new();
+    t["host"] = toml_edit::value(cfg.host.as_str());
+    t["port"] = toml_edit::value(i64::from(cfg.port.expect("port")));
+    t["tls"] = toml_edit::value(match cfg.tls {
+        TlsMode::Starttls => "starttls",
+        TlsMode::Tls => "tls",
+        TlsMode::None => "none",
+    });
+    if let Some(u) = &cfg.username {
+        t["username"] = toml_edit::value(u.as_str());
+    }
+    if let Some(p) = &cfg.password_file {
+        t["password_file"] = toml_edit::value(p.to_string_lossy().as_ref());
+    }
+    t["from"] = toml_edit::value(cfg.from.as_str());
+    if let Some(p) = &cfg.ca_file {
+        t["ca_file"] = toml_edit::value(p.to_string_lossy().as_ref());
+    }
+    t["timeout"] = toml_edit::value(humantime::format_duration(cfg.timeout).to_string());
+    t
+}
+
+/// Turns a test config into one that mails: every watch alerts immediately (no gap), and the
+/// first digest goes by email through `smtp` to `to`.
+pub fn mail_by_alert(doc: &mut toml_edit::DocumentMut, smtp: &SmtpConfig, to: &str) {
+    doc["daemon"]["alert_min_gap"] = toml_edit::value("0s");
+    if let Some(ws) = doc["watches"].as_array_of_tables_mut() {
+        for w in ws.iter_mut() {
+            w["alert"] = toml_edit::value("immediate");
+        }
+    }
+    doc["smtp"] = toml_edit::Item::Table(smtp_table(smtp));
+    doc["digests"][0]["via"] = toml_edit::value("email");
+    let mut list = toml_edit::Array::new();
+    list.push(to);
+    doc["digests"][0]["to"] = toml_edit::value(list);
+}
+
+/// Parses many stored messages with one Python process (see [`parse_message`]).
+pub fn parse_messages(emls: &[PathBuf]) -> Vec<serde_json::Value> {
+    if emls.is_empty() {
+        return Vec::new();
+    }
+    let out = Command::new("python3")
+        .arg(script("parse_mail.py"))
+        .args(emls)
+        .output()
+        .expect("run parse_mail.py");
+    assert!(
+        out.status.success(),
+        "parse_mail.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("parser json"))
         .collect()
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Parses a stored message with Python's own email package (independent of lettre) and prints
-JSON: every header (decoded), and every leaf part's content type, charset and decoded text."""
+"""Parses stored messages with Python's own email package (independent of lettre) and prints
+JSON: every header (decoded), and every leaf part's content type, charset and decoded text.
+One file: one JSON document. Several: one JSON document per line, in order."""
 
 import json
 import sys
@@ -8,8 +9,8 @@ from email import policy
 from email.parser import BytesParser
 
 
-def main():
-    with open(sys.argv[1], "rb") as f:
+def parse(path):
+    with open(path, "rb") as f:
         msg = BytesParser(policy=policy.default).parse(f)
     out = {
         "headers": [[k, str(v)] for k, v in msg.items()],
@@ -26,7 +27,15 @@ def main():
             "text": part.get_content(),
             "defects": [str(d) for d in part.defects],
         })
-    json.dump(out, sys.stdout, ensure_ascii=False)
+    return out
+
+
+def main():
+    if len(sys.argv) == 2:
+        json.dump(parse(sys.argv[1]), sys.stdout, ensure_ascii=False)
+        return
+    for path in sys.argv[1:]:
+        sys.stdout.write(json.dumps(parse(path), ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ dies cannot leave it behind.
 
 Faults are scripted with options: --auth-reject (every login fails with 535), --max-bytes N
 (messages above N bytes get 552), --tempfail N (the first N messages get 451). Each refusal
-leaves <dir>/rejected-<n>.json. --port N binds a given port (to bring a "down" server back).
+leaves <dir>/rejected-<n>.json. --reject-rcpt ADDR (repeatable) answers 550 to RCPT TO for that
+address only. --hang-after-data reads a whole message, leaves <dir>/hung-<n>.json, and then
+never answers (a relay gone silent at the worst moment). --port N binds a given port (to bring
+a "down" server back).
 
 Needs aiosmtpd:  python3 -m pip install aiosmtpd
 """
@@ -41,6 +44,10 @@ def parse_args():
     p.add_argument("--auth-reject", action="store_true", help="every login fails (535)")
     p.add_argument("--max-bytes", type=int, default=0, help="552 for bigger messages")
     p.add_argument("--tempfail", type=int, default=0, help="451 for the first N messages")
+    p.add_argument("--reject-rcpt", action="append", default=[],
+                   help="550 to RCPT TO for this address (repeatable)")
+    p.add_argument("--hang-after-data", action="store_true",
+                   help="take the message, then never send the final reply")
     return p.parse_args()
 
 
@@ -51,8 +58,28 @@ class Handler:
         self.tempfails_left = args.tempfail
         self.rejected = 0
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in (a.lower() for a in self.args.reject_rcpt):
+            self.rejected += 1
+            path = os.path.join(self.args.dir, f"rejected-{self.rejected}.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump({"code": 550, "rcpt": address}, f)
+            os.replace(path + ".tmp", path)
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         content = envelope.original_content or envelope.content or b""
+        if self.args.hang_after_data:
+            self.hung = getattr(self, "hung", 0) + 1
+            path = os.path.join(self.args.dir, f"hung-{self.hung}.json")
+            with open(path[:-5] + ".eml", "wb") as f:
+                f.write(content)
+            with open(path + ".tmp", "w") as f:
+                json.dump({"rcpt_tos": envelope.rcpt_tos, "bytes": len(content)}, f)
+            os.replace(path + ".tmp", path)
+            await asyncio.Event().wait()  # never set: this session never gets its reply
         if self.tempfails_left > 0:
             self.tempfails_left -= 1
             return self.refuse(451, "4.3.0 Temporary failure, try again later", content)
