@@ -87,7 +87,19 @@ impl Common {
     /// Loads and compiles the config, printing every error (and warning) to stderr (with
     /// journal priorities under systemd).
     pub fn load(&self) -> anyhow::Result<Loaded> {
-        match self.config_source().load() {
+        self.report_load(self.config_source().load())
+    }
+
+    /// [`Common::load`] for the daemon: also refuses a config it would run doing nothing.
+    pub fn load_runnable(&self) -> anyhow::Result<Loaded> {
+        self.report_load(self.config_source().load_runnable())
+    }
+
+    fn report_load(
+        &self,
+        loaded: Result<Loaded, crate::config::ConfigErrors>,
+    ) -> anyhow::Result<Loaded> {
+        match loaded {
             Ok(l) => {
                 for w in &l.warnings {
                     crate::logging::diag(4, &format!("{w}\n\n"));
@@ -114,7 +126,7 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// `policywatch run`: the daemon (or one cycle with `--once`).
 pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
-    let cfg = match common.load() {
+    let cfg = match common.load_runnable() {
         Ok(cfg) => cfg,
         Err(e) => {
             crate::logging::diag(3, &format!("error: {e:#}"));
@@ -181,7 +193,7 @@ fn spawn_signal_handlers(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
 /// `policywatch check`: exit 0 when the config compiles, else print every error.
 pub fn check(common: &Common) -> anyhow::Result<ExitCode> {
     let source = common.config_source();
-    match source.load() {
+    match source.load_runnable() {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("{w}\n");
@@ -355,6 +367,16 @@ fn ago(t: Option<chrono::DateTime<Utc>>) -> String {
     }
 }
 
+/// When the next poll is: "now" once it is due — a row the daemon registered but never polled
+/// has its next poll at the epoch, which is "due", not "20788d ago" — else "in 5m".
+fn next_poll(at: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    if at <= now {
+        "now".into()
+    } else {
+        ago(Some(at))
+    }
+}
+
 /// `policywatch feeds`: a table of every configured feed's health.
 pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
     let cfg = common.load()?;
@@ -400,10 +422,16 @@ pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
         let next = if st.gone_at.is_some() {
             "-".to_string()
         } else {
-            ago(Some(
+            next_poll(
                 st.next_poll_at
                     .max(st.retry_not_before.unwrap_or(st.next_poll_at)),
-            ))
+                Utc::now(),
+            )
+        };
+        let note = if note.is_empty() && st.first_polled_at.is_none() {
+            "not polled yet".to_string()
+        } else {
+            note
         };
         writeln!(
             out,
@@ -443,7 +471,11 @@ pub fn backtest(
         }
     }
     let store = common.open_store()?;
-    let since_t = Utc::now() - chrono::Duration::from_std(since).unwrap_or_default();
+    // A `--since` beyond what a timestamp holds means "everything", never a panic.
+    let since_t = chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
     let items = store.items_since(since_t)?;
     let report = crate::backtest::compare(&cfg, &items, watch);
     print!("{}", report.render(items.len()));

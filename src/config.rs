@@ -23,6 +23,9 @@ use crate::fetch::HttpConfig;
 use crate::schedule::Schedule;
 use crate::sets::SetLibrary;
 
+mod bounds;
+pub use bounds::{MAX_BODY_BYTES, MAX_FETCHES, MAX_HISTORY, MAX_INTERVAL, MAX_NETWORK_WAIT};
+
 /// The shipped default configuration, compiled into the binary so `policywatch run` works on a
 /// fresh machine with no config file at all.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/policywatch.toml");
@@ -101,7 +104,7 @@ pub fn validate_listen(text: &str) -> Result<Option<String>, (String, String)> {
             "write a loopback address such as \"127.0.0.1:9187\" or \"[::1]:9187\"".to_string(),
         )
     })?;
-    let ip = addr.ip();
+    let ip = effective_ip(addr.ip());
     if ip.is_unspecified() {
         return Err((
             format!("daemon.listen `{text}` would listen on every interface"),
@@ -117,6 +120,20 @@ pub fn validate_listen(text: &str) -> Result<Option<String>, (String, String)> {
             "daemon.listen `{text}` is not a loopback address: /metrics and /healthz will be \
              reachable without authentication from that network"
         )))
+    }
+}
+
+/// The address a socket bound to `ip` really listens on: an IPv4-mapped (`::ffff:0.0.0.0`)
+/// or IPv4-compatible (`::0.0.0.0`, deprecated) IPv6 address is its IPv4 address, so
+/// `[::ffff:0.0.0.0]` is the IPv4 wildcard and `[::ffff:127.0.0.1]` loopback. `::1` is IPv6
+/// loopback, not a compatible form of 0.0.0.1.
+pub fn effective_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) if !v6.is_loopback() && !v6.is_unspecified() => v6
+            .to_ipv4_mapped()
+            .or_else(|| v6.to_ipv4())
+            .map_or(ip, std::net::IpAddr::V4),
+        _ => ip,
     }
 }
 
@@ -282,6 +299,38 @@ impl Loaded {
         self.feed_index.get(url).map(|&i| &self.feeds[i])
     }
 
+    /// What the daemon needs beyond a config that compiles: something to poll, rules to
+    /// match and a digest to deliver. `check`, start-up and reload refuse a config without
+    /// one of them — a half-written file that still parses must not be adopted and run doing
+    /// nothing (`classify` and `backtest` need only the watches, so `load` does not ask this).
+    pub fn runnable(&self) -> Result<(), ConfigErrors> {
+        let missing: Vec<&str> = [
+            (self.feeds.is_empty(), "no [[feeds]]"),
+            (self.config.watches.is_empty(), "no [[watches]]"),
+            (self.digests.is_empty(), "no [[digests]]"),
+        ]
+        .into_iter()
+        .filter_map(|(m, what)| m.then_some(what))
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigErrors(vec![render_at(
+            &self.origin,
+            "",
+            0,
+            "error",
+            &format!(
+                "{}: the daemon would poll, match or deliver nothing",
+                missing.join(", ")
+            ),
+            Some(
+                "a service config needs at least one feed, one watch and one digest; if the file \
+                 is half-written, finish it and check again",
+            ),
+        )]))
+    }
+
     pub fn watch_name(&self, id: &str) -> String {
         self.config
             .watches
@@ -312,13 +361,30 @@ impl std::error::Error for ConfigErrors {}
 
 /// Reads and compiles the config at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         ConfigErrors(vec![format!(
             "{}: cannot read config: {e}\n  = hint: pass --config PATH, or run without it to use the embedded default",
             path.display()
         )])
     })?;
-    load_str(&path.display().to_string(), &src)
+    let origin = path.display().to_string();
+    match std::str::from_utf8(&bytes) {
+        Ok(src) => load_str(&origin, src),
+        Err(e) => {
+            // Point at the first bad byte; the line shown is the file as far as it decodes.
+            let shown = String::from_utf8_lossy(&bytes);
+            Err(ConfigErrors(vec![render_at(
+                &origin,
+                &shown,
+                e.valid_up_to(),
+                "error",
+                "the file is not valid UTF-8 here",
+                Some(
+                    "save the file as UTF-8 (a stray byte from another encoding or a binary file)",
+                ),
+            )]))
+        }
+    }
 }
 
 /// The config to use when none is named: `config/policywatch.toml` if it exists, else the
@@ -335,13 +401,21 @@ pub fn load_default() -> Result<Loaded, ConfigErrors> {
 /// Parses, validates and compiles config text. `origin` names it in messages.
 pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
     let config: Config = toml::from_str(src).map_err(|e| {
-        let msg = e.message().to_string();
+        let mut msg = e.message().trim().to_string();
+        if msg.is_empty() {
+            msg = "this is not valid here".to_string();
+        }
         let hint = toml_hint(&msg);
-        let rendered = match e.span() {
-            Some(span) => render_at(origin, src, span.start, "error", &msg, hint.as_deref()),
-            None => format!("{origin}: error: {msg}"),
-        };
-        ConfigErrors(vec![rendered])
+        // Without a span (rare), the start of the file: a position is always given.
+        let at = e.span().map_or(0, |s| s.start);
+        ConfigErrors(vec![render_at(
+            origin,
+            src,
+            at,
+            "error",
+            &msg,
+            hint.as_deref(),
+        )])
     })?;
     let mut errs = Errors {
         origin,
@@ -388,10 +462,18 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
             ),
         }
     }
-    if config.daemon.max_concurrent_fetches == 0 {
-        errs.list.push(format!(
-            "{origin}: error: daemon.max_concurrent_fetches must be at least 1"
-        ));
+    let locate = bounds::Locator::new(src);
+    bounds::check(&config, &locate, &mut errs);
+    if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
+        errs.at(
+            0..0,
+            "no feeds, watches or digests: this config would run and do nothing".into(),
+            Some(
+                "add [[feeds]], [[watches]] and [[digests]] (the shipped config is a start: \
+                 config/policywatch.toml)"
+                    .into(),
+            ),
+        );
     }
 
     let mut warnings = Vec::new();
@@ -454,8 +536,19 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                 Some(c)
             }
             Err(rule_errs) => {
-                errs.list
-                    .extend(rule_errs.iter().map(|e| e.render(origin, src)));
+                errs.list.extend(rule_errs.into_iter().map(|mut e| {
+                    // Errors about a watch as a whole (min_score, weights, its id) come without
+                    // a span: point at the key they are about, else at the watch.
+                    if e.span.is_none() {
+                        let key = ["min_score", "weights", "id"]
+                            .into_iter()
+                            .find(|k| e.message.contains(k))
+                            .unwrap_or("query");
+                        e.span = locate.watch(&e.watch_id, key).or(Some(0..0));
+                        e.offset = 0;
+                    }
+                    e.render(origin, src)
+                }));
                 None
             }
         },
@@ -716,21 +809,156 @@ mod tests {
                 "unknown variant `pigeon`",
             ),
         ];
+        assert_errors_at(cases, false);
+    }
+
+    /// Each `(body, at, needle)`: `WATCH` + body is refused with an error at `at` (a position
+    /// in `body`; the 3 lines of `WATCH` are added here) that contains `needle` (and a hint).
+    fn assert_errors_at(cases: &[(&str, &str, &str)], with_hint: bool) {
         for (body, at, needle) in cases {
             let src = format!("{WATCH}{body}");
-            // The watch block above is 3 lines; shift the expected line by it.
             let errs = errors(&src);
             let (file, rest) = at.split_once(':').unwrap();
             let (line, col) = rest.split_once(':').unwrap();
             let line: usize = line.parse::<usize>().unwrap() + 3;
             let want = format!("{file}:{line}:{col}");
             assert!(
-                errs.iter()
-                    .any(|e| e.starts_with(&want) && e.contains(needle)),
+                errs.iter().any(|e| e.starts_with(&want)
+                    && e.contains(needle)
+                    && (!with_hint || e.contains("hint:"))),
                 "for\n{src}\nwanted an error at {want} containing {needle:?}, got:\n{}",
                 errs.join("\n---\n")
             );
         }
+    }
+
+    /// Issue 17: values `run` refused (exit 1, a restart loop), clamped or panicked on
+    /// (exit 101) passed `check`. Each is now refused at its value, with a hint.
+    #[test]
+    fn values_the_daemon_cannot_run_are_refused_at_their_position() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[http]\nper_host_concurrency = 0\n",
+                "t.toml:2:24:",
+                "per_host_concurrency = 0 is outside 1..=1024",
+            ),
+            (
+                "[http]\nmax_concurrent = 0\n",
+                "t.toml:2:18:",
+                "outside 1..=1024",
+            ),
+            (
+                "[daemon]\nmax_concurrent_fetches = 0\n",
+                "t.toml:2:26:",
+                "max_concurrent_fetches = 0",
+            ),
+            (
+                "[daemon]\nmax_concurrent_fetches = 100000\n",
+                "t.toml:2:26:",
+                "write a whole number from 1 to 1024",
+            ),
+            (
+                "[http]\nmax_body_bytes = 0\n",
+                "t.toml:2:18:",
+                "max_body_bytes = 0",
+            ),
+            (
+                "[http]\nuser_agent = \"pw\\nX-Evil: 1\"\n",
+                "t.toml:2:14:",
+                "one line of printable text",
+            ),
+            (
+                "[daemon]\npoll_interval = \"1000000d\"\n",
+                "t.toml:2:17:",
+                "longer than the most it may be (365days)",
+            ),
+            (
+                "[daemon]\nbackfill = \"100000years\"\n",
+                "t.toml:2:12:",
+                "daemon.backfill",
+            ),
+            (
+                "[daemon]\ncluster_window = \"10000d\"\n",
+                "t.toml:2:18:",
+                "daemon.cluster_window",
+            ),
+            (
+                "[daemon]\nalert_min_gap = \"1000y\"\n",
+                "t.toml:2:17:",
+                "daemon.alert_min_gap",
+            ),
+            (
+                "[http]\ntotal_timeout = \"1000000d\"\n",
+                "t.toml:2:17:",
+                "write at most \"1h\"",
+            ),
+            (
+                "[http]\nper_host_gap = \"100y\"\n",
+                "t.toml:2:16:",
+                "http.per_host_gap",
+            ),
+            (
+                "[http]\nconnect_timeout = \"0s\"\n",
+                "t.toml:2:19:",
+                "must be longer than zero",
+            ),
+            (
+                "[retention]\nforget = \"1000000y\"\n",
+                "t.toml:2:10:",
+                "retention.forget",
+            ),
+            (
+                "[[feeds]]\nurl = \"https://a.test/f\"\ninterval = \"5000d\"\n",
+                "t.toml:3:12:",
+                "feed interval",
+            ),
+        ];
+        assert_errors_at(cases, true);
+    }
+
+    #[test]
+    fn rule_errors_without_a_span_point_at_their_key() {
+        let src = "[[watches]]\nid = \"w\"\nquery = \"nvidia\"\nmin_score = -1.0\n";
+        let errs = errors(src);
+        assert!(
+            errs[0].starts_with("t.toml:4:13: error: watch `w`: min_score -1"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_half_written_config_is_refused() {
+        for src in ["", "\n# nothing yet\n", "[daemon]\n"] {
+            let errs = errors(src);
+            assert!(
+                errs[0].starts_with("t.toml:1:1: error: no feeds, watches or digests"),
+                "{errs:?}"
+            );
+        }
+        // Parses and compiles, but the daemon would do nothing: refused by `runnable`, which
+        // `check`, start-up and reload ask; `classify` needs only the watches.
+        let l = load_str("t.toml", "[[feeds]]\nurl = \"https://a.test/f\"\n").unwrap();
+        let e = l.runnable().unwrap_err().0.join("\n");
+        assert!(
+            e.starts_with("t.toml:1:1: error: no [[watches]], no [[digests]]"),
+            "{e}"
+        );
+        let shipped = load_str(EMBEDDED_NAME, EMBEDDED_DEFAULT).unwrap();
+        assert!(shipped.runnable().is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, b"[daemon]\npoll_interval = \"30\xffm\"\n").unwrap();
+        let e = load(&p).unwrap_err().0.join("\n");
+        let want = format!(
+            "{}:2:20: error: the file is not valid UTF-8 here",
+            p.display()
+        );
+        assert!(e.starts_with(&want), "{e}");
+        assert!(e.contains("hint: save the file as UTF-8"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::config::{self, Feed, Loaded};
 use crate::feed::{self, FeedError};
 use crate::fetch::{FetchOutcome, FetchRequest, Fetcher};
 use crate::item::Item;
+use crate::logging::untrusted;
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, Notifier};
 use crate::retry::{self, PollHints};
@@ -66,6 +67,14 @@ impl ConfigSource {
             }
         }
     }
+
+    /// [`ConfigSource::load`], refusing also what the daemon cannot run ([`Loaded::runnable`]):
+    /// what `check`, start-up and reload use, so the three agree.
+    pub fn load_runnable(&self) -> Result<Loaded, config::ConfigErrors> {
+        let loaded = self.load()?;
+        loaded.runnable()?;
+        Ok(loaded)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +101,8 @@ pub struct Summary {
 enum PollResult {
     Items {
         items: Vec<Item>,
+        /// What parsing recovered with a loss (see `feed::ParseWarning`).
+        warnings: Vec<feed::ParseWarning>,
         ttl: Option<Duration>,
         etag: Option<String>,
         last_modified: Option<String>,
@@ -332,7 +343,8 @@ impl Daemon {
                         }
                         Err(e) if e.is_panic() => {
                             // A panic in a parser is a bug, but one feed must not stop the rest.
-                            tracing::error!(error = %e, "a poll task panicked");
+                            // Its message may quote what the feed sent.
+                            tracing::error!(error = %untrusted(&e.to_string()), "a poll task panicked");
                             // Which feed is unknown: forget what is running (it is re-polled
                             // when due) but keep the queued ones marked.
                             self.inflight_urls.clear();
@@ -486,6 +498,7 @@ impl Daemon {
         match result {
             PollResult::Items {
                 items,
+                warnings,
                 ttl,
                 etag,
                 last_modified,
@@ -502,6 +515,15 @@ impl Daemon {
                     })
                     .collect();
                 let fresh = self.store.filter_new(url, items)?;
+                // A recovered item is reported once, when it arrives; a skipped one on every
+                // poll, since nothing of it was stored.
+                let fresh_keys: HashSet<String> = fresh.iter().map(Item::dedup_key).collect();
+                for w in &warnings {
+                    if w.item_key.as_ref().map_or(true, |k| fresh_keys.contains(k)) {
+                        tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url),
+                            "{}", untrusted(&w.message));
+                    }
+                }
                 let classifier = &self.cfg.classifier;
                 let new: Vec<NewItem> = fresh
                     .into_iter()
@@ -556,7 +578,7 @@ impl Daemon {
                 let hints = PollHints { ttl, cache };
                 let next =
                     self.record_success(&feed, &state, now, hints, validators, moved_to, jitter)?;
-                tracing::debug!(feed = %feed.name, fetched, new = report.inserted.len(),
+                tracing::debug!(feed = %untrusted(&feed.name), fetched, new = report.inserted.len(),
                     matches = report.matches, next_poll = %next, "polled");
             }
             PollResult::NotModified { cache, moved_to } => {
@@ -564,11 +586,11 @@ impl Daemon {
                 let hints = PollHints { ttl: None, cache };
                 let next =
                     self.record_success(&feed, &state, now, hints, validators, moved_to, jitter)?;
-                tracing::debug!(feed = %feed.name, next_poll = %next, "not modified");
+                tracing::debug!(feed = %untrusted(&feed.name), next_poll = %next, "not modified");
             }
             PollResult::Gone => {
                 self.store.record_gone(url, now)?;
-                tracing::warn!(feed = %feed.name, url = %url, "feed is gone (HTTP 410): polling stopped; remove it from the config");
+                tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url), "feed is gone (HTTP 410): polling stopped; remove it from the config");
             }
             PollResult::Failed { error, retry_after } => {
                 self.summary.failures += 1;
@@ -583,7 +605,8 @@ impl Daemon {
                 );
                 self.store
                     .record_poll_failure(url, now, &error, next, retry_after)?;
-                tracing::warn!(feed = %feed.name, url = %url, failures, next_poll = %next, "poll failed: {error}");
+                tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url), failures, next_poll = %next,
+                    "poll failed: {}", untrusted(&error));
             }
         }
         Ok(())
@@ -632,7 +655,7 @@ impl Daemon {
     fn report_move(&self, feed: &Feed, state: &FeedState, moved_to: Option<&str>) {
         if let Some(to) = moved_to {
             if state.moved_to.as_deref() != Some(to) {
-                tracing::warn!(feed = %feed.name, from = %feed.url, to = %to,
+                tracing::warn!(feed = %untrusted(&feed.name), from = %untrusted(&feed.url), to = %untrusted(to),
                     "feed moved permanently; using the new URL from now on: update the config");
             }
         }
@@ -642,7 +665,7 @@ impl Daemon {
     /// failure every error is logged and the old config keeps running.
     fn reload(&mut self) {
         self.service.reloading();
-        match self.source.load() {
+        match self.source.load_runnable() {
             Ok(new) => match self.adopt(new) {
                 Ok(()) => {
                     self.reload_error = None;
@@ -779,6 +802,7 @@ async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
                     Ok(Ok(p)) => {
                         return PollResult::Items {
                             items: p.items,
+                            warnings: p.warnings,
                             ttl: p.ttl,
                             etag,
                             last_modified,
@@ -789,7 +813,8 @@ async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
                     Ok(Err(FeedError::NotAFeed {
                         alternate: Some(alt),
                     })) if hop == 0 => {
-                        tracing::debug!(page = %req.url, feed = %alt, "HTML page names a feed; following it");
+                        tracing::debug!(page = %untrusted(req.url.as_str()), feed = %untrusted(alt.as_str()),
+                            "HTML page names a feed; following it");
                         moved = Some(alt.to_string());
                         req = FetchRequest {
                             url: alt,

@@ -917,9 +917,11 @@ fn ceil_char_boundary(s: &str, i: usize) -> usize {
 // Cleaning.
 
 /// Characters that reorder text and can make a title display as something else (the
-/// "Trojan Source" trick): bidi embeddings, overrides and isolates.
+/// "Trojan Source" trick): bidi embeddings, overrides and isolates — and the invisible marks
+/// (LRM, RLM, ALM), which in a mail header or a log line have no text to direct (stored titles
+/// lose them at parse time already; stored summaries keep them, and lose them here).
 fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') || crate::feed::is_bidi_mark(c)
 }
 
 /// One line of display text: whitespace of any kind (CR, LF, tab, line/paragraph separators)
@@ -1197,6 +1199,31 @@ mod tests {
         let r = render(&d, &RenderLimits::default());
         assert!(r.text.contains("1. abcde f g\n"), "{}", r.text);
         assert!(!r.html.contains('\u{202E}') && !r.html.contains('\u{0}'));
+    }
+
+    /// Issue 17: RLM/LRM/ALM reached the mail. Not in the subject (a header), the text, the
+    /// HTML or the log records, whatever was stored.
+    #[test]
+    fn bidi_marks_reach_neither_headers_nor_log_lines() {
+        let s = story(
+            1,
+            "\u{200f}عقوبات\u{200f} on \u{200e}Nvidia\u{61c}",
+            "",
+            2.0,
+        );
+        let mut d = digest(vec![section("export-controls", vec![s])]);
+        d.kind = DigestKind::Alert;
+        let r = render(&d, &RenderLimits::default());
+        for out in [&r.subject, &r.text, &r.html] {
+            assert!(!out.contains(crate::feed::is_bidi_mark), "{out:?}");
+        }
+        assert!(r.subject.contains("عقوبات on Nvidia"), "{}", r.subject);
+        for rec in log_lines(&d, &RenderLimits::default()) {
+            assert!(
+                !format!("{rec:?}").contains(crate::feed::is_bidi_mark),
+                "{rec:?}"
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,8 @@ use url::Url;
 
 use crate::item::Item;
 
+mod recover;
+
 /// Bounds on what one feed may put into the pipeline (bytes of UTF-8).
 pub const MAX_TITLE_BYTES: usize = 1024;
 pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
@@ -79,7 +81,22 @@ pub struct ParsedFeed {
     pub items: Vec<Item>,
     /// The charset the body was decoded from (for diagnostics: `policywatch check-feed`).
     pub encoding: &'static str,
+    /// What recovery did that the operator should hear of: an item skipped, a title made up
+    /// from the summary. Feed text, so unescaped: log it through `logging::untrusted`.
+    pub warnings: Vec<ParseWarning>,
 }
+
+/// Something `parse` repaired with a loss, reported with the item it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseWarning {
+    /// The item's `Item::dedup_key`, so the caller can report it once, when the item is
+    /// new, rather than on every poll; `None` for the feed as a whole (an item skipped).
+    pub item_key: Option<String>,
+    pub message: String,
+}
+
+/// Words of the summary that stand in for a title that could not be read.
+const FALLBACK_TITLE_WORDS: usize = 12;
 
 /// Why a body is not a usable feed.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +193,7 @@ pub fn parse(
                         ttl: None,
                         items: Vec::new(),
                         encoding,
+                        warnings: Vec::new(),
                     });
                 }
                 return Err(FeedError::NotAFeed {
@@ -198,10 +216,69 @@ pub fn parse(
                 doc = d;
                 repairs += 1;
             }
-            _ => return Err(FeedError::Invalid(bounded(&err.to_string(), 300))),
+            _ => {
+                let invalid = FeedError::Invalid(bounded(&err.to_string(), 300));
+                // One item feed-rs cannot read must not take the others with it.
+                return match parse_items_separately(&parser, &doc) {
+                    Some((feed, skipped)) => {
+                        let mut parsed = normalise(feed, base, encoding);
+                        if skipped > 0 {
+                            parsed.warnings.push(ParseWarning {
+                                item_key: None,
+                                message: format!(
+                                    "{skipped} item(s) could not be read and were skipped ({invalid})"
+                                ),
+                            });
+                        }
+                        Ok(parsed)
+                    }
+                    None => Err(invalid),
+                };
+            }
         }
     };
     Ok(normalise(feed, base, encoding))
+}
+
+/// feed-rs under `catch_unwind`: a panic is an error like any other here.
+fn parse_caught(parser: &feed_rs::parser::Parser, doc: &str) -> Option<feed_rs::model::Feed> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| parser.parse(doc.as_bytes())))
+        .ok()?
+        .ok()
+}
+
+/// The fallback when the whole XML document does not parse: each item parsed on its own
+/// (see [`recover::split_items`]), the feed's title from the document without its items.
+/// Returns the feed and how many items were skipped, or `None` when no item parsed.
+fn parse_items_separately(
+    parser: &feed_rs::parser::Parser,
+    doc: &str,
+) -> Option<(feed_rs::model::Feed, usize)> {
+    if doc.starts_with('{') {
+        return None;
+    }
+    let (rest, items) = recover::split_items(doc, MAX_ITEMS)?;
+    let mut entries = Vec::new();
+    let mut first = None;
+    let mut skipped = 0;
+    for item in &items {
+        match parse_caught(parser, item) {
+            Some(mut f) => {
+                entries.append(&mut f.entries);
+                first.get_or_insert(f);
+            }
+            None => skipped += 1,
+        }
+    }
+    let mut feed = match parse_caught(parser, &rest) {
+        Some(f) => f,
+        None => first?,
+    };
+    if entries.is_empty() {
+        return None;
+    }
+    feed.entries = entries;
+    Some((feed, skipped))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,7 +439,10 @@ const MAX_REPAIRS: usize = 4;
 /// "2.0.1", " 2.0") presented as RSS 2.0, a superset of them all. feed-rs only recognises
 /// `version="2.0"`, `"0.91"` and `"0.92"` and would otherwise call such feeds "not a feed".
 fn prepare_xml(text: &str) -> String {
-    let mut doc = repair_entities(&fix_xml_declaration(text));
+    let decl = fix_xml_declaration(text);
+    let refs = recover::fix_char_refs(&decl);
+    let entities = repair_entities(&refs);
+    let mut doc = recover::balance_tags(&entities).into_owned();
     if let Some((start, end)) = root_tag(&doc) {
         let tag = &doc[start..end];
         let is_rdf = tag_at(tag).is_some_and(|(name, _, _)| name == "rdf:rdf" || name == "rdf");
@@ -771,19 +851,83 @@ fn normalise(feed: feed_rs::model::Feed, base: Option<&Url>, encoding: &'static 
     // because feeds served from a feed host or CDN write item links relative to the site.
     let feed_base = feed_link.or_else(|| base.cloned());
 
+    let mut warnings = Vec::new();
     let items = kept_entries(&feed.entries)
-        .map(|e| entry_to_item(e, rss, feed_base.as_ref()))
+        .map(|e| {
+            let mut item = entry_to_item(e, rss, feed_base.as_ref());
+            if e.title.is_some() && item.title.is_empty() {
+                // The item had a title we could not read: its summary's first words stand in,
+                // so it still reads (and matches) as a story, and the operator hears of it.
+                let source = if item.summary.is_empty() {
+                    &item.content
+                } else {
+                    &item.summary
+                };
+                item.title = first_words(source, FALLBACK_TITLE_WORDS);
+                if !item.title.is_empty() {
+                    warnings.push(ParseWarning {
+                        item_key: Some(item.dedup_key()),
+                        message: format!(
+                            "an item's title could not be read; using its first words: {}",
+                            item.title
+                        ),
+                    });
+                }
+            }
+            item
+        })
         .collect();
     ParsedFeed {
         title: feed
             .title
             .as_ref()
-            .map(|t| text_value(t, rss, MAX_TITLE_BYTES))
+            .map(|t| headline(text_value(t, rss, MAX_TITLE_BYTES)))
             .filter(|t| !t.is_empty()),
         ttl: feed.ttl.map(|m| Duration::from_secs(u64::from(m) * 60)),
         items,
         encoding,
+        warnings,
     }
+}
+
+/// The first `n` words of `text`, with `…` when there were more.
+fn first_words(text: &str, n: usize) -> String {
+    let mut words = text.split_whitespace();
+    let mut out: Vec<&str> = words.by_ref().take(n).collect();
+    let more = words.next().is_some();
+    let last = out.pop();
+    let mut s = out.join(" ");
+    if let Some(w) = last {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(w.trim_end_matches('…'));
+    }
+    if more {
+        s.push('…');
+    }
+    bounded(&s, MAX_TITLE_BYTES)
+}
+
+/// Bidi marks (LRM U+200E, RLM U+200F, ALM U+061C): invisible, and in a headline only
+/// formatting — which in a mail header or a log line they are not allowed to do. Titles lose
+/// them at parse time; summaries and content keep them, as they can matter for how a
+/// mixed-direction paragraph reads. (Embeddings, overrides and isolates go everywhere:
+/// see [`is_unwanted`].)
+pub fn is_bidi_mark(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// A headline without bidi marks, its spaces collapsed again where a mark sat between two.
+fn headline(s: String) -> String {
+    if !s.contains(is_bidi_mark) {
+        return s;
+    }
+    s.replace(is_bidi_mark, "")
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The entries to keep, in document order: all of them up to [`MAX_ITEMS`]; beyond that the
@@ -863,7 +1007,7 @@ fn entry_to_item(e: &feed_rs::model::Entry, rss: bool, feed_base: Option<&Url>) 
         title: e
             .title
             .as_ref()
-            .map(|t| text_value(t, rss, MAX_TITLE_BYTES))
+            .map(|t| headline(text_value(t, rss, MAX_TITLE_BYTES)))
             .unwrap_or_default(),
         summary: e
             .summary
@@ -1687,14 +1831,138 @@ mod tests {
     }
 
     #[test]
-    fn broken_xml_is_invalid_not_a_panic() {
+    fn broken_xml_is_recovered_or_invalid_never_a_panic() {
+        // Unclosed title, document cut short: closed where its parent closes.
         let r = parse(
             b"<rss version=\"2.0\"><channel><title>x</title><item><title>y</item></channel>",
             None,
             None,
-        );
+        )
+        .unwrap();
+        assert_eq!(r.items[0].title, "y");
+        // More defects than the repair loop takes, in the only entry: invalid.
+        let r = parse(UNREADABLE_ATOM.as_bytes(), None, None);
         assert!(matches!(r, Err(FeedError::Invalid(_))), "{r:?}");
         assert!(matches!(parse(b"  ", None, None), Err(FeedError::Empty)));
+    }
+
+    /// An Atom feed feed-rs refuses whatever we repair: five unknown text types (the repair
+    /// loop fixes four), the last one carrying a newline and a forged journal priority.
+    const UNREADABLE_ATOM: &str = "<feed xmlns=\"http://www.w3.org/2005/Atom\">\
+        <title type=\"t1\">F</title><subtitle type=\"t2\">S</subtitle><rights type=\"t3\">R</rights>\
+        <entry><title type=\"t4\">A</title><summary type=\"t5\n<4>ERROR forged line\">B</summary></entry></feed>";
+
+    /// The hostile-feed table: for each defect, what is stored (titles and summaries of the
+    /// items, in order) and what the operator is told (the error or warnings), which must
+    /// reach a log line as one escaped line.
+    #[test]
+    fn hostile_feeds_store_what_can_be_read_and_log_one_escaped_line() {
+        let rss = |items: &str| {
+            format!("<rss version=\"2.0\"><channel><title>F</title>{items}</channel></rss>")
+        };
+        struct Case {
+            name: &'static str,
+            body: String,
+            stored: &'static [(&'static str, &'static str)],
+            told: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "NUL reference in a description",
+                body: rss("<item><title>A</title><description>x &#0; y</description></item>\
+                           <item><title>B</title></item>"),
+                stored: &[("A", "x \u{fffd} y"), ("B", "")],
+                told: "",
+            },
+            Case {
+                name: "surrogate, out-of-range and overflowing references in titles",
+                body: rss("<item><title>A &#xD800; 1</title></item><item><title>B &#x110000;</title></item>\
+                           <item><title>C &#99999999999;</title></item>"),
+                stored: &[("A \u{fffd} 1", ""), ("B \u{fffd}", ""), ("C \u{fffd}", "")],
+                told: "",
+            },
+            Case {
+                name: "malformed references",
+                body: rss("<item><title>A &#x; &#xZZ; &#12a; &#0</title></item>"),
+                stored: &[("A \u{fffd} \u{fffd} \u{fffd} &#0", "")],
+                told: "",
+            },
+            Case {
+                name: "misspelt closing tag",
+                body: rss("<item><title>A</titel><description>d</description></item>\
+                           <item><title>B</title></item>"),
+                stored: &[("A", "d"), ("B", "")],
+                told: "",
+            },
+            Case {
+                name: "closing tag with a space, unclosed inline markup",
+                body: rss("<item><title>A</ title><description>x <b>y</description></item>\
+                           <item><title>B</title></item>"),
+                stored: &[("A", "x y"), ("B", "")],
+                told: "",
+            },
+            Case {
+                name: "one item feed-rs cannot read at all",
+                body: rss("<item><title>A</title></item><item><title>B</title>\
+                           <description><![CDATA[never closed</description></item>\
+                           <item><title>C</title></item>"),
+                stored: &[("A", ""), ("C", "")],
+                told: "1 item(s) could not be read and were skipped",
+            },
+            Case {
+                name: "a title that reads as nothing",
+                body: rss("<item><title>&#x200F;<![CDATA[]]></title>\
+                           <description>Ministry adds four chip makers to the export control list on Monday morning</description></item>"),
+                stored: &[(
+                    "Ministry adds four chip makers to the export control list on Monday…",
+                    "Ministry adds four chip makers to the export control list on Monday morning",
+                )],
+                told: "an item's title could not be read; using its first words: Ministry",
+            },
+            Case {
+                name: "bidi marks in a headline",
+                body: rss("<item><title>\u{200f}عقوبات\u{200f} \u{200e}Nvidia\u{61c} H20</title>\
+                           <description>\u{200f}نص</description></item>"),
+                stored: &[("عقوبات Nvidia H20", "\u{200f}نص")],
+                told: "",
+            },
+            Case {
+                name: "a parse error quoting a newline and a forged priority",
+                body: UNREADABLE_ATOM.to_string(),
+                stored: &[],
+                told: "t5\n<4>ERROR forged line",
+            },
+        ];
+        for c in cases {
+            let (stored, told): (Vec<(String, String)>, Vec<String>) =
+                match parse(c.body.as_bytes(), None, None) {
+                    Ok(p) => (
+                        p.items.into_iter().map(|i| (i.title, i.summary)).collect(),
+                        p.warnings.into_iter().map(|w| w.message).collect(),
+                    ),
+                    Err(e) => (Vec::new(), vec![e.to_string()]),
+                };
+            let want: Vec<(String, String)> = c
+                .stored
+                .iter()
+                .map(|(t, s)| (t.to_string(), s.to_string()))
+                .collect();
+            assert_eq!(stored, want, "{}: stored", c.name);
+            if c.told.is_empty() {
+                assert!(told.is_empty(), "{}: told {told:?}", c.name);
+            } else {
+                assert!(
+                    told.iter().any(|t| t.contains(c.told)),
+                    "{}: told {told:?}",
+                    c.name
+                );
+            }
+            for t in &told {
+                let line = crate::logging::untrusted(t).to_string();
+                assert!(!line.contains(['\n', '\r']), "{}: {line}", c.name);
+                assert!(!line.contains(is_bidi_mark), "{}: {line}", c.name);
+            }
+        }
     }
 
     #[test]
@@ -1858,6 +2126,34 @@ mod tests {
             let _ = html_to_text(&s, 100);
             let _ = repair_entities(&s);
             let _ = find_alternate(&s, None);
+            let _ = recover::fix_char_refs(&s);
+            let _ = recover::balance_tags(&s);
+            let _ = recover::split_items(&s, 4);
+        }
+
+        /// The balancer never touches a document whose tags nest: whatever it does to broken
+        /// ones, a good feed reaches feed-rs byte for byte.
+        #[test]
+        fn well_nested_documents_are_left_alone(tree in proptest::collection::vec(
+            (proptest::sample::select(vec!["item", "title", "dc:creator", "a", "description"]),
+             proptest::sample::select(vec!["", "x &amp; y", "<![CDATA[</b> <i>]]>", "<!-- </a> -->", "<br/>", "a &#233; b"])),
+            1..30)) {
+            let mut doc = String::from("<rss version=\"2.0\"><channel>");
+            for (i, (name, text)) in tree.iter().enumerate() {
+                // Nest every other element in the previous one.
+                doc.push_str(&format!("<{name} n=\"{i}>\">{text}"));
+                if i % 2 == 1 {
+                    doc.push_str(&format!("</{name}>"));
+                }
+            }
+            for (i, (name, _)) in tree.iter().enumerate().rev() {
+                if i % 2 == 0 {
+                    doc.push_str(&format!("</{name}>"));
+                }
+            }
+            doc.push_str("</channel></rss>");
+            proptest::prop_assert!(matches!(recover::balance_tags(&doc), std::borrow::Cow::Borrowed(_)), "{}", doc);
+            proptest::prop_assert!(matches!(recover::fix_char_refs(&doc), std::borrow::Cow::Borrowed(_)), "{}", doc);
         }
 
         #[test]

@@ -55,7 +55,7 @@ pub const ACCEPT: &str = "application/rss+xml, application/atom+xml, application
      */*;q=0.5";
 
 /// Largest accepted `max_concurrent` / `per_host_concurrency`.
-pub const MAX_CONCURRENCY: usize = 10_000;
+pub const MAX_CONCURRENCY: usize = 1024;
 
 /// Configuration of the HTTP client: TOML section `[http]`. Durations are humantime strings
 /// (`"10s"`, `"1m 30s"`).
@@ -458,7 +458,8 @@ impl Fetcher {
             } else {
                 all_permanent = false;
             }
-            tracing::debug!(from = %url, to = %next, status, "redirect");
+            tracing::debug!(from = %crate::logging::untrusted(url.as_str()),
+                to = %crate::logging::untrusted(next.as_str()), status, "redirect");
             url = next;
         }
     }

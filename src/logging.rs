@@ -6,6 +6,11 @@
 //! reads the stream line by line, so an event that spans lines (a config error rendered with
 //! its source line and caret) gets the prefix on *every* line, or its tail would be filed at
 //! the default priority and vanish from `-p warning`.
+//!
+//! That same line-by-line reading is why text from outside — feed titles and URLs, parse
+//! errors quoting a document's bytes, a server's error message — goes into a log line only
+//! through [`untrusted`]: a raw newline followed by `<4>` would otherwise start an entry of
+//! its own, at a priority the feed chose. Multi-line events are only ever our own text.
 
 use std::fmt;
 
@@ -59,6 +64,55 @@ pub fn prefix_lines(prio: u8, text: &str) -> String {
         out.push_str(line);
     }
     out
+}
+
+/// At most this many characters of one untrusted value reach a log line.
+pub const MAX_UNTRUSTED_CHARS: usize = 300;
+
+/// Feed- or server-supplied text for a log line: newlines, control characters, bidi controls
+/// and line separators shown as escapes (`\n`, `\u{202e}`), and at most
+/// [`MAX_UNTRUSTED_CHARS`] characters (then `…`). The one way such text enters a log line:
+/// `tracing::warn!(title = %logging::untrusted(&item.title), …)`.
+pub fn untrusted(text: &str) -> Untrusted<'_> {
+    Untrusted(text)
+}
+
+/// See [`untrusted`]; escapes when displayed, so it costs nothing for a filtered-out event.
+pub struct Untrusted<'a>(&'a str);
+
+/// Characters that must not reach a log line as themselves: they end a line (journald reads
+/// one entry per line), or make a terminal show the line differently from its bytes.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for (n, c) in self.0.chars().enumerate() {
+            if n == MAX_UNTRUSTED_CHARS {
+                return f.write_char('…');
+            }
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if needs_escape(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
 }
 
 /// Whether stderr goes to the journal (systemd sets `JOURNAL_STREAM` for the service).
@@ -125,6 +179,31 @@ mod tests {
         assert!(out.lines().all(|l| l.starts_with("<3>")), "{out}");
         assert!(out.ends_with("^\n"));
         assert_eq!(prefix_lines(6, "one line\n"), "<6>one line\n");
+    }
+
+    #[test]
+    fn untrusted_text_stays_on_one_line_and_bounded() {
+        let cases = [
+            ("plain title", "plain title"),
+            ("a\n<4>ERROR forged line", "a\\n<4>ERROR forged line"),
+            (
+                "cr\r\ttab\u{0}nul\u{85}nel",
+                "cr\\r\\ttab\\u{0}nul\\u{85}nel",
+            ),
+            (
+                "\u{202e}evil\u{2066}\u{200f}",
+                "\\u{202e}evil\\u{2066}\\u{200f}",
+            ),
+            ("line\u{2028}sep", "line\\u{2028}sep"),
+            ("出口管制 Việt", "出口管制 Việt"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(untrusted(input).to_string(), want, "{input:?}");
+        }
+        let long = "x".repeat(MAX_UNTRUSTED_CHARS * 3);
+        let shown = untrusted(&long).to_string();
+        assert_eq!(shown.chars().count(), MAX_UNTRUSTED_CHARS + 1);
+        assert!(shown.ends_with('…'));
     }
 
     #[test]

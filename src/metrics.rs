@@ -14,8 +14,14 @@
 //! reads from a socket: a request head is capped in bytes, reading and writing are capped in
 //! time, connections at once are capped in number, and every response closes the connection.
 //! It never touches the store: a scrape cannot slow down or block a database write.
+//!
+//! Idle clients cannot starve `/healthz`: when every slot is taken, a new connection evicts
+//! the oldest one that has not sent its request yet (a health checker sends its request as
+//! soon as it connects; a client that connects and says nothing is the one to go), and a
+//! request head must arrive within [`HEAD_TIMEOUT`]. Routing is one `match` on the path in
+//! [`route`]: a new route is one arm.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -34,10 +40,13 @@ pub const POLL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 
 /// Longest request head we read (request line and headers). A scraper sends ~200 bytes.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Time allowed to receive the request head, and separately to write the response.
+/// Time allowed to receive the request head (a scraper sends it at once).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed to write the response.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed at once, unanswered.
-const MAX_CONNECTIONS: usize = 8;
+/// Connections served at once. Over the cap, the oldest still waiting for its request head is
+/// closed to make room; when none is waiting, the new connection is closed unanswered.
+const MAX_CONNECTIONS: usize = 16;
 
 #[derive(Debug, Error)]
 pub enum MetricsError {
@@ -395,6 +404,7 @@ impl Server {
             .local_addr()
             .map_err(|source| MetricsError::Bind { addr, source })?;
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let waiting = Arc::new(Waiting::default());
         let task = tokio::spawn(async move {
             loop {
                 let sock = match listener.accept().await {
@@ -406,13 +416,27 @@ impl Server {
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    drop(sock); // over the cap: close unanswered
-                    continue;
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // Full: make room by closing the oldest connection still silent. Its task
+                    // drops its slot as soon as it sees the signal, so the wait is short; it
+                    // is bounded anyway, and nothing waits when nobody is silent.
+                    Err(_) if waiting.evict_oldest() => {
+                        match tokio::time::timeout(IO_TIMEOUT, slots.clone().acquire_owned()).await
+                        {
+                            Ok(Ok(p)) => p,
+                            _ => continue,
+                        }
+                    }
+                    Err(_) => {
+                        drop(sock); // every slot is answering: close unanswered
+                        continue;
+                    }
                 };
                 let metrics = metrics.clone();
+                let waiting = waiting.clone();
                 tokio::spawn(async move {
-                    serve(sock, &metrics).await;
+                    serve(sock, &metrics, &waiting).await;
                     drop(permit);
                 });
             }
@@ -423,6 +447,39 @@ impl Server {
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// A connection's id and the signal that closes it.
+type Evictable = (u64, tokio::sync::oneshot::Sender<()>);
+
+/// Connections still waiting for their request head, oldest first.
+#[derive(Default)]
+struct Waiting {
+    /// The last id handed out, and the waiting connections.
+    queue: Mutex<(u64, VecDeque<Evictable>)>,
+}
+
+impl Waiting {
+    /// Registers a connection; returns its id and the signal to watch.
+    fn enter(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut q = lock(&self.queue);
+        q.0 += 1;
+        let id = q.0;
+        q.1.push_back((id, tx));
+        (id, rx)
+    }
+
+    /// The connection has its head (or is gone): no longer evictable.
+    fn leave(&self, id: u64) {
+        lock(&self.queue).1.retain(|(i, _)| *i != id);
+    }
+
+    /// Signals the oldest waiting connection to close; false when none waits.
+    fn evict_oldest(&self) -> bool {
+        let oldest = lock(&self.queue).1.pop_front();
+        oldest.is_some_and(|(_, tx)| tx.send(()).is_ok())
     }
 }
 
@@ -494,9 +551,17 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Reads the head (bounded in size and time), answers, closes.
-async fn serve(mut sock: TcpStream, metrics: &Metrics) {
-    let head = tokio::time::timeout(IO_TIMEOUT, read_head(&mut sock)).await;
+/// Reads the head (bounded in size and time, evictable while it waits), answers, closes.
+async fn serve(mut sock: TcpStream, metrics: &Metrics, waiting: &Waiting) {
+    let (id, evicted) = waiting.enter();
+    let head = tokio::select! {
+        head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut sock)) => head,
+        // Evicted to make room for a newer connection.
+        _ = evicted => {
+            return;
+        }
+    };
+    waiting.leave(id);
     let reply = match head {
         Ok(Ok(Some(ref head))) => route(head, metrics, chrono::Utc::now().timestamp()),
         Ok(Ok(None)) => plain(431, "request too large\n"),
@@ -690,34 +755,36 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 431 "), "{resp}");
     }
 
+    /// Issue 17: eight idle local connections made `/healthz` unanswerable. Twice the cap of
+    /// clients that connect and say nothing, then a health check: it is answered (the
+    /// oldest silent clients were closed to make room). The deadline is a hang guard only.
     #[tokio::test]
-    async fn connections_over_the_cap_are_closed_and_capacity_returns() {
+    async fn idle_connections_cannot_starve_healthz() {
         let m = Metrics::new();
         let srv = Server::start("127.0.0.1:0".parse().expect("addr"), m)
             .await
             .expect("bind loopback");
         let addr = srv.local_addr();
-        // Fill every slot with a client that says nothing. The accept loop takes slots in
-        // accept order, so the next connection finds none.
         let mut idle = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
+        for _ in 0..2 * MAX_CONNECTIONS {
             idle.push(TcpStream::connect(addr).await.expect("connect"));
         }
-        let refused = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-        assert_eq!(refused, "", "over the cap: closed unanswered");
-        // Once the idle clients leave, their slots come back.
-        drop(idle);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let resp = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-            if resp.starts_with("HTTP/1.1 200 ") {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "slots never returned"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let resp = tokio::time::timeout(
+            Duration::from_secs(20),
+            get(addr, b"GET /healthz HTTP/1.1\r\n\r\n"),
+        )
+        .await
+        .expect("/healthz answered while idle clients hold connections");
+        assert!(
+            resp.starts_with("HTTP/1.1 503 "),
+            "not ready yet, but answered: {resp}"
+        );
+        // The first silent clients were the ones closed.
+        let mut first = idle.remove(0);
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(20), first.read(&mut buf))
+            .await
+            .expect("the oldest idle client is closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     }
 }

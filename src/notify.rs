@@ -26,6 +26,7 @@ use crate::digest::{
     self, DigestKind, FeedProblem, LogRecord, RenderLimits, Rendered, Section, Story,
 };
 use crate::item::Field;
+use crate::logging::untrusted;
 use crate::mail::{MailError, Mailer};
 use crate::retry;
 use crate::store::{Delivery, DigestState, Kind, Store, StoreError};
@@ -190,7 +191,7 @@ impl Notifier {
             // The digest was removed from the config after claiming: its stories stay claimed
             // and the failure is visible, rather than mailed to nobody or silently dropped.
             let msg = format!("digest `{}` is no longer configured", delivery.digest_id);
-            tracing::warn!(delivery = delivery.id, "{msg}");
+            tracing::warn!(delivery = delivery.id, "{}", untrusted(&msg));
             store.mark_failed(delivery.id, &msg)?;
             report.failed += 1;
             return Ok(());
@@ -280,8 +281,8 @@ impl Notifier {
                 tracing::info!(
                     delivery = delivery.id, digest = %delivery.digest_id, kind = delivery.kind.as_str(),
                     message_id = %delivery.message_id, recipients = dcfg.to.len(),
-                    stories = rendered.shown, trimmed = rendered.trimmed, reply = %reply,
-                    "mailed: {}", rendered.subject
+                    stories = rendered.shown, trimmed = rendered.trimmed, reply = %untrusted(&reply),
+                    "mailed: {}", untrusted(&rendered.subject)
                 );
                 store.mark_sent(delivery.id, now, &reply)?;
                 report.sent += 1;
@@ -306,7 +307,7 @@ impl Notifier {
                 let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 tracing::warn!(
                     delivery = delivery.id, digest = %delivery.digest_id, attempt = delivery.attempts + 1,
-                    retry_at = %at, "mail deferred: {}", e.message
+                    retry_at = %at, "mail deferred: {}", untrusted(&e.message)
                 );
                 store.mark_retry(delivery.id, &e.message, at, None)?;
                 report.retrying += 1;
@@ -320,7 +321,7 @@ impl Notifier {
                 tracing::warn!(
                     delivery = delivery.id, digest = %delivery.digest_id, stories = rendered.shown,
                     trim_to = trim, "relay refused the digest as too large; retrying once with fewer stories: {}",
-                    e.message
+                    untrusted(&e.message)
                 );
                 store.mark_retry(delivery.id, &e.message, now, Some(trim))?;
                 report.retrying += 1;
@@ -345,7 +346,7 @@ fn fail(
 ) -> Result<(), NotifyError> {
     tracing::error!(
         delivery = delivery.id, digest = %delivery.digest_id, message_id = %delivery.message_id,
-        "delivery failed for good: {msg}"
+        "delivery failed for good: {}", untrusted(msg)
     );
     store.mark_failed(delivery.id, msg)?;
     report.failed += 1;

@@ -182,19 +182,7 @@ fn run_once_prints_the_digest_then_feeds_and_backtest_read_the_state() {
         "a second poll reports nothing:\n{out}"
     );
 
-    let o = bin()
-        .args(["feeds", "--config"])
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("English desk"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = feeds_line(&cfg, &state, "English desk");
     assert!(line.contains(" ok ") && line.contains(" 5 "), "{line}");
 
     // Narrow the ai-chips rule: backtest shows what would no longer match.
@@ -223,4 +211,93 @@ fn run_once_prints_the_digest_then_feeds_and_backtest_read_the_state() {
         "{out}"
     );
     assert!(out.contains("− ["), "{out}");
+}
+
+/// Issue 17: a feed the daemon registered but never polled showed "next poll 20788d ago" (the
+/// epoch). It is due: "now", with the note "not polled yet".
+#[test]
+fn feeds_shows_a_never_polled_feed_as_due_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = file_config(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let loaded = policywatch::config::load(&cfg).unwrap();
+    let mut store = policywatch::store::Store::open(&policywatch::store::db_path(&state)).unwrap();
+    store
+        .sync_feeds(
+            loaded
+                .feeds
+                .iter()
+                .map(|f| (f.url.as_str(), f.name.as_str())),
+        )
+        .unwrap();
+    drop(store);
+    let line = feeds_line(&cfg, &state, "English desk");
+    assert!(!line.contains(" ago"), "{line}");
+    // A --since beyond what a timestamp holds (it panicked): everything, which is nothing yet.
+    let o = bin()
+        .args(["backtest", "--since", "290000years", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        line.contains(" now ") && line.contains("not polled yet"),
+        "{line}"
+    );
+}
+
+/// The line of `policywatch feeds` for the feed called `name`.
+fn feeds_line(cfg: &Path, state: &Path, name: &str) -> String {
+    let o = bin()
+        .args(["feeds", "--config"])
+        .arg(cfg)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    out.lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string()
+}
+
+/// Issue 17: an empty file checked "ok" and ran doing nothing; a half-written one (feeds, no
+/// watches, no digests) too. `check` refuses both with a position, and `run` exits 78 (the
+/// config status the unit does not restart) on what `check` refuses.
+#[test]
+fn check_and_run_refuse_a_config_that_would_do_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let half = dir.path().join("half.toml");
+    std::fs::write(&half, "[[feeds]]\nurl = \"https://a.test/f.xml\"\n").unwrap();
+    for (cfg, says) in [
+        (
+            &empty,
+            "empty.toml:1:1: error: no feeds, watches or digests",
+        ),
+        (
+            &half,
+            "half.toml:1:1: error: no [[watches]], no [[digests]]",
+        ),
+    ] {
+        let o = bin().args(["check", "--config"]).arg(cfg).output().unwrap();
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "check passed:\n{out}");
+        assert!(err.contains(says), "{err}");
+        let o = bin()
+            .args(["run", "--once", "--config"])
+            .arg(cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(78), "{:?}", text(&o));
+        assert!(text(&o).1.contains(says), "{:?}", text(&o));
+    }
 }

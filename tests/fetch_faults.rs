@@ -516,8 +516,12 @@ async fn invalid_xml_is_a_clean_parse_error() {
     let srv = FaultServer::start().await;
     srv.route(
         "/f",
-        Response::ok("<rss version=\"2.0\"><channel><title>x</title><item><title>broken</channel>")
-            .content_type("application/rss+xml"),
+        // A CDATA section never closed swallows the document: nothing to recover. (A tag left
+        // open is recovered since issue 17: see `feed::recover`.)
+        Response::ok(
+            "<rss version=\"2.0\"><channel><title>x</title><item><title><![CDATA[broken</title></item></channel></rss>",
+        )
+        .content_type("application/rss+xml"),
     );
     let FetchOutcome::Fetched {
         body, content_type, ..

@@ -357,6 +357,28 @@ async fn notify_lifecycle_with_good_and_bad_reloads() {
     assert!(srv.requests_to("/c.xml").is_empty());
     assert!(d.still_running());
 
+    // A half-written config that still parses (issue 17): feeds, but no watches and no
+    // digests. Refused like a broken one; the old config keeps running.
+    write_config(&cfg, &[feed_a()], "10s", |doc| {
+        doc.remove("watches");
+        doc.remove("digests");
+    });
+    d.signal(libc::SIGHUP);
+    mgr.wait_for("RELOADING=1", |m| has_line(m, "RELOADING=1"))
+        .await;
+    let ready = mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    let status = status_of(&ready).expect("READY carries a STATUS");
+    assert!(
+        status.starts_with("2 feeds") && status.contains("reload failed"),
+        "a half-written config is not adopted: {status}"
+    );
+    until("the refusal is logged", || {
+        d.log().contains(
+            "no [[watches]], no [[digests]]: the daemon would poll, match or deliver nothing",
+        )
+    })
+    .await;
+
     d.signal(libc::SIGTERM);
     mgr.wait_for("STOPPING=1", |m| has_line(m, "STOPPING=1"))
         .await;
@@ -723,12 +745,28 @@ fn listen_address_is_validated() {
         assert!(!l.warnings.iter().any(|w| w.contains("daemon.listen")));
         assert_eq!(l.config.daemon.listen_addr(), Some(ok.parse().unwrap()));
     }
-    for bad in ["0.0.0.0:9187", "[::]:9187", "localhost:9187", "9187"] {
+    let l = with("[::ffff:127.0.0.1]:9187").expect("v4-mapped loopback");
+    assert!(
+        !l.warnings.iter().any(|w| w.contains("daemon.listen")),
+        "is loopback"
+    );
+    // Every spelling of "all interfaces" (issue 17: the v4-mapped one bound every IPv4
+    // address with only a warning).
+    for bad in [
+        "0.0.0.0:9187",
+        "[::]:9187",
+        "[::ffff:0.0.0.0]:9187",
+        "[::ffff:0:0]:9187",
+        "[0:0:0:0:0:ffff:0000:0000]:9187",
+        "[::0.0.0.0]:9187",
+        "localhost:9187",
+        "9187",
+    ] {
         let e = with(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
         let text = e.to_string();
         assert!(
-            text.contains("pw.toml:") && text.contains("daemon.listen"),
-            "{text}"
+            text.contains("pw.toml:") && text.contains("daemon.listen") && text.contains("hint:"),
+            "{bad}: {text}"
         );
     }
     let l = with("192.0.2.7:9187").expect("an explicit interface address is allowed");
@@ -860,4 +898,90 @@ fn unit_exposure_is_at_most_1_5() {
     println!("systemd-analyze security: policywatch.service exposure {exposure}");
     assert!(exposure <= 1.5, "exposure {exposure}:\n{text}");
     assert!(out.status.success(), "above --threshold=15:\n{text}");
+}
+
+/// Issue 17: a feed cannot forge journal entries. One feed fails to parse with an error that
+/// quotes a newline followed by a journal priority ("\\n<4>ERROR forged line"); another has
+/// an item whose title cannot be read, recovered from its summary with a warning. Under
+/// `JOURNAL_STREAM` every line the daemon writes starts with its own priority, the forged text
+/// appears only escaped, inside the one record of that poll failure, and the recovery
+/// warning is one record too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_cannot_forge_journal_lines() {
+    let srv = FaultServer::start().await;
+    let forged = "<feed xmlns=\"http://www.w3.org/2005/Atom\"><title type=\"t1\">F</title>\
+        <subtitle type=\"t2\">S</subtitle><rights type=\"t3\">R</rights><entry>\
+        <title type=\"t4\">A</title><summary type=\"t5\n<4>ERROR forged line\">B</summary>\
+        </entry></feed>";
+    srv.route("/forged.xml", Response::ok(forged));
+    let untitled = "<rss version=\"2.0\"><channel><title>U</title><item><guid>u-1</guid>\
+        <title>&#x200F;</title><description>Ministry adds four chip makers to the control list\
+        </description></item></channel></rss>";
+    srv.route("/untitled.xml", Response::ok(untitled));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    let feeds = [
+        FeedSpec {
+            name: "Forger",
+            url: srv.url("/forged.xml").to_string(),
+            interval: None,
+        },
+        FeedSpec {
+            name: "Untitled",
+            url: srv.url("/untitled.xml").to_string(),
+            interval: Some("1s"),
+        },
+    ];
+    write_config(&cfg, &feeds, "10s", |_| {});
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    until("both feeds are polled and reported", || {
+        let log = d.log();
+        log.contains("poll failed") && log.contains("title could not be read")
+    })
+    .await;
+    // The third request is scheduled by the second poll's result: the recovered item was
+    // seen again by then, and is not reported again.
+    until("the untitled feed is polled again", || {
+        srv.requests_to("/untitled.xml").len() >= 3
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    let status = d.exit().await;
+    assert!(status.success(), "exit {status:?}:\n{}", d.log());
+
+    let log = d.log();
+    for line in log.lines() {
+        let b = line.as_bytes();
+        assert!(
+            b.len() >= 3 && b[0] == b'<' && b[2] == b'>' && (b'0'..=b'7').contains(&b[1]),
+            "a line without our priority prefix: {line:?}\n{log}"
+        );
+        assert!(
+            !line[3..].starts_with('<'),
+            "a line whose text starts with a priority of its own: {line:?}"
+        );
+    }
+    let forged_lines: Vec<&str> = log.lines().filter(|l| l.contains("forged line")).collect();
+    assert_eq!(forged_lines.len(), 1, "one record: {forged_lines:?}\n{log}");
+    let l = forged_lines[0];
+    assert!(
+        l.starts_with("<4>")
+            && l.contains("poll failed")
+            && l.contains("t5\\n<4>ERROR forged line"),
+        "the poll failure, at warning priority, the newline escaped: {l}"
+    );
+    let recovered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("title could not be read"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "once, when the item is new:\n{log}");
+    assert!(
+        recovered[0].starts_with("<4>") && recovered[0].contains("Ministry adds four chip makers"),
+        "{}",
+        recovered[0]
+    );
+    assert!(!log.contains('\u{200f}'), "no bidi mark in the journal");
 }
