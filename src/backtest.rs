@@ -38,9 +38,12 @@ pub fn compare(cfg: &Loaded, items: &[StoredItem], only: Option<&str>) -> Report
         report.watches.insert(w.clone(), WatchDiff::default());
     }
     for si in items {
+        // Items stored before languages were told get one now, as a poll would give them.
+        let mut item = si.item.clone();
+        crate::lang::fill(&mut item);
         let now: Vec<String> = cfg
             .classifier
-            .classify(&si.item)
+            .classify(&item)
             .into_iter()
             .map(|v| v.watch_id)
             .collect();

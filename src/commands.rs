@@ -266,6 +266,37 @@ fn display_id(it: &Item) -> String {
         .unwrap_or_else(|| it.content_hash())
 }
 
+/// `policywatch score`: the config's watches on labelled items (JSON Lines and a TSV of labels),
+/// precision / recall / F1 per watch and language, then the misses.
+pub fn score(
+    common: &Common,
+    items: &std::path::Path,
+    labels: &std::path::Path,
+    json: bool,
+    misses: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let cfg = common.load()?;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let items_src = read(items)?;
+    let labels_src = read(labels)?;
+    let items =
+        crate::score::parse_items(&items_src).with_context(|| items.display().to_string())?;
+    let ids = cfg.classifier.watch_ids();
+    let labels = crate::score::parse_labels(&labels_src, &ids)
+        .with_context(|| labels.display().to_string())?;
+    let report = crate::score::score(&cfg.classifier, &items, &labels);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", crate::score::render_json(&report, misses))?;
+    } else {
+        write!(out, "{}", crate::score::render_text(&report, misses))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `policywatch classify`: every item of every source, matched or not.
 pub async fn classify(
     common: &Common,
@@ -288,6 +319,7 @@ pub async fn classify(
         };
         for mut it in items {
             it.feed_name = name.clone();
+            crate::lang::fill(&mut it);
             let verdicts = cfg.classifier.classify(&it);
             if json {
                 let watches: Vec<_> = verdicts
@@ -304,6 +336,7 @@ pub async fn classify(
                     "id": display_id(&it),
                     "link": it.link,
                     "title": it.title,
+                    "lang": it.lang,
                     "watches": watches,
                 });
                 writeln!(out, "{line}")?;

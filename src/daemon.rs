@@ -527,7 +527,8 @@ impl Daemon {
                 let classifier = &self.cfg.classifier;
                 let new: Vec<NewItem> = fresh
                     .into_iter()
-                    .map(|item| {
+                    .map(|mut item| {
+                        crate::lang::fill(&mut item);
                         let signature = cluster::signature(&item.title, &item.summary);
                         NewItem {
                             verdicts: classifier.classify(&item),

@@ -25,6 +25,7 @@ pub mod notify;
 pub mod opml;
 pub mod retry;
 pub mod schedule;
+pub mod score;
 pub mod service;
 pub mod sets;
 pub mod store;

@@ -89,6 +89,25 @@ enum Command {
         #[command(flatten)]
         common: commands::Common,
     },
+    /// Score the watches on labelled items: precision, recall and F1 per watch and language,
+    /// then the misses.
+    Score {
+        #[command(flatten)]
+        common: commands::Common,
+        /// Items as JSON Lines: id, lang, title, summary, link, date.
+        #[arg(long, value_name = "FILE.jsonl")]
+        items: std::path::PathBuf,
+        /// Labels as TSV: id, one column per watch (export_controls for export-controls;
+        /// 1, 0 or ? to skip), then anything.
+        #[arg(long, value_name = "FILE.tsv")]
+        labels: std::path::PathBuf,
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// List at most N misses per watch (default: all).
+        #[arg(long, value_name = "N")]
+        misses: Option<usize>,
+    },
     /// Re-run the current rules over stored items and show what an edit changes.
     Backtest {
         #[command(flatten)]
@@ -140,6 +159,13 @@ fn main() -> ExitCode {
                 since,
                 watch,
             } => commands::backtest(&common, since, watch.as_deref()),
+            Command::Score {
+                common,
+                items,
+                labels,
+                json,
+                misses,
+            } => commands::score(&common, &items, &labels, json, misses),
         }
     });
     match result {

@@ -143,6 +143,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX items_cluster ON items(cluster_id);
     CREATE INDEX items_canonical ON items(canonical_url);
     "#,
+    // 3: the item's language (ISO 639-1), told before classification; NULL when unknown.
+    r#"
+    ALTER TABLE items ADD COLUMN lang TEXT;
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -572,8 +576,8 @@ impl Store {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
                     content, authors, categories, published_at, first_seen_at, content_hash, \
-                    reportable, canonical_url, signature) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    reportable, canonical_url, signature, lang) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let mut set_cluster =
                 tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
@@ -607,6 +611,7 @@ impl Store {
                     reportable,
                     n.canonical_url,
                     n.signature,
+                    it.lang,
                 ])?;
                 if changed == 0 {
                     continue;
@@ -662,12 +667,14 @@ impl Store {
             published: r.get::<_, Option<i64>>(off + 7)?.map(from_ts),
             feed_name: r.get(off + 8)?,
             feed_tags: Vec::new(),
-            lang: None,
+            lang: r.get(off + 9)?,
         })
     }
 
     const ITEM_COLS: &'static str = "i.guid, i.link, i.title, i.summary, i.content, i.authors, \
-        i.categories, i.published_at, f.name";
+        i.categories, i.published_at, f.name, i.lang";
+    /// How many columns `ITEM_COLS` names (what `item_from_row` reads).
+    const ITEM_COLS_LEN: usize = 10;
 
     /// Stored items first seen at or after `since`, oldest first, with the watches their stored
     /// verdicts name. For `backtest`.
@@ -1010,7 +1017,8 @@ impl Store {
                     evidence: Vec::new(),
                     first_seen_at: from_ts(r.get(4)?),
                     item: Self::item_from_row(r, 5)?,
-                    cluster_id: r.get(14)?,
+                    // After the item's columns (`ITEM_COLS`).
+                    cluster_id: r.get(5 + Self::ITEM_COLS_LEN)?,
                 },
                 ev,
             ))
@@ -1290,6 +1298,24 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn item_cols_len_counts_item_cols() {
+        assert_eq!(Store::ITEM_COLS.split(',').count(), Store::ITEM_COLS_LEN);
+    }
+
+    #[test]
+    fn the_item_language_is_stored_and_read_back() {
+        let mut s = store();
+        let t0 = Utc::now();
+        let mut vi = item(Some("vi"), Some("https://x/vi"), "Cấm xuất khẩu");
+        vi.lang = Some("vi".into());
+        let unknown = item(Some("u"), Some("https://x/u"), "2024");
+        insert(&mut s, vec![vi, unknown], t0, "w");
+        let back = s.items_since(t0 - Duration::days(1)).unwrap();
+        let langs: Vec<Option<&str>> = back.iter().map(|i| i.item.lang.as_deref()).collect();
+        assert_eq!(langs, vec![Some("vi"), None]);
     }
 
     #[test]

@@ -21,12 +21,14 @@ fn defaults() -> Classifier {
     }
 }
 
+/// The watches that flag a story, its language told from its text as the daemon does.
 fn watches_for(c: &Classifier, title: &str, body: &str) -> Vec<String> {
-    let it = Item {
+    let mut it = Item {
         title: title.into(),
         summary: body.into(),
         ..Default::default()
     };
+    policywatch::lang::fill(&mut it);
     c.classify(&it).into_iter().map(|v| v.watch_id).collect()
 }
 
@@ -141,11 +143,12 @@ fn multilingual_fixtures() {
     ];
     for (t, b, want) in cases {
         let got = watches_for(&c, t, b);
-        let it = Item {
+        let mut it = Item {
             title: t.into(),
             summary: b.into(),
             ..Default::default()
         };
+        policywatch::lang::fill(&mut it);
         assert_eq!(got, want, "{t:?}\n{}", c.explain(&it));
     }
 }
@@ -162,11 +165,13 @@ fn seed_article_is_both_watches_when_shared_is_present() {
     };
     let c = defaults();
     let mut lines = text.lines();
-    let it = Item {
+    let mut it = Item {
         title: lines.next().unwrap_or("").to_string(),
         content: lines.collect::<Vec<_>>().join("\n"),
         ..Default::default()
     };
+    policywatch::lang::fill(&mut it);
+    assert_eq!(it.lang.as_deref(), Some("vi"));
     let ids: Vec<String> = c.classify(&it).into_iter().map(|v| v.watch_id).collect();
     assert_eq!(
         ids,
@@ -184,7 +189,9 @@ fn readme_rule_example_compiles_and_matches() {
     let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
     let block = &section[start..start + section[start..].find("```").expect("block end")];
     let watches = watches_from_toml(block).expect("README example is valid TOML");
-    let c = Classifier::compile(&watches).expect("README example compiles");
+    let sets = policywatch::sets::SetLibrary::with_config("README.md", block)
+        .unwrap_or_else(|e| panic!("README example's sets: {}", e.join("\n")));
+    let c = Classifier::compile_with(&watches, &sets).expect("README example compiles");
     assert_eq!(
         watches_for(
             &c,
@@ -197,5 +204,18 @@ fn readme_rule_example_compiles_and_matches() {
         watches_for(&c, "Lệnh trừng phạt mới", "Mỹ siết xuất khẩu chip."),
         vec!["gallium".to_string()]
     );
+    // The set's unaccented `trung phat` folds in a Vietnamese story, as the text says.
+    let vi = Item {
+        title: "Lệnh trừng phạt mới".into(),
+        summary: "Mỹ siết xuất khẩu chip.".into(),
+        lang: Some("vi".into()),
+        ..Default::default()
+    };
+    let v = c.classify(&vi);
+    assert_eq!(v.len(), 1);
+    assert!(v[0]
+        .evidence
+        .iter()
+        .any(|e| e.set.as_deref() == Some("sanction_vi")));
     assert!(watches_for(&c, "Fish and chips with gallium", "a curb").is_empty());
 }

@@ -301,3 +301,67 @@ fn check_and_run_refuse_a_config_that_would_do_nothing() {
         assert!(text(&o).1.contains(says), "{:?}", text(&o));
     }
 }
+
+/// `policywatch score` on a small labelled fixture of our own: the figures per watch and
+/// language, the misses (one missed story, one wrong flag), and the same as JSON.
+#[test]
+fn score_prints_figures_per_watch_and_language_then_the_misses() {
+    let dir = fixture("score");
+    let run = |extra: &[&str]| {
+        let o = bin()
+            .arg("score")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .arg("--items")
+            .arg(dir.join("items.jsonl"))
+            .arg("--labels")
+            .arg(dir.join("labels.tsv"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        out
+    };
+    let out = run(&[]);
+    assert!(
+        out.starts_with(
+            "7 labelled items scored (1 items without a label, 1 labels without an item)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\nexport-controls: P 0.667  R 0.667  F1 0.667  (3 positives; tp 2 fp 1 fn 1 tn 2)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  en   P 0.500  R 0.500  F1 0.500  (2 positives; tp 1 fp 1 fn 1 tn 1)\n"),
+        "{out}"
+    );
+    // vi-2 has no lang in the file: it is told (Vietnamese), and English `ban` does not find
+    // its "bán" (sell), so it is a true negative.
+    assert!(
+        out.contains("\n  vi   P 1.000  R 1.000  F1 1.000  (1 positives; tp 1 fp 0 fn 0 tn 1)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "misses of export-controls (2 of 2):\n  false negative en-3 [en] Chipmakers face new export licence rules\n  false positive en-4 [en] Casino bans poker chips at its tables\n"
+        ),
+        "{out}"
+    );
+    let out = run(&["--json", "--misses", "1"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let w = &v["watches"]["export-controls"];
+    assert_eq!(
+        (w["tp"].as_u64(), w["fp"].as_u64(), w["fn"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(w["by_lang"]["vi"]["tn"].as_u64(), Some(1));
+    assert_eq!(w["misses"].as_array().map(Vec::len), Some(1));
+    assert_eq!(w["misses"][0]["id"], "en-3");
+    assert_eq!(w["misses"][0]["kind"], "false negative");
+    assert_eq!(v["items"].as_u64(), Some(7));
+}

@@ -568,3 +568,57 @@ fn lang_scope_tests_the_item_language() {
     assert!(perr_of(&lib, "lang:(vi OR xx) AND chips").contains("unknown language `xx`"));
     assert!(perr_of(&lib, "lang:vi NEAR/3 chips").contains("NEAR works on"));
 }
+
+const RANK_SETS: &str = r#"
+[sets.entity_list]
+label = "Entity List"
+weight = 3
+en = ["entity list"]
+
+[sets.g1]
+en = ["chip*"]
+[sets.g2]
+en = ["china"]
+[sets.g3]
+en = ["export*"]
+[sets.g4]
+en = ["trade"]
+[sets.g5]
+en = ["semiconductor*"]
+[sets.g6]
+en = ["technology"]
+[sets.g7]
+en = ["market*"]
+[sets.g8]
+en = ["rules"]
+[sets.g9]
+en = ["firms"]
+[sets.g10]
+en = ["curb*", "ban", "limits"]
+"#;
+
+#[test]
+fn an_instrument_outranks_any_number_of_generic_words() {
+    let q = "@entity_list OR @g1 OR @g2 OR @g3 OR @g4 OR @g5 OR @g6 OR @g7 OR @g8 OR @g9 OR @g10";
+    let c = with_sets(RANK_SETS, q);
+    let score = |t: &str, s: &str| c.classify(&item(t, s))[0].score;
+    let generic = "China chip export trade semiconductor technology market rules firms curbs";
+    // Ten generic concepts, each in title and summary: 2.5 each, 3.33 together.
+    let many = score(generic, generic);
+    assert!(many < 3.4, "{many}");
+    // One instrument in the title (6), or even in the summary alone (3), ranks higher.
+    assert!(score("Three firms added to the Entity List", "") > many);
+    assert!(score("Three added", "They join the Entity List.") > score(generic, ""));
+    // More terms of one set are one concept: a second, third... generic set add little.
+    assert_eq!(score("chips chipmakers chipsets", ""), 2.0);
+    assert_eq!(score("chips from China", ""), 2.5);
+    // Terms written in the query are concepts of weight 1 each, ranked the same way.
+    let c = Classifier::compile(&[WatchConfig::new(
+        "w",
+        "\"entity list\"^3 OR china OR chip* OR export* OR trade OR rules OR firms",
+    )])
+    .unwrap();
+    let s = |t: &str| c.classify(&item(t, ""))[0].score;
+    assert!(s("Entity List") > s("China chip export trade rules firms"));
+    assert_eq!(s("Entity List"), 6.0);
+}
