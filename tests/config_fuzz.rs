@@ -171,7 +171,9 @@ fn mutated_shipped_configs_never_panic_and_every_refusal_is_located() {
     let mut rng = StdRng::seed_from_u64(17);
     let (mut accepted, mut refused) = (0, 0);
     let light = with_short_rules(SHIPPED);
-    assert!(light.len() < SHIPPED.len() / 2 && light.contains("[[watches]]"));
+    // The shipped rules are short now (their words live in config/sets), so "lighter" is all
+    // that can be asked of the replacement.
+    assert!(light.len() < SHIPPED.len() && light.contains("[[watches]]"));
     config::load_str("t.toml", &light).expect("the light config compiles");
     for case in 0..CASES + FULL_CASES {
         let base = if case < CASES {
