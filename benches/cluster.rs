@@ -1,7 +1,11 @@
 //! Clusters 100,000 generated stored items (about 25,000 stories told by one to seven outlets
 //! each, over 60 days, a 3-day window pruned as time passes) and prints the time for
 //! signatures and for index inserts, how well the known stories were recovered, and the peak
-//! memory (VmHWM from /proc/self/status). Run with `cargo bench --bench cluster`.
+//! memory (VmHWM from /proc/self/status). Then the start-up case: all 100,000 items restored
+//! into one index whose window holds them all, timed, with the heap it holds per item (live
+//! bytes counted by this bench's allocator, less the fixed 4 MiB word-statistics sketch;
+//! allocator overhead not included). Run with
+//! `cargo bench --bench cluster`.
 //!
 //! The text is synthetic: each story has a handful of specific words (names, numbers) that
 //! its rewrites share, drawn from a large vocabulary, and every item also uses the small set of
@@ -10,6 +14,7 @@
 
 use std::time::Instant;
 
+mod cluster_eval;
 mod procfs;
 
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +22,34 @@ use policywatch::canon::canonical_url;
 use policywatch::cluster::{signature, ClusterIndex, Signature};
 
 const ITEMS: usize = 100_000;
+
+/// The system allocator, counting live heap bytes (for the index's memory per item).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live_bytes() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
 const DAYS: i64 = 60;
 
 /// xorshift64*: deterministic, dependency-free, good enough for test data.
@@ -293,5 +326,42 @@ fn main() {
             b as f64 / 1024.0
         ),
         _ => println!("  peak memory: /proc/self/status not available"),
+    }
+    // Start-up: every item restored (clusters already decided) into an index spanning them all.
+    let start = Instant::now();
+    let mut all = ClusterIndex::new(Duration::days(DAYS + 1));
+    let empty = live_bytes();
+    for (i, (_, at, _, _, _)) in items.iter().enumerate() {
+        all.restore(
+            i as i64,
+            feeds[i],
+            cluster[i],
+            urls[i].as_deref(),
+            &sigs[i],
+            *at,
+        );
+    }
+    let restore_time = start.elapsed();
+    let held = live_bytes().saturating_sub(empty);
+    let feats: usize = sigs.iter().map(Signature::len).sum();
+    println!(
+        "  restore {ITEMS} items into one index (start-up): {:.2?} total, {:.2} µs/item; \
+         index heap {:.0} bytes/item besides the 4 MiB sketch ({:.1} features/item)",
+        restore_time,
+        restore_time.as_secs_f64() * 1e6 / ITEMS as f64,
+        held as f64 / ITEMS as f64,
+        feats as f64 / ITEMS as f64
+    );
+    assert_eq!(all.len(), ITEMS);
+    drop(all);
+    // The join decision on real pairs (method in benches/cluster_eval/mod.rs).
+    let start = Instant::now();
+    match cluster_eval::measure() {
+        Some((report, _)) => println!(
+            "  real pairs (shared corpora, judged in {:.2?}): {}",
+            start.elapsed(),
+            report.line()
+        ),
+        None => println!("  real pairs: ../shared/corpus/news absent, not measured"),
     }
 }

@@ -51,6 +51,8 @@ fn stories(watch: &str, n: usize, base: i64) -> Vec<Story> {
                     },
                 ],
                 also_reported: Vec::new(),
+                lang: Some(if i % 3 == 0 { "vi" } else { "en" }.into()),
+                ..Default::default()
             }
         })
         .collect()
@@ -79,6 +81,9 @@ fn main() {
         ],
         feed_health: Vec::new(),
         kind: DigestKind::Digest,
+        detail: Default::default(),
+        contact: None,
+        deferred: 0,
     };
     let limits = RenderLimits::default();
     let runs = 20;
@@ -101,14 +106,15 @@ fn main() {
         mean.as_secs_f64() * 1e3
     );
     println!(
-        "  shown {}, trimmed {}, subject {:?}",
-        r.shown, r.trimmed, r.subject
+        "  full {}, listed {}, left for the next digest {}, subject {:?}",
+        r.shown, r.listed, r.trimmed, r.subject
     );
     println!(
-        "  text {} bytes, html {} bytes ({} bytes/story shown)",
+        "  text {} bytes, html {} bytes, both {} bytes (budget {} bytes encoded)",
         r.text.len(),
         r.html.len(),
-        r.html.len() / r.shown.max(1)
+        r.text.len() + r.html.len(),
+        limits.max_bytes
     );
     let t = Instant::now();
     let recs = policywatch::digest::log_lines(&d, &limits);

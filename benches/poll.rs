@@ -3,9 +3,15 @@
 //!
 //! Prints, per scenario, wall time, CPU time and peak memory (VmHWM, reset between scenarios)
 //! of a cold cycle (everything new: fetch, parse, classify, store) and a warm one (every feed
-//! answers 304 to its ETag). Then fetches a 64 MiB body to show the size cap bounds memory.
+//! answers 304 to its ETag), and the share of that CPU the daemon's loop thread took (the loop
+//! runs on this bench's main thread, inside `block_on`; fetch, parse and per-item work run on
+//! the runtime's workers). Then the start-up: 10,000 feeds and 100,000 stored items (all within
+//! the cluster window, so all go back into the cluster index), timed from `daemon::run` to the
+//! `READY=1` datagram on `$NOTIFY_SOCKET`. Then fetches a 64 MiB body to show the size cap
+//! bounds memory.
 //!
-//! `cargo bench --bench poll` (all scenarios) or `cargo bench --bench poll -- 200x50` (one).
+//! `cargo bench --bench poll` (all scenarios) or `cargo bench --bench poll -- 200x50` (one;
+//! also `10000x10`, `startup`, `big`).
 //! The server runs in this process but generates bodies on the fly, so it adds little memory.
 //! All feeds share one loopback host, so the per-host politeness limits are lifted here (the
 //! benchmark measures the pipeline, not the courtesy delay); real configs keep them.
@@ -16,6 +22,7 @@ use std::time::Instant;
 
 mod procfs;
 
+use policywatch::canon::canonical_url;
 use policywatch::config;
 use policywatch::daemon::{self, ConfigSource, Control, Options};
 use policywatch::fetch::{FetchOutcome, FetchRequest, Fetcher, HttpConfig};
@@ -156,11 +163,13 @@ fn write_config(dir: &Path, addr: std::net::SocketAddr, feeds: usize) -> std::pa
     p
 }
 
-async fn cycle(cfg: &Path, state: &Path, all: bool) -> (f64, f64, u64, daemon::Summary) {
+/// Wall, CPU and loop-thread CPU seconds, peak KiB, and the summary of one `run --once`.
+async fn cycle(cfg: &Path, state: &Path, all: bool) -> (f64, f64, f64, u64, daemon::Summary) {
     reset_peak();
     let loaded = config::load(cfg).unwrap();
     let (_tx, rx) = tokio::sync::mpsc::channel::<Control>(1);
     let (w0, c0) = (Instant::now(), procfs::cpu_seconds().unwrap_or(0.0));
+    let l0 = procfs::thread_cpu_seconds().unwrap_or(0.0);
     let summary = daemon::run(
         ConfigSource::File(cfg.to_path_buf()),
         loaded,
@@ -176,6 +185,7 @@ async fn cycle(cfg: &Path, state: &Path, all: bool) -> (f64, f64, u64, daemon::S
     (
         w0.elapsed().as_secs_f64(),
         procfs::cpu_seconds().unwrap_or(0.0) - c0,
+        procfs::thread_cpu_seconds().unwrap_or(0.0) - l0,
         procfs::status_kib("VmHWM:").unwrap_or(0),
         summary,
     )
@@ -186,15 +196,112 @@ async fn scenario(feeds: usize, items: usize) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), addr, feeds);
     let state = dir.path().join("state");
-    let (wall, cpu, peak, s) = cycle(&cfg, &state, false).await;
+    let share = |l: f64, c: f64| 100.0 * l / c.max(1e-9);
+    let (wall, cpu, lp, peak, s) = cycle(&cfg, &state, false).await;
     println!(
-        "{feeds:>6} feeds × {items:>3} items  cold: wall {wall:7.3} s  cpu {cpu:7.2} s  peak {:6.1} MiB  ({} polls, {} items, {} matches, {} failures)",
-        peak as f64 / 1024.0, s.polls, s.new_items, s.new_matches, s.failures
+        "{feeds:>6} feeds × {items:>3} items  cold: wall {wall:7.3} s  cpu {cpu:7.2} s  loop thread {lp:5.2} s ({:3.0}% of cpu)  peak {:6.1} MiB  ({} polls, {} items, {} matches, {} failures)",
+        share(lp, cpu), peak as f64 / 1024.0, s.polls, s.new_items, s.new_matches, s.failures
     );
-    let (wall, cpu, peak, s) = cycle(&cfg, &state, true).await;
+    let (wall, cpu, lp, peak, s) = cycle(&cfg, &state, true).await;
     println!(
-        "{feeds:>6} feeds × {items:>3} items  warm: wall {wall:7.3} s  cpu {cpu:7.2} s  peak {:6.1} MiB  ({} polls, {} new items, {} failures)",
-        peak as f64 / 1024.0, s.polls, s.new_items, s.failures
+        "{feeds:>6} feeds × {items:>3} items  warm: wall {wall:7.3} s  cpu {cpu:7.2} s  loop thread {lp:5.2} s ({:3.0}% of cpu)  peak {:6.1} MiB  ({} polls, {} new items, {} failures)",
+        share(lp, cpu), peak as f64 / 1024.0, s.polls, s.new_items, s.failures
+    );
+}
+
+/// Start-up with a big state: `feeds` feeds and `items` stored items, all first seen within
+/// the last two days (inside the default 3-day cluster window, so every one is restored into
+/// the cluster index). Times `config::load` and `daemon::run` up to `READY=1`.
+async fn startup(feeds: usize, items: usize) {
+    use policywatch::item::Item;
+    use policywatch::store::{NewItem, Store};
+    let addr = serve(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), addr, feeds);
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    {
+        let loaded = config::load(&cfg).unwrap();
+        let mut store = Store::open(&policywatch::store::db_path(&state)).unwrap();
+        store
+            .sync_feeds(
+                loaded
+                    .feeds
+                    .iter()
+                    .map(|f| (f.url.as_str(), f.name.as_str())),
+            )
+            .unwrap();
+        let per_feed = items / feeds.max(1);
+        let now = chrono::Utc::now();
+        for (k, f) in loaded.feeds.iter().enumerate() {
+            let at = now - chrono::Duration::seconds((k as i64 * 172_800) / feeds as i64);
+            let new: Vec<NewItem> = (0..per_feed)
+                .map(|i| {
+                    let t = TITLES[(k * 7 + i) % TITLES.len()];
+                    let item = Item {
+                        guid: Some(format!("f{k}-i{i}")),
+                        link: Some(format!("https://bench.test/{k}/{i}")),
+                        title: format!("{t} ({k}/{i}) rev{}", k * per_feed + i),
+                        summary: format!(
+                            "Story {i} of feed {k}. Officials said the measure follows months of review."
+                        ),
+                        ..Item::default()
+                    };
+                    let sig = policywatch::cluster::signature(&item.title, &item.summary);
+                    NewItem {
+                        canonical_url: item.link.as_deref().and_then(canonical_url),
+                        signature: Some(sig.to_bytes()),
+                        verdicts: Vec::new(),
+                        item,
+                    }
+                })
+                .collect();
+            store
+                .insert_items(&f.url, &new, at, None, &mut |id, _, _| id)
+                .unwrap();
+        }
+    }
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    std::env::set_var("NOTIFY_SOCKET", &sock_path);
+    reset_peak();
+    let w0 = Instant::now();
+    let loaded = config::load(&cfg).unwrap();
+    let loaded_in = w0.elapsed().as_secs_f64();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Control>(1);
+    let run = tokio::spawn(daemon::run(
+        ConfigSource::File(cfg.clone()),
+        loaded,
+        Options {
+            state_dir: state.clone(),
+            once: false,
+            all: false,
+        },
+        rx,
+    ));
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).unwrap();
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return w0.elapsed().as_secs_f64();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let peak = procfs::status_kib("VmHWM:").unwrap_or(0);
+    std::env::remove_var("NOTIFY_SOCKET");
+    let _ = tx.send(Control::Shutdown).await;
+    let _ = run.await;
+    println!(
+        "start-up, {feeds} feeds and {items} stored items in the cluster window: READY after {ready:.3} s \
+         (config load {loaded_in:.3} s, daemon::run to READY {:.3} s)  peak {:.1} MiB",
+        ready - loaded_in,
+        peak as f64 / 1024.0
     );
 }
 
@@ -245,6 +352,9 @@ fn main() {
         }
         if want("10000x10") {
             scenario(10_000, 10).await;
+        }
+        if want("startup") {
+            startup(10_000, 100_000).await;
         }
         if want("big") {
             big_body().await;

@@ -133,6 +133,39 @@ pub fn canonical_url(raw: &str) -> Option<String> {
     Some(out)
 }
 
+/// The link as a reader should get it: `raw` with its tracking parameters ([`is_tracking_param`])
+/// and a tracking fragment (`#utm_source=…`, `#xtor=…`) removed, and nothing else changed —
+/// unlike [`canonical_url`], whose key may fold a host or a scheme the site does not serve,
+/// this must still open the article. The other parameters keep their order and spelling.
+/// `None` when `raw` is not an absolute http(s) URL. Never panics.
+pub fn display_url(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > MAX_URL_BYTES {
+        return None;
+    }
+    let mut url = Url::parse(raw).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return None;
+    }
+    if let Some(q) = url.query() {
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| !is_tracking_param(p.split('=').next().unwrap_or("")))
+            .collect();
+        let kept = kept.join("&");
+        url.set_query(if kept.is_empty() { None } else { Some(&kept) });
+    }
+    let tracking_fragment = url.fragment().is_some_and(|f| {
+        f.split('&')
+            .all(|p| p.contains('=') && is_tracking_param(p.split('=').next().unwrap_or("")))
+    });
+    if tracking_fragment {
+        url.set_fragment(None);
+    }
+    Some(url.into())
+}
+
 fn canonical_host(url: &Url) -> Option<String> {
     let host = match url.host()? {
         url::Host::Domain(d) => d.to_ascii_lowercase(),
@@ -532,6 +565,33 @@ mod tests {
         }
         for k in ["id", "p", "article", "story", "page", "q", "lang"] {
             assert!(!is_tracking_param(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn display_url_drops_only_tracking() {
+        let cases = [
+            (
+                "https://www.example.com/a/story.html?utm_source=x&id=7&fbclid=abc",
+                Some("https://www.example.com/a/story.html?id=7"),
+            ),
+            (
+                "http://m.example.com/amp/s?gclid=1#xtor=RSS-3",
+                Some("http://m.example.com/amp/s"),
+            ),
+            (
+                "https://example.com/s?b=2&a=1#section-2",
+                Some("https://example.com/s?b=2&a=1#section-2"),
+            ),
+            (
+                "https://example.com/s?utm_medium=email",
+                Some("https://example.com/s"),
+            ),
+            ("javascript:alert(1)", None),
+            ("/relative", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(display_url(raw).as_deref(), want, "{raw}");
         }
     }
 }

@@ -72,8 +72,15 @@ impl Common {
         }
     }
 
-    /// Opens the existing state for the commands that read it (they never create one).
+    /// Opens the existing state read-only for the commands that only read it (they never
+    /// create one, never migrate, never take the daemon's lock).
     pub fn open_store(&self) -> anyhow::Result<Store> {
+        let db = self.existing_db()?;
+        Store::open_read_only(&db).with_context(|| format!("cannot open {}", db.display()))
+    }
+
+    /// The database of an existing state; an error saying what to do when there is none.
+    fn existing_db(&self) -> anyhow::Result<PathBuf> {
         let db = crate::store::db_path(&self.state_dir());
         if !db.exists() {
             bail!(
@@ -81,6 +88,13 @@ impl Common {
                 db.display()
             );
         }
+        Ok(db)
+    }
+
+    /// Opens the existing state for writing, for the one command besides `run` that writes
+    /// (`digest --resend`: it records the attempt). Never creates a state.
+    pub fn open_store_for_writing(&self) -> anyhow::Result<Store> {
+        let db = self.existing_db()?;
         Store::open(&db).with_context(|| format!("cannot open {}", db.display()))
     }
 
@@ -145,6 +159,10 @@ pub fn once_exit_code(summary: &daemon::Summary) -> u8 {
     }
 }
 
+/// Exit status of `run` when another daemon holds the state directory (sysexits'
+/// EX_TEMPFAIL): not a config error, and it may work once the other one has stopped.
+pub const EXIT_LOCKED: u8 = 75;
+
 /// `policywatch run`: the daemon (or one cycle with `--once`).
 pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitCode> {
     let cfg = match common.load_runnable() {
@@ -165,12 +183,24 @@ pub async fn run(common: &Common, once: bool, all: bool) -> anyhow::Result<ExitC
         Ok(s) => s,
         // Mail set-up reads only the config and the password: failing there is a config
         // problem, which a restart cannot fix (EX_CONFIG, not restarted by the unit).
+        // (Not a store error inside it: a full disk is no config problem, and exiting 78 for
+        // it once kept the service down after space returned.)
         Err(e)
-            if e.chain()
-                .any(|c| c.downcast_ref::<crate::notify::NotifyError>().is_some()) =>
+            if e.chain().any(|c| {
+                c.downcast_ref::<crate::notify::NotifyError>()
+                    .is_some_and(|n| !matches!(n, crate::notify::NotifyError::Store(_)))
+            }) =>
         {
             crate::logging::diag(3, &format!("error: {e:#}"));
             return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(c.downcast_ref(), Some(crate::store::LockError::Held { .. }))
+            }) =>
+        {
+            crate::logging::diag(3, &format!("error: {e:#}"));
+            return Ok(ExitCode::from(EXIT_LOCKED));
         }
         Err(e) => return Err(e),
     };
@@ -842,7 +872,9 @@ async fn send_test_mail(
         ),
         html: "<p>This is a test message from policywatch. If you can read it, digests will reach you.</p>".into(),
         shown: 0,
+        listed: 0,
         trimmed: 0,
+        deferred: Vec::new(),
     };
     let msg = mailer.build_message(
         &recipients,
@@ -1072,7 +1104,7 @@ pub async fn digest_resend(common: &Common, id: i64, to: &[String]) -> anyhow::R
             .map_err(|e| anyhow::anyhow!("--to `{a}` is not a mail address: {e}"))?;
     }
     let notifier = crate::notify::Notifier::new(&cfg).context("cannot set up notifications")?;
-    let mut store = common.open_store()?;
+    let mut store = common.open_store_for_writing()?;
     let report = notifier
         .resend(&mut store, &cfg, id, to, Utc::now())
         .await?;

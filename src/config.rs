@@ -230,7 +230,9 @@ pub struct DigestConfig {
     /// Send (or log) the digest even when nothing new matched.
     #[serde(default)]
     pub send_empty: bool,
-    /// At most this many stories in one message; the rest are counted ("and N more").
+    /// At most this many stories as full blocks in one message; the rest are listed compactly
+    /// while the message stays under its size budget, and what does not fit waits for the
+    /// next digest.
     #[serde(default = "default_max_stories")]
     pub max_stories: usize,
     /// For `via = "webhook"`: where to POST (http or https).
@@ -257,6 +259,15 @@ pub struct DigestConfig {
     /// Stories in the Atom feed.
     #[serde(default)]
     pub atom_entries: Option<Spanned<usize>>,
+    /// Who readers write to about this digest, shown in its footer.
+    pub contact: Option<Spanned<String>>,
+    /// This digest goes to the person who runs the service: it shows feed health by default.
+    #[serde(default)]
+    pub operator: bool,
+    /// Show the feed-health section (default: only in an `operator` digest).
+    pub health: Option<bool>,
+    /// `"reader"` (default): concepts in words; `"analyst"`: also matched terms and scores.
+    pub detail: Option<Spanned<String>>,
 }
 
 fn default_tz() -> Spanned<String> {
@@ -297,6 +308,11 @@ pub struct Digest {
     pub webhook: Option<crate::webhook::Target>,
     /// Stories in the digest's Atom feed; `None`: no feed.
     pub atom_entries: Option<usize>,
+    /// Shown in the footer instead of "edit the config".
+    pub contact: Option<String>,
+    /// Whether the digest carries the feed-health section.
+    pub health: bool,
+    pub detail: crate::digest::Detail,
 }
 
 /// A configuration that parsed, validated and compiled.
@@ -736,7 +752,45 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                 None,
             );
         }
-        if let (Some(schedule), Some(timezone)) = (schedule, tz) {
+        let detail = match &d.detail {
+            None => Some(crate::digest::Detail::Reader),
+            Some(v) => match crate::digest::Detail::parse(v.get_ref()) {
+                Some(x) => Some(x),
+                None => {
+                    errs.at(
+                        v.span(),
+                        format!("digest `{id}`: unknown detail `{}`", v.get_ref()),
+                        Some(
+                            "write detail = \"reader\" (concepts in words) or \"analyst\" \
+                             (also the matched terms and scores)"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let contact = match &d.contact {
+            None => None,
+            Some(c) => {
+                let v = c.get_ref().trim();
+                if v.is_empty() || v.chars().count() > 200 || v.chars().any(char::is_control) {
+                    errs.at(
+                        c.span(),
+                        format!(
+                            "digest `{id}`: contact must be one line of at most 200 characters"
+                        ),
+                        Some(
+                            "write who readers can ask, e.g. contact = \"Trade desk \
+                             <trade-desk@example.org>\""
+                                .into(),
+                        ),
+                    );
+                }
+                Some(v.to_string())
+            }
+        };
+        if let (Some(schedule), Some(timezone), Some(detail)) = (schedule, tz, detail) {
             let immediate = config
                 .watches
                 .iter()
@@ -760,6 +814,9 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                 max_stories: d.max_stories,
                 webhook,
                 atom_entries,
+                contact,
+                health: d.health.unwrap_or(d.operator),
+                detail,
             });
         }
     }
@@ -1014,6 +1071,21 @@ mod tests {
                 "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"pigeon\"\n",
                 "t.toml:4:7:",
                 "unknown variant `pigeon`",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"log\"\ndetail = \"verbose\"\n",
+                "t.toml:5:10:",
+                "write detail = \"reader\"",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"log\"\ncontact = \"a\\nBcc: b\"\n",
+                "t.toml:5:11:",
+                "contact must be one line",
+            ),
+            (
+                "[[digests]]\nid = \"d\"\nschedule = \"hourly\"\nvia = \"log\"\nhealth = \"yes\"\n",
+                "t.toml:5:10:",
+                "health",
             ),
         ];
         assert_errors_at(cases, false);
@@ -1306,6 +1378,38 @@ mod tests {
         assert_eq!(l.digests[0].immediate, ["a"]);
         assert_eq!(l.digests[1].watches, ["a", "b"], "empty means all");
         assert_eq!(l.digests[1].timezone, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn digest_reader_settings_and_their_defaults() {
+        let src = format!(
+            "{WATCH}[[digests]]\nid = \"readers\"\nschedule = \"hourly\"\nvia = \"log\"\n\
+             contact = \"Trade desk <desk@example.org>\"\n\
+             [[digests]]\nid = \"ops\"\nschedule = \"hourly\"\nvia = \"log\"\noperator = true\n\
+             detail = \"analyst\"\n\
+             [[digests]]\nid = \"quiet-ops\"\nschedule = \"hourly\"\nvia = \"log\"\n\
+             operator = true\nhealth = false\n"
+        );
+        let l = load_str("t.toml", &src).unwrap();
+        let d: Vec<_> = l
+            .digests
+            .iter()
+            .map(|d| (d.id.as_str(), d.health, d.detail, d.contact.as_deref()))
+            .collect();
+        use crate::digest::Detail;
+        assert_eq!(
+            d,
+            vec![
+                (
+                    "readers",
+                    false,
+                    Detail::Reader,
+                    Some("Trade desk <desk@example.org>")
+                ),
+                ("ops", true, Detail::Analyst, None),
+                ("quiet-ops", false, Detail::Reader, None),
+            ]
+        );
     }
 
     #[test]

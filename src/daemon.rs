@@ -6,9 +6,10 @@
 //! (`service`), counters for the optional metrics listener (`metrics`).
 //!
 //! # Shape
-//! Fetching and parsing run in spawned tasks (bounded by the [`Fetcher`]'s global and per-host
-//! limits); everything that touches the store runs here, in the loop's own task, one result at
-//! a time. So a store transaction is never interrupted by a signal: the loop only looks at
+//! Fetching, parsing and everything that is a pure function of an item (classification,
+//! canonical link, cluster signature) run in spawned tasks (bounded by the [`Fetcher`]'s global
+//! and per-host limits), so they use every core; everything that touches the store runs
+//! here, in the loop's own task, one result at a time. So a store transaction is never interrupted by a signal: the loop only looks at
 //! [`Control`] between results, and shutdown drops in-flight *fetches* (whose items were not
 //! stored and will be fetched again), never half a write.
 //!
@@ -34,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::canon;
+use crate::classify::Classifier;
 use crate::cluster::{self, ClusterIndex, Signature};
 use crate::config::{self, Feed, Loaded};
 use crate::feed::{self, FeedError};
@@ -113,7 +115,13 @@ pub struct Summary {
 /// The outcome of one feed's fetch-and-parse, carried from its task to the loop.
 enum PollResult {
     Items {
-        items: Vec<Item>,
+        /// Every parsed item with what is a pure function of it — verdicts, canonical link,
+        /// signature — computed in the poll task (see [`prepare`]); the loop only filters out
+        /// what the store has and writes the rest.
+        items: Vec<NewItem>,
+        /// The classifier the verdicts came from: a reload while the poll was in flight
+        /// replaces it, and the loop then classifies again with the new one.
+        classifier: Arc<Classifier>,
         /// What parsing recovered with a loss (see `feed::ParseWarning`).
         warnings: Vec<feed::ParseWarning>,
         ttl: Option<Duration>,
@@ -180,6 +188,16 @@ struct Daemon {
     /// Set when a poll cycle ended: open delivery problems are logged (at error level) once
     /// per cycle until resolved.
     report_problems: bool,
+    /// Set while store writes fail for lack of space: polling and deliveries pause until
+    /// `retry_at`, then try again (see [`Daemon::store_failed`]).
+    store_full: Option<StoreFull>,
+}
+
+/// The store ran out of space: since when, how many writes failed, when to try again.
+struct StoreFull {
+    since: DateTime<Utc>,
+    attempts: u32,
+    retry_at: tokio::time::Instant,
 }
 
 /// While poll results stream in, the schedule is scanned (and digests, alerts and STATUS=
@@ -238,8 +256,10 @@ pub async fn run(
     opts: Options,
     mut control: mpsc::Receiver<Control>,
 ) -> anyhow::Result<Summary> {
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    crate::store::prepare_state_dir(&opts.state_dir)?;
+    // One daemon per state directory, held until `run` returns (before anything is polled or
+    // sent: a second daemon would send every digest again).
+    let _lock = crate::store::lock_state(&opts.state_dir)?;
     let db = crate::store::db_path(&opts.state_dir);
     let mut store =
         Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
@@ -313,6 +333,7 @@ pub async fn run(
         send_rx,
         sending: HashSet::new(),
         report_problems: true,
+        store_full: None,
     };
     d.summary.pending_before = pending_before;
     d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
@@ -388,21 +409,41 @@ impl Daemon {
                 self.refresh_feeds(now);
                 // One read of every feed's row serves the whole scan.
                 let states = self.store.feeds()?;
-                self.start_due_polls(&mut tasks, &states, now, false);
-                let now = Utc::now();
-                self.notifier.claim_due(&mut self.store, &self.cfg, now)?;
-                self.start_sends(now)?;
+                // While the disk is full, nothing is polled or delivered before the next try.
+                let paused = self
+                    .store_full
+                    .as_ref()
+                    .map(|f| f.retry_at > tokio::time::Instant::now());
+                if paused != Some(true) {
+                    self.start_due_polls(&mut tasks, &states, now, false);
+                    let now = Utc::now();
+                    let delivered = self
+                        .notifier
+                        .claim_due(&mut self.store, &self.cfg, now)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| self.start_sends(now));
+                    if let Err(e) = delivered {
+                        self.store_failed(e)?;
+                    }
+                }
                 if self.report_problems {
                     self.report_problems = false;
                     self.log_problems();
                 }
                 self.publish_status(&states);
                 let now = Utc::now();
-                let until_wake = (self.next_wake(&states, now)? - now)
-                    .to_std()
-                    .unwrap_or(Duration::ZERO);
+                let until_wake = match self.next_wake(&states, now) {
+                    Ok(t) => (t - now).to_std().unwrap_or(Duration::ZERO),
+                    Err(e) => {
+                        self.store_failed(e)?;
+                        Duration::ZERO
+                    }
+                };
                 next_scan = tokio::time::Instant::now()
                     + until_wake.clamp(SCAN_EVERY, watchdog_every.max(SCAN_EVERY));
+                if let Some(f) = &self.store_full {
+                    next_scan = next_scan.min(f.retry_at.max(tokio::time::Instant::now()));
+                }
             }
             let sleep_until = if opts.once {
                 tokio::time::Instant::now() + watchdog_every
@@ -434,7 +475,10 @@ impl Daemon {
                     match joined {
                         Ok((url, result, took)) => {
                             self.inflight_urls.remove(&url);
-                            self.apply(&url, result, Utc::now())?;
+                            match self.apply(&url, result, Utc::now()) {
+                                Ok(()) => self.store_recovered(),
+                                Err(e) => self.store_failed(e)?,
+                            }
                             self.metrics.poll_done(Utc::now().timestamp(), took);
                         }
                         Err(e) if e.is_panic() => {
@@ -458,7 +502,11 @@ impl Daemon {
                 }
                 Some(ev) = self.send_rx.recv() => {
                     let done = matches!(ev, SendEvent::Done { .. });
-                    self.record_send(ev)?;
+                    // An outcome that cannot be written for lack of space leaves its delivery
+                    // pending: it is sent again, with the same Message-ID, once space returns.
+                    if let Err(e) = self.record_send(ev) {
+                        self.store_failed(e)?;
+                    }
                     if done {
                         // The delivery may be due again (a trimmed retry) or settled: look.
                         next_scan = tokio::time::Instant::now();
@@ -470,6 +518,44 @@ impl Daemon {
             // Every turn of the loop ends here, and no turn waits longer than
             // `watchdog_every` (half of WATCHDOG_USEC): a loop stuck anywhere stops these.
             self.service.watchdog();
+        }
+    }
+
+    /// A store write failed. For lack of space (a full disk) that is transient: whatever the
+    /// failed transaction held is not stored — a poll result's items and its feed's new
+    /// validators alike, so the feed stays due and is fetched again — polling and deliveries
+    /// pause for the backoff of [`retry::store_full_backoff`], STATUS= and the log say so,
+    /// and the daemon keeps running. Any other error is returned (and stops the daemon).
+    fn store_failed(&mut self, e: anyhow::Error) -> anyhow::Result<()> {
+        if !e.chain().any(crate::store::is_out_of_space) {
+            return Err(e);
+        }
+        let now = Utc::now();
+        let full = self.store_full.get_or_insert(StoreFull {
+            since: now,
+            attempts: 0,
+            retry_at: tokio::time::Instant::now(),
+        });
+        full.attempts += 1;
+        let wait = retry::store_full_backoff(full.attempts);
+        full.retry_at = tokio::time::Instant::now() + wait;
+        tracing::warn!(attempts = full.attempts, retry_in = ?wait, error = %format!("{e:#}"),
+            "disk full: cannot write to the database; nothing is lost, the poll is repeated once space returns");
+        // The cluster index may hold items of the transaction that was rolled back: rebuild it
+        // from what is really stored, so no story joins a cluster that does not exist.
+        self.clusters = rebuild_clusters(&self.store, self.cfg.config.daemon.cluster_window, now)?;
+        let states = self.store.feeds().unwrap_or_default();
+        self.publish_status(&states);
+        Ok(())
+    }
+
+    /// A store write succeeded: if the disk was full, it no longer is.
+    fn store_recovered(&mut self) {
+        if let Some(f) = self.store_full.take() {
+            tracing::info!(failed_writes = f.attempts, since = %f.since,
+                "disk space is back: storing again");
+            let states = self.store.feeds().unwrap_or_default();
+            self.publish_status(&states);
         }
     }
 
@@ -667,9 +753,10 @@ impl Daemon {
                 break;
             };
             let fetcher = self.fetcher.clone();
+            let classifier = self.cfg.classifier.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
-                let result = poll(&fetcher, &state).await;
+                let result = poll(&fetcher, &state, &feed, classifier).await;
                 (feed.url, result, started.elapsed())
             });
         }
@@ -713,6 +800,7 @@ impl Daemon {
         match result {
             PollResult::Items {
                 items,
+                classifier: used,
                 warnings,
                 ttl,
                 etag,
@@ -721,38 +809,25 @@ impl Daemon {
                 moved_to,
             } => {
                 let fetched = items.len();
-                let items = items
-                    .into_iter()
-                    .map(|mut it| {
-                        it.feed_name = feed.name.clone();
-                        it.feed_tags = feed.tags.clone();
-                        it
-                    })
-                    .collect();
-                let fresh = self.store.filter_new(url, items)?;
+                let mut new = self.store.filter_new(url, items)?;
+                // A reload while the poll was in flight: the rules (and the feed's name and
+                // tags, which rules may test) are the new config's.
+                if !Arc::ptr_eq(&used, &self.cfg.classifier) {
+                    for n in &mut new {
+                        n.item.feed_name = feed.name.clone();
+                        n.item.feed_tags = feed.tags.clone();
+                        n.verdicts = self.cfg.classifier.classify(&n.item);
+                    }
+                }
                 // A recovered item is reported once, when it arrives; a skipped one on every
                 // poll, since nothing of it was stored.
-                let fresh_keys: HashSet<String> = fresh.iter().map(Item::dedup_key).collect();
+                let fresh_keys: HashSet<String> = new.iter().map(|n| n.item.dedup_key()).collect();
                 for w in &warnings {
                     if w.item_key.as_ref().map_or(true, |k| fresh_keys.contains(k)) {
                         tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url),
                             "{}", untrusted(&w.message));
                     }
                 }
-                let classifier = &self.cfg.classifier;
-                let new: Vec<NewItem> = fresh
-                    .into_iter()
-                    .map(|mut item| {
-                        crate::lang::fill(&mut item);
-                        let signature = cluster::signature(&item.title, &item.summary);
-                        NewItem {
-                            verdicts: classifier.classify(&item),
-                            canonical_url: item.link.as_deref().and_then(canon::canonical_url),
-                            signature: (!signature.is_empty()).then(|| signature.to_bytes()),
-                            item,
-                        }
-                    })
-                    .collect();
                 // On a feed's first poll, old items are history, not news.
                 let backfill_before = state.first_polled_at.is_none().then(|| {
                     now - chrono::Duration::from_std(self.cfg.config.daemon.backfill)
@@ -989,6 +1064,13 @@ impl Daemon {
                 "; reload failed ({e}), running the previous config"
             ));
         }
+        if let Some(f) = &self.store_full {
+            s.push_str(&format!(
+                "; disk full since {}: cannot store, retrying ({} failed writes)",
+                f.since.format("%H:%M UTC"),
+                f.attempts
+            ));
+        }
         s
     }
 }
@@ -1074,8 +1156,36 @@ fn write_if_changed(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<boo
     Ok(true)
 }
 
-/// Fetches and parses one feed. Runs in its own task: no store access, no shared state.
-async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
+/// Everything about a parsed item that depends on nothing but the item (and the config it
+/// was polled under): its feed's name and tags, its language, verdicts, canonical link and
+/// signature. Runs in the poll task, on whichever core is free, so the loop thread is left
+/// with the writes. The language comes first: folding and `lang:` rules depend on it.
+fn prepare(items: Vec<Item>, feed: &Feed, classifier: &Classifier) -> Vec<NewItem> {
+    items
+        .into_iter()
+        .map(|mut item| {
+            item.feed_name = feed.name.clone();
+            item.feed_tags = feed.tags.clone();
+            crate::lang::fill(&mut item);
+            let signature = cluster::signature(&item.title, &item.summary);
+            NewItem {
+                verdicts: classifier.classify(&item),
+                canonical_url: item.link.as_deref().and_then(canon::canonical_url),
+                signature: (!signature.is_empty()).then(|| signature.to_bytes()),
+                item,
+            }
+        })
+        .collect()
+}
+
+/// Fetches and parses one feed, and [`prepare`]s its items. Runs in its own task: no store
+/// access, no shared state.
+async fn poll(
+    fetcher: &Fetcher,
+    state: &FeedState,
+    feed: &Feed,
+    classifier: Arc<Classifier>,
+) -> PollResult {
     let url = match url::Url::parse(state.fetch_url()) {
         Ok(u) => u,
         Err(e) => {
@@ -1107,16 +1217,19 @@ async fn poll(fetcher: &Fetcher, state: &FeedState) -> PollResult {
                 if let Some(m) = moved_permanently {
                     moved = Some(m.to_string());
                 }
+                let (feed, rules) = (feed.clone(), classifier.clone());
                 let parsed = tokio::task::spawn_blocking(move || {
                     feed::parse(&body, content_type.as_deref(), Some(&final_url))
+                        .map(|p| (prepare(p.items, &feed, &rules), p.warnings, p.ttl))
                 })
                 .await;
                 match parsed {
-                    Ok(Ok(p)) => {
+                    Ok(Ok((items, warnings, ttl))) => {
                         return PollResult::Items {
-                            items: p.items,
-                            warnings: p.warnings,
-                            ttl: p.ttl,
+                            items,
+                            classifier,
+                            warnings,
+                            ttl,
                             etag,
                             last_modified,
                             cache: cache_hint,

@@ -532,8 +532,10 @@ impl Fetcher {
         })
     }
 
-    /// `file://`: same size cap; `Last-Modified` is the file's mtime so conditional polls of
-    /// a local file work like HTTP ones.
+    /// `file://`: same size cap; conditional polls of a local file work like HTTP ones, with
+    /// the file's size and nanosecond mtime as its entity tag (a file rewritten within one
+    /// second, as generators do, is a change; whole-second `Last-Modified` alone missed it).
+    /// `Last-Modified` still carries the mtime, for display.
     async fn fetch_file(&self, req: &FetchRequest) -> FetchOutcome {
         let Ok(path) = req.url.to_file_path() else {
             return failed(
@@ -549,11 +551,24 @@ impl Fetcher {
             Ok(f) => f,
             Err(e) => return failed(file_err(e), None),
         };
-        let mtime = match file.metadata().await {
-            Ok(m) => m.modified().ok().map(httpdate::fmt_http_date),
+        let (mtime, tag) = match file.metadata().await {
+            Ok(m) => {
+                let modified = m.modified().ok();
+                let tag = modified
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| {
+                        format!(
+                            "\"file-{}-{}.{:09}\"",
+                            m.len(),
+                            d.as_secs(),
+                            d.subsec_nanos()
+                        )
+                    });
+                (modified.map(httpdate::fmt_http_date), tag)
+            }
             Err(e) => return failed(file_err(e), None),
         };
-        if let (Some(have), Some(now)) = (req.last_modified.as_deref(), mtime.as_deref()) {
+        if let (Some(have), Some(now)) = (req.etag.as_deref(), tag.as_deref()) {
             if have == now {
                 return FetchOutcome::NotModified {
                     moved_permanently: None,
@@ -575,7 +590,7 @@ impl Fetcher {
             content_type: None,
             final_url: req.url.clone(),
             moved_permanently: None,
-            etag: None,
+            etag: tag,
             last_modified: mtime,
             cache_hint: None,
         }

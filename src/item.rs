@@ -191,3 +191,11 @@ mod tests {
         assert_ne!(a.content_hash(), b.content_hash());
     }
 }
+
+/// So code that takes items can take them bare or inside a richer record
+/// (`store::NewItem`, which carries the item's verdicts and clustering data).
+impl AsRef<Item> for Item {
+    fn as_ref(&self) -> &Item {
+        self
+    }
+}

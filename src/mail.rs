@@ -908,7 +908,9 @@ mod tests {
             text: "plain body\n".into(),
             html: "<p>html body</p>\n".into(),
             shown: 1,
+            listed: 0,
             trimmed: 0,
+            deferred: Vec::new(),
         }
     }
 

@@ -30,8 +30,9 @@ enum Command {
     #[command(
         after_help = "Exit status with --once: 0 ok; 1 something needs a person (every \
 feed failed, a delivery or a recipient failed for good, a delivery is held for the operator); \
-75 mail was deferred and will be retried. 78: the configuration is broken (with or without \
---once)."
+75 mail was deferred and will be retried. With or without --once: 75 another policywatch \
+already runs on the state directory (it names its PID); 78 the configuration is broken (the \
+unit does not restart it)."
     )]
     Run {
         #[command(flatten)]

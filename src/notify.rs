@@ -7,7 +7,9 @@
 //!
 //! The order of operations is what makes delivery exactly-once from the user's view:
 //! 1. **claim** — `Store::claim` creates a delivery and takes its stories in one transaction;
-//! 2. **render** — `digest::render` builds the message from what was claimed (pure);
+//! 2. **render** — `digest::render` builds the message from what was claimed (pure), within
+//!    the size budget; stories that do not fit are handed back to the store
+//!    (`Store::release`, one transaction) for the next digest before anything is sent;
 //! 3. **send** — the log, the SMTP server (recipient by recipient) or the webhook receiver
 //!    (a 2xx) accepts it;
 //! 4. **mark** — only then `Store::record_recipient` and `Store::mark_sent`.
@@ -49,7 +51,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Loaded, Via};
 use crate::digest::{
-    self, DigestKind, FeedProblem, LogRecord, RenderLimits, Rendered, Section, Story,
+    self, DigestKind, FeedProblem, LogRecord, RenderLimits, Rendered, Section, SetWeights, Story,
 };
 use crate::item::Field;
 use crate::logging::untrusted;
@@ -61,8 +63,8 @@ use crate::webhook;
 /// Failures below this count are not worth a line in a digest; a feed failing this many polls
 /// in a row is.
 const FAILING_AFTER: u32 = 3;
-/// Snippet length in digests.
-const SNIPPET_CHARS: usize = 280;
+/// Lead length in digests, in characters: about two lines of the 640px column.
+const SNIPPET_CHARS: usize = 180;
 /// After a "message too large" refusal the one retry carries this fraction of the stories
 /// (the relay did not say its limit; a quarter is small enough for any sane one).
 const TRIM_DIVISOR: usize = 4;
@@ -570,14 +572,22 @@ impl Notifier {
         };
         let matches = store.delivery_stories(delivery.id)?;
         let extras = story_extras(&matches);
-        let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+        let (mut d, clusters) = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+        d.deferred = delivery.deferred;
         let limits = RenderLimits {
             max_stories: delivery
                 .trim_to
                 .unwrap_or(dcfg.max_stories)
                 .min(dcfg.max_stories),
             snippet_chars: SNIPPET_CHARS,
+            // After a "too large" refusal the relay's real limit is below what it announced:
+            // aim at a quarter, like the story count (the overflow goes to the next digest).
+            max_bytes: match delivery.trim_to {
+                Some(_) => message_budget(cfg, dcfg) / TRIM_DIVISOR,
+                None => message_budget(cfg, dcfg),
+            },
         };
+        hand_back_overflow(store, delivery, &mut d, &clusters, &limits)?;
         match dcfg.via {
             Via::Log => {
                 let rendered = digest::render(&d, &limits);
@@ -898,15 +908,20 @@ impl Notifier {
             }
             return Ok(report);
         }
+        // What the delivery still claims is what it showed (its overflow was handed back
+        // before it was sent), so the resend renders the same stories and the same "N more"
+        // line within today's budget.
         let matches = store.delivery_stories(id)?;
         let extras = story_extras(&matches);
-        let d = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+        let (mut d, _clusters) = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+        d.deferred = delivery.deferred;
         let limits = RenderLimits {
             max_stories: delivery
                 .trim_to
                 .unwrap_or(dcfg.max_stories)
                 .min(dcfg.max_stories),
             snippet_chars: SNIPPET_CHARS,
+            max_bytes: message_budget(cfg, dcfg),
         };
         if dcfg.via == Via::Log {
             let rendered = digest::render(&d, &limits);
@@ -1279,17 +1294,80 @@ pub fn preview(
         return Ok(None);
     };
     let matches = store.preview_claim(&dcfg.id, &dcfg.watches, now)?;
-    let d = assemble(store, cfg, dcfg, Kind::Digest, matches, now)?;
+    let (d, _) = assemble(store, cfg, dcfg, Kind::Digest, matches, now)?;
     let limits = RenderLimits {
         max_stories: dcfg.max_stories,
         snippet_chars: SNIPPET_CHARS,
+        max_bytes: message_budget(cfg, dcfg),
     };
     Ok(Some(digest::render(&d, &limits)))
 }
 
+/// The size budget of one message: [`digest::MAX_MESSAGE_BYTES`] (Gmail's clip), or the
+/// relay's `max_message_bytes` when that is smaller, so the first render already fits.
+fn message_budget(cfg: &Loaded, dcfg: &crate::config::Digest) -> usize {
+    let relay = match dcfg.via {
+        Via::Email => cfg
+            .config
+            .smtp
+            .as_ref()
+            .and_then(|s| s.get_ref().max_message_bytes),
+        // A webhook payload has its own, smaller limits per format (`webhook`), which
+        // summarise what does not fit; the digest's budget still hands the rest back.
+        Via::Log | Via::Webhook => None,
+    };
+    relay.map_or(digest::MAX_MESSAGE_BYTES, |r| {
+        r.min(digest::MAX_MESSAGE_BYTES)
+    })
+}
+
+/// Renders once to learn which stories do not fit the budget, and hands those back to the
+/// store (their claims deleted, the delivery's `deferred` count raised, in one transaction)
+/// so the next digest carries them; `d` keeps only the stories that fit. Done before the
+/// message is sent, so a crash at any point leaves every story either claimed by this pending
+/// delivery (re-rendered, and handed back, on restart) or unclaimed for the next digest:
+/// nothing is marked delivered unseen. A message that would carry no story at all is left
+/// whole (the send path trims or fails it visibly) rather than deferring everything forever.
+fn hand_back_overflow(
+    store: &mut Store,
+    delivery: &Delivery,
+    d: &mut digest::Digest,
+    clusters: &HashMap<i64, i64>,
+    limits: &RenderLimits,
+) -> Result<(), NotifyError> {
+    let probe = digest::render(d, limits);
+    if probe.deferred.is_empty() || probe.shown + probe.listed == 0 {
+        return Ok(());
+    }
+    let ids: Vec<i64> = probe
+        .deferred
+        .iter()
+        .filter_map(|item| clusters.get(item).copied())
+        .collect();
+    store.release(delivery.id, &ids)?;
+    tracing::info!(
+        delivery = delivery.id, digest = %delivery.digest_id, stories = probe.shown + probe.listed,
+        deferred = ids.len(), "digest full: {} stories left for the next one", ids.len()
+    );
+    let gone: std::collections::HashSet<i64> = probe.deferred.iter().copied().collect();
+    for s in &mut d.sections {
+        s.stories.retain(|st| !gone.contains(&st.item_id));
+    }
+    d.deferred += ids.len();
+    Ok(())
+}
+
+/// The weights of the config's term sets, for the digest's highlights and "why" line (a term
+/// written directly in a query is judged by its form: see `digest::SetWeights::weight`).
+fn set_weights(cfg: &Loaded) -> SetWeights {
+    SetWeights::new(cfg.classifier.set_weights().clone())
+}
+
 /// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
-/// order, each story once (under the first of its watches; the others are named in its
-/// evidence), and the feed-health section.
+/// order, each story once — under the first of its watches, with every watch of the digest it
+/// matched in `watches` (one badge each), its best score and the evidence of all of them — and
+/// the feed-health section when the digest shows it. Also returns each story's lead item id →
+/// its cluster (what the store hands back when a story does not fit).
 fn assemble(
     store: &Store,
     cfg: &Loaded,
@@ -1297,7 +1375,7 @@ fn assemble(
     kind: Kind,
     matches: Vec<crate::store::StoredMatch>,
     now: DateTime<Utc>,
-) -> Result<digest::Digest, NotifyError> {
+) -> Result<(digest::Digest, HashMap<i64, i64>), NotifyError> {
     let order: HashMap<&str, usize> = dcfg
         .watches
         .iter()
@@ -1313,9 +1391,11 @@ fn assemble(
             stories: Vec::new(),
         })
         .collect();
+    let weights = set_weights(cfg);
     // One entry per story (cluster): under the first of the digest's watches it matched, led
     // by its best-scored item; the other items of the cluster become "also reported by".
     let mut placed: HashMap<i64, (usize, usize)> = HashMap::new();
+    let mut leads: HashMap<i64, i64> = HashMap::new();
     let mut sorted = matches;
     sorted.sort_by_key(|m| {
         order
@@ -1329,13 +1409,29 @@ fn assemble(
         };
         if let Some(&(psi, pk)) = placed.get(&m.cluster_id) {
             let story = &mut sections[psi].stories[pk];
+            if !story.watches.contains(&m.watch_id) {
+                story.watches.push(m.watch_id.clone());
+            }
+            if story.item_id == m.item_id {
+                // The same item under another watch: its evidence counts for the "why".
+                if m.score > story.score {
+                    story.score = m.score;
+                }
+                for e in m.evidence {
+                    if !story.evidence.contains(&e) {
+                        story.evidence.push(e);
+                    }
+                }
+                continue;
+            }
             let other = (m.item.feed_name.clone(), m.item.link.clone());
-            if story.item_id != m.item_id && !story.also_reported.contains(&other) {
+            if !story.also_reported.contains(&other) {
                 story.also_reported.push(other);
             }
             continue;
         }
         placed.insert(m.cluster_id, (si, sections[si].stories.len()));
+        leads.insert(m.item_id, m.cluster_id);
         sections[si].stories.push(Story {
             item_id: m.item_id,
             title: m.item.title.clone(),
@@ -1355,9 +1451,44 @@ fn assemble(
             score: m.score,
             evidence: m.evidence,
             also_reported: Vec::new(),
+            lang: m.item.lang.clone(),
+            watches: vec![m.watch_id.clone()],
+            weights: weights.clone(),
         });
     }
-    sections.retain(|s| !s.stories.is_empty() || dcfg.send_empty);
+    // A watch stays when it lists a story, or when a story listed elsewhere also matched it
+    // (its badge and count need the watch's name).
+    let badged: std::collections::HashSet<String> = sections
+        .iter()
+        .flat_map(|s| s.stories.iter().flat_map(|st| st.watches.iter().cloned()))
+        .collect();
+    sections.retain(|s| !s.stories.is_empty() || badged.contains(&s.watch_id) || dcfg.send_empty);
+    let mut feed_health = Vec::new();
+    if dcfg.health {
+        feed_health = feed_problems(store, cfg)?;
+    }
+    Ok((
+        digest::Digest {
+            id: dcfg.id.clone(),
+            title: dcfg.title.clone(),
+            generated_at: now,
+            timezone: dcfg.timezone,
+            sections,
+            feed_health,
+            kind: match kind {
+                Kind::Digest => DigestKind::Digest,
+                Kind::Alert => DigestKind::Alert,
+            },
+            detail: dcfg.detail,
+            contact: dcfg.contact.clone(),
+            deferred: 0,
+        },
+        leads,
+    ))
+}
+
+/// Failing, moved and gone feeds of the config, for the operator's digest.
+fn feed_problems(store: &Store, cfg: &Loaded) -> Result<Vec<FeedProblem>, NotifyError> {
     let configured: std::collections::HashSet<&str> =
         cfg.feeds.iter().map(|f| f.url.as_str()).collect();
     let mut feed_health = Vec::new();
@@ -1386,18 +1517,7 @@ fn assemble(
             });
         }
     }
-    Ok(digest::Digest {
-        id: dcfg.id.clone(),
-        title: dcfg.title.clone(),
-        generated_at: now,
-        timezone: dcfg.timezone,
-        sections,
-        feed_health,
-        kind: match kind {
-            Kind::Digest => DigestKind::Digest,
-            Kind::Alert => DigestKind::Alert,
-        },
-    })
+    Ok(feed_health)
 }
 
 /// `via = "log"`: one structured event per story, per feed problem, and a summary, at info

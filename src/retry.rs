@@ -1,6 +1,6 @@
 //! All retry policy lives here: what counts as retryable, and how long to wait before trying
-//! again. Fetching (per feed), mail and webhook delivery (per outbox entry) all ask this
-//! module; none decides on its own.
+//! again. Fetching (per feed), mail and webhook delivery (per outbox entry) and store writes
+//! refused for lack of space all ask this module; none decides on its own.
 //!
 //! In: an attempt count, a failure class, server hints. Out: a [`Duration`] to wait.
 //! Pure: no I/O, no clock; the caller passes randomness in so tests are deterministic.
@@ -326,6 +326,21 @@ pub fn smtp_send_deadline(timeout: Duration) -> Duration {
     timeout.saturating_mul(3 * SMTP_PHASE_EXCHANGES + 3 + 2 + 1)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The store: a write that failed for lack of space (a full disk) is retried, never fatal.
+// ---------------------------------------------------------------------------------------------
+
+/// First wait after a store write failed for lack of space, and the longest one: short enough
+/// that polling resumes soon after space returns, long enough not to hammer feeds meanwhile.
+pub const STORE_FULL_BASE: Duration = Duration::from_secs(2);
+pub const STORE_FULL_CAP: Duration = Duration::from_secs(120);
+
+/// How long the daemon waits before polling (and so writing) again after the `attempts`-th
+/// consecutive store write that failed for lack of space. No jitter: there is one store.
+pub fn store_full_backoff(attempts: u32) -> Duration {
+    backoff(attempts, STORE_FULL_BASE, STORE_FULL_CAP, 1.0)
+}
+
 /// First retry of a delivery after a minute, doubling, at most every 30 minutes: mail relays
 /// come back within minutes (greylisting asks for 1-15), and a digest that is hours late is
 /// worth little.
@@ -403,6 +418,14 @@ pub fn delivery_next_attempt(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn store_full_backoff_grows_to_its_cap() {
+        assert_eq!(store_full_backoff(1), STORE_FULL_BASE);
+        assert_eq!(store_full_backoff(2), STORE_FULL_BASE * 2);
+        assert_eq!(store_full_backoff(30), STORE_FULL_CAP);
+        assert_eq!(store_full_backoff(0), STORE_FULL_BASE);
+    }
     use super::*;
 
     #[test]

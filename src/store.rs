@@ -42,6 +42,198 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("unknown feed {0}")]
     UnknownFeed(String),
+    #[error("database schema version {found} is older than this policywatch expects ({known}); start `policywatch run` once to migrate it")]
+    TooOld { found: i64, known: i64 },
+}
+
+impl StoreError {
+    /// True when a write failed for lack of space: `SQLITE_FULL`, or the I/O errors a full
+    /// disk gives SQLite (a write, fsync, truncate or WAL-index extension refused, ENOSPC).
+    /// The daemon treats these as transient: it retries, it does not exit.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => sqlite_out_of_space(e),
+            _ => false,
+        }
+    }
+}
+
+fn sqlite_out_of_space(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    f.code == rusqlite::ErrorCode::DiskFull
+        || matches!(
+            f.extended_code,
+            ffi::SQLITE_IOERR_WRITE
+                | ffi::SQLITE_IOERR_FSYNC
+                | ffi::SQLITE_IOERR_DIR_FSYNC
+                | ffi::SQLITE_IOERR_TRUNCATE
+                | ffi::SQLITE_IOERR_SHMSIZE
+                | ffi::SQLITE_IOERR_SHMMAP
+        )
+}
+
+/// [`StoreError::is_out_of_space`] for any error in a chain (the daemon's `anyhow` errors
+/// carry store errors wrapped, or their SQLite source directly).
+pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(s) = e.downcast_ref::<StoreError>() {
+        return s.is_out_of_space();
+    }
+    e.downcast_ref::<rusqlite::Error>()
+        .is_some_and(sqlite_out_of_space)
+}
+
+/// Why the state directory could not be locked ([`lock_state`]).
+#[derive(Debug, Error)]
+pub enum LockError {
+    #[error("another policywatch ({holder}) is already running on the state directory {dir}: stop it first, or give this one its own --state-dir; nothing was started")]
+    Held { holder: String, dir: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What is wrong with a state directory, in words an operator can act on.
+#[derive(Debug, Error)]
+pub enum StateDirError {
+    #[error("the state directory {0} is a file, not a directory: move the file away or pass another --state-dir")]
+    NotADirectory(String),
+    #[error("cannot create the state directory {dir}: {cause}{hint}")]
+    Create {
+        dir: String,
+        cause: String,
+        hint: &'static str,
+    },
+    #[error("cannot write in the state directory {dir}: {cause}{hint}")]
+    NotWritable {
+        dir: String,
+        cause: String,
+        hint: &'static str,
+    },
+}
+
+/// The advice for a state directory the daemon may not write: the usual cause is a service
+/// user without access (systemd's `StateDirectory=` creates it with the right owner).
+fn access_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (the service user needs write access to it; with systemd use StateDirectory=)"
+        }
+        _ if e.raw_os_error() == Some(libc::EROFS) => {
+            " (it is on a read-only file system; with systemd use StateDirectory=, which is writable)"
+        }
+        _ => "",
+    }
+}
+
+/// An I/O error as a person says it: "permission denied", not "Permission denied (os error
+/// 13)".
+fn cause(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => s,
+    }
+}
+
+/// Makes sure `dir` is a directory this process can write (creating it if needed), so a bad
+/// state path is reported by name and cause before SQLite turns it into "unable to open
+/// database file".
+pub fn prepare_state_dir(dir: &Path) -> std::result::Result<(), StateDirError> {
+    let name = || dir.display().to_string();
+    if dir.exists() && !dir.is_dir() {
+        return Err(StateDirError::NotADirectory(name()));
+    }
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        // A file somewhere on the path says "File exists" / "Not a directory": name it.
+        if e.kind() == std::io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTDIR)
+        {
+            let blocker = dir
+                .ancestors()
+                .find(|a| a.exists() && !a.is_dir())
+                .unwrap_or(dir);
+            return Err(StateDirError::NotADirectory(blocker.display().to_string()));
+        }
+        return Err(StateDirError::Create {
+            dir: name(),
+            cause: cause(&e),
+            hint: access_hint(&e),
+        });
+    }
+    let probe = dir.join(".policywatch-write-test");
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StateDirError::NotWritable {
+            dir: name(),
+            cause: cause(&e),
+            hint: access_hint(&e),
+        }),
+    }
+}
+
+/// The lock file inside a state directory.
+pub fn lock_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("policywatch.lock")
+}
+
+/// Held for a daemon's life: an exclusive advisory lock (`flock`) on the state directory's
+/// lock file, whose content is the holder's PID. The kernel drops the lock when the process
+/// ends, however it ends (kill -9 included), so a stale file never blocks a start.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Takes the state directory's lock, or says which process holds it. Read-only commands do
+/// not take it: they open the database read-only beside the daemon.
+pub fn lock_state(state_dir: &Path) -> std::result::Result<StateLock, LockError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = lock_path(state_dir);
+    let io = |source| LockError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(err));
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid: String = pid.trim().chars().take(20).collect();
+        return Err(LockError::Held {
+            holder: if pid.is_empty() {
+                "PID unknown".to_string()
+            } else {
+                format!("PID {pid}")
+            },
+            dir: state_dir.display().to_string(),
+        });
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(StateLock { _file: file })
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -170,6 +362,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE items ADD COLUMN lang TEXT;
     "#,
+    // 5: stories a delivery handed back because they did not fit its message: counted so a
+    // resend still says "N more stories will come in the next digest".
+    r#"
+    ALTER TABLE deliveries ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -227,6 +424,12 @@ pub struct NewItem {
     pub canonical_url: Option<String>,
     /// `cluster::Signature::to_bytes`, kept so the cluster index can be rebuilt at start-up.
     pub signature: Option<Vec<u8>>,
+}
+
+impl AsRef<Item> for NewItem {
+    fn as_ref(&self) -> &Item {
+        &self.item
+    }
 }
 
 impl NewItem {
@@ -321,6 +524,8 @@ pub struct Delivery {
     /// Stories shown and claimed, recorded when it was sent.
     pub shown: Option<usize>,
     pub stories: Option<usize>,
+    /// Stories handed back to the store for the next digest ([`Store::release`]).
+    pub deferred: usize,
 }
 
 /// One recipient of a delivery and how it went for them.
@@ -416,11 +621,49 @@ pub struct Store {
     conn: Connection,
 }
 
+/// How many prepared statements the connection keeps (see [`Store::write`]).
+const STATEMENT_CACHE: usize = 64;
+
+/// The feed columns [`Store::feed_from_row`] reads, as a literal for `concat!`.
+macro_rules! feed_cols {
+    () => {
+        "id, url, effective_url, name, etag, last_modified, first_polled_at, last_attempt_at, \
+         last_success_at, consecutive_failures, last_error, next_poll_at, retry_not_before, \
+         gone_at, moved_to, items_total"
+    };
+}
+
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
         Self::setup(conn)
+    }
+
+    /// Opens an existing database for reading only (`feeds`, `backtest`, `digest --preview`):
+    /// no write transaction, no migration, so it works beside a busy daemon (which keeps the
+    /// WAL, so readers never wait for it); a lock still held after the busy timeout is an
+    /// error. A schema this binary does not know exactly is refused with what to do.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // The preview's TEMP copies (see `shadow_for_preview`) keep their REFERENCES clauses,
+        // which would look for the referenced tables in TEMP; nothing is written to main here.
+        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        let store = Store { conn };
+        let found = store.schema_version()?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        if found < known {
+            return Err(StoreError::TooOld { found, known });
+        }
+        Ok(store)
     }
 
     /// An in-memory database, for tests and `classify` dry runs.
@@ -436,9 +679,37 @@ impl Store {
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
         )?;
+        // Every per-item and per-poll statement is prepared once and kept (`prepare_cached`);
+        // rusqlite's default of 16 would evict some of them on every poll.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut store = Store { conn };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Runs `body` in one write transaction whose `BEGIN`, `COMMIT` and `ROLLBACK` are cached
+    /// statements too (`Connection::transaction` parses them on every call). Rolls back when
+    /// `body` or the commit fails, and when `body` panics (the guard's drop). `IMMEDIATE`:
+    /// the write lock is taken at the start, waiting out the busy timeout, because `body`
+    /// reads before it writes, and a deferred transaction upgrading its read lock fails at
+    /// once, without waiting, when another connection holds or just released the write lock.
+    fn write<T>(&mut self, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        struct Open<'c>(&'c Connection);
+        impl Drop for Open<'_> {
+            fn drop(&mut self) {
+                if !self.0.is_autocommit() {
+                    let _ = self
+                        .0
+                        .prepare_cached("ROLLBACK")
+                        .and_then(|mut st| st.execute([]));
+                }
+            }
+        }
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let open = Open(&self.conn);
+        let value = body(open.0)?;
+        open.0.prepare_cached("COMMIT")?.execute([])?;
+        Ok(value)
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -453,6 +724,10 @@ impl Store {
                 found: current,
                 known,
             });
+        }
+        if current == known {
+            // Nothing to do, and nothing written: a start-up on a full disk must not fail here.
+            return Ok(());
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tracing::info!(version = i + 1, "migrating database schema");
@@ -516,25 +791,31 @@ impl Store {
         })
     }
 
-    const FEED_COLS: &'static str = "id, url, effective_url, name, etag, last_modified, \
-        first_polled_at, last_attempt_at, last_success_at, consecutive_failures, last_error, \
-        next_poll_at, retry_not_before, gone_at, moved_to, items_total";
-
     pub fn feed(&self, url: &str) -> Result<FeedState> {
         self.conn
-            .query_row(
-                &format!("SELECT {} FROM feeds WHERE url = ?1", Self::FEED_COLS),
-                [url],
-                Self::feed_from_row,
-            )
+            .prepare_cached(concat!(
+                "SELECT ",
+                feed_cols!(),
+                " FROM feeds WHERE url = ?1"
+            ))?
+            .query_row([url], Self::feed_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownFeed(url.to_string()))
+    }
+
+    /// The store's id of a configured feed (one indexed lookup; cached statement).
+    fn feed_id(conn: &Connection, url: &str) -> Result<i64> {
+        conn.prepare_cached("SELECT id FROM feeds WHERE url = ?1")?
+            .query_row([url], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::UnknownFeed(url.to_string()))
     }
 
     pub fn feeds(&self) -> Result<Vec<FeedState>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {} FROM feeds ORDER BY id",
-            Self::FEED_COLS
+        let mut st = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            feed_cols!(),
+            " FROM feeds ORDER BY id"
         ))?;
         let rows = st.query_map([], Self::feed_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -546,22 +827,24 @@ impl Store {
         now: DateTime<Utc>,
         ok: &PollSuccess,
     ) -> Result<()> {
-        let n = self.conn.execute(
-            "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?4, \
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?4, \
                  first_polled_at = COALESCE(first_polled_at, ?5), last_attempt_at = ?5, \
                  last_success_at = ?5, consecutive_failures = 0, last_error = NULL, \
                  retry_not_before = NULL, gone_at = NULL, \
                  effective_url = COALESCE(?6, effective_url), moved_to = COALESCE(?6, moved_to) \
              WHERE url = ?1",
-            params![
+            )?
+            .execute(params![
                 url,
                 ok.etag,
                 ok.last_modified,
                 ts(ok.next_poll_at),
                 ts(now),
                 ok.moved_to
-            ],
-        )?;
+            ])?;
         if n == 0 {
             return Err(StoreError::UnknownFeed(url.to_string()));
         }
@@ -579,11 +862,13 @@ impl Store {
     ) -> Result<u32> {
         let n: Option<i64> = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "UPDATE feeds SET consecutive_failures = consecutive_failures + 1, \
                      last_error = ?2, last_attempt_at = ?3, next_poll_at = ?4, \
                      retry_not_before = ?5 \
                  WHERE url = ?1 RETURNING consecutive_failures",
+            )?
+            .query_row(
                 params![
                     url,
                     error,
@@ -600,11 +885,12 @@ impl Store {
 
     /// 410 Gone: the feed is not polled again until its config changes or it is re-enabled.
     pub fn record_gone(&mut self, url: &str, now: DateTime<Utc>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE feeds SET gone_at = ?2, last_attempt_at = ?2, last_error = 'gone (HTTP 410)' \
-             WHERE url = ?1",
-            params![url, ts(now)],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE feeds SET gone_at = ?2, last_attempt_at = ?2, \
+                 last_error = 'gone (HTTP 410)' WHERE url = ?1",
+            )?
+            .execute(params![url, ts(now)])?;
         Ok(())
     }
 
@@ -622,8 +908,8 @@ impl Store {
 
     /// Which of `items` this feed has not stored before. Pure read; the daemon classifies only
     /// these, then calls [`Store::insert_items`].
-    pub fn filter_new(&self, feed_url: &str, items: Vec<Item>) -> Result<Vec<Item>> {
-        let feed_id = self.feed(feed_url)?.id;
+    pub fn filter_new<T: AsRef<Item>>(&self, feed_url: &str, items: Vec<T>) -> Result<Vec<T>> {
+        let feed_id = Self::feed_id(&self.conn, feed_url)?;
         let mut by_key = self
             .conn
             .prepare_cached("SELECT 1 FROM items WHERE feed_id = ?1 AND dedup_key = ?2")?;
@@ -632,7 +918,8 @@ impl Store {
         )?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for it in items {
+        for entry in items {
+            let it = entry.as_ref();
             let key = it.dedup_key();
             // The same entry twice in one document counts once.
             if !seen.insert(key.clone()) {
@@ -646,7 +933,7 @@ impl Store {
                     continue;
                 }
             }
-            out.push(it);
+            out.push(entry);
         }
         Ok(out)
     }
@@ -668,86 +955,84 @@ impl Store {
         backfill_before: Option<DateTime<Utc>>,
         assign: &mut dyn FnMut(i64, &NewItem, Option<i64>) -> i64,
     ) -> Result<InsertReport> {
-        let feed_id = self.feed(feed_url)?.id;
-        let tx = self.conn.transaction()?;
-        let mut report = InsertReport::default();
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
+        self.write(|tx| {
+            let feed_id = Self::feed_id(tx, feed_url)?;
+            let mut report = InsertReport::default();
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
                     content, authors, categories, published_at, first_seen_at, content_hash, \
                     reportable, canonical_url, signature, lang) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            let mut set_cluster =
-                tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
-            let mut same_url = tx.prepare_cached(
+                )?;
+                let mut set_cluster =
+                    tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
+                let mut same_url = tx.prepare_cached(
                 "SELECT COALESCE(cluster_id, id) FROM items WHERE canonical_url = ?1 AND id != ?2 \
                  ORDER BY id LIMIT 1",
             )?;
-            let mut ver = tx.prepare_cached(
-                "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
+                let mut ver = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
                     classified_at, reportable) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for n in new {
-                let it = &n.item;
-                let reportable = match (backfill_before, it.published) {
-                    (Some(cut), Some(p)) => p >= cut,
-                    _ => true,
-                };
-                let changed = ins.execute(params![
-                    feed_id,
-                    it.dedup_key(),
-                    it.guid,
-                    it.link,
-                    it.title,
-                    it.summary,
-                    it.content,
-                    serde_json::to_string(&it.authors)?,
-                    serde_json::to_string(&it.categories)?,
-                    it.published.map(ts),
-                    ts(now),
-                    it.content_hash(),
-                    reportable,
-                    n.canonical_url,
-                    n.signature,
-                    it.lang,
-                ])?;
-                if changed == 0 {
-                    continue;
-                }
-                let item_id = tx.last_insert_rowid();
-                let known = match &n.canonical_url {
-                    Some(u) => same_url
-                        .query_row(params![u, item_id], |r| r.get::<_, i64>(0))
-                        .optional()?,
-                    None => None,
-                };
-                set_cluster.execute(params![item_id, assign(item_id, n, known)])?;
-                report.inserted.push(item_id);
-                if reportable {
-                    report.reportable += 1;
-                }
-                for v in &n.verdicts {
-                    ver.execute(params![
-                        item_id,
-                        v.watch_id,
-                        v.score,
-                        serde_json::to_string(&v.evidence)?,
+                )?;
+                for n in new {
+                    let it = &n.item;
+                    let reportable = match (backfill_before, it.published) {
+                        (Some(cut), Some(p)) => p >= cut,
+                        _ => true,
+                    };
+                    let changed = ins.execute(params![
+                        feed_id,
+                        it.dedup_key(),
+                        it.guid,
+                        it.link,
+                        it.title,
+                        it.summary,
+                        it.content,
+                        serde_json::to_string(&it.authors)?,
+                        serde_json::to_string(&it.categories)?,
+                        it.published.map(ts),
                         ts(now),
-                        reportable
+                        it.content_hash(),
+                        reportable,
+                        n.canonical_url,
+                        n.signature,
+                        it.lang,
                     ])?;
+                    if changed == 0 {
+                        continue;
+                    }
+                    let item_id = tx.last_insert_rowid();
+                    let known = match &n.canonical_url {
+                        Some(u) => same_url
+                            .query_row(params![u, item_id], |r| r.get::<_, i64>(0))
+                            .optional()?,
+                        None => None,
+                    };
+                    set_cluster.execute(params![item_id, assign(item_id, n, known)])?;
+                    report.inserted.push(item_id);
                     if reportable {
-                        report.matches += 1;
+                        report.reportable += 1;
+                    }
+                    for v in &n.verdicts {
+                        ver.execute(params![
+                            item_id,
+                            v.watch_id,
+                            v.score,
+                            serde_json::to_string(&v.evidence)?,
+                            ts(now),
+                            reportable
+                        ])?;
+                        if reportable {
+                            report.matches += 1;
+                        }
                     }
                 }
+                tx.prepare_cached("UPDATE feeds SET items_total = items_total + ?2 WHERE id = ?1")?
+                    .execute(params![feed_id, report.inserted.len() as i64])?;
             }
-            tx.execute(
-                "UPDATE feeds SET items_total = items_total + ?2 WHERE id = ?1",
-                params![feed_id, report.inserted.len() as i64],
-            )?;
-        }
-        tx.commit()?;
-        Ok(report)
+            Ok(report)
+        })
     }
 
     fn item_from_row(r: &rusqlite::Row<'_>, off: usize) -> rusqlite::Result<Item> {
@@ -891,10 +1176,11 @@ impl Store {
     /// verdicts made after it was first registered, so adding a digest to the config does not
     /// mail the whole history.
     pub fn digest_state(&mut self, digest_id: &str, now: DateTime<Utc>) -> Result<DigestState> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
-            params![digest_id, ts(now)],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
+            )?
+            .execute(params![digest_id, ts(now)])?;
         Ok(self
             .read_digest_state(digest_id)?
             .expect("the row was inserted above"))
@@ -904,18 +1190,17 @@ impl Store {
     pub fn read_digest_state(&self, digest_id: &str) -> Result<Option<DigestState>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT created_at, last_fired_at, last_alert_at FROM digest_state \
                  WHERE digest_id = ?1",
-                [digest_id],
-                |r| {
-                    Ok(DigestState {
-                        created_at: from_ts(r.get(0)?),
-                        last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
-                        last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
-                    })
-                },
-            )
+            )?
+            .query_row([digest_id], |r| {
+                Ok(DigestState {
+                    created_at: from_ts(r.get(0)?),
+                    last_fired_at: r.get::<_, Option<i64>>(1)?.map(from_ts),
+                    last_alert_at: r.get::<_, Option<i64>>(2)?.map(from_ts),
+                })
+            })
             .optional()?)
     }
 
@@ -980,6 +1265,9 @@ impl Store {
         watches: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<StoredMatch>> {
+        if self.conn.is_readonly(rusqlite::DatabaseName::Main)? {
+            self.shadow_for_preview(digest_id)?;
+        }
         self.conn.execute_batch("SAVEPOINT preview")?;
         let result = (|| {
             self.conn.execute(
@@ -998,6 +1286,30 @@ impl Store {
         self.conn
             .execute_batch("ROLLBACK TO preview; RELEASE preview")?;
         result
+    }
+
+    /// On a read-only connection the preview's claim cannot write to the database: it writes
+    /// to TEMP copies (same schema, this digest's rows) of the three tables a claim touches,
+    /// which unqualified names resolve to first, so the very same claim statements run.
+    fn shadow_for_preview(&self, digest_id: &str) -> Result<()> {
+        for table in ["digest_state", "deliveries", "delivery_items"] {
+            let sql: String = self.conn.query_row(
+                "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
+            let body = sql.split_once('(').map_or("", |(_, rest)| rest);
+            self.conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS temp.{table}; CREATE TEMP TABLE {table} ({body}"
+            ))?;
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO temp.{table} SELECT * FROM main.{table} WHERE digest_id = ?1"
+                ),
+                [digest_id],
+            )?;
+        }
+        Ok(())
     }
 
     /// (`CROSS JOIN` fixes the join order: from the story's few items by the cluster index to
@@ -1056,12 +1368,13 @@ impl Store {
             resent_at: r.get::<_, Option<i64>>(13)?.map(from_ts),
             shown: r.get::<_, Option<i64>>(14)?.map(|n| n.max(0) as usize),
             stories: r.get::<_, Option<i64>>(15)?.map(|n| n.max(0) as usize),
+            deferred: r.get::<_, i64>(16)?.max(0) as usize,
         })
     }
 
     const DELIVERY_COLS: &'static str = "id, digest_id, via, created_at, message_id, status, \
         attempts, next_attempt_at, last_error, trim_to, kind, held, sent_at, resent_at, shown, \
-        stories";
+        stories, deferred";
 
     pub fn delivery(&self, id: i64) -> Result<Delivery> {
         Ok(self.conn.query_row(
@@ -1076,7 +1389,7 @@ impl Store {
 
     /// Pending deliveries whose next attempt is due, oldest first.
     pub fn due_deliveries(&self, now: DateTime<Utc>) -> Result<Vec<Delivery>> {
-        let mut st = self.conn.prepare(&format!(
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT {} FROM deliveries WHERE status = 'pending' AND held = 0 \
              AND next_attempt_at <= ?1 ORDER BY id",
             Self::DELIVERY_COLS
@@ -1089,11 +1402,10 @@ impl Store {
     pub fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND held = 0",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
             )?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))?
             .map(from_ts))
     }
 
@@ -1181,6 +1493,34 @@ impl Store {
             out.push(RecentMatch { matched, story_key });
         }
         Ok(out)
+    }
+
+    /// Hands stories of a pending delivery back for the next digest: the claims of every item
+    /// of each cluster in `clusters` are deleted from `delivery_id` and its `deferred` count
+    /// grows by the number of stories, in one transaction. The claim rule then finds them
+    /// again (no other delivery of the digest carried those clusters), so the next claim of the
+    /// digest takes them. Clusters the delivery does not carry are ignored. Returns the
+    /// stories handed back.
+    pub fn release(&mut self, delivery_id: i64, clusters: &[i64]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM delivery_items WHERE delivery_id = ?1 AND item_id IN \
+                 (SELECT id FROM items WHERE cluster_id = ?2 OR (cluster_id IS NULL AND id = ?2))",
+            )?;
+            for &c in clusters {
+                if st.execute(params![delivery_id, c])? > 0 {
+                    n += 1;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE deliveries SET deferred = deferred + ?2 WHERE id = ?1 AND status = 'pending'",
+            params![delivery_id, n as i64],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// The server (or the log) accepted the delivery.
@@ -1485,6 +1825,59 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn read_only_open_refuses_unknown_schemas_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        assert!(
+            Store::open_read_only(&db).is_err(),
+            "no database yet: nothing created"
+        );
+        assert!(!db.exists());
+        let known = MIGRATIONS.len() as i64;
+        let store = Store::open(&db).unwrap();
+        let ro = Store::open_read_only(&db).unwrap();
+        assert_eq!(ro.schema_version().unwrap(), known);
+        assert!(
+            ro.conn.execute("DELETE FROM feeds", []).is_err(),
+            "read-only"
+        );
+        for (v, older) in [(known - 1, true), (known + 1, false)] {
+            store
+                .conn
+                .execute("UPDATE schema_version SET version = ?1", [v])
+                .unwrap();
+            match Store::open_read_only(&db) {
+                Err(StoreError::TooOld { found, .. }) if older => assert_eq!(found, v),
+                Err(StoreError::TooNew { found, .. }) if !older => assert_eq!(found, v),
+                Err(e) => panic!("{v}: {e}"),
+                Ok(_) => panic!("{v}: opened"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_state_lock_is_exclusive_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_state(dir.path()).unwrap();
+        let pid = std::fs::read_to_string(lock_path(dir.path())).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        // flock locks belong to an open file: a second open, even in this process, is refused.
+        match lock_state(dir.path()) {
+            Err(e @ LockError::Held { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("PID {}", std::process::id())),
+                    "{msg}"
+                );
+                assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        lock_state(dir.path()).expect("free again once dropped");
+    }
     use super::*;
     use chrono::Duration;
 
@@ -1529,6 +1922,38 @@ mod tests {
             .collect();
         s.insert_items(FEED, &new, now, None, &mut |id, _, _| id)
             .unwrap()
+    }
+
+    #[test]
+    fn a_failed_or_panicking_write_rolls_back_and_the_next_one_commits() {
+        let mut s = store();
+        let count = |s: &Store| -> i64 {
+            s.conn
+                .query_row("SELECT count(*) FROM feeds", [], |r| r.get(0))
+                .unwrap()
+        };
+        let add = |c: &Connection, url: &str| {
+            c.execute("INSERT INTO feeds (url, name) VALUES (?1, 'x')", [url])
+                .map(|_| ())
+                .map_err(StoreError::from)
+        };
+        let failed = s.write(|c| {
+            add(c, "https://a.example/feed")?;
+            Err::<(), _>(StoreError::UnknownFeed("stop".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(count(&s), 1, "the failed write left a row");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<()> = s.write(|c| {
+                add(c, "https://b.example/feed")?;
+                panic!("mid-write")
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(s.conn.is_autocommit(), "a transaction was left open");
+        assert_eq!(count(&s), 1, "the panicking write left a row");
+        s.write(|c| add(c, "https://c.example/feed")).unwrap();
+        assert_eq!(count(&s), 2);
     }
 
     #[test]
@@ -1848,5 +2273,74 @@ mod tests {
             .unwrap();
         assert_eq!((r.emptied, r.forgotten, r.deliveries), (1, 2, 1));
         assert_eq!(s.item_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn released_stories_survive_a_reopen_and_go_to_the_next_claim_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let t0 = Utc::now() - Duration::minutes(5);
+        let mut s = Store::open(&path).unwrap();
+        s.sync_feeds([(FEED, "Example")]).unwrap();
+        s.digest_state("daily", t0).unwrap();
+        let r = insert(
+            &mut s,
+            (0..5)
+                .map(|i| item(Some(&format!("g{i}")), None, &format!("story {i}")))
+                .collect(),
+            t0,
+            "w",
+        );
+        let ids = r.inserted.clone();
+        let d = s
+            .claim("daily", Kind::Digest, "email", &["w".into()], t0, false)
+            .unwrap()
+            .unwrap();
+        // Stories 3 and 4 did not fit; 99 is no cluster of this delivery.
+        assert_eq!(s.release(d.id, &[ids[3], ids[4], 99]).unwrap(), 2);
+        drop(s);
+        // A crash now: the pending delivery keeps three stories and knows two went back.
+        let mut s = Store::open(&path).unwrap();
+        let again = s.delivery(d.id).unwrap();
+        assert_eq!((again.status.as_str(), again.deferred), ("pending", 2));
+        let kept: Vec<i64> = s
+            .delivery_stories(d.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.item_id)
+            .collect();
+        assert_eq!(kept.len(), 3);
+        assert!(!kept.contains(&ids[3]) && !kept.contains(&ids[4]));
+        // The next digest takes exactly what was handed back, and nothing twice.
+        let next = s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "email",
+                &["w".into()],
+                t0 + Duration::minutes(1),
+                false,
+            )
+            .unwrap()
+            .unwrap();
+        let mut got: Vec<i64> = s
+            .delivery_stories(next.id)
+            .unwrap()
+            .iter()
+            .map(|m| m.item_id)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![ids[3], ids[4]]);
+        assert!(s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "email",
+                &["w".into()],
+                t0 + Duration::minutes(2),
+                false
+            )
+            .unwrap()
+            .is_none());
     }
 }

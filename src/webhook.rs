@@ -1014,6 +1014,7 @@ mod tests {
             score: 10.0 - id as f64 / 1000.0,
             evidence: vec![ev("\"entity list\"", Some("Entity List"))],
             also_reported: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -1036,6 +1037,9 @@ mod tests {
                 problem: "gone".into(),
             }],
             kind: DigestKind::Digest,
+            detail: Default::default(),
+            contact: None,
+            deferred: 0,
         }
     }
 
@@ -1043,6 +1047,7 @@ mod tests {
         let limits = RenderLimits {
             max_stories: 1000,
             snippet_chars: 280,
+            max_bytes: crate::digest::MAX_MESSAGE_BYTES,
         };
         notice(
             &digest_of(n),
@@ -1120,6 +1125,7 @@ mod tests {
             &RenderLimits {
                 max_stories: 400,
                 snippet_chars: 280,
+                max_bytes: crate::digest::MAX_MESSAGE_BYTES,
             },
         );
         let t = render(Format::Teams, &n);

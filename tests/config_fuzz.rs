@@ -171,7 +171,9 @@ fn mutated_shipped_configs_never_panic_and_every_refusal_is_located() {
     let mut rng = StdRng::seed_from_u64(17);
     let (mut accepted, mut refused) = (0, 0);
     let light = with_short_rules(SHIPPED);
-    assert!(light.len() < SHIPPED.len() / 2 && light.contains("[[watches]]"));
+    // (The shipped watches are short expressions over term sets now, so the light config is
+    // no longer half their size; it still must not be larger, and must keep its watches.)
+    assert!(light.len() <= SHIPPED.len() && light.contains("[[watches]]"));
     config::load_str("t.toml", &light).expect("the light config compiles");
     for case in 0..CASES + FULL_CASES {
         let base = if case < CASES {

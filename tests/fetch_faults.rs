@@ -607,23 +607,67 @@ async fn file_urls_are_read_with_the_same_cap_and_conditional() {
     std::fs::write(&path, RSS).unwrap();
     let f = fetcher();
     let mut req = FetchRequest::new(Url::from_file_path(&path).unwrap());
-    let lm = match f.fetch(&req).await {
+    let (tag, lm) = match f.fetch(&req).await {
         FetchOutcome::Fetched {
             body,
+            etag,
             last_modified,
             ..
         } => {
             assert_eq!(&body[..], RSS.as_bytes());
-            last_modified
+            (etag, last_modified)
         }
         other => panic!("{other:?}"),
     };
-    assert!(lm.is_some());
+    assert!(lm.is_some() && tag.is_some());
+    req.etag = tag;
     req.last_modified = lm;
     assert!(matches!(
         f.fetch(&req).await,
         FetchOutcome::NotModified { .. }
     ));
+
+    // Issue 13: a file rewritten within the same second was not seen as changed. Same second,
+    // other nanoseconds, same size: changed. Same instant, other size: changed.
+    let second = std::time::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+    let stamp = |p: &std::path::Path, t: std::time::SystemTime| {
+        let file = std::fs::File::options().write(true).open(p).unwrap();
+        file.set_modified(t).unwrap();
+    };
+    stamp(&path, second + Duration::from_millis(100));
+    let poll = |req: &FetchRequest| {
+        let req = FetchRequest {
+            url: req.url.clone(),
+            etag: req.etag.clone(),
+            last_modified: req.last_modified.clone(),
+        };
+        let f = &f;
+        async move {
+            match f.fetch(&req).await {
+                FetchOutcome::Fetched {
+                    etag,
+                    last_modified,
+                    ..
+                } => Some((etag, last_modified)),
+                FetchOutcome::NotModified { .. } => None,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let (tag, lm) = poll(&req).await.expect("new mtime: fetched");
+    (req.etag, req.last_modified) = (tag, lm);
+    assert!(RSS.is_ascii(), "upper-casing keeps the size");
+    std::fs::write(&path, RSS.to_uppercase()).unwrap();
+    stamp(&path, second + Duration::from_millis(700));
+    let (tag, lm) = poll(&req)
+        .await
+        .expect("same second, same size, new content: fetched");
+    (req.etag, req.last_modified) = (tag, lm);
+    std::fs::write(&path, format!("{RSS} ")).unwrap();
+    stamp(&path, second + Duration::from_millis(700));
+    let (tag, lm) = poll(&req).await.expect("same mtime, new size: fetched");
+    (req.etag, req.last_modified) = (tag, lm);
+    assert!(poll(&req).await.is_none(), "unchanged: not modified");
 
     let big = dir.path().join("big.xml");
     std::fs::write(&big, vec![b'x'; 256 * 1024 + 1]).unwrap();

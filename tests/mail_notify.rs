@@ -153,7 +153,7 @@ async fn a_digest_arrives_once() {
     assert_eq!(r.texts.len(), 1);
     assert!(
         r.texts[0].starts_with(
-            "mailed to Analyst <analyst@policywatch.test>: policywatch: 3 export-controls — 28 Nov (250 "
+            "mailed to Analyst <analyst@policywatch.test>: Entity List adds firm number 0 — 3 export controls and technology sanctions (250 "
         ),
         "{:?}",
         r.texts
@@ -174,7 +174,7 @@ async fn a_digest_arrives_once() {
     );
     assert_eq!(
         header_values(&parsed, "Subject"),
-        vec!["policywatch: 3 export-controls — 28 Nov"]
+        vec!["Entity List adds firm number 0 — 3 export controls and technology sanctions"]
     );
     let text = parsed["parts"][0]["text"].as_str().expect("text");
     for i in 0..3 {
@@ -321,7 +321,8 @@ async fn too_large_is_retried_once_trimmed() {
     let r = notifier.flush(&mut store, &cfg, t0()).await.expect("flush");
     assert_eq!(counts(&r), (0, 1, 0));
     let d = store.delivery(1).expect("delivery");
-    assert_eq!(d.trim_to, Some(15));
+    let trim = d.trim_to.expect("trimmed after 552");
+    assert!((1..60).contains(&trim), "{d:?}");
     assert_eq!(d.next_attempt_at, t0(), "the trimmed retry is due at once");
 
     let r = notifier
@@ -336,15 +337,57 @@ async fn too_large_is_retried_once_trimmed() {
     assert_eq!(files.len(), 1);
     let parsed = parse_message(&files[0]);
     let text = parsed["parts"][0]["text"].as_str().expect("text");
+    let first = firm_numbers(text);
+    let held = store.delivery(1).expect("delivery").deferred;
+    assert!(held > 0, "the trimmed message holds stories back");
+    assert_eq!(first.len() + held, 60, "{text}");
     assert!(
-        text.contains("…and 45 more stories for export-controls not shown"),
+        text.contains(&format!("{held} more stories will come in the next digest")),
         "{text}"
     );
-    // The subject still counts every story claimed.
+    // The subject counts what the message carries.
     assert_eq!(
         header_values(&parsed, "Subject"),
-        vec!["policywatch: 60 export-controls — 28 Nov"]
+        vec![format!(
+            "Entity List adds firm number 0 — {} export controls and technology sanctions",
+            first.len()
+        )]
     );
+    // What was held back belongs to the next digests (each of which the relay refuses once
+    // and takes trimmed): in the end every story arrives exactly once.
+    for k in 1..=10 {
+        let at = t0() + Duration::minutes(k);
+        notifier.flush(&mut store, &cfg, at).await.expect("flush");
+        notifier
+            .tick(&mut store, &cfg, at + Duration::seconds(1))
+            .await
+            .expect("tick");
+    }
+    let mut seen: Vec<usize> = Vec::new();
+    for f in env.messages() {
+        seen.extend(firm_numbers(
+            parse_message(&f)["parts"][0]["text"]
+                .as_str()
+                .expect("text"),
+        ));
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..60).collect::<Vec<_>>(),
+        "every story exactly once"
+    );
+}
+
+/// The story numbers ("Entity List adds firm number N") a text part carries, in order.
+fn firm_numbers(text: &str) -> Vec<usize> {
+    text.split("Entity List adds firm number ")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 /// A relay that refuses even the trimmed digest as too large needs the operator (a relay
@@ -389,7 +432,8 @@ async fn too_large_even_when_trimmed_is_held_and_never_loops() {
         assert_eq!(
             r.failed + r.retrying + r.held,
             0,
-            "hour {h}: no further attempts"
+            "hour {h}: no further attempts: {:?}",
+            r.texts
         );
     }
     assert_eq!(
@@ -685,6 +729,9 @@ async fn a_crash_after_the_server_accepted_resends_the_same_message_id() {
             sections: vec![],
             feed_health: vec![],
             kind: policywatch::digest::DigestKind::Digest,
+            detail: Default::default(),
+            contact: None,
+            deferred: 0,
         },
         &Default::default(),
     );
@@ -757,4 +804,292 @@ fn email_digests_need_smtp_and_recipients() {
          [smtp]\nhost = \"smtp.example.org\"\nfrom = \"policywatch <a@example.org>\"\n"
     );
     config::load_str("t.toml", &ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Stores `items` (each with its verdicts) from the test feed at `at`.
+fn add_items(store: &mut Store, items: Vec<(Item, Vec<Verdict>)>, at: DateTime<Utc>) {
+    store.sync_feeds([(FEED, "Test Wire")]).expect("sync feeds");
+    let new: Vec<NewItem> = items
+        .into_iter()
+        .map(|(item, verdicts)| NewItem::plain(item, verdicts))
+        .collect();
+    store
+        .insert_items(FEED, &new, at, None, &mut |id, _, _| id)
+        .expect("insert");
+}
+
+/// The strings of a JSON array from the parser.
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Evidence for `word` in `text`, written in the query as `term`.
+fn evidence(text: &str, word: &str, term: &str, field: Field) -> Evidence {
+    let start = text.find(word).expect(word);
+    Evidence {
+        term: term.into(),
+        set: None,
+        concept: None,
+        field,
+        start,
+        end: start + word.len(),
+    }
+}
+
+#[tokio::test]
+async fn digests_of_10_150_and_1000_stories_stay_under_100_kb_and_the_rest_comes_next() {
+    let Some(env) = Env::new() else { return };
+    let server = env.start(Opts::default());
+    let smtp = env.config(server.port, TlsMode::Starttls);
+    for n in [10usize, 150, 1000] {
+        let mut store = Store::open_in_memory().expect("store");
+        let (cfg, notifier) = setup(&mut store, &smtp, n, 150);
+        let before = env.messages().len();
+        let mut firings = 0;
+        // One digest a minute until the store has nothing left for it.
+        for k in 1..=40 {
+            let r = notifier
+                .flush(&mut store, &cfg, t0() + Duration::minutes(k))
+                .await
+                .expect("flush");
+            if r.sent == 0 {
+                break;
+            }
+            assert_eq!(counts(&r), (1, 0, 0), "{n}: {:?}", r.texts);
+            firings += 1;
+        }
+        let files = &env.messages()[before..];
+        assert_eq!(files.len(), firings);
+        let mut seen = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let parsed = parse_message(f);
+            let size = parsed["size"].as_u64().expect("size");
+            assert!(size < 100_000, "{n} stories, message {i}: {size} bytes");
+            let text = parsed["parts"][0]["text"].as_str().expect("text");
+            let html = parsed["parts"][1]["text"].as_str().expect("html");
+            let here = firm_numbers(text);
+            seen.extend(here.iter().copied());
+            let left = n - seen.len();
+            let line = format!("{left} more stories will come in the next digest");
+            assert_eq!(text.contains(&line), left > 0, "{n}/{i}: {line}");
+            assert_eq!(html.contains(&line), left > 0, "{n}/{i}: {line}");
+        }
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..n).collect::<Vec<_>>(),
+            "{n}: every story exactly once"
+        );
+        if n == 10 {
+            assert_eq!(firings, 1);
+        } else {
+            assert!(firings > 1, "{n} stories in one message?");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reader_digest_is_marked_up_for_mail_clients_and_escapes_feed_text() {
+    let Some(env) = Env::new() else { return };
+    let server = env.start(Opts::default());
+    let mut store = Store::open_in_memory().expect("store");
+    let (cfg, notifier) = setup(
+        &mut store,
+        &env.config(server.port, TlsMode::Starttls),
+        0,
+        150,
+    );
+    let at = t0() + Duration::seconds(1);
+    let item = |i: usize, title: &str, summary: &str, link: &str, lang: Option<&str>| Item {
+        guid: Some(format!("craft-{i}")),
+        link: Some(link.into()),
+        title: title.into(),
+        summary: summary.into(),
+        published: Some(at),
+        feed_name: "Test Wire".into(),
+        lang: lang.map(Into::into),
+        ..Default::default()
+    };
+    let verdict = |watch: &str, score: f64, evidence: Vec<Evidence>| Verdict {
+        watch_id: watch.into(),
+        score,
+        evidence,
+    };
+    let vi = "Mỹ đưa thêm công ty vào danh sách thực thể";
+    let hostile = "Curbs <script>alert('x')</script> & \"AI\"\r\nBcc: victim@example.org";
+    let tracked = "Dutch ASML licences tightened";
+    let both = "Nvidia H20 export licences revoked";
+    let dump = [
+        ("export", "export*"),
+        ("licences", "licen*"),
+        ("revoked", "revok*"),
+    ];
+    add_items(
+        &mut store,
+        vec![
+            (
+                item(
+                    1,
+                    vi,
+                    "Bộ Thương mại Mỹ công bố.",
+                    "https://vn.example/a?utm_source=rss",
+                    Some("vi"),
+                ),
+                vec![verdict(
+                    "export-controls",
+                    4.0,
+                    vec![evidence(
+                        vi,
+                        "danh sách thực thể",
+                        "\"danh sach thuc the\"",
+                        Field::Title,
+                    )],
+                )],
+            ),
+            (
+                item(
+                    2,
+                    hostile,
+                    "<img src=x onerror=alert(1)> \"lead\"\r\nX-Injected: yes",
+                    "https://wire.policywatch.test/h",
+                    Some("en"),
+                ),
+                vec![verdict(
+                    "export-controls",
+                    3.0,
+                    vec![evidence(hostile, "Curbs", "curb*", Field::Title)],
+                )],
+            ),
+            (
+                item(
+                    3,
+                    tracked,
+                    "",
+                    "https://wire.policywatch.test/3?id=3&fbclid=abc&utm_medium=email",
+                    None,
+                ),
+                vec![verdict(
+                    "export-controls",
+                    2.0,
+                    vec![evidence(tracked, "ASML", "asml", Field::Title)],
+                )],
+            ),
+            (
+                item(4, both, "", "https://wire.policywatch.test/4", Some("en")),
+                vec![
+                    verdict(
+                        "export-controls",
+                        6.0,
+                        dump.iter()
+                            .map(|(w, t)| evidence(both, w, t, Field::Title))
+                            .chain([evidence(both, "H20", "h20", Field::Title)])
+                            .collect(),
+                    ),
+                    verdict(
+                        "ai-chips",
+                        5.0,
+                        vec![evidence(both, "Nvidia H20", "\"nvidia h20\"", Field::Title)],
+                    ),
+                ],
+            ),
+        ],
+        at,
+    );
+    let r = notifier
+        .flush(&mut store, &cfg, t0() + Duration::minutes(1))
+        .await
+        .expect("flush");
+    assert_eq!(counts(&r), (1, 0, 0), "{:?}", r.texts);
+    let files = env.messages();
+    let parsed = parse_message(&files[0]);
+    let text = parsed["parts"][0]["text"].as_str().expect("text");
+    let html = &parsed["parts"][1]["html"];
+
+    // Headers: the hostile title cannot add any; the subject is one line.
+    for h in ["Bcc", "X-Injected"] {
+        assert!(header_values(&parsed, h).is_empty(), "{h} injected");
+    }
+    let subject = header_values(&parsed, "Subject").join("");
+    assert!(!subject.contains(['\r', '\n']), "{subject:?}");
+    assert!(
+        subject.starts_with("Nvidia H20 export licences revoked — "),
+        "{subject}"
+    );
+    assert!(
+        subject
+            .ends_with("4 export controls and technology sanctions, 1 AI chips and accelerators"),
+        "{subject}"
+    );
+
+    // Markup a separate HTML parser sees: no script or image, the feed's text as text.
+    let tags: Vec<&str> = strings(&html["tags"]).into_iter().collect();
+    assert!(
+        !tags.contains(&"script") && !tags.contains(&"img"),
+        "{tags:?}"
+    );
+    let langs = html["langs"].as_array().expect("langs");
+    let lang_of = |needle: &str| -> Vec<String> {
+        langs
+            .iter()
+            .filter(|l| l["tag"] != "html" && l["text"].as_str().unwrap_or("").contains(needle))
+            .map(|l| l["lang"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(langs[0]["tag"], "html");
+    assert_eq!(langs[0]["lang"], "en");
+    // Every headline carries a lang attribute. (The store keeps `Item.lang` once language
+    // identification lands; until then every stored story reads as unknown, lang="". The
+    // renderer's own codes are checked through the real relay in tests/mail_smtp.rs.)
+    for title in [vi, tracked, both, "<script>alert('x')</script> & \"AI\""] {
+        assert_eq!(lang_of(title).len(), 1, "{title}: {langs:?}");
+    }
+    let styles = strings(&html["styles"]).into_iter().collect::<String>();
+    assert!(
+        styles.contains("@media (prefers-color-scheme: dark)"),
+        "{styles}"
+    );
+
+    // Links keep the article, lose the tracking.
+    let hrefs: Vec<&str> = strings(&html["hrefs"]).into_iter().collect();
+    assert!(
+        hrefs.contains(&"https://wire.policywatch.test/3?id=3"),
+        "{hrefs:?}"
+    );
+    assert!(hrefs.contains(&"https://vn.example/a"), "{hrefs:?}");
+    for h in &hrefs {
+        assert!(!h.contains("utm_") && !h.contains("fbclid"), "{h}");
+    }
+    assert!(!text.contains("utm_") && !text.contains("fbclid"));
+
+    // Reader detail: concepts, no term dump, no score.
+    for t in ["export*", "licen*", "revok*", "Matched:", "score"] {
+        assert!(!text.contains(t), "{t} in the text part");
+        assert!(
+            !parsed["parts"][1]["text"]
+                .as_str()
+                .expect("html")
+                .contains(t),
+            "{t} in the html"
+        );
+    }
+    assert!(text.contains("Why: Nvidia H20"), "{text}");
+
+    // The story of both watches: once, with a badge for each.
+    assert_eq!(text.matches(both).count(), 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "* {both}  [Export controls and technology sanctions] [AI chips and accelerators]"
+        )),
+        "{text}"
+    );
+    let html_text = parsed["parts"][1]["text"].as_str().expect("html");
+    assert_eq!(
+        html_text
+            .matches("href=\"https://wire.policywatch.test/4\"")
+            .count(),
+        1
+    );
+    assert!(html_text.contains(">AI chips and accelerators</span>"));
 }

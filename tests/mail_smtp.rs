@@ -36,6 +36,7 @@ fn digest(n_filler: usize) -> Digest {
             end: 4,
         }],
         also_reported: vec![],
+        ..Default::default()
     };
     let mut export = vec![story(
         1,
@@ -66,11 +67,17 @@ fn digest(n_filler: usize) -> Digest {
             Section {
                 watch_id: "ai-chips".into(),
                 watch_name: "AI chips".into(),
-                stories: vec![story(2, VI_TITLE, "chip AI tiên tiến bị hạn chế xuất khẩu")],
+                stories: vec![Story {
+                    lang: Some("vi".into()),
+                    ..story(2, VI_TITLE, "chip AI tiên tiến bị hạn chế xuất khẩu")
+                }],
             },
         ],
         feed_health: vec![],
         kind: DigestKind::Digest,
+        detail: Default::default(),
+        contact: None,
+        deferred: 0,
     }
 }
 
@@ -134,7 +141,7 @@ async fn delivers_a_digest_that_an_independent_parser_reads() {
     );
     assert_eq!(
         rendered.subject,
-        "policywatch: 1 export-controls, 1 ai-chips — 28 Nov"
+        "Curbs on <chips> & \"AI\" X-Injected: yes Bcc: victim@example.org — 1 export controls, 1 AI chips"
     );
     assert_eq!(
         header_values(&parsed, "Message-ID"),
@@ -163,13 +170,31 @@ async fn delivers_a_digest_that_an_independent_parser_reads() {
     // The decoded parts are exactly what the renderer produced (modulo line endings).
     assert_eq!(text.replace("\r\n", "\n"), rendered.text);
     assert_eq!(html.replace("\r\n", "\n"), rendered.html);
-    assert!(text.contains("1. Curbs on <chips> & \"AI\" X-Injected: yes Bcc: victim@example.org\n"));
+    assert!(text.contains("* Curbs on <chips> & \"AI\" X-Injected: yes Bcc: victim@example.org\n"));
     assert!(text.contains(VI_TITLE));
     assert!(html.contains("Curbs on &lt;chips&gt; &amp; &quot;AI&quot; X-Injected: yes"));
     assert!(html.contains(VI_TITLE));
+    // "chip*" is a generic word: not highlighted.
+    assert!(!html.contains("class=\"pw-hl\""), "{html}");
+    // An independent HTML parser finds the story's language on its headline and lead.
+    let langs = parts[1]["html"]["langs"].as_array().expect("langs");
+    assert_eq!(
+        (langs[0]["tag"].as_str(), langs[0]["lang"].as_str()),
+        (Some("html"), Some("en"))
+    );
+    let vi: Vec<&str> = langs
+        .iter()
+        .filter(|l| l["lang"] == "vi")
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert_eq!(
+        vi,
+        vec![VI_TITLE, "chip AI tiên tiến bị hạn chế xuất khẩu"],
+        "{langs:?}"
+    );
     assert!(
-        html.contains("<b style=\"background:#fef3c7\">chip</b>"),
-        "{html}"
+        text.contains("Example Wire · Fri 27 Nov 2026, 18:04 CET · VI"),
+        "{text}"
     );
 }
 
@@ -230,11 +255,13 @@ async fn too_large_is_permanent_552_and_a_trimmed_digest_passes() {
     assert!(err.is_too_large(), "{err:?}");
     assert!(err.message.contains("too large"), "{err}");
 
-    // What notify does next: render with fewer stories ("and N more") and send once more.
+    // What notify does next: render for a quarter of the budget, hand the overflow back for
+    // the next digest, and send once more.
     let small = render(
         &d,
         &RenderLimits {
             max_stories: 10,
+            max_bytes: policywatch::digest::MAX_MESSAGE_BYTES / 4,
             ..RenderLimits::default()
         },
     );
@@ -248,7 +275,10 @@ async fn too_large_is_permanent_552_and_a_trimmed_digest_passes() {
     let parsed = parse_message(&files[0]);
     let text = parsed["parts"][0]["text"].as_str().expect("text");
     assert!(
-        text.contains("more stories for export-controls not shown"),
+        text.contains(&format!(
+            "{} more stories will come in the next digest",
+            small.trimmed
+        )),
         "{text}"
     );
 }

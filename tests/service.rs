@@ -206,6 +206,23 @@ impl Daemon {
     }
 }
 
+/// SIGTERM, then waits for the exit while draining the notify socket as systemd would (a
+/// full socket buffer would stall the daemon's notifications, which is not under test).
+async fn stop(d: &mut Daemon, mgr: &mut Manager) -> ExitStatus {
+    d.signal(libc::SIGTERM);
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                status = d.child.wait() => break status.expect("wait for policywatch"),
+                _ = mgr.sock.recv(&mut buf) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no exit within {DEADLINE:?}:\n{}", d.log()))
+}
+
 /// `policywatch run --once` over the same state; returns stdout.
 async fn run_once(config: &Path, state: &Path, all: bool) -> String {
     let mut cmd = Command::new(BIN);
@@ -1034,6 +1051,273 @@ fn unit_exposure_is_at_most_1_5() {
     println!("systemd-analyze security: policywatch.service exposure {exposure}");
     assert!(exposure <= 1.5, "exposure {exposure}:\n{text}");
     assert!(out.status.success(), "above --threshold=15:\n{text}");
+}
+
+/// Issue 13 (two daemons on one state directory both sent every digest) and issue 17 (read-only
+/// commands failed "database is locked" beside a busy daemon): a second `run` and a `run
+/// --once` refuse to start, naming the PID that holds the state, with exit status 75 and
+/// nothing polled or sent; meanwhile `feeds`, `backtest` and `digest --preview` run 200 times
+/// beside the daemon, which polls its feed every second, with no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_state_directory_and_readers_beside_it() {
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("policywatch.toml");
+    let state = dir.path().join("state");
+    // Forty feeds polled every second keep the daemon committing all the time.
+    let names: Vec<String> = (0..40).map(|k| format!("Feed {k}")).collect();
+    let feeds: Vec<FeedSpec<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| FeedSpec {
+            name,
+            url: format!("{}?k={k}", srv.url("/a.xml")),
+            interval: Some("1s"),
+        })
+        .collect();
+    write_config(&cfg, &feeds, "10s", |doc| {
+        doc["http"]["per_host_gap"] = toml_edit::value("0s");
+        doc["http"]["per_host_concurrency"] = toml_edit::value(8);
+    });
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS after a poll", |m| {
+        status_of(m).is_some_and(|s| s.contains("last poll 0 min ago"))
+    })
+    .await;
+    let lock = std::fs::read_to_string(state.join("policywatch.lock")).expect("lock file");
+    assert_eq!(
+        lock.trim(),
+        d.pid.to_string(),
+        "the lock file names the daemon"
+    );
+
+    for args in [&["run"][..], &["run", "--once"][..]] {
+        let out = tokio::time::timeout(
+            DEADLINE,
+            Command::new(BIN)
+                .args(args)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--state-dir")
+                .arg(&state)
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("JOURNAL_STREAM")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("second daemon exits")
+        .expect("second daemon ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("already running (PID {})", d.pid))
+                || err.contains(&format!("policywatch (PID {}) is already running", d.pid)),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed a digest");
+        // Refused before anything started: no database opened, nothing polled or sent.
+        assert!(!err.contains("policywatch started"), "{args:?}: {err}");
+    }
+
+    let html = dir.path().join("preview.html");
+    let reader = |k: usize| {
+        let mut cmd = Command::new(BIN);
+        match k % 3 {
+            0 => cmd.arg("feeds"),
+            1 => cmd.args(["backtest", "--since", "30days"]),
+            _ => cmd.args(["digest", "--preview", "--html"]).arg(&html),
+        };
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true);
+        cmd
+    };
+
+    // A write transaction in progress (as the daemon's are, all the time) does not stop a
+    // reader: the readers take no write lock. (They used to migrate on open, a write that
+    // waited for the busy timeout and failed "database is locked".)
+    {
+        let db = state.join("policywatch.db");
+        let writer = rusqlite::Connection::open(&db).expect("open db");
+        writer
+            .execute_batch("BEGIN IMMEDIATE; UPDATE feeds SET name = name;")
+            .expect("hold the write lock");
+        for k in 0..3 {
+            let out = tokio::time::timeout(DEADLINE, reader(k).output())
+                .await
+                .expect("reader finished")
+                .expect("reader ran");
+            assert!(
+                out.status.success(),
+                "reader {k} beside a writer: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        writer.execute_batch("ROLLBACK").expect("release");
+    }
+
+    let mut failures = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for k in 0..200 {
+        // Drain the notify socket as systemd would: a full socket buffer would stall the
+        // daemon's sd_notify calls, which is not what this test is about.
+        while mgr.sock.try_recv(&mut buf).is_ok() {}
+        let out = tokio::time::timeout(DEADLINE, reader(k).output())
+            .await
+            .expect("reader finished")
+            .expect("reader ran");
+        if !out.status.success() {
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    assert!(d.still_running(), "{}", d.log());
+    assert!(
+        failures.is_empty(),
+        "{} of 200 reads failed, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(stop(&mut d, &mut mgr).await.success(), "{}", d.log());
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped (lazily: the daemon may still hold a
+/// file for an instant).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` where mounting is not permitted (not root, no CAP_SYS_ADMIN, no tmpfs).
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `path` with one file until a write is refused.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("ballast file");
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.flush();
+}
+
+/// Issue 13: "database or disk is full" made the daemon exit 1, and every restart exit 78, so
+/// nothing polled after space returned. Now: the state directory's disk fills while a feed
+/// has 300 new items; the daemon keeps running, says "disk full" in STATUS= and the log, does
+/// not commit the feed's state, and once the ballast is deleted stores every item the feed
+/// served, each exactly once, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_waited_out_and_nothing_polled_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let Some(_tmpfs) = Tmpfs::mount(&state, "4m") else {
+        println!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let srv = FaultServer::start().await;
+    srv.route("/a.xml", Response::ok(policy_feed()));
+    let cfg = dir.path().join("policywatch.toml");
+    let feed = FeedSpec {
+        name: "Feed A",
+        url: srv.url("/a.xml").to_string(),
+        interval: Some("1s"),
+    };
+    write_config(&cfg, &[feed], "10s", |_| {});
+    let mut mgr = Manager::bind(dir.path());
+    let mut d = Daemon::start(&mgr, &cfg, &state);
+    mgr.wait_for("READY=1", |m| has_line(m, "READY=1")).await;
+    mgr.wait_for("STATUS after a poll", |m| {
+        status_of(m).is_some_and(|s| s.contains("last poll 0 min ago"))
+    })
+    .await;
+
+    // The disk fills; then the feed publishes 300 items (about 300 KB to store).
+    let ballast = state.join("ballast");
+    fill(&ballast);
+    let filler = "Export controls on advanced chips and chipmaking tools. ".repeat(16);
+    let items: Vec<(String, String, String)> = (0..300)
+        .map(|k| {
+            (
+                format!("new-{k}"),
+                format!("Commerce adds firm number {k} to the Entity List"),
+                format!("{k}: {filler}"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = items
+        .iter()
+        .map(|(g, t, s)| (g.as_str(), t.as_str(), s.as_str()))
+        .collect();
+    srv.route("/a.xml", Response::ok(rss(&refs)));
+    let full = mgr
+        .wait_for("STATUS saying the disk is full", |m| {
+            status_of(m).is_some_and(|s| s.contains("disk full"))
+        })
+        .await;
+    assert!(d.still_running(), "{}", d.log());
+    until("the log says the disk is full", || {
+        d.log().contains("disk full")
+    })
+    .await;
+    let polls_when_full = srv.requests_to("/a.xml").len();
+
+    // Space returns: the daemon stores everything by itself, with no restart.
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    mgr.wait_for("STATUS without disk full", |m| {
+        status_of(m).is_some_and(|s| !s.contains("disk full"))
+    })
+    .await;
+    let db = state.join("policywatch.db");
+    let stored = |db: &Path| -> Vec<(String, i64)> {
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open db");
+        let mut st = conn
+            .prepare("SELECT guid, COUNT(*) FROM items GROUP BY guid")
+            .unwrap();
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows
+    };
+    until("all 303 items stored", || stored(&db).len() == 303).await;
+    assert!(d.still_running(), "{}", d.log());
+    let rows = stored(&db);
+    for (guid, n) in &rows {
+        assert_eq!(*n, 1, "{guid} stored {n} times");
+    }
+    for (g, _, _) in &items {
+        assert!(rows.iter().any(|(s, _)| s == g), "{g} lost");
+    }
+    // The feed was fetched again after the failed write (its state was not committed).
+    assert!(srv.requests_to("/a.xml").len() > polls_when_full, "{full}");
+
+    assert!(stop(&mut d, &mut mgr).await.success(), "{}", d.log());
 }
 
 /// Issue 17: a feed cannot forge journal entries. One feed fails to parse with an error that

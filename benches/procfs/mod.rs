@@ -1,5 +1,6 @@
 //! What the benches read about their own process from /proc (Linux): memory figures from
-//! /proc/self/status and CPU time from /proc/self/stat. Elsewhere each reads as `None`.
+//! /proc/self/status and CPU time from /proc/self/stat
+//! (and /proc/thread-self/stat for one thread's). Elsewhere each reads as `None`.
 #![allow(dead_code)] // each bench uses the part it needs
 
 /// A field of /proc/self/status in KiB, e.g. `status_kib("VmHWM:")` (peak resident set size).
@@ -16,7 +17,17 @@ pub fn status_mib(key: &str) -> f64 {
 
 /// CPU seconds (user + system) this process has used so far.
 pub fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu_seconds("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) the calling thread has used so far.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    stat_cpu_seconds("/proc/thread-self/stat")
+}
+
+/// utime + stime of a /proc `stat` file, in seconds.
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -15,7 +15,7 @@ mod matcher;
 mod parse;
 mod scan;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Deserialize;
 
@@ -154,6 +154,9 @@ pub struct Classifier {
     warnings: Vec<RuleWarning>,
     /// The sets the watches name as `@name` (for the unused-set warning).
     used_sets: BTreeSet<String>,
+    /// The weight of every set a term of a verdict can come from (the named sets and the sets
+    /// they include), for the digest's highlights and "why" line.
+    set_weights: HashMap<String, f64>,
 }
 
 /// Most evidence entries kept per verdict (the score uses all hits).
@@ -302,11 +305,18 @@ impl Classifier {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut set_weights = HashMap::new();
+        for name in &used_sets {
+            for r in sets.terms(name).map(|t| t.iter()).into_iter().flatten() {
+                set_weights.insert(r.set.to_string(), r.weight);
+            }
+        }
         let mut c = Classifier {
             matcher,
             watches: out,
             warnings: Vec::new(),
             used_sets,
+            set_weights,
         };
         c.warnings = lint(&c, watches);
         Ok(c)
@@ -318,6 +328,11 @@ impl Classifier {
 
     pub fn warnings(&self) -> &[RuleWarning] {
         &self.warnings
+    }
+
+    /// Set name → weight, for every set a verdict's evidence can name (`Evidence::set`).
+    pub fn set_weights(&self) -> &HashMap<String, f64> {
+        &self.set_weights
     }
 
     /// The sets the watches name (`@name`), directly.
