@@ -6,7 +6,9 @@
 //! Out: a [`Report`] — precision, recall and F1 per watch and per language, the positives per
 //! language, and every miss — rendered as text or JSON. Pure: the command reads the files.
 //!
-//! Items are classified as the daemon would: their language is told from their text
+//! Items are classified as the daemon would: title, summary and content go through the feed
+//! stage's HTML-to-text step ([`crate::feed::html_to_text`], as every RSS text does, so
+//! `&oacute;` in a lead reads `ó`), bounded as a fetched item is; their language is told from their text
 //! ([`crate::lang::fill`]), not taken from the label file. Per-language figures group items by
 //! their labelled `lang` when the JSONL has one, else by the language told.
 
@@ -15,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Classifier;
+use crate::feed::{html_to_text, MAX_CONTENT_BYTES, MAX_SUMMARY_BYTES, MAX_TITLE_BYTES};
 use crate::item::Item;
 
 /// One line of the items file.
@@ -79,9 +82,9 @@ pub fn parse_items(src: &str) -> Result<Vec<Labelled>, ScoreError> {
             item: Item {
                 guid: Some(r.id),
                 link: r.link,
-                title: r.title,
-                summary: r.summary,
-                content: r.content,
+                title: html_to_text(&r.title, MAX_TITLE_BYTES),
+                summary: html_to_text(&r.summary, MAX_SUMMARY_BYTES),
+                content: html_to_text(&r.content, MAX_CONTENT_BYTES),
                 published,
                 ..Default::default()
             },
@@ -387,6 +390,20 @@ mod tests {
         assert!(e.to_string().starts_with("labels line 2: `yes`"), "{e}");
         let e = parse_items("{\"id\": 1}\n").unwrap_err();
         assert!(e.to_string().starts_with("items line 1:"), "{e}");
+    }
+
+    /// A lead as a feed gives it (entities, tags) is read as the daemon reads a fetched item's:
+    /// `Polska zaostrza kontrol&oacute;` must reach the classifier as "kontroló…", not as
+    /// "kontrol", "oacute".
+    #[test]
+    fn items_text_is_read_as_a_fetched_item_is() {
+        let items = parse_items(
+            "{\"id\":\"a\",\"title\":\"Kontrola eksportu &amp; chip&oacute;w\",\
+             \"summary\":\"<p>Nowe przepisy</p><p>dla p&oacute;&#322;przewodnik&oacute;w</p>\"}\n",
+        )
+        .unwrap();
+        assert_eq!(items[0].item.title, "Kontrola eksportu & chipów");
+        assert_eq!(items[0].item.summary, "Nowe przepisy dla półprzewodników");
     }
 
     #[test]
