@@ -570,23 +570,18 @@ impl Notifier {
             hold(store, delivery, &msg, report)?;
             return Ok(None);
         };
-        let matches = store.delivery_stories(delivery.id)?;
-        let extras = story_extras(&matches);
-        let (mut d, clusters) = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
-        d.deferred = delivery.deferred;
-        let limits = RenderLimits {
-            max_stories: delivery
-                .trim_to
-                .unwrap_or(dcfg.max_stories)
-                .min(dcfg.max_stories),
-            snippet_chars: SNIPPET_CHARS,
-            // After a "too large" refusal the relay's real limit is below what it announced:
-            // aim at a quarter, like the story count (the overflow goes to the next digest).
-            max_bytes: match delivery.trim_to {
-                Some(_) => message_budget(cfg, dcfg) / TRIM_DIVISOR,
-                None => message_budget(cfg, dcfg),
-            },
+        // After a "too large" refusal the relay's real limit is below what it announced: aim
+        // at a quarter, like the story count (the overflow goes to the next digest).
+        let max_bytes = match delivery.trim_to {
+            Some(_) => message_budget(cfg, dcfg) / TRIM_DIVISOR,
+            None => message_budget(cfg, dcfg),
         };
+        let Prepared {
+            mut d,
+            clusters,
+            extras,
+            limits,
+        } = prepare(store, cfg, dcfg, delivery, now, max_bytes)?;
         hand_back_overflow(store, delivery, &mut d, &clusters, &limits)?;
         match dcfg.via {
             Via::Log => {
@@ -911,18 +906,9 @@ impl Notifier {
         // What the delivery still claims is what it showed (its overflow was handed back
         // before it was sent), so the resend renders the same stories and the same "N more"
         // line within today's budget.
-        let matches = store.delivery_stories(id)?;
-        let extras = story_extras(&matches);
-        let (mut d, _clusters) = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
-        d.deferred = delivery.deferred;
-        let limits = RenderLimits {
-            max_stories: delivery
-                .trim_to
-                .unwrap_or(dcfg.max_stories)
-                .min(dcfg.max_stories),
-            snippet_chars: SNIPPET_CHARS,
-            max_bytes: message_budget(cfg, dcfg),
-        };
+        let Prepared {
+            d, extras, limits, ..
+        } = prepare(store, cfg, dcfg, &delivery, now, message_budget(cfg, dcfg))?;
         if dcfg.via == Via::Log {
             let rendered = digest::render(&d, &limits);
             log_digest(&d, &limits, &delivery);
@@ -1368,6 +1354,45 @@ fn set_weights(cfg: &Loaded) -> SetWeights {
 /// matched in `watches` (one badge each), its best score and the evidence of all of them — and
 /// the feed-health section when the digest shows it. Also returns each story's lead item id →
 /// its cluster (what the store hands back when a story does not fit).
+/// A delivery ready to render: its claimed stories assembled, and the limits it renders in.
+struct Prepared {
+    d: digest::Digest,
+    /// Item id → cluster id, for handing overflow back.
+    clusters: HashMap<i64, i64>,
+    extras: webhook::Extras,
+    limits: RenderLimits,
+}
+
+/// Assembles what `delivery` claims, for a first send and a resend alike; only the byte
+/// budget differs between them (a first send after a "too large" refusal aims lower).
+fn prepare(
+    store: &Store,
+    cfg: &Loaded,
+    dcfg: &crate::config::Digest,
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+    max_bytes: usize,
+) -> Result<Prepared, NotifyError> {
+    let matches = store.delivery_stories(delivery.id)?;
+    let extras = story_extras(&matches);
+    let (mut d, clusters) = assemble(store, cfg, dcfg, delivery.kind, matches, now)?;
+    d.deferred = delivery.deferred;
+    let limits = RenderLimits {
+        max_stories: delivery
+            .trim_to
+            .unwrap_or(dcfg.max_stories)
+            .min(dcfg.max_stories),
+        snippet_chars: SNIPPET_CHARS,
+        max_bytes,
+    };
+    Ok(Prepared {
+        d,
+        clusters,
+        extras,
+        limits,
+    })
+}
+
 fn assemble(
     store: &Store,
     cfg: &Loaded,
