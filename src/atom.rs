@@ -25,9 +25,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{clean_short, safe_url};
+use crate::digest::{clean_short, safe_url, why_line, SetWeights, Story};
+use crate::item::Field;
 use crate::store::RecentMatch;
-use crate::webhook::{lang_code, why_line};
+use crate::webhook::lang_code;
 
 /// Entries when the digest sets no `atom_entries`.
 pub const DEFAULT_ENTRIES: usize = 50;
@@ -76,7 +77,7 @@ pub fn entry_id(story_key: &str) -> String {
 /// Groups recent matches (newest first, as the store returns them) into at most `max`
 /// stories, newest story first. A story is shown by its first item (the cluster's lead, or
 /// the oldest of its items here) and lists every watch any of its items matched.
-pub fn entries(rows: &[RecentMatch], max: usize) -> Vec<Entry> {
+pub fn entries(rows: &[RecentMatch], max: usize, weights: &SetWeights) -> Vec<Entry> {
     let mut order: Vec<i64> = Vec::new();
     let mut by_cluster: HashMap<i64, Vec<&RecentMatch>> = HashMap::new();
     for r in rows {
@@ -109,13 +110,22 @@ pub fn entries(rows: &[RecentMatch], max: usize) -> Vec<Entry> {
             .flat_map(|r| r.matched.evidence.iter().cloned())
             .collect();
         let it = &lead.matched.item;
-        let text = if it.summary.trim().is_empty() {
-            &it.content
+        let (text, field) = if it.summary.trim().is_empty() {
+            (&it.content, Field::Content)
         } else {
-            &it.summary
+            (&it.summary, Field::Summary)
         };
         let mut summary = clean_short(text, SUMMARY_CHARS);
-        let why = why_line(&evidence);
+        // The digest's own "why" (concepts, strongest tier first), so a story reads the same
+        // in the feed as in the mail.
+        let why = why_line(&Story {
+            title: it.title.clone(),
+            summary: text.clone(),
+            summary_field: field,
+            evidence,
+            weights: weights.clone(),
+            ..Story::default()
+        });
         if !why.is_empty() {
             summary = if summary.is_empty() {
                 why
@@ -294,14 +304,14 @@ mod tests {
             row(2, 2, "export-controls", "Other", "f\nguid:2"),
             row(1, 1, "export-controls", "Original", "f\nguid:1"),
         ];
-        let es = entries(&rows, 10);
+        let es = entries(&rows, 10, &SetWeights::default());
         assert_eq!(es.len(), 2);
         assert_eq!(es[0].title, "Original");
         assert_eq!(es[0].id, entry_id("f\nguid:1"));
         assert_eq!(es[0].watches, ["export-controls", "ai-chips"]);
         assert_eq!(es[0].lang.as_deref(), Some("zh"));
         assert_eq!(es[1].title, "Other");
-        assert_eq!(entries(&rows, 1).len(), 1);
+        assert_eq!(entries(&rows, 1, &SetWeights::default()).len(), 1);
         assert!(es[0].summary.ends_with("— Nvidia"), "{}", es[0].summary);
     }
 
@@ -319,7 +329,7 @@ mod tests {
             watch_names: [("ai-chips".to_string(), "AI chips".to_string())].into(),
             empty_updated: DateTime::from_timestamp(0, 0).unwrap(),
         };
-        let es = entries(&rows, 10);
+        let es = entries(&rows, 10, &SetWeights::default());
         let xml = render(&meta, &es);
         let feed = feed_rs::parser::parse(xml.as_bytes()).expect("feed-rs reads it");
         assert_eq!(feed.feed_type, feed_rs::model::FeedType::Atom);
@@ -352,13 +362,13 @@ mod tests {
             watch_names: [("w".to_string(), "Watch & co".to_string())].into(),
             empty_updated: DateTime::from_timestamp(0, 0).unwrap(),
         };
-        let a = render(&meta, &entries(&rows, 5));
+        let a = render(&meta, &entries(&rows, 5, &SetWeights::default()));
         assert!(
             a.contains("<title>A &lt;b&gt; &amp; &quot;c&quot;</title>"),
             "{a}"
         );
         assert!(!a.contains("javascript"), "{a}");
         assert!(a.contains("label=\"Watch &amp; co\""));
-        assert_eq!(a, render(&meta, &entries(&rows, 5)));
+        assert_eq!(a, render(&meta, &entries(&rows, 5, &SetWeights::default())));
     }
 }

@@ -628,7 +628,8 @@ impl Daemon {
                     .flatten()
                     .map_or(now, |s| s.created_at),
             };
-            let xml = crate::atom::render(&meta, &crate::atom::entries(&rows, n));
+            let weights = crate::digest::SetWeights::new(self.cfg.classifier.set_weights().clone());
+            let xml = crate::atom::render(&meta, &crate::atom::entries(&rows, n, &weights));
             let hash: [u8; 32] = sha2::Sha256::digest(xml.as_bytes()).into();
             if self.feed_hashes.get(&d.id) == Some(&hash) {
                 continue;

@@ -267,7 +267,7 @@ pub fn notice(
                 lang: extra.lang.as_deref().and_then(lang_code),
                 watches,
                 evidence: evidence_names(&s.evidence),
-                why: why_line(&s.evidence),
+                why: clean_short(&digest::why_line(s), WHY_CHARS),
                 published: s.published,
                 first_seen: extra.first_seen,
                 also_reported: s
@@ -349,34 +349,6 @@ pub fn evidence_names(evidence: &[Evidence]) -> Vec<String> {
         }
     }
     out
-}
-
-/// The one-line "why": "Entity List, Nvidia H20" from concept labels when the terms came
-/// from term sets, else "matched “entity list”, sanction*". (The digest's own why-line takes
-/// this place once it exists.)
-pub fn why_line(evidence: &[Evidence]) -> String {
-    let concepts: Vec<String> = {
-        let mut v: Vec<String> = Vec::new();
-        for e in evidence.iter().take(64) {
-            if let Some(c) = e.concept.as_deref() {
-                let c = clean_short(c, 80);
-                if !c.is_empty() && !v.contains(&c) {
-                    v.push(c);
-                }
-            }
-        }
-        v
-    };
-    let line = if concepts.is_empty() {
-        let names = evidence_names(evidence);
-        if names.is_empty() {
-            return String::new();
-        }
-        format!("matched {}", names.join(", "))
-    } else {
-        concepts.join(", ")
-    };
-    clean_short(&line, WHY_CHARS)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1179,19 +1151,7 @@ mod tests {
     }
 
     #[test]
-    fn why_prefers_concepts_and_lang_codes_are_checked() {
-        assert_eq!(
-            why_line(&[
-                ev("\"entity list\"", Some("Entity List")),
-                ev("bis", None),
-                ev("x", Some("Entity List"))
-            ]),
-            "Entity List"
-        );
-        assert_eq!(
-            why_line(&[ev("nvidia", None), ev("h20", None)]),
-            "matched nvidia, h20"
-        );
+    fn lang_codes_are_checked() {
         assert_eq!(lang_code("ZH"), Some("zh".into()));
         assert_eq!(lang_code("pt-BR"), Some("pt-BR".into()));
         assert_eq!(lang_code("en\"><x"), None);

@@ -22,6 +22,9 @@ use sha2::Sha256;
 use support::{FaultServer, RecordedRequest, Response};
 
 const FEED: &str = "https://wire.policywatch.test/feed.xml";
+/// The digest's subject (`digest::subject_line`): its top story, then the stories per watch
+/// (the Nvidia curbs story counts under both).
+const SUBJECT: &str = "Commerce adds 12 firms to the Entity List — 2 export controls, 2 AI chips";
 
 fn t0() -> DateTime<Utc> {
     // 08:00 UTC: "daily 07:30" is not due again for a day; only flush() and retries send.
@@ -147,10 +150,8 @@ async fn slack_gets_block_kit_with_linked_headlines_sources_and_why() {
     let (req, _) = post_once("slack").await;
     assert_eq!(req.header("content-type"), Some("application/json"));
     let v = json(&req);
-    assert!(
-        v["text"].as_str().unwrap().starts_with("policywatch: "),
-        "{v}"
-    );
+    // The digest's subject: its top story, then the counts per watch.
+    assert_eq!(v["text"], SUBJECT, "{v}");
     let blocks = v["blocks"].as_array().unwrap();
     assert_eq!(blocks[0]["type"], "header");
     assert_eq!(blocks[0]["text"]["type"], "plain_text");
@@ -169,7 +170,10 @@ async fn slack_gets_block_kit_with_linked_headlines_sources_and_why() {
         .find(|t| t.contains("Entity List"))
         .expect("the Entity List story");
     assert!(
-        entity.starts_with("*<https://wire.policywatch.test/s1|Commerce adds 12 firms to the Entity List>*\nWire · matched "),
+        // Source, then the digest's "why" line (what the story names), then the lead.
+        *entity
+            == "*<https://wire.policywatch.test/s1|Commerce adds 12 firms to the Entity List>*\n\
+                Wire · Entity List\nThe rule takes effect at once.",
         "{entity}"
     );
     // The Nvidia curbs story matched both watches but is shown once.
@@ -228,7 +232,7 @@ async fn mattermost_gets_attachments_with_title_links() {
         v["text"]
             .as_str()
             .unwrap()
-            .starts_with("#### policywatch: "),
+            .starts_with(&format!("#### {SUBJECT}\n")),
         "{v}"
     );
     let atts = v["attachments"].as_array().unwrap();
@@ -239,7 +243,7 @@ async fn mattermost_gets_attachments_with_title_links() {
         .unwrap();
     assert_eq!(a["title"], "Commerce adds 12 firms to the Entity List");
     assert!(
-        a["text"].as_str().unwrap().starts_with("Wire · matched"),
+        a["text"] == "Wire · Entity List\nThe rule takes effect at once.",
         "{a}"
     );
 }
@@ -262,10 +266,7 @@ async fn ntfy_gets_a_title_a_click_url_tags_and_a_short_body() {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap();
-    assert_eq!(
-        String::from_utf8(decoded).unwrap(),
-        "policywatch: 2 export-controls, 1 ai-chips — 28 Nov"
-    );
+    assert_eq!(String::from_utf8(decoded).unwrap(), SUBJECT);
     let click = req.header("click").expect("Click");
     assert!(
         click.starts_with("https://wire.policywatch.test/s"),
@@ -308,7 +309,8 @@ async fn json_follows_the_documented_schema() {
         curbs["watches"],
         serde_json::json!(["export-controls", "ai-chips"])
     );
-    assert_eq!(curbs["evidence"], serde_json::json!(["curbs"]));
+    // Shown once, with what it matched under both watches.
+    assert_eq!(curbs["evidence"], serde_json::json!(["curbs", "nvidia"]));
     for key in [
         "lang",
         "why",
