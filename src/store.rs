@@ -1505,12 +1505,37 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut n = 0;
         {
-            let mut st = tx.prepare_cached(
-                "DELETE FROM delivery_items WHERE delivery_id = ?1 AND item_id IN \
-                 (SELECT id FROM items WHERE cluster_id = ?2 OR (cluster_id IS NULL AND id = ?2))",
+            let digest_id: Option<String> = tx
+                .query_row(
+                    "SELECT digest_id FROM deliveries WHERE id = ?1",
+                    [delivery_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(digest_id) = digest_id else {
+                return Ok(0);
+            };
+            // Each statement by an index (items_cluster, the items and delivery_items primary
+            // keys; `+delivery_id` keeps SQLite from choosing the delivery's index instead):
+            // an OR in one statement, or a delete by delivery id, visited every item or every
+            // claim of the delivery once per cluster — quadratic in a large digest.
+            let mut members = tx.prepare_cached(
+                "SELECT id FROM items WHERE cluster_id = ?1 \
+                 UNION ALL SELECT id FROM items WHERE id = ?1 AND cluster_id IS NULL",
+            )?;
+            let mut unclaim = tx.prepare_cached(
+                "DELETE FROM delivery_items WHERE digest_id = ?1 AND item_id = ?2 \
+                 AND +delivery_id = ?3",
             )?;
             for &c in clusters {
-                if st.execute(params![delivery_id, c])? > 0 {
+                let items = members
+                    .query_map([c], |r| r.get::<_, i64>(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                let mut removed = 0;
+                for item in items {
+                    removed += unclaim.execute(params![digest_id, item, delivery_id])?;
+                }
+                if removed > 0 {
                     n += 1;
                 }
             }
