@@ -678,6 +678,7 @@ fn lint(c: &Classifier, configs: &[WatchConfig]) -> Vec<RuleWarning> {
         let mut atoms = Vec::new();
         w.query.atoms(&mut atoms);
         let mut warned = HashSet::new();
+        let mut alone_enough: HashMap<u32, bool> = HashMap::new();
         for &a in &atoms {
             let atom = &m.atoms[a as usize];
             let mut warn = |msg: String, hint: &str| {
@@ -708,8 +709,15 @@ fn lint(c: &Classifier, configs: &[WatchConfig]) -> Vec<RuleWarning> {
                     "write AND / OR / NOT / NEAR/5, or quote the word if you really mean it",
                 );
             }
-            let alone = ItemHits::synthetic(m.patterns_len(), &[atom.pattern]);
-            if !matcher::eval(m, &w.query, &alone) {
+            // Is this term alone enough? Asked of the guarded tree (the same verdicts, and a
+            // guard rejects the one-hit item at once), once per pattern: with the shipped sets
+            // the tree as written has thousands of atoms, and asking it once per atom took most
+            // of a second per config load.
+            let alone = *alone_enough.entry(atom.pattern).or_insert_with(|| {
+                let hits = ItemHits::synthetic(m.patterns_len(), &[atom.pattern]);
+                matcher::eval(m, &w.fast_query, &hits)
+            });
+            if !alone {
                 continue;
             }
             let cjk = norm.chars().any(crate::text::is_cjk);
