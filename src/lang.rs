@@ -276,19 +276,39 @@ fn function_words(text: &str) -> Option<Lang> {
             b &= b - 1;
         }
     };
-    let mut word = String::new();
+    // The current word, lowercased, while it is short enough to be a function word (at most
+    // 6 bytes); longer words are skipped to their end. No allocation, ASCII without a table.
+    let mut word = [0u8; 6];
+    let mut len = 0usize;
+    let mut long = false;
     for c in text.chars().chain(std::iter::once(' ')) {
-        if c.is_alphabetic() {
+        let lower = if c.is_ascii_alphabetic() {
+            c.to_ascii_lowercase()
+        } else if !c.is_ascii() && c.is_alphabetic() {
             let lower = c.to_lowercase().next().unwrap_or(c);
             add(letter_langs(lower), 1);
-            word.push(lower);
+            lower
         } else {
-            if !word.is_empty() && word.len() <= 6 {
+            if len > 0 && !long {
                 // An ambiguous word counts for each language it belongs to, but less.
-                let bits = word_langs(&word);
+                let w = std::str::from_utf8(&word[..len]).unwrap_or("");
+                let bits = word_langs(w);
                 add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
             }
-            word.clear();
+            len = 0;
+            long = false;
+            continue;
+        };
+        if long {
+            continue;
+        }
+        let mut buf = [0u8; 4];
+        let enc = lower.encode_utf8(&mut buf).as_bytes();
+        if len + enc.len() > word.len() {
+            long = true;
+        } else {
+            word[len..len + enc.len()].copy_from_slice(enc);
+            len += enc.len();
         }
     }
     let mut order: Vec<usize> = (0..LATIN.len()).collect();

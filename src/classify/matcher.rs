@@ -146,28 +146,62 @@ impl ExactOr {
     }
 }
 
-/// A set of patterns as (word index, bits), tested against an item's pattern bits at once.
+/// A set of patterns, tested against an item's hits in whichever way costs less: the set's
+/// (word index, bits) pairs against the item's pattern bits, or the item's few distinct
+/// patterns against the set's own bitmap. The shipped sets hold hundreds of patterns spread
+/// over the whole pattern space (one word each, mostly) while a typical item has a few dozen,
+/// so the second way is the usual one for them.
 #[derive(Debug, Clone, Default)]
-pub struct PatternSet(Vec<(u32, u64)>);
+pub struct PatternSet {
+    words: Vec<(u32, u64)>,
+    /// One bit per pattern from 0 to the set's largest.
+    dense: Vec<u64>,
+}
 
 impl PatternSet {
     pub fn of(pats: impl IntoIterator<Item = u32>) -> PatternSet {
         let mut words: Vec<(u32, u64)> = Vec::new();
         let mut pats: Vec<u32> = pats.into_iter().collect();
         pats.sort_unstable();
-        for p in pats {
+        for &p in &pats {
             match words.last_mut() {
                 Some((w, bits)) if *w == p / 64 => *bits |= 1 << (p % 64),
                 _ => words.push((p / 64, 1 << (p % 64))),
             }
         }
-        PatternSet(words)
+        let mut dense = vec![0u64; words.last().map_or(0, |w| w.0 as usize + 1)];
+        for &(w, bits) in &words {
+            dense[w as usize] = bits;
+        }
+        PatternSet { words, dense }
+    }
+
+    #[inline]
+    fn has(&self, p: u32) -> bool {
+        self.dense
+            .get((p / 64) as usize)
+            .is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+
+    /// Is it cheaper to go through the item's distinct patterns than through the set's words?
+    #[inline]
+    fn by_item(&self, h: &ItemHits) -> bool {
+        h.runs.len() < self.words.len()
     }
 
     /// Did any pattern of the set occur in the item?
     #[inline]
     pub fn any_in(&self, h: &ItemHits) -> bool {
-        self.0.iter().any(|&(w, bits)| {
+        if self.by_item(h) {
+            h.runs.iter().any(|&(p, _)| self.has(p))
+        } else {
+            self.any_in_by_words(h)
+        }
+    }
+
+    #[inline]
+    fn any_in_by_words(&self, h: &ItemHits) -> bool {
+        self.words.iter().any(|&(w, bits)| {
             h.field_bits
                 .get(w as usize)
                 .is_some_and(|x| x[ANY_FIELD] & bits != 0)
@@ -177,9 +211,26 @@ impl PatternSet {
     /// Did any pattern of the set occur in one of `fields`?
     #[inline]
     fn any_in_fields(&self, h: &ItemHits, fields: FieldMask) -> bool {
-        self.0
+        if self.by_item(h) {
+            h.runs
+                .iter()
+                .any(|&(p, _)| self.has(p) && Self::in_fields(h, p, fields))
+        } else {
+            self.any_in_fields_by_words(h, fields)
+        }
+    }
+
+    #[inline]
+    fn any_in_fields_by_words(&self, h: &ItemHits, fields: FieldMask) -> bool {
+        self.words
             .iter()
             .any(|&(w, bits)| Self::word_in_fields(h, w, fields) & bits != 0)
+    }
+
+    /// Did pattern `p` occur in one of `fields`?
+    #[inline]
+    fn in_fields(h: &ItemHits, p: u32, fields: FieldMask) -> bool {
+        Self::word_in_fields(h, p / 64, fields) & (1 << (p % 64)) != 0
     }
 
     /// The item's pattern bits of word `w` in any of `fields`.
@@ -196,9 +247,22 @@ impl PatternSet {
         x
     }
 
-    /// Calls `f` with each pattern of the set that occurred in one of `fields`.
+    /// Calls `f` with each pattern of the set that occurred in one of `fields`, in pattern
+    /// order.
     fn each_in_fields(&self, h: &ItemHits, fields: FieldMask, mut f: impl FnMut(u32)) {
-        for &(w, bits) in &self.0 {
+        if self.by_item(h) {
+            for &(p, _) in &h.runs {
+                if self.has(p) && Self::in_fields(h, p, fields) {
+                    f(p);
+                }
+            }
+        } else {
+            self.each_in_fields_by_words(h, fields, f);
+        }
+    }
+
+    fn each_in_fields_by_words(&self, h: &ItemHits, fields: FieldMask, mut f: impl FnMut(u32)) {
+        for &(w, bits) in &self.words {
             let mut x = Self::word_in_fields(h, w, fields) & bits;
             while x != 0 {
                 f(w * 64 + x.trailing_zeros());
@@ -1140,7 +1204,13 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
             spans(m, b, h, &mut sb);
             // Only pairs whose byte distance could be "near" are checked: sort one side and look
             // at the window around each hit of the other (bounded work on hostile input).
+            // One text span is found by many atoms (the same term written in several
+            // languages' parts of a set, or in two sets under one side): each span is
+            // checked once.
             sb.sort_unstable();
+            sb.dedup();
+            sa.sort_unstable();
+            sa.dedup();
             sb.truncate(MAX_NEAR_SPANS);
             sa.truncate(MAX_NEAR_SPANS);
             let w = max_near_bytes(*n);
@@ -1442,6 +1512,56 @@ mod guard_tests {
             .chain(["the", "said", "potato", "x"])
             .collect();
         prop::collection::vec(prop::sample::select(words), 0..16).prop_map(|v| v.join(" "))
+    }
+
+    proptest! {
+        /// Both ways of testing a pattern set against an item agree: by the set's words and
+        /// by the item's patterns (each is the faster one for some sets and items).
+        #[test]
+        fn pattern_set_tests_agree_both_ways(
+            set in prop::collection::vec(0u32..600, 0..40),
+            hits in prop::collection::vec((0u32..600, 0u8..3), 0..40),
+            fields in 1u8..8,
+        ) {
+            let ps = PatternSet::of(set.iter().copied());
+            let mut hs: Vec<Hit> = hits
+                .iter()
+                .map(|&(pat, field)| Hit { pat, field, os: 0, oe: 0 })
+                .collect();
+            hs.sort_unstable_by_key(|h| (h.pat, h.field));
+            let h = ItemHits {
+                fields: Default::default(),
+                runs: runs_of(&hs, Vec::new()),
+                field_bits: bits_of(&hs, 600, Vec::new()),
+                hits: hs,
+                near: RefCell::default(),
+                lang: None,
+            };
+            let fm = FieldMask(fields);
+            let want_any = hits.iter().any(|(p, _)| set.contains(p));
+            let want_in: Vec<u32> = {
+                let mut v: Vec<u32> = hits
+                    .iter()
+                    .filter(|(p, f)| set.contains(p) && fields & (1 << f) != 0)
+                    .map(|(p, _)| *p)
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            let by_item = h.runs.iter().any(|&(p, _)| ps.has(p));
+            prop_assert_eq!(by_item, want_any);
+            prop_assert_eq!(ps.any_in_by_words(&h), want_any);
+            prop_assert_eq!(ps.any_in(&h), want_any);
+            prop_assert_eq!(ps.any_in_fields_by_words(&h, fm), !want_in.is_empty());
+            prop_assert_eq!(ps.any_in_fields(&h, fm), !want_in.is_empty());
+            let mut a = Vec::new();
+            ps.each_in_fields(&h, fm, |p| a.push(p));
+            let mut b = Vec::new();
+            ps.each_in_fields_by_words(&h, fm, |p| b.push(p));
+            prop_assert_eq!(&a, &want_in);
+            prop_assert_eq!(&b, &want_in);
+        }
     }
 
     proptest! {
