@@ -1,35 +1,21 @@
 //! The shipped default watches (config/policywatch.toml) on hand-written multilingual fixtures, and
 //! on the shared seed article when `../shared` is present.
 
+mod common;
+
 use policywatch::classify::{watches_from_toml, Classifier};
 use policywatch::item::Item;
 
 fn defaults() -> Classifier {
-    let src = include_str!("../config/policywatch.toml");
-    let ws = watches_from_toml(src).expect("config/policywatch.toml parses");
-    let ids: Vec<&str> = ws.iter().map(|w| w.id.as_str()).collect();
-    assert_eq!(ids, vec!["export-controls", "ai-chips"]);
-    match Classifier::compile(&ws) {
-        Ok(c) => c,
-        Err(errs) => {
-            let msg: Vec<String> = errs
-                .iter()
-                .map(|e| e.render("config/policywatch.toml", src))
-                .collect();
-            panic!("default rules do not compile:\n{}", msg.join("\n"));
-        }
-    }
+    common::shipped_classifier()
 }
 
 /// The watches that flag a story, its language told from its text as the daemon does.
 fn watches_for(c: &Classifier, title: &str, body: &str) -> Vec<String> {
-    let mut it = Item {
-        title: title.into(),
-        summary: body.into(),
-        ..Default::default()
-    };
-    policywatch::lang::fill(&mut it);
-    c.classify(&it).into_iter().map(|v| v.watch_id).collect()
+    c.classify(&common::story(title, body))
+        .into_iter()
+        .map(|v| v.watch_id)
+        .collect()
 }
 
 #[test]

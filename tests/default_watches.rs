@@ -4,6 +4,8 @@
 //! hard-negative family is written in at least five languages; and the score ranks an
 //! instrument above a pile of generic words.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use policywatch::classify::{watches_from_toml, Classifier};
@@ -43,18 +45,7 @@ struct Case {
 }
 
 fn defaults() -> Classifier {
-    let src = include_str!("../config/policywatch.toml");
-    let ws = watches_from_toml(src).expect("config/policywatch.toml parses");
-    match Classifier::compile(&ws) {
-        Ok(c) => c,
-        Err(errs) => {
-            let msg: Vec<String> = errs
-                .iter()
-                .map(|e| e.render("config/policywatch.toml", src))
-                .collect();
-            panic!("default rules do not compile:\n{}", msg.join("\n"));
-        }
-    }
+    common::shipped_classifier()
 }
 
 /// Every fixture file, by language code (the file's stem).
@@ -79,13 +70,7 @@ fn fixtures() -> BTreeMap<String, Vec<Case>> {
 /// The fixture as the daemon would classify it: its language told from its text by the
 /// language-identification stage, not taken from the file name.
 fn item(_lang: &str, c: &Case) -> Item {
-    let mut it = Item {
-        title: c.title.clone(),
-        summary: c.summary.clone(),
-        ..Default::default()
-    };
-    policywatch::lang::fill(&mut it);
-    it
+    common::story(&c.title, &c.summary)
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Helpers shared by the daemon-level integration tests: a test config built from the shipped
-//! one (so the shipped rules are exercised), and one in-process `run --once`.
+//! Helpers shared by the integration tests: the shipped watches compiled, a story as the daemon
+//! would classify it, a test config built from the shipped one (so the shipped rules are
+//! exercised), and one in-process `run --once`.
 
 #![allow(dead_code)]
 
@@ -112,4 +113,36 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The shipped default watches (config/policywatch.toml), compiled; a compile error is shown
+/// at its line in the file.
+pub fn shipped_classifier() -> policywatch::classify::Classifier {
+    use policywatch::classify::{watches_from_toml, Classifier};
+    let src = include_str!("../../config/policywatch.toml");
+    let ws = watches_from_toml(src).expect("config/policywatch.toml parses");
+    let ids: Vec<&str> = ws.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, vec!["export-controls", "ai-chips"]);
+    match Classifier::compile(&ws) {
+        Ok(c) => c,
+        Err(errs) => {
+            let msg: Vec<String> = errs
+                .iter()
+                .map(|e| e.render("config/policywatch.toml", src))
+                .collect();
+            panic!("default rules do not compile:\n{}", msg.join("\n"));
+        }
+    }
+}
+
+/// A story as the daemon would classify it: its language told from its text by the
+/// language-identification stage.
+pub fn story(title: &str, summary: &str) -> policywatch::item::Item {
+    let mut it = policywatch::item::Item {
+        title: title.into(),
+        summary: summary.into(),
+        ..Default::default()
+    };
+    policywatch::lang::fill(&mut it);
+    it
 }
