@@ -223,14 +223,7 @@ async fn startup(feeds: usize, items: usize) {
     {
         let loaded = config::load(&cfg).unwrap();
         let mut store = Store::open(&policywatch::store::db_path(&state)).unwrap();
-        store
-            .sync_feeds(
-                loaded
-                    .feeds
-                    .iter()
-                    .map(|f| (f.url.as_str(), f.name.as_str())),
-            )
-            .unwrap();
+        store.sync_feeds(loaded.feed_rows()).unwrap();
         let per_feed = items / feeds.max(1);
         let now = chrono::Utc::now();
         for (k, f) in loaded.feeds.iter().enumerate() {

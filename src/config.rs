@@ -341,6 +341,11 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
+    /// Every feed as (URL, name), what `Store::sync_feeds` takes.
+    pub fn feed_rows(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str()))
+    }
+
     /// The configured feed with this URL.
     pub fn feed(&self, url: &str) -> Option<&Feed> {
         self.feed_index.get(url).map(|&i| &self.feeds[i])

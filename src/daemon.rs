@@ -265,7 +265,7 @@ pub async fn run(
         Store::open(&db).with_context(|| format!("cannot open database {}", db.display()))?;
     let fetcher = Fetcher::new(&cfg.config.http).context("cannot set up the HTTP client")?;
     let notifier = Notifier::new(&cfg).context("cannot set up notifications")?;
-    store.sync_feeds(cfg.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
+    store.sync_feeds(cfg.feed_rows())?;
     notifier.register(&mut store, &cfg, Utc::now())?;
     // What an earlier run left undelivered, said once now; then held deliveries get their
     // retry (a start is a chance that the config was fixed).
@@ -998,8 +998,7 @@ impl Daemon {
         } else {
             Fetcher::new(&new.config.http)?
         };
-        self.store
-            .sync_feeds(new.feeds.iter().map(|f| (f.url.as_str(), f.name.as_str())))?;
+        self.store.sync_feeds(new.feed_rows())?;
         notifier.register(&mut self.store, &new, Utc::now())?;
         for w in &new.warnings {
             tracing::warn!("{w}");

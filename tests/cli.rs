@@ -362,14 +362,7 @@ fn feeds_shows_a_never_polled_feed_as_due_now() {
     std::fs::create_dir_all(&state).unwrap();
     let loaded = policywatch::config::load(&cfg).unwrap();
     let mut store = policywatch::store::Store::open(&policywatch::store::db_path(&state)).unwrap();
-    store
-        .sync_feeds(
-            loaded
-                .feeds
-                .iter()
-                .map(|f| (f.url.as_str(), f.name.as_str())),
-        )
-        .unwrap();
+    store.sync_feeds(loaded.feed_rows()).unwrap();
     drop(store);
     let line = feeds_line(&cfg, &state, "English desk");
     assert!(!line.contains(" ago"), "{line}");

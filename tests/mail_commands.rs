@@ -224,14 +224,7 @@ async fn digest_preview_renders_without_claiming() {
     {
         let loaded = config::load(&cfg_path).unwrap();
         let mut store = Store::open(&state.join("policywatch.db")).unwrap();
-        store
-            .sync_feeds(
-                loaded
-                    .feeds
-                    .iter()
-                    .map(|f| (f.url.as_str(), f.name.as_str())),
-            )
-            .unwrap();
+        store.sync_feeds(loaded.feed_rows()).unwrap();
         let t0 = chrono::Utc::now() - chrono::Duration::minutes(5);
         store.digest_state("daily", t0).unwrap();
         let item = Item {
