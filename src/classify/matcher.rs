@@ -14,11 +14,12 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use aho_corasick::dfa::DFA;
+use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::MatchKind;
 use unicode_normalization::UnicodeNormalization;
 
@@ -72,7 +73,7 @@ pub struct Atom {
     pub display: Arc<str>,
     pub offset: usize,
     /// The normalised text searched for (used by the noisy-rule lint).
-    pub norm: String,
+    pub norm: Arc<str>,
     pub caps: bool,
     pub prefix: bool,
     /// Index of `display` among the distinct displays of all atoms, in string order: the
@@ -290,6 +291,18 @@ impl Node {
         }
     }
 
+    /// How many atoms [`Node::atoms`] would list.
+    pub fn atom_count(&self) -> usize {
+        match self {
+            Node::Atom(_) => 1,
+            Node::And(v) | Node::Or(v) => v.iter().map(Node::atom_count).sum(),
+            Node::Not(n) | Node::Guard { inner: n, .. } | Node::AtLeast { inner: n, .. } => {
+                n.atom_count()
+            }
+            Node::Near { a, b, .. } => a.atom_count() + b.atom_count(),
+        }
+    }
+
     /// True when this node can only hold if at least one pattern under it occurred (false for
     /// `NOT x` and anything that can be satisfied by an absence).
     fn needs_hit(&self) -> bool {
@@ -308,14 +321,38 @@ pub type LowerError = (usize, String, Option<String>);
 
 #[derive(Default)]
 pub struct MatcherBuilder {
-    keys: HashMap<PatternKey, u32>,
+    keys: FxHashMap<PatternKey, u32>,
     patterns: Vec<Pattern>,
     atoms: Vec<Atom>,
     strings: [Vec<String>; 2],
-    string_ids: [HashMap<String, usize>; 2],
+    string_ids: [FxHashMap<String, usize>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: u8,
     lang_tests: Vec<(Lang, u32)>,
+    /// Terms already lowered, by text: what `add_term` reuses when a term comes again.
+    terms: FxHashMap<String, Vec<KnownTerm>>,
+    /// Sets already lowered, by (name, scope, caps).
+    set_nodes: FxHashMap<(String, Option<FieldMask>, bool), Node>,
+}
+
+/// An `@name` being lowered: the set, where it was written, its scope and `caps`.
+pub struct SetRef<'a> {
+    pub name: &'a str,
+    pub offset: usize,
+    pub fields: Option<FieldMask>,
+    pub caps: bool,
+}
+
+/// A term as [`MatcherBuilder::add_term`] saw it before: what distinguishes it besides its
+/// text, and what it was lowered to.
+#[derive(Clone)]
+struct KnownTerm {
+    prefix: bool,
+    caps: bool,
+    lang: Option<Lang>,
+    display: Arc<str>,
+    pattern: u32,
+    norm: Arc<str>,
 }
 
 fn caps_key(s: &str) -> String {
@@ -340,6 +377,52 @@ fn caps_key(s: &str) -> String {
 
 impl MatcherBuilder {
     fn add_term(&mut self, t: &Term) -> Result<u32, LowerError> {
+        // The shipped sets are named many times over in the default watches, so most terms
+        // come again: their normalisation, pattern and strings are looked up, not redone.
+        let known = self.terms.get(t.text.as_str()).and_then(|v| {
+            v.iter()
+                .find(|k| {
+                    k.prefix == t.prefix
+                        && k.caps == t.caps
+                        && k.lang == t.lang
+                        && *k.display == *t.display
+                })
+                .cloned()
+        });
+        let known = match known {
+            Some(k) => k,
+            None => {
+                let k = self.new_term(t)?;
+                self.terms
+                    .entry(t.text.clone())
+                    .or_default()
+                    .push(k.clone());
+                k
+            }
+        };
+        let fields = t.fields.unwrap_or(FieldMask::DEFAULT);
+        self.used_fields |= fields.0;
+        let a = self.atoms.len() as u32;
+        self.atoms.push(Atom {
+            pattern: known.pattern,
+            fields,
+            display: known.display,
+            offset: t.offset,
+            norm: known.norm,
+            caps: t.caps,
+            prefix: t.prefix,
+            term: 0,
+            set: t.set.as_ref().map(|o| o.set.clone()),
+            concept: t.set.as_ref().map(|o| o.concept.clone()),
+            concept_weight: t.set.as_ref().map_or(t.weight, |o| o.weight),
+            concept_id: 0,
+            lang_test: false,
+        });
+        Ok(a)
+    }
+
+    /// The pattern of a term not seen before (registered, with its automaton string).
+    fn new_term(&mut self, t: &Term) -> Result<KnownTerm, LowerError> {
         let (exact, folded) = text::normalize_term(&t.text);
         let exact = exact.trim().to_string();
         let folded = folded.trim().to_string();
@@ -371,7 +454,7 @@ impl MatcherBuilder {
             fold,
             test: None,
         };
-        let pid = match self.keys.get(&key) {
+        let pattern = match self.keys.get(&key) {
             Some(&p) => p,
             None => {
                 let first = s.chars().next().unwrap_or(' ');
@@ -400,25 +483,14 @@ impl MatcherBuilder {
                 p
             }
         };
-        let fields = t.fields.unwrap_or(FieldMask::DEFAULT);
-        self.used_fields |= fields.0;
-        let a = self.atoms.len() as u32;
-        self.atoms.push(Atom {
-            pattern: pid,
-            fields,
-            display: t.display.as_str().into(),
-            offset: t.offset,
-            norm: s,
-            caps: t.caps,
+        Ok(KnownTerm {
             prefix: t.prefix,
-            term: 0,
-            set: t.set.as_ref().map(|o| o.set.clone()),
-            concept: t.set.as_ref().map(|o| o.concept.clone()),
-            concept_weight: t.set.as_ref().map_or(t.weight, |o| o.weight),
-            concept_id: 0,
-            lang_test: false,
-        });
-        Ok(a)
+            caps: t.caps,
+            lang: t.lang,
+            display: t.display.as_str().into(),
+            pattern,
+            norm: s.into(),
+        })
     }
 
     /// Registers a `lang:` test: a pattern that no automaton holds, hit (in the title, with an
@@ -454,7 +526,7 @@ impl MatcherBuilder {
             fields: FieldMask::of(Field::Title),
             display: format!("lang:{lang}").into(),
             offset,
-            norm: String::new(),
+            norm: "".into(),
             caps: false,
             prefix: false,
             term: 0,
@@ -467,8 +539,22 @@ impl MatcherBuilder {
         a
     }
 
-    /// Lowers a parsed expression, registering its terms.
+    /// Lowers a parsed expression without named sets (an `@name` is an error), registering
+    /// its terms.
+    #[cfg(test)]
     pub fn lower(&mut self, e: &Expr) -> Result<Node, LowerError> {
+        self.lower_with(e, &|_| Vec::new())
+    }
+
+    /// Lowers a parsed expression, registering its terms; `terms` gives the terms an `@name`
+    /// stands for (none: the name is unknown). A set named again with the same scope and
+    /// `caps` is the same OR of the same atoms: the default watches name their sets many
+    /// times over, and lowering each naming anew was most of a config load.
+    pub fn lower_with(
+        &mut self,
+        e: &Expr,
+        terms: &dyn Fn(&SetRef) -> Vec<Term>,
+    ) -> Result<Node, LowerError> {
         Ok(match e {
             Expr::Term(t) => Node::Atom(self.add_term(t)?),
             Expr::Lang { langs, offset } => {
@@ -482,44 +568,93 @@ impl MatcherBuilder {
                     Node::Or(v)
                 }
             }
-            Expr::Set { name, offset, .. } => {
-                return Err((
-                    *offset,
-                    format!("set `@{name}` was not resolved"),
-                    Some("compile rules with their config's sets".into()),
-                ))
+            Expr::Set {
+                name,
+                offset,
+                fields,
+                caps,
+            } => {
+                let key = (name.clone(), *fields, *caps);
+                if let Some(n) = self.set_nodes.get(&key) {
+                    return Ok(n.clone());
+                }
+                let r = SetRef {
+                    name,
+                    offset: *offset,
+                    fields: *fields,
+                    caps: *caps,
+                };
+                let ts = terms(&r);
+                if ts.is_empty() {
+                    return Err((
+                        *offset,
+                        format!("set `@{name}` was not resolved"),
+                        Some("compile rules with their config's sets".into()),
+                    ));
+                }
+                let mut v = ts
+                    .iter()
+                    .map(|t| self.add_term(t).map(Node::Atom))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let n = if v.len() == 1 {
+                    v.pop().expect("one term")
+                } else {
+                    Node::Or(v)
+                };
+                self.set_nodes.insert(key, n.clone());
+                n
             }
-            Expr::And(v) => Node::And(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
-            Expr::Or(v) => Node::Or(v.iter().map(|x| self.lower(x)).collect::<Result<_, _>>()?),
-            Expr::Not(x) => Node::Not(Box::new(self.lower(x)?)),
+            Expr::And(v) => Node::And(
+                v.iter()
+                    .map(|x| self.lower_with(x, terms))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Expr::Or(v) => Node::Or(
+                v.iter()
+                    .map(|x| self.lower_with(x, terms))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Expr::Not(x) => Node::Not(Box::new(self.lower_with(x, terms)?)),
             Expr::Near { a, b, n, ordered } => Node::Near {
-                a: Box::new(self.lower(a)?),
-                b: Box::new(self.lower(b)?),
+                a: Box::new(self.lower_with(a, terms)?),
+                b: Box::new(self.lower_with(b, terms)?),
                 n: *n,
                 ordered: *ordered,
             },
             Expr::AtLeast { n, inner } => Node::AtLeast {
                 n: *n,
-                inner: Box::new(self.lower(inner)?),
+                inner: Box::new(self.lower_with(inner, terms)?),
             },
         })
     }
 
-    pub fn finish(mut self) -> Result<Matcher, String> {
+    /// The matcher with its automata built here.
+    #[cfg(test)]
+    pub fn finish(self) -> Result<Matcher, String> {
+        let (mut m, strings) = self.finish_parts();
+        m.set_automata(build_automata(&strings)?);
+        Ok(m)
+    }
+
+    /// The matcher without its automata, and the strings to build them from (see
+    /// [`build_automata`], [`Matcher::set_automata`]): the caller can build them on another
+    /// thread while it rewrites and checks the rules, which need only the patterns and atoms.
+    pub fn finish_parts(mut self) -> (Matcher, AutomatonStrings) {
         let mut displays: Vec<&str> = self.atoms.iter().map(|a| &*a.display).collect();
         displays.sort_unstable();
         displays.dedup();
-        let ids: HashMap<String, u32> = displays
+        let ids: FxHashMap<&str, u32> = displays
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.to_string(), i as u32))
+            .map(|(i, d)| (*d, i as u32))
             .collect();
-        for a in &mut self.atoms {
-            a.term = ids[&*a.display];
+        let terms: Vec<u32> = self.atoms.iter().map(|a| ids[&*a.display]).collect();
+        for (a, t) in self.atoms.iter_mut().zip(terms) {
+            a.term = t;
         }
         // Concepts: a set counts once however many of its terms matched; a term written in the
         // query is a concept of its own.
-        let mut concepts: HashMap<(bool, Arc<str>), u32> = HashMap::new();
+        let mut concepts: FxHashMap<(bool, Arc<str>), u32> = FxHashMap::default();
         for a in &mut self.atoms {
             let key = match &a.set {
                 Some(s) => (true, s.clone()),
@@ -528,38 +663,60 @@ impl MatcherBuilder {
             let n = concepts.len() as u32;
             a.concept_id = *concepts.entry(key).or_insert(n);
         }
-        let build = |strings: &Vec<String>| -> Result<Option<DFA>, String> {
-            if strings.is_empty() {
-                return Ok(None);
-            }
-            // A DFA: the pattern sets are small (hundreds of terms) and the scan is the hot loop
-            // (walked by `scan`, which needs every overlapping match and no prefilter).
-            DFA::builder()
-                .match_kind(MatchKind::Standard)
-                .prefilter(false)
-                .build(strings)
-                .map(Some)
-                .map_err(|e| format!("building the term automaton failed: {e}"))
-        };
-        let [fs, es] = &self.strings;
-        let fold_ac = build(fs)?;
-        let exact_ac = build(es)?;
-        let [fp, ep] = self.string_pats;
-        Ok(Matcher {
+        let matcher = Matcher {
             patterns: self.patterns,
             atoms: self.atoms,
-            acs: [fold_ac, exact_ac],
-            string_pats: [fp, ep],
+            acs: [None, None],
+            string_pats: self.string_pats,
             used_fields: FieldMask(self.used_fields),
             lang_tests: self.lang_tests,
-        })
+        };
+        (matcher, AutomatonStrings(self.strings))
     }
+}
+
+/// The strings of a matcher's two automata (folded, exact), from
+/// [`MatcherBuilder::finish_parts`].
+pub struct AutomatonStrings([Vec<String>; 2]);
+
+impl AutomatonStrings {
+    /// How many strings there are to build automata from (to tell whether building them on
+    /// another thread is worth a thread).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.0[0].len() + self.0[1].len()
+    }
+}
+
+/// A matcher's automata, for [`Matcher::set_automata`].
+pub struct Automata([Option<NFA>; 2]);
+
+/// Builds the folded and the exact automaton.
+pub fn build_automata(strings: &AutomatonStrings) -> Result<Automata, String> {
+    let build = |strings: &Vec<String>| -> Result<Option<NFA>, String> {
+        if strings.is_empty() {
+            return Ok(None);
+        }
+        // A contiguous NFA rather than a DFA: with the shipped sets' thousands of terms in
+        // thirteen languages (some 200 distinct bytes), a DFA took 130–200 ms to build and
+        // 48 MB, against 12–20 ms and 1.1 MB, and scanned no faster on the news corpus: its
+        // table no longer fits in cache, while the NFA's dense states near the root do.
+        // `scan` needs every overlapping match and no prefilter.
+        NFA::builder()
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(strings)
+            .map(Some)
+            .map_err(|e| format!("building the term automaton failed: {e}"))
+    };
+    let [fs, es] = &strings.0;
+    Ok(Automata([build(fs)?, build(es)?]))
 }
 
 pub struct Matcher {
     patterns: Vec<Pattern>,
     pub atoms: Vec<Atom>,
-    acs: [Option<DFA>; 2],
+    acs: [Option<NFA>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: FieldMask,
     /// The `lang:` tests' patterns.
@@ -723,6 +880,12 @@ fn bits_of(hits: &[Hit], n_patterns: usize, mut field_bits: Vec<[u64; 8]>) -> Ve
 }
 
 impl Matcher {
+    /// Installs the automata built from this matcher's [`AutomatonStrings`]; until then it
+    /// finds no term.
+    pub fn set_automata(&mut self, a: Automata) {
+        self.acs = a.0;
+    }
+
     pub fn patterns_len(&self) -> usize {
         self.patterns.len()
     }
@@ -757,11 +920,7 @@ impl Matcher {
                 // Fewest terms first (the likelier to fail, and the cheaper to test), NOT last:
                 // AND is commutative, so only the speed of a miss changes.
                 let mut v: Vec<Node> = v.into_iter().map(|x| self.guard(x)).collect();
-                v.sort_by_key(|x| {
-                    let mut atoms = Vec::new();
-                    x.atoms(&mut atoms);
-                    (matches!(x, Node::Not(_)), atoms.len())
-                });
+                v.sort_by_cached_key(|x| (matches!(x, Node::Not(_)), x.atom_count()));
                 Node::And(v)
             }
             Node::Or(v) => Node::Or(v.into_iter().map(|x| self.guard(x)).collect()),
@@ -820,12 +979,10 @@ impl Matcher {
             }
             other => other,
         };
-        let mut atoms = Vec::new();
-        n.atoms(&mut atoms);
         // An AND tests its (sorted) parts in turn, which is already a sharper test than the
         // union of their patterns.
         if matches!(n, Node::Atom(_) | Node::Guard { .. } | Node::And(_))
-            || atoms.len() < MIN_GUARDED_ATOMS
+            || n.atom_count() < MIN_GUARDED_ATOMS
             || !n.needs_hit()
         {
             return n;

@@ -245,81 +245,43 @@ impl Classifier {
                 compiled.push((w, q, w.exclude.as_ref().map(|_| ex)));
             }
         }
-        let matcher = match b.finish() {
-            Ok(m) => m,
-            Err(e) => {
-                errors.push(RuleError {
-                    watch_id: String::new(),
-                    source: RuleSource::Watch,
-                    offset: 0,
-                    message: e,
-                    hint: None,
-                    span: None,
-                });
-                return Err(errors);
-            }
+        // The automata are built on another thread while the rules are rewritten and
+        // checked, which need only the patterns and atoms: for the shipped sets the two halves
+        // take about as long. A few rules are not worth a thread.
+        let (matcher, strings) = b.finish_parts();
+        let (assembled, built) = if strings.len() < 500 {
+            let assembled = assemble(watches, sets, compiled, matcher, used_sets, errors);
+            (assembled, matcher::build_automata(&strings))
+        } else {
+            std::thread::scope(|s| {
+                let building = s.spawn(|| matcher::build_automata(&strings));
+                let assembled = assemble(watches, sets, compiled, matcher, used_sets, errors);
+                let built = building
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (assembled, built)
+            })
         };
-        let mut out = Vec::new();
-        for (w, q, ex) in compiled {
-            let patterns = matcher.pattern_set(&q);
-            let fast_query = matcher.guard(q.clone());
-            let fast_exclude = ex.clone().map(|e| matcher.guard(e));
-            // A query true without any of its terms would match every item: refuse it.
-            let empty = ItemHits::synthetic(matcher.patterns_len(), &[]);
-            if matcher::eval(&matcher, &q, &empty) {
-                errors.push(RuleError {
-                    watch_id: w.id.clone(),
-                    source: RuleSource::Query,
-                    offset: 0,
-                    message: "this query matches stories that contain none of its terms".into(),
-                    hint: Some("a query needs a positive part: `chips NOT poker`, not `NOT poker`; put exclusions in `exclude`".into()),
-                    span: Some(w.query.span()),
-                });
-            }
-            if let (Some(ex), Some(es)) = (&ex, &w.exclude) {
-                if matcher::eval(&matcher, ex, &empty) {
-                    errors.push(RuleError {
-                        watch_id: w.id.clone(),
-                        source: RuleSource::Exclude,
-                        offset: 0,
-                        message: "this exclude matches stories that contain none of its terms, so it would silence the watch".into(),
-                        hint: Some("write the exclusion positively: exclude = \"poker OR casino\"".into()),
-                        span: Some(es.span()),
-                    });
-                }
-            }
-            out.push(CompiledWatch {
-                id: w.id.clone(),
-                name: w.name.clone(),
-                query_text: w.query.get_ref().clone(),
-                exclude_text: w.exclude.as_ref().map(|e| e.get_ref().clone()),
-                query: q,
-                exclude: ex,
-                fast_query,
-                fast_exclude,
-                min_score: w.min_score,
-                weights: w.weights,
-                patterns,
-            });
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let mut set_weights = HashMap::new();
-        for name in &used_sets {
-            for r in sets.terms(name).map(|t| t.iter()).into_iter().flatten() {
-                set_weights.insert(r.set.to_string(), r.weight);
-            }
-        }
-        let mut c = Classifier {
-            matcher,
-            watches: out,
-            warnings: Vec::new(),
-            used_sets,
-            set_weights,
+        let automaton_error = |message: String| RuleError {
+            watch_id: String::new(),
+            source: RuleSource::Watch,
+            offset: 0,
+            message,
+            hint: None,
+            span: None,
         };
-        c.warnings = lint(&c, watches);
-        Ok(c)
+        match (assembled, built) {
+            (Ok(mut c), Ok(a)) => {
+                c.matcher.set_automata(a);
+                Ok(c)
+            }
+            (Ok(_), Err(e)) => Err(vec![automaton_error(e)]),
+            (Err(errors), Ok(_)) => Err(errors),
+            (Err(mut errors), Err(e)) => {
+                errors.push(automaton_error(e));
+                Err(errors)
+            }
+        }
     }
 
     pub fn watch_ids(&self) -> Vec<&str> {
@@ -491,6 +453,79 @@ impl Classifier {
 }
 
 /// A query on one line, cut to `max` chars (explanations of long multi-line rules stay short).
+/// The rest of [`Classifier::compile_with`] once the terms are lowered: each watch's tree
+/// rewritten for speed and checked, the set weights, the lint. `matcher` has no automata yet.
+fn assemble(
+    watches: &[WatchConfig],
+    sets: &SetLibrary,
+    compiled: Vec<(&WatchConfig, Node, Option<Node>)>,
+    matcher: Matcher,
+    used_sets: BTreeSet<String>,
+    mut errors: Vec<RuleError>,
+) -> Result<Classifier, Vec<RuleError>> {
+    let mut out = Vec::new();
+    for (w, q, ex) in compiled {
+        let patterns = matcher.pattern_set(&q);
+        let fast_query = matcher.guard(q.clone());
+        let fast_exclude = ex.clone().map(|e| matcher.guard(e));
+        // A query true without any of its terms would match every item: refuse it.
+        let empty = ItemHits::synthetic(matcher.patterns_len(), &[]);
+        if matcher::eval(&matcher, &q, &empty) {
+            errors.push(RuleError {
+                watch_id: w.id.clone(),
+                source: RuleSource::Query,
+                offset: 0,
+                message: "this query matches stories that contain none of its terms".into(),
+                hint: Some("a query needs a positive part: `chips NOT poker`, not `NOT poker`; put exclusions in `exclude`".into()),
+                span: Some(w.query.span()),
+            });
+        }
+        if let (Some(ex), Some(es)) = (&ex, &w.exclude) {
+            if matcher::eval(&matcher, ex, &empty) {
+                errors.push(RuleError {
+                    watch_id: w.id.clone(),
+                    source: RuleSource::Exclude,
+                    offset: 0,
+                    message: "this exclude matches stories that contain none of its terms, so it would silence the watch".into(),
+                    hint: Some("write the exclusion positively: exclude = \"poker OR casino\"".into()),
+                    span: Some(es.span()),
+                });
+            }
+        }
+        out.push(CompiledWatch {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            query_text: w.query.get_ref().clone(),
+            exclude_text: w.exclude.as_ref().map(|e| e.get_ref().clone()),
+            query: q,
+            exclude: ex,
+            fast_query,
+            fast_exclude,
+            min_score: w.min_score,
+            weights: w.weights,
+            patterns,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut set_weights = HashMap::new();
+    for name in &used_sets {
+        for r in sets.terms(name).map(|t| t.iter()).into_iter().flatten() {
+            set_weights.insert(r.set.to_string(), r.weight);
+        }
+    }
+    let mut c = Classifier {
+        matcher,
+        watches: out,
+        warnings: Vec::new(),
+        used_sets,
+        set_weights,
+    };
+    c.warnings = lint(&c, watches);
+    Ok(c)
+}
+
 fn one_line(q: &str, max: usize) -> String {
     let flat = q.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
@@ -561,13 +596,14 @@ impl Compile<'_> {
             }
         };
         let mut failed = Vec::new();
-        let expr = resolve_sets(expr, self.sets, self.used, &mut failed);
+        check_sets(&expr, self.sets, self.used, &mut failed);
         if !failed.is_empty() {
             self.errors
                 .extend(failed.into_iter().map(|(o, m, h)| mk(o, m, h)));
             return None;
         }
-        match self.b.lower(&expr) {
+        let sets = self.sets;
+        match self.b.lower_with(&expr, &|r| set_terms(sets, r)) {
             Ok(n) => Some(n),
             Err((o, msg, hint)) => {
                 self.errors.push(mk(o, msg, hint));
@@ -577,96 +613,77 @@ impl Compile<'_> {
     }
 }
 
-/// Replaces every `@name` by the OR of the set's terms (scoped and `caps` like the `@name`),
-/// each remembering its set; unknown names are collected in `failed`.
-fn resolve_sets(
-    e: Expr,
+/// Checks that every `@name` names a set (collecting those that do not in `failed`) and
+/// records the names used.
+fn check_sets(
+    e: &Expr,
     sets: &SetLibrary,
     used: &mut BTreeSet<String>,
     failed: &mut Vec<matcher::LowerError>,
-) -> Expr {
-    let mut all = |v: Vec<Expr>| -> Vec<Expr> {
-        v.into_iter()
-            .map(|x| resolve_sets(x, sets, used, failed))
-            .collect()
-    };
+) {
     match e {
-        Expr::Set {
-            name,
-            offset,
-            fields,
-            caps,
-        } => {
-            let Some(terms) = sets.terms(&name) else {
-                let close = sets.closest(&name);
-                let (message, hint) = if close.is_empty() {
-                    let known: Vec<&str> = sets.names().take(12).collect();
-                    (
-                        format!("unknown set `@{name}`"),
-                        if known.is_empty() {
-                            format!("define it in the config: [sets.{name}] with en = [\"…\"]")
-                        } else {
-                            format!(
-                                "define it as [sets.{name}], or use a known set: {}",
-                                known.join(", ")
-                            )
-                        },
-                    )
-                } else {
-                    let did: Vec<String> = close.iter().map(|c| format!("`@{c}`")).collect();
-                    (
-                        format!("unknown set `@{name}`; did you mean {}?", did.join(" or ")),
-                        format!(
-                            "set names are those of [sets.NAME] tables; or define [sets.{name}]"
-                        ),
-                    )
-                };
-                failed.push((offset, message, Some(hint)));
-                return Expr::Or(Vec::new());
-            };
-            used.insert(name);
-            let mut v: Vec<Expr> = terms
-                .iter()
-                .map(|r| {
-                    Expr::Term(Term {
-                        text: r.term.text.clone(),
-                        display: r.term.written.clone(),
-                        phrase: r.term.text.contains(char::is_whitespace),
-                        prefix: r.term.prefix,
-                        caps: caps || r.term.caps,
-                        weight: 1.0,
-                        fields,
-                        offset,
-                        set: Some(SetOrigin {
-                            set: r.set.clone(),
-                            concept: r.concept.clone(),
-                            weight: r.weight,
-                        }),
-                        lang: r.term.lang,
-                    })
-                })
-                .collect();
-            if v.len() == 1 {
-                v.pop().expect("one term")
-            } else {
-                Expr::Or(v)
+        Expr::Set { name, offset, .. } => {
+            if sets.terms(name).is_some() {
+                used.insert(name.clone());
+                return;
             }
+            let close = sets.closest(name);
+            let (message, hint) = if close.is_empty() {
+                let known: Vec<&str> = sets.names().take(12).collect();
+                (
+                    format!("unknown set `@{name}`"),
+                    if known.is_empty() {
+                        format!("define it in the config: [sets.{name}] with en = [\"…\"]")
+                    } else {
+                        format!(
+                            "define it as [sets.{name}], or use a known set: {}",
+                            known.join(", ")
+                        )
+                    },
+                )
+            } else {
+                let did: Vec<String> = close.iter().map(|c| format!("`@{c}`")).collect();
+                (
+                    format!("unknown set `@{name}`; did you mean {}?", did.join(" or ")),
+                    format!("set names are those of [sets.NAME] tables; or define [sets.{name}]"),
+                )
+            };
+            failed.push((*offset, message, Some(hint)));
         }
-        Expr::And(v) => Expr::And(all(v)),
-        Expr::Or(v) => Expr::Or(all(v)),
-        Expr::Not(x) => Expr::Not(Box::new(resolve_sets(*x, sets, used, failed))),
-        Expr::Near { a, b, n, ordered } => Expr::Near {
-            a: Box::new(resolve_sets(*a, sets, used, failed)),
-            b: Box::new(resolve_sets(*b, sets, used, failed)),
-            n,
-            ordered,
-        },
-        Expr::AtLeast { n, inner } => Expr::AtLeast {
-            n,
-            inner: Box::new(resolve_sets(*inner, sets, used, failed)),
-        },
-        other => other,
+        Expr::And(v) | Expr::Or(v) => v.iter().for_each(|x| check_sets(x, sets, used, failed)),
+        Expr::Not(x) | Expr::AtLeast { inner: x, .. } => check_sets(x, sets, used, failed),
+        Expr::Near { a, b, .. } => {
+            check_sets(a, sets, used, failed);
+            check_sets(b, sets, used, failed);
+        }
+        Expr::Term(_) | Expr::Lang { .. } => {}
     }
+}
+
+/// The terms of `@name` as the matcher lowers them: scoped and `caps` like the `@name`, each
+/// remembering its set.
+fn set_terms(sets: &SetLibrary, r: &matcher::SetRef) -> Vec<Term> {
+    sets.terms(r.name)
+        .map(|t| t.iter())
+        .into_iter()
+        .flatten()
+        .map(|t| Term {
+            text: t.term.text.clone(),
+            display: t.term.written.clone(),
+            phrase: t.term.text.contains(char::is_whitespace),
+            prefix: t.term.prefix,
+            caps: r.caps || t.term.caps,
+            weight: 1.0,
+            fields: r.fields,
+            offset: r.offset,
+            set: Some(SetOrigin {
+                set: t.set.clone(),
+                concept: t.concept.clone(),
+                weight: t.weight,
+            }),
+            lang: t.term.lang,
+        })
+        .collect()
 }
 
 /// Noisy-rule warnings: terms that on their own are enough for a watch to match and are known to
@@ -693,7 +710,7 @@ fn lint(c: &Classifier, configs: &[WatchConfig]) -> Vec<RuleWarning> {
                     });
                 }
             };
-            let norm = atom.norm.as_str();
+            let norm = &*atom.norm;
             if !atom.caps && norm == "bis" {
                 warn(
                     format!("`{}` also matches the Bank for International Settlements and German \"bis\"", atom.display),

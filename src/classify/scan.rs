@@ -1,12 +1,12 @@
-//! The term scan: every overlapping occurrence of an Aho-Corasick DFA's patterns in a batch of
-//! texts, found by walking two stretches of text at once.
+//! The term scan: every overlapping occurrence of an Aho-Corasick automaton's patterns in a batch
+//! of texts, found by walking two stretches of text at once.
 //!
-//! In: a DFA and the texts (an item's normalised fields). Out: [`Raw`] matches (text, start,
+//! In: an automaton (the matcher's contiguous NFA; any [`Automaton`]) and the texts (an item's normalised fields). Out: [`Raw`] matches (text, start,
 //! end, pattern), sorted by text and start, so the matches of one pattern in one text come in
 //! the order a plain `find_overlapping_iter` reports them. No I/O; no knowledge of fields,
 //! words or rules (the caller checks boundaries and maps offsets).
 //!
-//! Why two lanes: one DFA walk is a chain of dependent table loads, so a core spends most of
+//! Why two lanes: one automaton walk is a chain of dependent table loads, so a core spends most of
 //! its time waiting on the previous state. Two independent walks in the same loop overlap those
 //! waits (about 1.2–1.4 × the bytes per second of one walk on the dev corpus). Each lane takes
 //! the next text when it is done with one; when no text is left, a lane without work takes the
@@ -17,7 +17,6 @@
 //! bytes on, after which no match that started before the cut can end.
 
 use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::dfa::DFA;
 use aho_corasick::Anchored;
 
 /// One occurrence: pattern `pat` at `start..end` of `texts[text]`.
@@ -64,10 +63,10 @@ impl Lane {
 }
 
 #[inline(always)]
-fn report(dfa: &DFA, sid: StateID, l: &Lane, end: usize, out: &mut Vec<Raw>) {
-    for k in 0..dfa.match_len(sid) {
-        let p = dfa.match_pattern(sid, k);
-        let start = end - dfa.pattern_len(p);
+fn report<A: Automaton>(ac: &A, sid: StateID, l: &Lane, end: usize, out: &mut Vec<Raw>) {
+    for k in 0..ac.match_len(sid) {
+        let p = ac.match_pattern(sid, k);
+        let start = end - ac.pattern_len(p);
         if start < l.limit {
             out.push(Raw {
                 text: l.text as u32,
@@ -83,8 +82,8 @@ fn report(dfa: &DFA, sid: StateID, l: &Lane, end: usize, out: &mut Vec<Raw>) {
 /// returns the bytes walked and the two states. Kept apart from the reporting so the loop's
 /// few values stay in registers.
 #[inline(never)]
-fn walk2(
-    dfa: &DFA,
+fn walk2<A: Automaton>(
+    ac: &A,
     ta: &[u8],
     tb: &[u8],
     mut sa: StateID,
@@ -94,10 +93,10 @@ fn walk2(
     let (ta, tb) = (&ta[..n], &tb[..n]);
     let mut i = 0;
     while i < n {
-        sa = dfa.next_state(Anchored::No, sa, ta[i]);
-        sb = dfa.next_state(Anchored::No, sb, tb[i]);
+        sa = ac.next_state(Anchored::No, sa, ta[i]);
+        sb = ac.next_state(Anchored::No, sb, tb[i]);
         i += 1;
-        if dfa.is_match(sa) | dfa.is_match(sb) {
+        if ac.is_match(sa) | ac.is_match(sb) {
             break;
         }
     }
@@ -105,25 +104,25 @@ fn walk2(
 }
 
 /// Walks `l` past its limit until no match that started before the limit can still end.
-fn finish(dfa: &DFA, texts: &[&[u8]], l: &mut Lane, start: StateID, out: &mut Vec<Raw>) {
+fn finish<A: Automaton>(ac: &A, texts: &[&[u8]], l: &mut Lane, start: StateID, out: &mut Vec<Raw>) {
     let t = &texts[l.text][..l.to];
     while l.pos < t.len() && l.sid != start {
-        l.sid = dfa.next_state(Anchored::No, l.sid, t[l.pos]);
+        l.sid = ac.next_state(Anchored::No, l.sid, t[l.pos]);
         l.pos += 1;
-        if dfa.is_match(l.sid) {
-            report(dfa, l.sid, l, l.pos, out);
+        if ac.is_match(l.sid) {
+            report(ac, l.sid, l, l.pos, out);
         }
     }
 }
 
 /// [`walk2`] for one lane.
 #[inline(never)]
-fn walk1(dfa: &DFA, t: &[u8], mut sid: StateID) -> (usize, StateID) {
+fn walk1<A: Automaton>(ac: &A, t: &[u8], mut sid: StateID) -> (usize, StateID) {
     let mut i = 0;
     while i < t.len() {
-        sid = dfa.next_state(Anchored::No, sid, t[i]);
+        sid = ac.next_state(Anchored::No, sid, t[i]);
         i += 1;
-        if dfa.is_match(sid) {
+        if ac.is_match(sid) {
             break;
         }
     }
@@ -177,13 +176,18 @@ impl Windows<'_> {
 }
 
 /// Calls `each` with every match in `texts`, in (text, start, end, pattern) order; `raws` is
-/// room for one batch of windows. `dfa` must be built with `MatchKind::Standard` and an
+/// room for one batch of windows. `ac` must be built with `MatchKind::Standard` and an
 /// unanchored start state.
-pub fn scan(dfa: &DFA, texts: &[&[u8]], raws: &mut Vec<Raw>, mut each: impl FnMut(&Raw)) {
-    let Ok(start) = dfa.start_state(Anchored::No) else {
+pub fn scan<A: Automaton>(
+    ac: &A,
+    texts: &[&[u8]],
+    raws: &mut Vec<Raw>,
+    mut each: impl FnMut(&Raw),
+) {
+    let Ok(start) = ac.start_state(Anchored::No) else {
         return;
     };
-    let overlap = dfa.max_pattern_len().saturating_sub(1);
+    let overlap = ac.max_pattern_len().saturating_sub(1);
     let mut windows = Windows {
         texts,
         text: 0,
@@ -191,7 +195,7 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], raws: &mut Vec<Raw>, mut each: impl FnMu
     };
     while !windows.done() {
         raws.clear();
-        batch(dfa, &mut windows, start, overlap, raws);
+        batch(ac, &mut windows, start, overlap, raws);
         // A lane reports by end position and several lanes share a text: order by start, which
         // for one pattern is its order in the text.
         raws.sort_unstable_by_key(|r| (r.text, r.start, r.end, r.pat));
@@ -201,7 +205,13 @@ pub fn scan(dfa: &DFA, texts: &[&[u8]], raws: &mut Vec<Raw>, mut each: impl FnMu
 
 /// Walks windows until about [`WINDOW`] bytes were taken or none is left, appending their
 /// matches to `out`.
-fn batch(dfa: &DFA, windows: &mut Windows, start: StateID, overlap: usize, out: &mut Vec<Raw>) {
+fn batch<A: Automaton>(
+    ac: &A,
+    windows: &mut Windows,
+    start: StateID,
+    overlap: usize,
+    out: &mut Vec<Raw>,
+) {
     let texts = windows.texts;
     let mut taken = 0;
     let mut take = |windows: &mut Windows| -> Option<Lane> {
@@ -229,23 +239,23 @@ fn batch(dfa: &DFA, windows: &mut Windows, start: StateID, overlap: usize, out: 
                 let mut i = 0;
                 while i < steps {
                     let k;
-                    (k, la.sid, lb.sid) = walk2(dfa, &ta[i..], &tb[i..], la.sid, lb.sid);
+                    (k, la.sid, lb.sid) = walk2(ac, &ta[i..], &tb[i..], la.sid, lb.sid);
                     i += k;
-                    if dfa.is_match(la.sid) {
-                        report(dfa, la.sid, la, la.pos + i, out);
+                    if ac.is_match(la.sid) {
+                        report(ac, la.sid, la, la.pos + i, out);
                     }
-                    if dfa.is_match(lb.sid) {
-                        report(dfa, lb.sid, lb, lb.pos + i, out);
+                    if ac.is_match(lb.sid) {
+                        report(ac, lb.sid, lb, lb.pos + i, out);
                     }
                 }
                 la.pos += steps;
                 lb.pos += steps;
                 if la.pos >= la.limit {
-                    finish(dfa, texts, la, start, out);
+                    finish(ac, texts, la, start, out);
                     a = take(windows);
                 }
                 if lb.pos >= lb.limit {
-                    finish(dfa, texts, lb, start, out);
+                    finish(ac, texts, lb, start, out);
                     b = take(windows);
                 }
             }
@@ -255,14 +265,14 @@ fn batch(dfa: &DFA, windows: &mut Windows, start: StateID, overlap: usize, out: 
                 let mut i = 0;
                 while i < t.len() {
                     let k;
-                    (k, l.sid) = walk1(dfa, &t[i..], l.sid);
+                    (k, l.sid) = walk1(ac, &t[i..], l.sid);
                     i += k;
-                    if dfa.is_match(l.sid) {
-                        report(dfa, l.sid, l, l.pos + i, out);
+                    if ac.is_match(l.sid) {
+                        report(ac, l.sid, l, l.pos + i, out);
                     }
                 }
                 l.pos += t.len();
-                finish(dfa, texts, l, start, out);
+                finish(ac, texts, l, start, out);
                 a = None;
                 b = None;
             }
@@ -274,14 +284,18 @@ fn batch(dfa: &DFA, windows: &mut Windows, start: StateID, overlap: usize, out: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aho_corasick::dfa::DFA;
+    use aho_corasick::nfa::contiguous::NFA;
     use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
     use proptest::prelude::*;
 
-    fn dfa(pats: &[String]) -> DFA {
-        DFA::builder()
+    /// The automaton the matcher scans with.
+    fn nfa(pats: &[String]) -> NFA {
+        NFA::builder()
             .match_kind(MatchKind::Standard)
+            .prefilter(false)
             .build(pats)
-            .expect("dfa")
+            .expect("nfa")
     }
 
     /// What a plain sequential search finds, as (text, start, end, pattern) in report order.
@@ -305,11 +319,22 @@ mod tests {
         v
     }
 
+    /// What `scan` finds with the matcher's NFA; a DFA (the same walk, no failure
+    /// transitions) must find the same.
     fn lanes(pats: &[String], texts: &[&[u8]]) -> Vec<(u32, u32, u32, u32)> {
         let mut out = Vec::new();
-        scan(&dfa(pats), texts, &mut Vec::new(), |r| {
+        scan(&nfa(pats), texts, &mut Vec::new(), |r| {
             out.push((r.text, r.start, r.end, r.pat))
         });
+        let mut by_dfa = Vec::new();
+        let dfa = DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .build(pats)
+            .expect("dfa");
+        scan(&dfa, texts, &mut Vec::new(), |r| {
+            by_dfa.push((r.text, r.start, r.end, r.pat))
+        });
+        assert_eq!(out, by_dfa, "NFA and DFA scans differ");
         out
     }
 
@@ -357,7 +382,7 @@ mod tests {
         );
         let mut raws = Vec::new();
         let mut n = 0;
-        scan(&dfa(&pats), &[text.as_bytes()], &mut raws, |_| n += 1);
+        scan(&nfa(&pats), &[text.as_bytes()], &mut raws, |_| n += 1);
         assert_eq!(n, 3 * (1 << 18) - 2);
         // Held at once: a couple of windows' worth, not the whole text's.
         assert!(raws.capacity() < n / 4, "{} of {n}", raws.capacity());

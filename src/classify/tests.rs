@@ -462,6 +462,31 @@ fn sets_expand_where_terms_stand_and_fill_evidence() {
     assert!(x.contains("caps(EUV) [@tech]  found: title 0..3"), "{x}");
 }
 
+/// A set named again is lowered once per scope and `caps`: each naming keeps its own.
+#[test]
+fn a_set_named_twice_keeps_each_naming_s_scope_and_caps() {
+    // The title-scoped naming must not borrow the unscoped one's atoms, nor the other way.
+    let c = with_sets(SETS, "(title:@tech AND ban) OR (@tech AND curbs)");
+    assert_eq!(c.classify(&item("Chip ban", "")).len(), 1);
+    assert!(c.classify(&item("Ban", "on chips")).is_empty());
+    assert_eq!(c.classify(&item("Curbs", "on chips")).len(), 1);
+    // caps() compares with the case the terms are written in ("entity list").
+    let c = with_sets(
+        SETS,
+        "(caps(@entity_list) AND chips) OR (@entity_list AND gallium)",
+    );
+    assert!(c.classify(&item("Entity List chips", "")).is_empty());
+    assert_eq!(c.classify(&item("entity list chips", "")).len(), 1);
+    assert_eq!(c.classify(&item("Entity List gallium", "")).len(), 1);
+    // The same term listed in two languages of one set, and a set named under the same scope
+    // twice, give one evidence entry per place found.
+    let c = with_sets(SETS, "@restriction AND (@tech OR (@tech NEAR/3 cam))");
+    let v = c.classify(&item("cam chips", ""));
+    assert_eq!(v.len(), 1);
+    let found: Vec<(&str, usize)> = v[0].evidence.iter().map(|e| (&*e.term, e.start)).collect();
+    assert_eq!(found, [("cam", 0), ("chip*", 4)]);
+}
+
 #[test]
 fn unknown_set_is_refused_at_the_name_with_the_closest_names() {
     let lib = SetLibrary::from_files(&[], Some(("sets.toml", SETS))).unwrap();
