@@ -1578,21 +1578,40 @@ pub fn explain(m: &Matcher, n: &Node, h: &ItemHits, depth: usize, out: &mut Stri
         Node::Or(v) => {
             // Long OR lists are the norm in real rules: show what matched, and collapse the terms
             // that did not into one line so the explanation stays readable.
+            // A set lists a term once per language that writes it alike ("chip" in seven):
+            // each explanation is shown once.
             let (hit, miss): (Vec<&Node>, Vec<&Node>) = v.iter().partition(|x| eval(m, x, h));
+            let mut shown = std::collections::HashSet::new();
+            let mut lines = String::new();
+            for x in &hit {
+                let mut one = String::new();
+                explain(m, x, h, depth + 1, &mut one);
+                if shown.insert(one.clone()) {
+                    lines.push_str(&one);
+                }
+            }
+            let once = if shown.len() < hit.len() {
+                ", each term shown once"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "{pad}{mark} any of ({} of {} alternatives matched):",
+                "{pad}{mark} any of ({} of {} alternatives matched{once}):",
                 hit.len(),
                 v.len()
             );
-            for x in &hit {
-                explain(m, x, h, depth + 1, out);
-            }
+            out.push_str(&lines);
             if !ok {
                 let mut names = Vec::new();
                 for x in &miss {
                     match x {
-                        Node::Atom(_) => names.push(describe(m, x)),
+                        Node::Atom(_) => {
+                            let d = describe(m, x);
+                            if !names.contains(&d) {
+                                names.push(d);
+                            }
+                        }
                         _ => explain(m, x, h, depth + 1, out),
                     }
                 }

@@ -487,6 +487,22 @@ fn a_set_named_twice_keeps_each_naming_s_scope_and_caps() {
     assert_eq!(found, [("cam", 0), ("chip*", 4)]);
 }
 
+/// A term several languages write alike is one line of an explanation, not one per language.
+#[test]
+fn explain_shows_a_term_listed_under_several_languages_once() {
+    let sets = "[sets.chipw]\nen = [\"chip\"]\nde = [\"chip\"]\nfr = [\"chip\"]\n";
+    let c = with_sets(sets, "@chipw AND (ban OR embargo OR curbs)");
+    let x = c.explain(&item("Chip ban", "no embargo on the chip"));
+    assert_eq!(x.matches("chip [@chipw]").count(), 1, "{x}");
+    assert!(
+        x.contains("3 of 3 alternatives matched, each term shown once"),
+        "{x}"
+    );
+    // Distinct terms are all still there, and the header says nothing when none repeats.
+    assert!(x.contains("2 of 3 alternatives matched):"), "{x}");
+    assert_eq!(x.matches("found:").count(), 3, "{x}");
+}
+
 #[test]
 fn unknown_set_is_refused_at_the_name_with_the_closest_names() {
     let lib = SetLibrary::from_files(&[], Some(("sets.toml", SETS))).unwrap();
