@@ -331,7 +331,8 @@ pub struct MatcherBuilder {
     lang_tests: Vec<(Lang, u32)>,
     /// Terms already lowered, by text: what `add_term` reuses when a term comes again.
     terms: FxHashMap<String, Vec<KnownTerm>>,
-    /// Sets already lowered, by (name, scope, caps).
+    /// Sets already lowered in the text being lowered, by (name, scope, caps). Per text: the
+    /// atoms carry the offset of their `@name`, which the lint points at.
     set_nodes: FxHashMap<(String, Option<FieldMask>, bool), Node>,
 }
 
@@ -537,6 +538,12 @@ impl MatcherBuilder {
             lang_test: true,
         });
         a
+    }
+
+    /// Starts lowering another rule text: sets named from now on get atoms of their own (with
+    /// offsets into that text).
+    pub fn next_text(&mut self) {
+        self.set_nodes.clear();
     }
 
     /// Lowers a parsed expression without named sets (an `@name` is an error), registering

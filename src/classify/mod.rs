@@ -452,7 +452,6 @@ impl Classifier {
     }
 }
 
-/// A query on one line, cut to `max` chars (explanations of long multi-line rules stay short).
 /// The rest of [`Classifier::compile_with`] once the terms are lowered: each watch's tree
 /// rewritten for speed and checked, the set weights, the lint. `matcher` has no automata yet.
 fn assemble(
@@ -526,6 +525,7 @@ fn assemble(
     Ok(c)
 }
 
+/// A query on one line, cut to `max` chars (explanations of long multi-line rules stay short).
 fn one_line(q: &str, max: usize) -> String {
     let flat = q.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
@@ -603,6 +603,7 @@ impl Compile<'_> {
             return None;
         }
         let sets = self.sets;
+        self.b.next_text();
         match self.b.lower_with(&expr, &|r| set_terms(sets, r)) {
             Ok(n) => Some(n),
             Err((o, msg, hint)) => {

@@ -384,6 +384,29 @@ fn warnings_for_noisy_rules() {
     assert!(r.contains("warning:"), "{r}");
 }
 
+/// A noisy set term is reported at the `@name` in each watch's own query, though the two
+/// watches name the same set.
+#[test]
+fn noisy_set_terms_are_reported_where_each_watch_names_the_set() {
+    let lib =
+        SetLibrary::from_files(&[], Some(("s.toml", "[sets.chipw]\nen = [\"chips\"]\n"))).unwrap();
+    let c = Classifier::compile_with(
+        &[
+            WatchConfig::new("a", "@chipw"),
+            WatchConfig::new("b", "nvidia OR @chipw"),
+        ],
+        &lib,
+    )
+    .unwrap();
+    let at: Vec<(&str, usize)> = c
+        .warnings()
+        .iter()
+        .filter(|w| w.message.contains("`chips` alone"))
+        .map(|w| (w.watch_id.as_str(), w.offset))
+        .collect();
+    assert_eq!(at, [("a", 0), ("b", 10)]);
+}
+
 #[test]
 fn classifier_is_send_sync() {
     fn is<T: Send + Sync>() {}
