@@ -331,8 +331,8 @@ pub struct MatcherBuilder {
     lang_tests: Vec<(Lang, u32)>,
     /// Terms already lowered, by text: what `add_term` reuses when a term comes again.
     terms: FxHashMap<String, Vec<KnownTerm>>,
-    /// Sets already lowered in the text being lowered, by (name, scope, caps). Per text: the
-    /// atoms carry the offset of their `@name`, which the lint points at.
+    /// Sets already lowered in the text being lowered (see [`MatcherBuilder::lower_with`]), by
+    /// (name, scope, caps).
     set_nodes: FxHashMap<(String, Option<FieldMask>, bool), Node>,
 }
 
@@ -540,12 +540,6 @@ impl MatcherBuilder {
         a
     }
 
-    /// Starts lowering another rule text: sets named from now on get atoms of their own (with
-    /// offsets into that text).
-    pub fn next_text(&mut self) {
-        self.set_nodes.clear();
-    }
-
     /// Lowers a parsed expression without named sets (an `@name` is an error), registering
     /// its terms.
     #[cfg(test)]
@@ -553,11 +547,21 @@ impl MatcherBuilder {
         self.lower_with(e, &|_| Vec::new())
     }
 
-    /// Lowers a parsed expression, registering its terms; `terms` gives the terms an `@name`
-    /// stands for (none: the name is unknown). A set named again with the same scope and
-    /// `caps` is the same OR of the same atoms: the default watches name their sets many
-    /// times over, and lowering each naming anew was most of a config load.
+    /// Lowers one rule text (a query or an exclude), registering its terms; `terms` gives the
+    /// terms an `@name` stands for (none: the name is unknown). A set named again in the text
+    /// with the same scope and `caps` is the same OR of the same atoms: the default watches
+    /// name their sets many times over, and lowering each naming anew was most of a config
+    /// load. Not across texts: atoms carry the offset of their `@name` in this text.
     pub fn lower_with(
+        &mut self,
+        e: &Expr,
+        terms: &dyn Fn(&SetRef) -> Vec<Term>,
+    ) -> Result<Node, LowerError> {
+        self.set_nodes.clear();
+        self.lower_expr(e, terms)
+    }
+
+    fn lower_expr(
         &mut self,
         e: &Expr,
         terms: &dyn Fn(&SetRef) -> Vec<Term>,
@@ -613,24 +617,24 @@ impl MatcherBuilder {
             }
             Expr::And(v) => Node::And(
                 v.iter()
-                    .map(|x| self.lower_with(x, terms))
+                    .map(|x| self.lower_expr(x, terms))
                     .collect::<Result<_, _>>()?,
             ),
             Expr::Or(v) => Node::Or(
                 v.iter()
-                    .map(|x| self.lower_with(x, terms))
+                    .map(|x| self.lower_expr(x, terms))
                     .collect::<Result<_, _>>()?,
             ),
-            Expr::Not(x) => Node::Not(Box::new(self.lower_with(x, terms)?)),
+            Expr::Not(x) => Node::Not(Box::new(self.lower_expr(x, terms)?)),
             Expr::Near { a, b, n, ordered } => Node::Near {
-                a: Box::new(self.lower_with(a, terms)?),
-                b: Box::new(self.lower_with(b, terms)?),
+                a: Box::new(self.lower_expr(a, terms)?),
+                b: Box::new(self.lower_expr(b, terms)?),
                 n: *n,
                 ordered: *ordered,
             },
             Expr::AtLeast { n, inner } => Node::AtLeast {
                 n: *n,
-                inner: Box::new(self.lower_with(inner, terms)?),
+                inner: Box::new(self.lower_expr(inner, terms)?),
             },
         })
     }

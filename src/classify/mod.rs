@@ -159,6 +159,10 @@ pub struct Classifier {
     set_weights: HashMap<String, f64>,
 }
 
+/// Below this many automaton strings, building the automata on a thread of their own costs
+/// more than it saves.
+const THREAD_MIN_STRINGS: usize = 500;
+
 /// Most evidence entries kept per verdict (the score uses all hits).
 const MAX_EVIDENCE: usize = 64;
 
@@ -249,7 +253,7 @@ impl Classifier {
         // checked, which need only the patterns and atoms: for the shipped sets the two halves
         // take about as long. A few rules are not worth a thread.
         let (matcher, strings) = b.finish_parts();
-        let (assembled, built) = if strings.len() < 500 {
+        let (assembled, built) = if strings.len() < THREAD_MIN_STRINGS {
             let assembled = assemble(watches, sets, compiled, matcher, used_sets, errors);
             (assembled, matcher::build_automata(&strings))
         } else {
@@ -603,7 +607,6 @@ impl Compile<'_> {
             return None;
         }
         let sets = self.sets;
-        self.b.next_text();
         match self.b.lower_with(&expr, &|r| set_terms(sets, r)) {
             Ok(n) => Some(n),
             Err((o, msg, hint)) => {
