@@ -9,9 +9,11 @@
 //! Fetching, parsing and everything that is a pure function of an item (classification,
 //! canonical link, cluster signature) run in spawned tasks (bounded by the [`Fetcher`]'s global
 //! and per-host limits), so they use every core; everything that touches the store runs
-//! here, in the loop's own task, one result at a time. So a store transaction is never interrupted by a signal: the loop only looks at
-//! [`Control`] between results, and shutdown drops in-flight *fetches* (whose items were not
-//! stored and will be fetched again), never half a write.
+//! here, in the loop's own task: the results that have finished when the loop looks (at most
+//! [`APPLY_BATCH`]) are applied together in one transaction, so a busy cycle pays one commit
+//! per burst rather than two per feed. So a store transaction is never interrupted by a
+//! signal: the loop only looks at [`Control`] between batches, and shutdown drops in-flight
+//! *fetches* (whose items were not stored and will be fetched again), never half a write.
 //!
 //! The loop is `select!{ biased; control, finished poll, send event, timer }`: control first
 //! so a stop request is never starved by a busy poll cycle. The watchdog is fed from this
@@ -203,6 +205,20 @@ struct StoreFull {
 /// While poll results stream in, the schedule is scanned (and digests, alerts and STATUS=
 /// refreshed) at most this often.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// At most this many finished polls are applied in one store transaction. Each takes a
+/// few milliseconds, so control events (a stop, a reload) wait at most a fraction of a second.
+const APPLY_BATCH: usize = 32;
+
+/// What one applied poll adds to the metrics, counted once its batch is committed.
+#[derive(Default)]
+struct Stored {
+    items: usize,
+    /// One watch id per verdict of the poll's new items.
+    matched: Vec<String>,
+    /// The feed's name, when the poll failed.
+    failed_feed: Option<String>,
+}
 
 /// How often retention runs.
 const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(24);
@@ -472,28 +488,40 @@ impl Daemon {
                     }
                 },
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    match joined {
-                        Ok((url, result, took)) => {
-                            self.inflight_urls.remove(&url);
-                            match self.apply(&url, result, Utc::now()) {
-                                Ok(()) => self.store_recovered(),
-                                Err(e) => self.store_failed(e)?,
-                            }
-                            self.metrics.poll_done(Utc::now().timestamp(), took);
+                    // Whatever else has finished meanwhile is applied with it, in one store
+                    // transaction: a burst of results costs one commit, not two per result.
+                    let mut finished = vec![joined];
+                    while finished.len() < APPLY_BATCH {
+                        match tasks.try_join_next() {
+                            Some(j) => finished.push(j),
+                            None => break,
                         }
-                        Err(e) if e.is_panic() => {
-                            // A panic in a parser is a bug, but one feed must not stop the rest.
-                            // Its message may quote what the feed sent.
-                            tracing::error!(error = %untrusted(&e.to_string()), "a poll task panicked");
-                            // Which feed is unknown: forget what is running (it is re-polled
-                            // when due) but keep the queued ones marked.
-                            self.inflight_urls.clear();
-                            let queued = self.queue.iter().map(|(f, _)| f.url.clone());
-                            self.inflight_urls.extend(queued);
-                        }
-                        Err(_) => {}
                     }
+                    let mut polls = Vec::with_capacity(finished.len());
+                    for joined in finished {
+                        match joined {
+                            Ok((url, result, took)) => {
+                                self.inflight_urls.remove(&url);
+                                self.metrics.poll_done(Utc::now().timestamp(), took);
+                                polls.push((url, result));
+                            }
+                            Err(e) if e.is_panic() => {
+                                // A panic in a parser is a bug, but one feed must not stop the
+                                // rest. Its message may quote what the feed sent.
+                                tracing::error!(error = %untrusted(&e.to_string()), "a poll task panicked");
+                                // Which feed is unknown: forget what is running (it is re-polled
+                                // when due) but keep the queued ones marked.
+                                self.inflight_urls.clear();
+                                let queued = self.queue.iter().map(|(f, _)| f.url.clone());
+                                self.inflight_urls.extend(queued);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    // The fetch slots these results freed are refilled before the writes, so
+                    // the workers fetch and classify while this thread stores.
                     self.spawn_queued(&mut tasks);
+                    self.apply_batch(polls)?;
                     // The last result of a cycle: look at the schedule (and alerts) now.
                     if tasks.is_empty() {
                         next_scan = tokio::time::Instant::now();
@@ -790,9 +818,70 @@ impl Daemon {
 
     /// Records one poll's outcome: new items classified and stored, health and schedule
     /// updated. The only place poll results touch the store.
-    fn apply(&mut self, url: &str, result: PollResult, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// Applies finished polls in one store transaction (see [`Store::begin_batch`]). If any
+    /// write fails — or the commit does, for lack of space — the whole batch is rolled back:
+    /// none of its items or validators is stored, its feeds stay due and are fetched again,
+    /// and the counters (run summary, metrics) count none of it. Only then does
+    /// [`Daemon::store_failed`] decide whether that is a pause (a full disk) or the end.
+    fn apply_batch(&mut self, polls: Vec<(String, PollResult)>) -> anyhow::Result<()> {
+        if polls.is_empty() {
+            return Ok(());
+        }
+        let before = (
+            self.summary.polls,
+            self.summary.failures,
+            self.summary.new_items,
+            self.summary.new_matches,
+            self.feeds_dirty,
+        );
+        let mut stored = Vec::with_capacity(polls.len());
+        let written = || -> anyhow::Result<()> {
+            self.store.begin_batch()?;
+            for (url, result) in polls {
+                stored.push(self.apply(&url, result, Utc::now())?);
+            }
+            self.store.commit_batch()?;
+            Ok(())
+        };
+        match written() {
+            Ok(()) => {
+                for s in stored {
+                    self.metrics.items_stored(s.items);
+                    for w in &s.matched {
+                        self.metrics.matched(w, 1);
+                    }
+                    if let Some(feed) = s.failed_feed {
+                        self.metrics.poll_failed(&feed);
+                    }
+                }
+                self.store_recovered();
+                Ok(())
+            }
+            Err(e) => {
+                self.store.rollback_batch();
+                (
+                    self.summary.polls,
+                    self.summary.failures,
+                    self.summary.new_items,
+                    self.summary.new_matches,
+                    self.feeds_dirty,
+                ) = before;
+                self.store_failed(e)
+            }
+        }
+    }
+
+    /// Applies one poll's result inside the open batch; returns what the metrics count once
+    /// the batch is committed.
+    fn apply(
+        &mut self,
+        url: &str,
+        result: PollResult,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Stored> {
+        let mut stored = Stored::default();
         let Some(feed) = self.cfg.feed(url).cloned() else {
-            return Ok(()); // removed by a reload while in flight
+            return Ok(stored); // removed by a reload while in flight
         };
         let state = self.store.feed(url)?;
         self.summary.polls += 1;
@@ -858,15 +947,14 @@ impl Daemon {
                         }
                     },
                 )?;
-                self.metrics.items_stored(report.inserted.len());
+                stored.items = report.inserted.len();
                 if report.matches > 0 {
                     self.feeds_dirty = true;
                 }
-                for n in &new {
-                    for v in &n.verdicts {
-                        self.metrics.matched(&v.watch_id, 1);
-                    }
-                }
+                stored.matched = new
+                    .iter()
+                    .flat_map(|n| n.verdicts.iter().map(|v| v.watch_id.clone()))
+                    .collect();
                 self.summary.new_items += report.inserted.len();
                 self.summary.new_matches += report.matches;
                 let validators = (etag, last_modified);
@@ -889,7 +977,7 @@ impl Daemon {
             }
             PollResult::Failed { error, retry_after } => {
                 self.summary.failures += 1;
-                self.metrics.poll_failed(&feed.name);
+                stored.failed_feed = Some(feed.name.clone());
                 let failures = state.consecutive_failures + 1;
                 let next = retry::next_poll_after_failure(
                     now,
@@ -904,7 +992,7 @@ impl Daemon {
                     "poll failed: {}", untrusted(&error));
             }
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// The next scheduled digest firing, as wall-clock time in its own zone: "07:30 UTC"

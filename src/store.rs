@@ -619,6 +619,8 @@ pub struct StoredItem {
 
 pub struct Store {
     conn: Connection,
+    /// Inside [`Store::begin_batch`]: writes nest as savepoints of the batch's transaction.
+    batch: bool,
 }
 
 /// How many prepared statements the connection keeps (see [`Store::write`]).
@@ -654,7 +656,7 @@ impl Store {
         // The preview's TEMP copies (see `shadow_for_preview`) keep their REFERENCES clauses,
         // which would look for the referenced tables in TEMP; nothing is written to main here.
         conn.execute_batch("PRAGMA foreign_keys = OFF")?;
-        let store = Store { conn };
+        let store = Store { conn, batch: false };
         let found = store.schema_version()?;
         let known = MIGRATIONS.len() as i64;
         if found > known {
@@ -682,7 +684,7 @@ impl Store {
         // Every per-item and per-poll statement is prepared once and kept (`prepare_cached`);
         // rusqlite's default of 16 would evict some of them on every poll.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let mut store = Store { conn };
+        let mut store = Store { conn, batch: false };
         store.migrate()?;
         Ok(store)
     }
@@ -693,7 +695,14 @@ impl Store {
     /// the write lock is taken at the start, waiting out the busy timeout, because `body`
     /// reads before it writes, and a deferred transaction upgrading its read lock fails at
     /// once, without waiting, when another connection holds or just released the write lock.
+    ///
+    /// Inside a batch ([`Store::begin_batch`]) the same body runs in a savepoint of the
+    /// batch's transaction instead: it is undone alone when it fails, and it is durable only
+    /// when the batch commits.
     fn write<T>(&mut self, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.batch {
+            return self.savepoint(body);
+        }
         struct Open<'c>(&'c Connection);
         impl Drop for Open<'_> {
             fn drop(&mut self) {
@@ -710,6 +719,66 @@ impl Store {
         let value = body(open.0)?;
         open.0.prepare_cached("COMMIT")?.execute([])?;
         Ok(value)
+    }
+
+    fn savepoint<T>(&mut self, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        struct Open<'c>(&'c Connection, bool);
+        impl Drop for Open<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    let _ = self
+                        .0
+                        .prepare_cached("ROLLBACK TO write")
+                        .and_then(|mut st| st.execute([]));
+                    let _ = self
+                        .0
+                        .prepare_cached("RELEASE write")
+                        .and_then(|mut st| st.execute([]));
+                }
+            }
+        }
+        self.conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        let mut open = Open(&self.conn, false);
+        let value = body(open.0)?;
+        open.0.prepare_cached("RELEASE write")?.execute([])?;
+        open.1 = true;
+        Ok(value)
+    }
+
+    /// Opens one write transaction for several poll results (see `daemon`): every write until
+    /// [`Store::commit_batch`] is part of it, so a burst of results costs one commit instead
+    /// of two per result. Only the per-poll writes may run inside — `filter_new`,
+    /// `insert_items`, `record_poll_success`, `record_poll_failure`, `record_gone`, reads —
+    /// not those that open their own transaction (they fail: SQLite does not nest
+    /// `BEGIN`). If the batch is never committed (an error, a drop) nothing of it is stored.
+    pub fn begin_batch(&mut self) -> Result<()> {
+        debug_assert!(!self.batch, "a batch is already open");
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        self.batch = true;
+        Ok(())
+    }
+
+    /// Commits the batch opened by [`Store::begin_batch`]. On failure (a full disk) the whole
+    /// batch is rolled back: none of its results is stored, so each of their feeds stays due
+    /// and is fetched again.
+    pub fn commit_batch(&mut self) -> Result<()> {
+        self.batch = false;
+        let done = self.conn.prepare_cached("COMMIT")?.execute([]).map(drop);
+        if done.is_err() {
+            self.rollback_batch();
+        }
+        Ok(done?)
+    }
+
+    /// Rolls back the batch opened by [`Store::begin_batch`]: nothing of it is stored.
+    pub fn rollback_batch(&mut self) {
+        self.batch = false;
+        if !self.conn.is_autocommit() {
+            let _ = self
+                .conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut st| st.execute([]));
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -1979,6 +2048,67 @@ mod tests {
         assert_eq!(count(&s), 1, "the panicking write left a row");
         s.write(|c| add(c, "https://c.example/feed")).unwrap();
         assert_eq!(count(&s), 2);
+    }
+
+    #[test]
+    fn a_batch_is_stored_whole_or_not_at_all_and_a_failed_write_inside_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        let mut s = Store::open(&db).unwrap();
+        s.sync_feeds([(FEED, "Example")]).unwrap();
+        let ok = PollSuccess {
+            etag: Some("\"v2\"".into()),
+            last_modified: None,
+            next_poll_at: Utc::now(),
+            moved_to: None,
+        };
+        let stored_elsewhere = |db: &Path| -> (i64, Option<String>) {
+            let other = Connection::open(db).unwrap();
+            let n = other
+                .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+                .unwrap();
+            let etag = other
+                .query_row("SELECT etag FROM feeds", [], |r| r.get(0))
+                .unwrap();
+            (n, etag)
+        };
+
+        let one = |s: &mut Store, guid: &str, title: &str| {
+            insert(s, vec![item(Some(guid), None, title)], Utc::now(), "w")
+        };
+
+        // Rolled back: neither the items nor the validators are stored.
+        s.begin_batch().unwrap();
+        one(&mut s, "a", "first");
+        s.record_poll_success(FEED, Utc::now(), &ok).unwrap();
+        assert_eq!(
+            stored_elsewhere(&db),
+            (0, None),
+            "visible before the commit"
+        );
+        s.rollback_batch();
+        assert!(s.conn.is_autocommit());
+        assert_eq!(stored_elsewhere(&db), (0, None));
+        assert_eq!(s.item_count().unwrap(), 0);
+
+        // Committed: everything, including what came after a write that failed, and none of
+        // the failed write itself.
+        s.begin_batch().unwrap();
+        one(&mut s, "a", "first");
+        let failed = s.write(|c| {
+            c.execute("DELETE FROM items", [])?;
+            Err::<(), _>(StoreError::UnknownFeed("stop".into()))
+        });
+        assert!(failed.is_err());
+        assert!(!s.conn.is_autocommit(), "the failed write ended the batch");
+        one(&mut s, "b", "second");
+        s.record_poll_success(FEED, Utc::now(), &ok).unwrap();
+        s.commit_batch().unwrap();
+        assert_eq!(stored_elsewhere(&db), (2, Some("\"v2\"".into())));
+
+        // Outside a batch, writes commit one by one again.
+        one(&mut s, "c", "third");
+        assert_eq!(stored_elsewhere(&db).0, 3);
     }
 
     #[test]
