@@ -1011,7 +1011,9 @@ impl Store {
     /// before `backfill_before` are stored as not reportable. An item that is somehow already
     /// there (same key) is skipped, never duplicated.
     ///
-    /// `assign` is called with each inserted item's id (in order, inside the transaction), and
+    /// `assign` is called with each item's id (in order, inside the transaction, just before
+    /// the item is written; a failed write rolls the transaction back, so the caller's index
+    /// must then be rebuilt — `daemon::Daemon::store_failed` does), and
     /// the cluster of an earlier item with the same canonical URL if there is one (however old:
     /// the in-memory index only spans the cluster window), and returns the item's cluster id —
     /// its own id for a new story, or an earlier item's for the same story told again. The
@@ -1028,31 +1030,52 @@ impl Store {
             let feed_id = Self::feed_id(tx, feed_url)?;
             let mut report = InsertReport::default();
             {
+                // Each item's id is chosen here (what SQLite would choose: one past the
+                // largest), so its cluster is known before the row is written and goes in with
+                // it: no second write of the row and its cluster index per item.
+                let mut next_id: i64 = tx
+                    .prepare_cached("SELECT COALESCE(max(id), 0) + 1 FROM items")?
+                    .query_row([], |r| r.get(0))?;
+                let mut stored =
+                    tx.prepare_cached("SELECT 1 FROM items WHERE feed_id = ?1 AND dedup_key = ?2")?;
                 let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO items (feed_id, dedup_key, guid, link, title, summary, \
+                    "INSERT INTO items (id, feed_id, dedup_key, guid, link, title, summary, \
                     content, authors, categories, published_at, first_seen_at, content_hash, \
-                    reportable, canonical_url, signature, lang) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    reportable, canonical_url, signature, lang, cluster_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                    ?17, ?18)",
                 )?;
-                let mut set_cluster =
-                    tx.prepare_cached("UPDATE items SET cluster_id = ?2 WHERE id = ?1")?;
                 let mut same_url = tx.prepare_cached(
-                "SELECT COALESCE(cluster_id, id) FROM items WHERE canonical_url = ?1 AND id != ?2 \
-                 ORDER BY id LIMIT 1",
-            )?;
+                    "SELECT COALESCE(cluster_id, id) FROM items WHERE canonical_url = ?1 \
+                     ORDER BY id LIMIT 1",
+                )?;
                 let mut ver = tx.prepare_cached(
                     "INSERT OR REPLACE INTO verdicts (item_id, watch_id, score, evidence, \
                     classified_at, reportable) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for n in new {
                     let it = &n.item;
+                    let key = it.dedup_key();
+                    if stored.exists(params![feed_id, key])? {
+                        continue;
+                    }
                     let reportable = match (backfill_before, it.published) {
                         (Some(cut), Some(p)) => p >= cut,
                         _ => true,
                     };
-                    let changed = ins.execute(params![
+                    let item_id = next_id;
+                    next_id += 1;
+                    let known = match &n.canonical_url {
+                        Some(u) => same_url
+                            .query_row(params![u], |r| r.get::<_, i64>(0))
+                            .optional()?,
+                        None => None,
+                    };
+                    let cluster = assign(item_id, n, known);
+                    ins.execute(params![
+                        item_id,
                         feed_id,
-                        it.dedup_key(),
+                        key,
                         it.guid,
                         it.link,
                         it.title,
@@ -1067,18 +1090,8 @@ impl Store {
                         n.canonical_url,
                         n.signature,
                         it.lang,
+                        cluster,
                     ])?;
-                    if changed == 0 {
-                        continue;
-                    }
-                    let item_id = tx.last_insert_rowid();
-                    let known = match &n.canonical_url {
-                        Some(u) => same_url
-                            .query_row(params![u, item_id], |r| r.get::<_, i64>(0))
-                            .optional()?,
-                        None => None,
-                    };
-                    set_cluster.execute(params![item_id, assign(item_id, n, known)])?;
                     report.inserted.push(item_id);
                     if reportable {
                         report.reportable += 1;
@@ -2109,6 +2122,45 @@ mod tests {
         // Outside a batch, writes commit one by one again.
         one(&mut s, "c", "third");
         assert_eq!(stored_elsewhere(&db).0, 3);
+    }
+
+    #[test]
+    fn insert_stores_the_assigned_cluster_and_skips_a_stored_item_without_assigning_it() {
+        let mut s = store();
+        let now = Utc::now();
+        let first = NewItem::plain(item(Some("a"), None, "first"), vec![verdict("w")]);
+        let second = NewItem::plain(item(Some("b"), None, "second"), vec![verdict("w")]);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let mut assign = |id: i64, _: &NewItem, _: Option<i64>| {
+            let mut asked = asked.borrow_mut();
+            asked.push(id);
+            // The second item joins the first one's story.
+            asked[0]
+        };
+        let r = s
+            .insert_items(FEED, &[first.clone(), second], now, None, &mut assign)
+            .unwrap();
+        assert_eq!(
+            r.inserted,
+            *asked.borrow(),
+            "each item is assigned under the id it is stored with"
+        );
+        // Already stored (no `filter_new` before): skipped, and its cluster not asked for.
+        let again = s
+            .insert_items(FEED, &[first], now, None, &mut assign)
+            .unwrap();
+        assert!(again.inserted.is_empty());
+        let asked = asked.into_inner();
+        assert_eq!(asked.len(), 2);
+        let clusters: Vec<(i64, i64)> = s
+            .conn
+            .prepare("SELECT id, cluster_id FROM items ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(clusters, vec![(asked[0], asked[0]), (asked[1], asked[0])]);
     }
 
     #[test]
