@@ -1508,7 +1508,7 @@ impl Store {
              FROM delivery_items d \
              JOIN verdicts v ON v.item_id = d.item_id AND v.watch_id = d.watch_id \
              JOIN items i ON i.id = d.item_id JOIN feeds f ON f.id = i.feed_id \
-             WHERE d.delivery_id = ?1 ORDER BY v.score DESC, i.published_at DESC, i.id",
+             WHERE d.delivery_id = ?1",
             Self::ITEM_COLS
         ))?;
         let rows = st.query_map([delivery_id], Self::match_from_row)?;
@@ -1518,6 +1518,14 @@ impl Store {
             m.evidence = serde_json::from_str(&ev)?;
             out.push(m);
         }
+        // Sorted here rather than by SQLite, whose sorter would copy every row's full text.
+        // As `ORDER BY score DESC, published_at DESC, id` would: no date sorts last.
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| b.item.published.cmp(&a.item.published))
+                .then_with(|| a.item_id.cmp(&b.item_id))
+        });
         Ok(out)
     }
 
@@ -1597,27 +1605,17 @@ impl Store {
             let Some(digest_id) = digest_id else {
                 return Ok(0);
             };
-            // Each statement by an index (items_cluster, the items and delivery_items primary
-            // keys; `+delivery_id` keeps SQLite from choosing the delivery's index instead):
-            // an OR in one statement, or a delete by delivery id, visited every item or every
-            // claim of the delivery once per cluster — quadratic in a large digest.
-            let mut members = tx.prepare_cached(
-                "SELECT id FROM items WHERE cluster_id = ?1 \
-                 UNION ALL SELECT id FROM items WHERE id = ?1 AND cluster_id IS NULL",
-            )?;
+            // One statement per cluster, each by an index (items_cluster, the items and
+            // delivery_items primary keys; `+delivery_id` keeps SQLite from choosing the
+            // delivery's index instead): an OR, or a delete by delivery id, visited every item
+            // or every claim of the delivery once per cluster — quadratic in a large digest.
             let mut unclaim = tx.prepare_cached(
-                "DELETE FROM delivery_items WHERE digest_id = ?1 AND item_id = ?2 \
-                 AND +delivery_id = ?3",
+                "DELETE FROM delivery_items WHERE digest_id = ?1 AND +delivery_id = ?2 \
+                 AND item_id IN (SELECT id FROM items WHERE cluster_id = ?3 \
+                    UNION ALL SELECT id FROM items WHERE id = ?3 AND cluster_id IS NULL)",
             )?;
             for &c in clusters {
-                let items = members
-                    .query_map([c], |r| r.get::<_, i64>(0))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()?;
-                let mut removed = 0;
-                for item in items {
-                    removed += unclaim.execute(params![digest_id, item, delivery_id])?;
-                }
-                if removed > 0 {
+                if unclaim.execute(params![digest_id, delivery_id, c])? > 0 {
                     n += 1;
                 }
             }
@@ -2480,6 +2478,46 @@ mod tests {
             .unwrap();
         assert_eq!((r.emptied, r.forgotten, r.deliveries), (1, 2, 1));
         assert_eq!(s.item_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_delivery_s_stories_come_best_score_first_then_newest_then_oldest_id() {
+        let mut s = store();
+        let t0 = Utc::now() - Duration::minutes(5);
+        s.digest_state("daily", t0).unwrap();
+        let at = |h: i64| Some(t0 - Duration::hours(h));
+        // (guid, score, published)
+        let rows = [
+            ("undated", 2.0, None),
+            ("low", 1.0, at(1)),
+            ("old", 2.0, at(5)),
+            ("new", 2.0, at(1)),
+            ("twin", 2.0, at(1)),
+            ("best", 3.0, at(9)),
+        ];
+        let new: Vec<NewItem> = rows
+            .iter()
+            .map(|&(g, score, published)| {
+                let mut it = item(Some(g), None, g);
+                it.published = published;
+                let mut v = verdict("w");
+                v.score = score;
+                NewItem::plain(it, vec![v])
+            })
+            .collect();
+        s.insert_items(FEED, &new, t0, None, &mut |id, _, _| id)
+            .unwrap();
+        let d = s
+            .claim("daily", Kind::Digest, "email", &["w".into()], t0, false)
+            .unwrap()
+            .unwrap();
+        let order: Vec<String> = s
+            .delivery_stories(d.id)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.item.guid.unwrap())
+            .collect();
+        assert_eq!(order, ["best", "new", "twin", "old", "undated", "low"]);
     }
 
     #[test]
