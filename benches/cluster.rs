@@ -331,6 +331,12 @@ fn main() {
     let start = Instant::now();
     let mut all = ClusterIndex::new(Duration::days(DAYS + 1));
     let empty = live_bytes();
+    // As the daemon's start-up does: room for what is about to be restored, reserved once.
+    all.reserve(
+        items.len(),
+        sigs.iter().map(Signature::len).sum(),
+        urls.iter().filter(|u| u.is_some()).count(),
+    );
     for (i, (_, at, _, _, _)) in items.iter().enumerate() {
         all.restore(
             i as i64,

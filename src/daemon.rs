@@ -237,7 +237,14 @@ fn rebuild_clusters(
     let window = chrono::Duration::from_std(window).unwrap_or_default();
     let mut index = ClusterIndex::new(window);
     let start = now - window;
-    for row in store.cluster_rows(start - CLUSTER_WARMUP)? {
+    let rows = store.cluster_rows(start - CLUSTER_WARMUP)?;
+    let restored = rows.iter().filter(|r| r.first_seen_at >= start);
+    let (items, features, urls) = restored.fold((0, 0, 0), |(n, f, u), r| {
+        let feats = Signature::feature_count(&r.signature);
+        (n + 1, f + feats, u + usize::from(r.canonical_url.is_some()))
+    });
+    index.reserve(items, features, urls);
+    for row in rows {
         let Ok(sig) = Signature::from_bytes(&row.signature) else {
             continue; // an older signature version: it only misses warming up
         };
