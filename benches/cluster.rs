@@ -331,12 +331,9 @@ fn main() {
     let start = Instant::now();
     let mut all = ClusterIndex::new(Duration::days(DAYS + 1));
     let empty = live_bytes();
-    // As the daemon's start-up does: room for what is about to be restored, reserved once.
-    all.reserve(
-        items.len(),
-        sigs.iter().map(Signature::len).sum(),
-        urls.iter().filter(|u| u.is_some()).count(),
-    );
+    // As the daemon's start-up does: room for the entries and maps reserved first, the arena
+    // trimmed after.
+    all.reserve(items.len(), 0, items.len());
     for (i, (_, at, _, _, _)) in items.iter().enumerate() {
         all.restore(
             i as i64,
@@ -347,6 +344,7 @@ fn main() {
             *at,
         );
     }
+    all.shrink_to_fit();
     let restore_time = start.elapsed();
     let held = live_bytes().saturating_sub(empty);
     let feats: usize = sigs.iter().map(Signature::len).sum();

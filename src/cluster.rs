@@ -226,6 +226,17 @@ impl Signature {
 
     /// Reads what [`Signature::to_bytes`] wrote; refuses anything else.
     pub fn from_bytes(b: &[u8]) -> Result<Signature, SignatureError> {
+        let mut sig = Signature::default();
+        sig.read_bytes(b)?;
+        Ok(sig)
+    }
+
+    /// [`Signature::from_bytes`] into this signature, reusing its buffer (for reading many in
+    /// a row). On an error the signature is left empty.
+    pub fn read_bytes(&mut self, b: &[u8]) -> Result<(), SignatureError> {
+        self.feats.clear();
+        self.title = 0;
+        self.nums = 0;
         let (&v, rest) = b.split_first().ok_or(SignatureError::Empty)?;
         if v != SIGNATURE_VERSION {
             return Err(SignatureError::Version(v));
@@ -239,17 +250,21 @@ impl Signature {
         let title = u128::from_le_bytes(m);
         m.copy_from_slice(&masks[16..]);
         let nums = u128::from_le_bytes(m);
-        let feats: Vec<u32> = rest
+        let feats = rest
             .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if feats.windows(2).any(|w| w[0] >= w[1]) {
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        self.feats.extend(feats);
+        let n = self.feats.len();
+        if self.feats.windows(2).any(|w| w[0] >= w[1]) {
+            self.feats.clear();
             return Err(SignatureError::Unsorted);
         }
-        if feats.len() < 128 && (title | nums) >> feats.len() != 0 {
+        if n < 128 && (title | nums) >> n != 0 {
+            self.feats.clear();
             return Err(SignatureError::Mask);
         }
-        Ok(Signature { feats, title, nums })
+        (self.title, self.nums) = (title, nums);
+        Ok(())
     }
 
     /// Lower-case hex of [`Signature::to_bytes`] (for a TEXT column or logs).
@@ -1210,8 +1225,9 @@ impl DfStats {
 /// `count`) and drops the arena's dead front now and then. Slot numbers are logical `u32`s
 /// that may wrap (compared by wrapping distance; a window never holds 2³¹ slots). The same
 /// URL is found through a hash of it and confirmed by a second one ([`UrlHash`]), so no URL
-/// string is kept. A start-up that restores a known number of items reserves for them first
-/// ([`ClusterIndex::reserve`]), so the arena and the entries hold no growth slack. Memory: the
+/// string is kept. A start-up reserves for the items it is about to restore
+/// ([`ClusterIndex::reserve`]) and trims what it did not use ([`ClusterIndex::shrink_to_fit`]),
+/// so the arena and the entries hold no growth slack. Memory: the
 /// 4 MiB of statistics, 8 bytes per feature occurrence, 88 per entry, and the maps by id, by
 /// URL and by distinct feature (`heads`, the largest): about 500 bytes per item at 29 features
 /// (`cargo bench --bench cluster` prints it).
@@ -1258,6 +1274,14 @@ impl ClusterIndex {
         self.slot_back.reserve_exact(features);
         self.by_id.reserve(items);
         self.by_url.reserve(urls);
+    }
+
+    /// Gives back the growth slack of the entries and the feature arena (after a start-up's
+    /// restore; the maps keep theirs, which inserts need).
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.slot_feat.shrink_to_fit();
+        self.slot_back.shrink_to_fit();
     }
 
     /// Counts an item in the word statistics only (no clustering) — for warming them up at
@@ -1865,6 +1889,12 @@ mod tests {
         assert_eq!(Signature::from_bytes(&s.to_bytes()), Ok(s.clone()));
         assert_eq!(Signature::feature_count(&s.to_bytes()), s.len());
         assert_eq!(Signature::feature_count(&[SIGNATURE_VERSION, 1, 2]), 0);
+        // Read into a signature already holding another: replaced whole, or emptied on error.
+        let mut reused = signature("Gallium export licences", "Beijing tightens controls.");
+        reused.read_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(reused, s);
+        assert!(reused.read_bytes(&[SIGNATURE_VERSION, 1, 2]).is_err());
+        assert!(reused.is_empty());
         assert_eq!(Signature::from_hex(&s.to_hex()), Ok(s.clone()));
         assert_eq!(Signature::from_bytes(&[]), Err(SignatureError::Empty));
         assert_eq!(Signature::from_bytes(&[9]), Err(SignatureError::Version(9)));

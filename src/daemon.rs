@@ -237,17 +237,16 @@ fn rebuild_clusters(
     let window = chrono::Duration::from_std(window).unwrap_or_default();
     let mut index = ClusterIndex::new(window);
     let start = now - window;
-    let rows = store.cluster_rows(start - CLUSTER_WARMUP)?;
-    let restored = rows.iter().filter(|r| r.first_seen_at >= start);
-    let (items, features, urls) = restored.fold((0, 0, 0), |(n, f, u), r| {
-        let feats = Signature::feature_count(&r.signature);
-        (n + 1, f + feats, u + usize::from(r.canonical_url.is_some()))
-    });
-    index.reserve(items, features, urls);
-    for row in rows {
-        let Ok(sig) = Signature::from_bytes(&row.signature) else {
-            continue; // an older signature version: it only misses warming up
-        };
+    // Sized for the items about to be restored (their maps would rehash as they grow); the
+    // feature arena, whose size only reading tells, grows and is trimmed at the end.
+    let items = store.items_seen_since(start)?;
+    index.reserve(items, 0, items);
+    // One signature buffer for every row: the rows are lent, and so is this.
+    let mut sig = Signature::default();
+    store.each_cluster_row(start - CLUSTER_WARMUP, &mut |row| {
+        if sig.read_bytes(row.signature).is_err() {
+            return; // an older signature version: it only misses warming up
+        }
         if row.first_seen_at < start {
             index.observe(&sig);
         } else {
@@ -255,12 +254,13 @@ fn rebuild_clusters(
                 row.id,
                 row.feed_id,
                 row.cluster_id,
-                row.canonical_url.as_deref(),
+                row.canonical_url,
                 &sig,
                 row.first_seen_at,
             );
         }
-    }
+    })?;
+    index.shrink_to_fit();
     Ok(index)
 }
 

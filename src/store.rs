@@ -444,14 +444,15 @@ impl NewItem {
     }
 }
 
-/// An item as the cluster index needs it at start-up.
-#[derive(Debug, Clone)]
-pub struct ClusterRow {
+/// An item as the cluster index needs it at start-up, borrowed from the row being read
+/// ([`Store::each_cluster_row`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterRow<'r> {
     pub id: i64,
     pub feed_id: i64,
     pub cluster_id: i64,
-    pub canonical_url: Option<String>,
-    pub signature: Vec<u8>,
+    pub canonical_url: Option<&'r str>,
+    pub signature: &'r [u8],
     pub first_seen_at: DateTime<Utc>,
 }
 
@@ -1181,24 +1182,44 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Items first seen at or after `since` that carry a signature, oldest first: what the
-    /// cluster index is rebuilt from at start-up.
-    pub fn cluster_rows(&self, since: DateTime<Utc>) -> Result<Vec<ClusterRow>> {
-        let mut st = self.conn.prepare(
+    /// Calls `each` with every item first seen at or after `since` that has a signature, in
+    /// id order (the order they were stored and clustered in). The row's text is lent, not
+    /// copied: a start-up reads a hundred thousand of them.
+    pub fn each_cluster_row(
+        &self,
+        since: DateTime<Utc>,
+        each: &mut dyn FnMut(ClusterRow<'_>),
+    ) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
             "SELECT id, COALESCE(cluster_id, id), canonical_url, signature, first_seen_at, feed_id \
              FROM items WHERE first_seen_at >= ?1 AND signature IS NOT NULL ORDER BY id",
         )?;
-        let rows = st.query_map([ts(since)], |r| {
-            Ok(ClusterRow {
+        let mut rows = st.query([ts(since)])?;
+        while let Some(r) = rows.next()? {
+            use rusqlite::types::Type;
+            let bad =
+                |col, ty| move |e| rusqlite::Error::FromSqlConversionFailure(col, ty, Box::new(e));
+            each(ClusterRow {
                 id: r.get(0)?,
                 cluster_id: r.get(1)?,
-                canonical_url: r.get(2)?,
-                signature: r.get(3)?,
+                canonical_url: r.get_ref(2)?.as_str_or_null().map_err(bad(2, Type::Text))?,
+                signature: r.get_ref(3)?.as_blob().map_err(bad(3, Type::Blob))?,
                 first_seen_at: from_ts(r.get(4)?),
                 feed_id: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            });
+        }
+        Ok(())
+    }
+
+    /// How many items were first seen at or after `since`: at least as many as
+    /// [`Store::each_cluster_row`] hands over (those without a signature count too), read from
+    /// the `items_seen` index alone.
+    pub fn items_seen_since(&self, since: DateTime<Utc>) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM items WHERE first_seen_at >= ?1")?
+            .query_row([ts(since)], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Retention. Items first seen before `items_before` lose their text, signature and
@@ -2159,6 +2180,54 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(clusters, vec![(asked[0], asked[0]), (asked[1], asked[0])]);
+    }
+
+    #[test]
+    fn cluster_rows_are_lent_in_id_order_from_a_time_on_and_counted() {
+        let mut s = store();
+        let now = Utc::now();
+        let with = |guid: &str, url: Option<&str>, sig: &[u8]| NewItem {
+            canonical_url: url.map(str::to_string),
+            signature: (!sig.is_empty()).then(|| sig.to_vec()),
+            verdicts: Vec::new(),
+            item: item(Some(guid), None, guid),
+        };
+        let old = [with("old", None, &[1; 41])];
+        s.insert_items(
+            FEED,
+            &old,
+            now - Duration::days(2),
+            None,
+            &mut |id, _, _| id,
+        )
+        .unwrap();
+        let recent = [
+            with("a", Some("https://x.test/a"), &[2; 37]),
+            with("unsigned", None, &[]),
+            with("b", None, &[3; 45]),
+        ];
+        let ids = s
+            .insert_items(FEED, &recent, now, None, &mut |id, _, _| id)
+            .unwrap()
+            .inserted;
+        let since = now - Duration::days(1);
+        let mut seen = Vec::new();
+        s.each_cluster_row(since, &mut |r| {
+            seen.push((r.id, r.canonical_url.map(str::to_string), r.signature.len()))
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (ids[0], Some("https://x.test/a".to_string()), 37),
+                (ids[2], None, 45)
+            ]
+        );
+        assert_eq!(
+            s.items_seen_since(since).unwrap(),
+            3,
+            "the unsigned one too"
+        );
     }
 
     #[test]
