@@ -1614,7 +1614,7 @@ impl Store {
     /// stories handed back.
     pub fn release(&mut self, delivery_id: i64, clusters: &[i64]) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut n = 0;
+        let n;
         {
             let digest_id: Option<String> = tx
                 .query_row(
@@ -1626,20 +1626,31 @@ impl Store {
             let Some(digest_id) = digest_id else {
                 return Ok(0);
             };
-            // One statement per cluster, each by an index (items_cluster, the items and
-            // delivery_items primary keys; `+delivery_id` keeps SQLite from choosing the
-            // delivery's index instead): an OR, or a delete by delivery id, visited every item
-            // or every claim of the delivery once per cluster — quadratic in a large digest.
+            // One pass over the delivery's own claims (by its index), each claim of a released
+            // story deleted by its primary key. Looking the clusters up one by one instead
+            // (an `IN` subquery, or the members then their claims) costs a statement and a
+            // temporary table per cluster; an OR of them in one statement, or a delete by
+            // delivery id per cluster, was quadratic in a large digest.
+            let released: std::collections::HashSet<i64> = clusters.iter().copied().collect();
+            let claims: Vec<(i64, String, i64)> = tx
+                .prepare_cached(
+                    "SELECT d.item_id, d.watch_id, COALESCE(i.cluster_id, i.id) \
+                     FROM delivery_items d JOIN items i ON i.id = d.item_id \
+                     WHERE d.delivery_id = ?1",
+                )?
+                .query_map([delivery_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
             let mut unclaim = tx.prepare_cached(
-                "DELETE FROM delivery_items WHERE digest_id = ?1 AND +delivery_id = ?2 \
-                 AND item_id IN (SELECT id FROM items WHERE cluster_id = ?3 \
-                    UNION ALL SELECT id FROM items WHERE id = ?3 AND cluster_id IS NULL)",
+                "DELETE FROM delivery_items WHERE digest_id = ?1 AND item_id = ?2 AND watch_id = ?3",
             )?;
-            for &c in clusters {
-                if unclaim.execute(params![digest_id, delivery_id, c])? > 0 {
-                    n += 1;
+            let mut emptied = std::collections::HashSet::new();
+            for (item, watch, cluster) in claims {
+                if released.contains(&cluster) {
+                    unclaim.execute(params![digest_id, item, watch])?;
+                    emptied.insert(cluster);
                 }
             }
+            n = emptied.len();
         }
         tx.execute(
             "UPDATE deliveries SET deferred = deferred + ?2 WHERE id = ?1 AND status = 'pending'",
@@ -2587,6 +2598,55 @@ mod tests {
             .map(|m| m.item.guid.unwrap())
             .collect();
         assert_eq!(order, ["best", "new", "twin", "old", "undated", "low"]);
+    }
+
+    #[test]
+    fn releasing_a_story_hands_back_every_item_and_watch_of_its_cluster() {
+        let mut s = store();
+        let t0 = Utc::now() - Duration::minutes(5);
+        s.digest_state("daily", t0).unwrap();
+        let both = || vec![verdict("w"), verdict("v")];
+        let new = [
+            NewItem::plain(item(Some("lead"), None, "lead"), both()),
+            NewItem::plain(item(Some("rewrite"), None, "rewrite"), vec![verdict("w")]),
+            NewItem::plain(item(Some("other"), None, "other"), both()),
+        ];
+        let mut first = None;
+        let ids = s
+            .insert_items(FEED, &new, t0, None, &mut |id, n, _| {
+                // The rewrite joins the lead's story.
+                let lead = *first.get_or_insert(id);
+                if n.item.guid.as_deref() == Some("rewrite") {
+                    lead
+                } else {
+                    id
+                }
+            })
+            .unwrap()
+            .inserted;
+        let watches = ["w".to_string(), "v".to_string()];
+        let d = s
+            .claim("daily", Kind::Digest, "email", &watches, t0, false)
+            .unwrap()
+            .unwrap();
+        let claimed = |s: &Store| -> Vec<(i64, String)> {
+            s.conn
+                .prepare("SELECT item_id, watch_id FROM delivery_items ORDER BY item_id, watch_id")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(claimed(&s).len(), 5);
+        // The lead's story: three claims, one story handed back. The same again: nothing left.
+        assert_eq!(s.release(d.id, &[ids[0]]).unwrap(), 1);
+        assert_eq!(s.release(d.id, &[ids[0]]).unwrap(), 0);
+        assert_eq!(
+            claimed(&s),
+            vec![(ids[2], "v".to_string()), (ids[2], "w".to_string())]
+        );
+        assert_eq!(s.delivery(d.id).unwrap().deferred, 1);
     }
 
     #[test]
