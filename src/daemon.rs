@@ -823,8 +823,6 @@ impl Daemon {
         Ok(wake.max(now))
     }
 
-    /// Records one poll's outcome: new items classified and stored, health and schedule
-    /// updated. The only place poll results touch the store.
     /// Applies finished polls in one store transaction (see [`Store::begin_batch`]). If any
     /// write fails — or the commit does, for lack of space — the whole batch is rolled back:
     /// none of its items or validators is stored, its feeds stay due and are fetched again,
@@ -878,8 +876,9 @@ impl Daemon {
         }
     }
 
-    /// Applies one poll's result inside the open batch; returns what the metrics count once
-    /// the batch is committed.
+    /// Records one poll's outcome, inside the open batch: new items classified and stored,
+    /// health and schedule updated. The only place poll results touch the store. Returns what
+    /// the metrics count once the batch is committed.
     fn apply(
         &mut self,
         url: &str,
