@@ -157,6 +157,14 @@ impl Verdict {
     }
 }
 
+/// So code that takes items can take them bare or inside a richer record
+/// (`store::NewItem`, which carries the item's verdicts and clustering data).
+impl AsRef<Item> for Item {
+    fn as_ref(&self) -> &Item {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,13 +197,5 @@ mod tests {
         assert_eq!(a.content_hash(), b.content_hash());
         b.title = "Curbs!".into();
         assert_ne!(a.content_hash(), b.content_hash());
-    }
-}
-
-/// So code that takes items can take them bare or inside a richer record
-/// (`store::NewItem`, which carries the item's verdicts and clustering data).
-impl AsRef<Item> for Item {
-    fn as_ref(&self) -> &Item {
-        self
     }
 }
