@@ -1228,15 +1228,19 @@ impl DfStats {
 /// string is kept. A start-up reserves for the items it is about to restore
 /// ([`ClusterIndex::reserve`]) and trims what it did not use ([`ClusterIndex::shrink_to_fit`]),
 /// so the arena and the entries hold no growth slack. Memory: the
-/// 4 MiB of statistics, 8 bytes per feature occurrence, 88 per entry, and the maps by id, by
-/// URL and by distinct feature (`heads`, the largest): about 500 bytes per item at 29 features
-/// (`cargo bench --bench cluster` prints it).
+/// 4 MiB of statistics, 8 bytes per feature occurrence, 88 per entry, and the maps by URL
+/// and by distinct feature (`heads`, the largest); items are found by id by binary search
+/// (`by_id` only for items that came out of id order). About 480 bytes per item at 29
+/// features (`cargo bench --bench cluster` prints it).
 pub struct ClusterIndex {
     window: Duration,
     /// Insertion order; `entries[k]` has sequence number `base + k`.
     entries: VecDeque<Entry>,
     base: u64,
-    by_id: FxHashMap<i64, u64>,
+    /// Item id → sequence number, kept only once an item arrived out of id order. Until then
+    /// (always, in the daemon: the store hands out ids in increasing order and start-up
+    /// restores in id order) the entries are sorted by id and found by binary search.
+    by_id: Option<FxHashMap<i64, u64>>,
     /// The slot arena; `slot_feat[k]` is logical slot `slot_base + k`.
     slot_feat: Vec<u32>,
     slot_back: Vec<u32>,
@@ -1255,7 +1259,7 @@ impl ClusterIndex {
             window: window.max(Duration::zero()),
             entries: VecDeque::new(),
             base: 0,
-            by_id: FxHashMap::default(),
+            by_id: None,
             slot_feat: Vec::new(),
             slot_back: Vec::new(),
             slot_base: 0,
@@ -1272,7 +1276,6 @@ impl ClusterIndex {
         self.entries.reserve_exact(items);
         self.slot_feat.reserve_exact(features);
         self.slot_back.reserve_exact(features);
-        self.by_id.reserve(items);
         self.by_url.reserve(urls);
     }
 
@@ -1305,7 +1308,7 @@ impl ClusterIndex {
 
     /// The cluster of an item still in the index.
     pub fn cluster_of(&self, id: i64) -> Option<i64> {
-        self.entry(*self.by_id.get(&id)?).map(|e| e.cluster)
+        self.entry(self.seq_of_id(id)?).map(|e| e.cluster)
     }
 
     /// Places a new item and remembers it. Returns the cluster it joined (`None` when it
@@ -1362,7 +1365,7 @@ impl ClusterIndex {
         sig: &Signature,
         at: DateTime<Utc>,
     ) {
-        if self.by_id.contains_key(&id) {
+        if self.seq_of_id(id).is_some() {
             return;
         }
         self.push(id, feed, cluster, canonical_url, sig, at.timestamp());
@@ -1390,7 +1393,12 @@ impl ClusterIndex {
             };
             let seq = self.base;
             self.base += 1;
-            self.by_id.remove(&e.id);
+            if let Some(m) = &mut self.by_id {
+                m.remove(&e.id);
+                if m.is_empty() {
+                    self.by_id = None; // what is left (nothing) is in id order again
+                }
+            }
             let start = e.first.wrapping_sub(self.slot_base) as usize;
             for f in &self.slot_feat[start..start + usize::from(e.len)] {
                 // This entry holds the oldest occurrence of each of its features, the tail of
@@ -1485,6 +1493,17 @@ impl ClusterIndex {
         let total = self.stats.total;
         total < GENERIC_DF_MIN_DOCS
             || f64::from(self.stats.df(f)) <= GENERIC_DF_SHARE * total as f64
+    }
+
+    /// The sequence number of the entry of item `id`, if it is in the index.
+    fn seq_of_id(&self, id: i64) -> Option<u64> {
+        match &self.by_id {
+            Some(m) => m.get(&id).copied(),
+            None => {
+                let k = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
+                Some(self.base + k as u64)
+            }
+        }
     }
 
     fn entry(&self, seq: u64) -> Option<&Entry> {
@@ -1605,7 +1624,14 @@ impl ClusterIndex {
         if let Some(u) = url {
             self.by_url.insert(u.key.get(), seq);
         }
-        self.by_id.insert(id, seq);
+        let in_order = self.entries.back().map_or(true, |b| b.id < id);
+        if !in_order && self.by_id.is_none() {
+            let ids = self.entries.iter().enumerate();
+            self.by_id = Some(ids.map(|(k, e)| (e.id, self.base + k as u64)).collect());
+        }
+        if let Some(m) = &mut self.by_id {
+            m.insert(id, seq);
+        }
         self.entries.push_back(Entry {
             id,
             feed,
@@ -1995,6 +2021,32 @@ mod tests {
     }
 
     #[test]
+    fn items_are_found_by_id_in_and_out_of_id_order() {
+        let mut ix = ClusterIndex::new(Duration::days(2));
+        let sig = |k: u32| signature(&format!("story number{k} about gallium"), "");
+        for (id, h) in [(10, 0), (20, 1), (30, 2)] {
+            ix.restore(id, 1, id, None, &sig(id as u32), t(h));
+        }
+        assert!(ix.by_id.is_none(), "in id order: no map");
+        assert_eq!(ix.cluster_of(20), Some(20));
+        assert_eq!(ix.cluster_of(25), None);
+        // An id below the last one: the index keeps a map from then on, and finds them all.
+        ix.restore(15, 1, 10, None, &sig(15), t(3));
+        assert!(ix.by_id.is_some());
+        for (id, c) in [(10, 10), (15, 10), (20, 20), (30, 30)] {
+            assert_eq!(ix.cluster_of(id), Some(c), "{id}");
+        }
+        // Restoring a known id again changes nothing.
+        ix.restore(20, 1, 99, None, &sig(20), t(4));
+        assert_eq!((ix.len(), ix.cluster_of(20)), (4, Some(20)));
+        ix.prune(t(1000));
+        assert!(ix.is_empty() && ix.by_id.is_none());
+        ix.restore(5, 1, 5, None, &sig(5), t(1000));
+        assert_eq!(ix.cluster_of(5), Some(5));
+        assert!(ix.by_id.is_none(), "empty again, so in order again");
+    }
+
+    #[test]
     fn window_and_prune() {
         let mut ix = ClusterIndex::new(Duration::days(2));
         let a = signature(
@@ -2013,7 +2065,7 @@ mod tests {
         ix.prune(t(1000));
         assert!(ix.is_empty());
         assert!(ix.heads.is_empty() && ix.slot_feat.len() < 2048);
-        assert!(ix.by_url.is_empty() && ix.by_id.is_empty());
+        assert!(ix.by_url.is_empty() && ix.by_id.is_none());
     }
 
     #[test]
