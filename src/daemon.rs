@@ -9,11 +9,12 @@
 //! Fetching, parsing and everything that is a pure function of an item (classification,
 //! canonical link, cluster signature) run in spawned tasks (bounded by the [`Fetcher`]'s global
 //! and per-host limits), so they use every core; everything that touches the store runs
-//! here, in the loop's own task: the results that have finished when the loop looks (at most
-//! [`APPLY_BATCH`]) are applied together in one transaction, so a busy cycle pays one commit
-//! per burst rather than two per feed. So a store transaction is never interrupted by a
-//! signal: the loop only looks at [`Control`] between batches, and shutdown drops in-flight
-//! *fetches* (whose items were not stored and will be fetched again), never half a write.
+//! here, in the loop's own task: finished results are applied together in one transaction
+//! (at most [`APPLY_BATCH`], the first waiting at most [`APPLY_WAIT`] for others), so a busy
+//! cycle pays one commit per batch rather than two per feed. So a store transaction is never
+//! interrupted by a signal: the loop only looks at [`Control`] between batches, and shutdown
+//! stores the results already fetched and drops in-flight *fetches* (whose items were not
+//! stored and will be fetched again), never half a write.
 //!
 //! The loop is `select!{ biased; control, finished poll, send event, timer }`: control first
 //! so a stop request is never starved by a busy poll cycle. The watchdog is fed from this
@@ -210,6 +211,45 @@ const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// few milliseconds, so control events (a stop, a reload) wait at most a fraction of a second.
 const APPLY_BATCH: usize = 32;
 
+/// How long a finished poll may wait for others to share its store transaction. While the
+/// loop keeps up with the fetches, results come one at a time; each commit writes the pages it
+/// dirtied to the WAL, and the pages every result touches (the ends of the rowid and time
+/// indexes, the verdicts) are written once per batch instead of once per result. A story
+/// reaches the store, and an alert its watch, at most this much later.
+const APPLY_WAIT: Duration = Duration::from_millis(20);
+
+/// Finished polls not yet stored, and by when they must be.
+#[derive(Default)]
+struct Waiting {
+    polls: Vec<(String, PollResult)>,
+    apply_at: Option<tokio::time::Instant>,
+}
+
+impl Waiting {
+    /// How many more results the batch takes.
+    fn room(&self) -> usize {
+        APPLY_BATCH.saturating_sub(self.polls.len())
+    }
+
+    /// After results arrived: store them now — a full batch, or the last poll of the cycle
+    /// (nothing else running) — or wait, until [`APPLY_WAIT`] after the oldest of them.
+    fn store_now(&mut self, now: tokio::time::Instant, others_running: bool) -> bool {
+        if self.polls.is_empty() {
+            return false;
+        }
+        if self.polls.len() >= APPLY_BATCH || !others_running {
+            return true;
+        }
+        self.apply_at.get_or_insert(now + APPLY_WAIT);
+        false
+    }
+
+    fn take(&mut self) -> Vec<(String, PollResult)> {
+        self.apply_at = None;
+        std::mem::take(&mut self.polls)
+    }
+}
+
 /// What one applied poll adds to the metrics, counted once its batch is committed.
 #[derive(Default)]
 struct Stored {
@@ -397,6 +437,7 @@ impl Daemon {
         // O(feeds). They run when the loop is idle or at most every SCAN_EVERY while results
         // stream in, never once per result (quadratic with thousands of feeds).
         let mut next_scan = tokio::time::Instant::now();
+        let mut waiting = Waiting::default();
         loop {
             let now = Utc::now();
             if opts.once {
@@ -484,6 +525,9 @@ impl Daemon {
                         tracing::info!(in_flight = tasks.len(), sending = self.sending.len(), "shutting down");
                         tasks.abort_all();
                         self.queue.clear();
+                        // Results already fetched are stored first: a short write, and their
+                        // feeds need not be fetched again.
+                        self.apply_batch(waiting.take())?;
                         // A send still running is dropped: its delivery stays pending and goes
                         // out with the same Message-ID on the next start. What it already
                         // reported (a recipient served) is recorded first — short writes.
@@ -495,32 +539,31 @@ impl Daemon {
                     }
                 },
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    // Whatever else has finished meanwhile is applied with it, in one store
-                    // transaction: a burst of results costs one commit, not two per result.
+                    // Whatever else has finished meanwhile joins the results waiting to be
+                    // stored; they are applied together, in one store transaction.
                     let mut finished = vec![joined];
-                    while finished.len() < APPLY_BATCH {
+                    while finished.len() < waiting.room() {
                         match tasks.try_join_next() {
                             Some(j) => finished.push(j),
                             None => break,
                         }
                     }
-                    let mut polls = Vec::with_capacity(finished.len());
                     for joined in finished {
                         match joined {
                             Ok((url, result, took)) => {
-                                self.inflight_urls.remove(&url);
                                 self.metrics.poll_done(Utc::now().timestamp(), took);
-                                polls.push((url, result));
+                                waiting.polls.push((url, result));
                             }
                             Err(e) if e.is_panic() => {
                                 // A panic in a parser is a bug, but one feed must not stop the
                                 // rest. Its message may quote what the feed sent.
                                 tracing::error!(error = %untrusted(&e.to_string()), "a poll task panicked");
                                 // Which feed is unknown: forget what is running (it is re-polled
-                                // when due) but keep the queued ones marked.
+                                // when due) but keep the queued and the unstored ones marked.
                                 self.inflight_urls.clear();
                                 let queued = self.queue.iter().map(|(f, _)| f.url.clone());
-                                self.inflight_urls.extend(queued);
+                                let unstored = waiting.polls.iter().map(|(u, _)| u.clone());
+                                self.inflight_urls.extend(queued.chain(unstored));
                             }
                             Err(_) => {}
                         }
@@ -528,12 +571,18 @@ impl Daemon {
                     // The fetch slots these results freed are refilled before the writes, so
                     // the workers fetch and classify while this thread stores.
                     self.spawn_queued(&mut tasks);
-                    self.apply_batch(polls)?;
+                    if waiting.store_now(tokio::time::Instant::now(), !tasks.is_empty()) {
+                        self.apply_batch(waiting.take())?;
+                    }
                     // The last result of a cycle: look at the schedule (and alerts) now.
                     if tasks.is_empty() {
                         next_scan = tokio::time::Instant::now();
                         self.report_problems = true;
                     }
+                }
+                _ = tokio::time::sleep_until(waiting.apply_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if waiting.apply_at.is_some() => {
+                    self.apply_batch(waiting.take())?;
                 }
                 Some(ev) = self.send_rx.recv() => {
                     let done = matches!(ev, SendEvent::Done { .. });
@@ -831,6 +880,10 @@ impl Daemon {
     fn apply_batch(&mut self, polls: Vec<(String, PollResult)>) -> anyhow::Result<()> {
         if polls.is_empty() {
             return Ok(());
+        }
+        // Marked as polling until now, so no scan started them again while they waited.
+        for (url, _) in &polls {
+            self.inflight_urls.remove(url);
         }
         let before = (
             self.summary.polls,
@@ -1377,5 +1430,44 @@ async fn poll(
     PollResult::Failed {
         error: "the page's feed link leads to another page, not a feed".into(),
         retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_wait_for_company_until_the_batch_is_full_or_the_cycle_ends() {
+        let t0 = tokio::time::Instant::now();
+        let mut w = Waiting::default();
+        assert!(!w.store_now(t0, true), "nothing to store");
+        assert_eq!(w.apply_at, None);
+
+        // One result while others run: it waits, until APPLY_WAIT after it arrived.
+        w.polls.push(("a".into(), PollResult::Gone));
+        assert!(!w.store_now(t0, true));
+        assert_eq!(w.apply_at, Some(t0 + APPLY_WAIT));
+        // Later ones do not push that back.
+        w.polls.push(("b".into(), PollResult::Gone));
+        assert!(!w.store_now(t0 + Duration::from_millis(5), true));
+        assert_eq!(w.apply_at, Some(t0 + APPLY_WAIT));
+        assert_eq!(w.room(), APPLY_BATCH - 2);
+
+        // The cycle's last result: at once.
+        assert!(w.store_now(t0, false));
+        let taken = w.take();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(
+            (w.polls.len(), w.apply_at, w.room()),
+            (0, None, APPLY_BATCH)
+        );
+
+        // A full batch: at once, however many are still running.
+        for k in 0..APPLY_BATCH {
+            w.polls.push((k.to_string(), PollResult::Gone));
+        }
+        assert_eq!(w.room(), 0);
+        assert!(w.store_now(t0, true));
     }
 }
