@@ -218,12 +218,6 @@ impl Signature {
         out
     }
 
-    /// How many features the bytes of [`Signature::to_bytes`] hold, without reading them (0
-    /// for what is too short to be one).
-    pub fn feature_count(b: &[u8]) -> usize {
-        b.len().saturating_sub(33) / 4
-    }
-
     /// Reads what [`Signature::to_bytes`] wrote; refuses anything else.
     pub fn from_bytes(b: &[u8]) -> Result<Signature, SignatureError> {
         let mut sig = Signature::default();
@@ -1271,7 +1265,7 @@ impl ClusterIndex {
 
     /// Makes room for `items` more entries holding `features` feature occurrences in all, `urls`
     /// of them with a canonical URL — what a start-up is about to [restore](Self::restore), so
-    /// the index is allocated once, at its size.
+    /// the index is not grown (and its maps rehashed) step by step.
     pub fn reserve(&mut self, items: usize, features: usize, urls: usize) {
         self.entries.reserve_exact(items);
         self.slot_feat.reserve_exact(features);
@@ -1913,8 +1907,6 @@ mod tests {
         );
         assert!(s.len() >= 5);
         assert_eq!(Signature::from_bytes(&s.to_bytes()), Ok(s.clone()));
-        assert_eq!(Signature::feature_count(&s.to_bytes()), s.len());
-        assert_eq!(Signature::feature_count(&[SIGNATURE_VERSION, 1, 2]), 0);
         // Read into a signature already holding another: replaced whole, or emptied on error.
         let mut reused = signature("Gallium export licences", "Beijing tightens controls.");
         reused.read_bytes(&s.to_bytes()).unwrap();
