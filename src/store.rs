@@ -825,9 +825,12 @@ impl Store {
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
+            // A feed whose name did not change is not written: a start with 10,000 feeds
+            // would otherwise rewrite every row of the table (and every page to the WAL).
             let mut up = tx.prepare(
                 "INSERT INTO feeds (url, name) VALUES (?1, ?2) \
-                 ON CONFLICT(url) DO UPDATE SET name = excluded.name",
+                 ON CONFLICT(url) DO UPDATE SET name = excluded.name \
+                 WHERE name IS NOT excluded.name",
             )?;
             for (url, name) in feeds {
                 up.execute(params![url, name])?;
@@ -2431,6 +2434,40 @@ mod tests {
             .claim("late", Kind::Digest, "log", &["w".into()], now, true)
             .unwrap();
         assert!(d.is_some(), "send_empty creates a delivery anyway");
+    }
+
+    #[test]
+    fn syncing_feeds_adds_and_renames_and_writes_nothing_when_nothing_changed() {
+        let mut s = Store::open_in_memory().unwrap();
+        let names = |s: &Store| -> Vec<(String, String)> {
+            s.conn
+                .prepare("SELECT url, name FROM feeds ORDER BY url")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        s.sync_feeds([("https://a.test/f", "A"), ("https://b.test/f", "B")])
+            .unwrap();
+        let before = s.conn.total_changes();
+        s.sync_feeds([("https://a.test/f", "A"), ("https://b.test/f", "B")])
+            .unwrap();
+        assert_eq!(
+            s.conn.total_changes(),
+            before,
+            "an unchanged config wrote rows"
+        );
+        s.sync_feeds([("https://a.test/f", "A"), ("https://b.test/f", "Bee")])
+            .unwrap();
+        assert_eq!(s.conn.total_changes(), before + 1);
+        assert_eq!(
+            names(&s),
+            [
+                ("https://a.test/f".to_string(), "A".to_string()),
+                ("https://b.test/f".to_string(), "Bee".to_string())
+            ]
+        );
     }
 
     #[test]
