@@ -250,10 +250,15 @@ impl Waiting {
     }
 }
 
-/// What one applied poll adds to the metrics, counted once its batch is committed.
+/// What one applied poll adds to the run's summary and the metrics, counted once its batch is
+/// committed (a rolled-back batch counts nothing).
 #[derive(Default)]
 struct Stored {
+    /// The poll counts (its feed is still configured).
+    polled: bool,
+    /// New items stored, and the reportable matches among their verdicts.
     items: usize,
+    matches: usize,
     /// One watch id per verdict of the poll's new items.
     matched: Vec<String>,
     /// The feed's name, when the poll failed.
@@ -277,10 +282,9 @@ fn rebuild_clusters(
     let window = chrono::Duration::from_std(window).unwrap_or_default();
     let mut index = ClusterIndex::new(window);
     let start = now - window;
-    // Sized for the items about to be restored (their maps would rehash as they grow); the
-    // feature arena, whose size only reading tells, grows and is trimmed at the end.
+    // Sized for the items about to be restored; the feature arena is trimmed at the end.
     let items = store.items_seen_since(start)?;
-    index.reserve(items, 0, items);
+    index.reserve(items, items);
     // One signature buffer for every row: the rows are lent, and so is this.
     let mut sig = Signature::default();
     store.each_cluster_row(start - CLUSTER_WARMUP, &mut |row| {
@@ -885,13 +889,6 @@ impl Daemon {
         for (url, _) in &polls {
             self.inflight_urls.remove(url);
         }
-        let before = (
-            self.summary.polls,
-            self.summary.failures,
-            self.summary.new_items,
-            self.summary.new_matches,
-            self.feeds_dirty,
-        );
         let mut stored = Vec::with_capacity(polls.len());
         let written = || -> anyhow::Result<()> {
             self.store.begin_batch()?;
@@ -904,11 +901,17 @@ impl Daemon {
         match written() {
             Ok(()) => {
                 for s in stored {
+                    self.summary.polls += usize::from(s.polled);
+                    self.summary.new_items += s.items;
+                    self.summary.new_matches += s.matches;
+                    // The Atom feeds are rewritten after a cycle that stored matches.
+                    self.feeds_dirty |= s.matches > 0;
                     self.metrics.items_stored(s.items);
                     for w in &s.matched {
                         self.metrics.matched(w, 1);
                     }
                     if let Some(feed) = s.failed_feed {
+                        self.summary.failures += 1;
                         self.metrics.poll_failed(&feed);
                     }
                 }
@@ -917,13 +920,6 @@ impl Daemon {
             }
             Err(e) => {
                 self.store.rollback_batch();
-                (
-                    self.summary.polls,
-                    self.summary.failures,
-                    self.summary.new_items,
-                    self.summary.new_matches,
-                    self.feeds_dirty,
-                ) = before;
                 self.store_failed(e)
             }
         }
@@ -943,7 +939,7 @@ impl Daemon {
             return Ok(stored); // removed by a reload while in flight
         };
         let state = self.store.feed(url)?;
-        self.summary.polls += 1;
+        stored.polled = true;
         self.last_poll_at = Some(now);
         let jitter: f64 = rand::random();
         match result {
@@ -1007,15 +1003,11 @@ impl Daemon {
                     },
                 )?;
                 stored.items = report.inserted.len();
-                if report.matches > 0 {
-                    self.feeds_dirty = true;
-                }
+                stored.matches = report.matches;
                 stored.matched = new
                     .iter()
                     .flat_map(|n| n.verdicts.iter().map(|v| v.watch_id.clone()))
                     .collect();
-                self.summary.new_items += report.inserted.len();
-                self.summary.new_matches += report.matches;
                 let validators = (etag, last_modified);
                 let hints = PollHints { ttl, cache };
                 let next =
@@ -1035,7 +1027,6 @@ impl Daemon {
                 tracing::warn!(feed = %untrusted(&feed.name), url = %untrusted(url), "feed is gone (HTTP 410): polling stopped; remove it from the config");
             }
             PollResult::Failed { error, retry_after } => {
-                self.summary.failures += 1;
                 stored.failed_feed = Some(feed.name.clone());
                 let failures = state.consecutive_failures + 1;
                 let next = retry::next_poll_after_failure(
