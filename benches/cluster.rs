@@ -333,7 +333,7 @@ fn main() {
     let empty = live_bytes();
     // As the daemon's start-up does: room for the entries and maps reserved first, the arena
     // trimmed after.
-    all.reserve(items.len(), 0, items.len());
+    all.reserve(items.len(), items.len());
     for (i, (_, at, _, _, _)) in items.iter().enumerate() {
         all.restore(
             i as i64,

@@ -1263,13 +1263,12 @@ impl ClusterIndex {
         }
     }
 
-    /// Makes room for `items` more entries holding `features` feature occurrences in all, `urls`
-    /// of them with a canonical URL — what a start-up is about to [restore](Self::restore), so
-    /// the index is not grown (and its maps rehashed) step by step.
-    pub fn reserve(&mut self, items: usize, features: usize, urls: usize) {
+    /// Makes room for `items` more entries, `urls` of them with a canonical URL — what a
+    /// start-up is about to [restore](Self::restore) — so the entries and the maps are not
+    /// grown (and rehashed) step by step. The feature arena, whose size only reading the
+    /// signatures tells, grows; [`ClusterIndex::shrink_to_fit`] trims it after.
+    pub fn reserve(&mut self, items: usize, urls: usize) {
         self.entries.reserve_exact(items);
-        self.slot_feat.reserve_exact(features);
-        self.slot_back.reserve_exact(features);
         self.by_url.reserve(urls);
     }
 
