@@ -2054,6 +2054,20 @@ mod tests {
         s
     }
 
+    /// The rows of a two-column query.
+    fn rows2<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+        s: &Store,
+        sql: &str,
+    ) -> Vec<(A, B)> {
+        s.conn
+            .prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     fn insert(s: &mut Store, items: Vec<Item>, now: DateTime<Utc>, watch: &str) -> InsertReport {
         let new = s.filter_new(FEED, items).unwrap();
         let new: Vec<NewItem> = new
@@ -2185,14 +2199,7 @@ mod tests {
         assert!(again.inserted.is_empty());
         let asked = asked.into_inner();
         assert_eq!(asked.len(), 2);
-        let clusters: Vec<(i64, i64)> = s
-            .conn
-            .prepare("SELECT id, cluster_id FROM items ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let clusters: Vec<(i64, i64)> = rows2(&s, "SELECT id, cluster_id FROM items ORDER BY id");
         assert_eq!(clusters, vec![(asked[0], asked[0]), (asked[1], asked[0])]);
     }
 
@@ -2440,13 +2447,7 @@ mod tests {
     fn syncing_feeds_adds_and_renames_and_writes_nothing_when_nothing_changed() {
         let mut s = Store::open_in_memory().unwrap();
         let names = |s: &Store| -> Vec<(String, String)> {
-            s.conn
-                .prepare("SELECT url, name FROM feeds ORDER BY url")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
+            rows2(s, "SELECT url, name FROM feeds ORDER BY url")
         };
         s.sync_feeds([("https://a.test/f", "A"), ("https://b.test/f", "B")])
             .unwrap();
@@ -2667,13 +2668,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let claimed = |s: &Store| -> Vec<(i64, String)> {
-            s.conn
-                .prepare("SELECT item_id, watch_id FROM delivery_items ORDER BY item_id, watch_id")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
+            rows2(
+                s,
+                "SELECT item_id, watch_id FROM delivery_items ORDER BY item_id, watch_id",
+            )
         };
         assert_eq!(claimed(&s).len(), 5);
         // The lead's story: three claims, one story handed back. The same again: nothing left.
