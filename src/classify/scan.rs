@@ -10,13 +10,13 @@
 //! Why two lanes: one automaton walk is a chain of dependent table loads, so a core spends most of
 //! its time waiting on the previous state. Two independent walks in the same loop overlap those
 //! waits (about 1.2–1.4 × the bytes per second of one walk on the dev corpus, measured with the DFA
-//! this scan walked before the NFA). Each lane takes the
-//! next text when it is done with one; when no text is left, a lane without work takes the second
-//! half of what the other lane still has to report. The new lane starts afresh at the cut, so it
-//! reports exactly the matches starting at or after it; the old one reports only matches starting
-//! before the cut and walks on past it, alone, until the automaton is back in its start state (no
-//! match under way) — usually the next space — or `max_pattern_len - 1` bytes on, after which no
-//! match that started before the cut can end.
+//! this scan walked before the NFA). Each lane takes the next text when it is done with one; when
+//! no text is left, a lane without work takes the second half of what the other lane still has to
+//! report. The new lane starts afresh at the cut, so it reports exactly the matches starting at
+//! or after it; the old one reports only matches starting before the cut and walks on past it,
+//! alone, until the automaton is back in its start state (no match under way) — usually the next
+//! space — or `max_pattern_len - 1` bytes on, after which no match that started before the cut
+//! can end.
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::Anchored;
