@@ -1154,17 +1154,17 @@ impl Matcher {
                     continue;
                 }
             }
-            let (os, oe) = norm.to_original(s, end);
             // An accent-free term on text with diacritics: only within its own language (an
-            // item of unknown language gets the benefit of the doubt).
-            if var == Variant::Folded
-                && accented
-                && lang.is_some()
-                && lang != p.fold
-                && text::has_diacritics(orig.get(os..oe).unwrap_or(""))
-            {
-                continue;
+            // item of unknown language gets the benefit of the doubt). Only the letters the term
+            // spells are judged: what a prefix's `*` stands for may be anything, so `Nvidi*`
+            // finds Polish "Nvidię" while `ban*` still never finds "bán".
+            if var == Variant::Folded && accented && lang.is_some() && lang != p.fold {
+                let (ts, te) = norm.to_original(s, e);
+                if text::has_diacritics(orig.get(ts..te).unwrap_or("")) {
+                    continue;
+                }
             }
+            let (os, oe) = norm.to_original(s, end);
             counts[pid as usize] += 1;
             hits.push(Hit {
                 pat: pid,
