@@ -1285,17 +1285,25 @@ fn words_between(text: &str, from: usize, to: usize, limit: u32) -> u32 {
         return 0;
     };
     let mut prev_word = text[..from].chars().next_back().is_some_and(is_word_char);
+    // Letters in the word just ended, to tell "U.S. Commerce" from a sentence's end.
+    let mut word_len = 0usize;
     let mut n = 0;
-    for c in seg.chars() {
+    for (i, c) in seg.char_indices() {
         if text::is_cjk(c) {
             n += 1;
             prev_word = false;
+            word_len = 0;
         } else if is_word_char(c) {
             if !prev_word {
                 n += 1;
+                word_len = 0;
             }
+            word_len += 1;
             prev_word = true;
         } else {
+            if ends_sentence(c, word_len, &text[from + i + c.len_utf8()..]) {
+                return limit.saturating_add(1);
+            }
             prev_word = false;
         }
         if n > limit {
@@ -1303,6 +1311,28 @@ fn words_between(text: &str, from: usize, to: usize, limit: u32) -> u32 {
         }
     }
     n
+}
+
+/// Whether punctuation `c`, after a word of `word_len` letters and followed by `rest`, ends a
+/// sentence: a CJK full stop, or `.` `!` `?` followed by a space and a capital letter, digit or
+/// CJK character. A one-letter word before a full stop is an initial or an abbreviation
+/// ("U.S. Commerce"), not an end.
+fn ends_sentence(c: char, word_len: usize, rest: &str) -> bool {
+    match c {
+        '。' | '！' | '？' => true,
+        '.' | '!' | '?' => {
+            if c == '.' && word_len <= 1 {
+                return false;
+            }
+            let mut it = rest.chars();
+            if !it.next().is_some_and(char::is_whitespace) {
+                return false;
+            }
+            it.find(|c| !c.is_whitespace())
+                .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit() || text::is_cjk(c))
+        }
+        _ => false,
+    }
 }
 
 /// At most this many hits per side of a NEAR are considered.

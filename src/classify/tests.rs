@@ -61,6 +61,23 @@ fn language_table() {
             true,
         ),
         ("(h100 OR a100) NEAR/3 export*", "exports of the A100", true),
+        // NEAR stays within a sentence; an initial's full stop is not a sentence's end
+        (
+            "ai NEAR/4 chip*",
+            "growth in AI and cloud. The chip war",
+            false,
+        ),
+        (
+            "ai NEAR/4 chip*",
+            "growth in AI and cloud; the chip war",
+            true,
+        ),
+        ("ai NEAR/4 chip*", "AI rules! Chips next", false),
+        ("ai NEAR/4 chip*", "AI rules! chips next", true),
+        ("ai NEAR/6 chip*", "AI push in the U.S. Chip curbs", true),
+        ("ai NEAR/4 chip*", "AI v3.5 chips", true),
+        ("ai NEAR/8 芯片", "美国限制AI。芯片出口", false),
+        ("ai NEAR/8 芯片", "美国限制AI芯片出口", true),
         // counts
         ("atleast3(chip*)", "chips chips chipmaker", true),
         ("atleast3(chip*)", "chips chips", false),
