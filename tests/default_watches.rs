@@ -25,6 +25,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("gambling-blue-chips", AI),
     ("consumer-chips", AI),
     ("id-chips", AI),
+    ("chip-design-software", AI),
+    ("industrial-investment", AI),
 ];
 
 #[derive(serde::Deserialize)]
