@@ -1127,7 +1127,7 @@ impl Matcher {
             }
             if p.start_boundary {
                 if let Some(c) = t[..s].chars().next_back() {
-                    if is_word_char(c) {
+                    if is_word_char(c) && !letter_digit_step(c, t[s..].chars().next()) {
                         continue;
                     }
                 }
@@ -1142,7 +1142,7 @@ impl Matcher {
                 }
             } else if p.end_boundary {
                 if let Some(c) = t[e..].chars().next() {
-                    if is_word_char(c) {
+                    if is_word_char(c) && !letter_digit_step(c, t[..e].chars().next_back()) {
                         continue;
                     }
                 }
@@ -1275,6 +1275,15 @@ fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<Span>) {
         Node::Guard { inner, .. } => spans(m, inner, h, out),
         _ => {}
     }
+}
+
+/// Whether a word character `c` next to a term's first or last character `inner` is a step
+/// between a letter and a digit, which counts as a word boundary ("GPU1万基", "Gaudi3"): the
+/// term's own letters and digits are matched exactly, so `H20` still never finds "H200".
+fn letter_digit_step(c: char, inner: Option<char>) -> bool {
+    inner.is_some_and(|i| {
+        (c.is_ascii_digit() && i.is_alphabetic()) || (c.is_alphabetic() && i.is_ascii_digit())
+    })
 }
 
 /// Number of words starting in `text[from..to]`, counting stops once it exceeds `limit`.

@@ -61,6 +61,13 @@ fn language_table() {
             true,
         ),
         ("(h100 OR a100) NEAR/3 export*", "exports of the A100", true),
+        // a step between a letter and a digit is a word boundary; a term's own digits are not
+        ("gpu", "ソフトバンク、GPU1万基を導入", true),
+        ("gpu", "采购10000GPU", true),
+        ("gaudi", "Intel Gaudi3 ships", true),
+        ("h20", "Nvidia H200 ships", false),
+        ("h20", "Nvidia H20E ships", true),
+        ("gpu", "GPUs ship", false),
         // NEAR stays within a sentence; an initial's full stop is not a sentence's end
         (
             "ai NEAR/4 chip*",
