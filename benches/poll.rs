@@ -211,7 +211,9 @@ async fn scenario(feeds: usize, items: usize) {
 
 /// Start-up with a big state: `feeds` feeds and `items` stored items, all first seen within
 /// the last two days (inside the default 3-day cluster window, so every one is restored into
-/// the cluster index). Times `config::load` and `daemon::run` up to `READY=1`.
+/// the cluster index). Times `config::load` and `daemon::run` up to `READY=1`. The cluster index
+/// is rebuilt beside the loop from then on (results wait for it); `cargo bench --bench cluster`
+/// times that rebuild ("restore").
 async fn startup(feeds: usize, items: usize) {
     use policywatch::item::Item;
     use policywatch::store::{NewItem, Store};

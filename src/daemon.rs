@@ -170,6 +170,10 @@ struct Daemon {
     /// Recent items by story, so the same story from another feed (or re-issued) joins its
     /// cluster. Rebuilt from the store at start; only this loop task touches it.
     clusters: ClusterIndex,
+    /// The start-up rebuild of `clusters`, running on a blocking thread over its own
+    /// read-only connection, so READY, polling, SIGTERM and the watchdog do not wait for it.
+    /// Until it is in, poll results wait and nothing is stored (see [`Daemon::rebuilt`]).
+    rebuild: Option<tokio::task::JoinHandle<anyhow::Result<ClusterIndex>>>,
     /// When retention last ran; it runs at start and then daily.
     last_prune: Option<DateTime<Utc>>,
     /// Where the Atom feeds of matches are written (`<state>/feeds`).
@@ -390,6 +394,7 @@ pub async fn run(
         _metrics_server: metrics_server,
         last_status: String::new(),
         clusters: ClusterIndex::new(chrono::Duration::zero()),
+        rebuild: None,
         last_prune: None,
         feeds_dir,
         feeds_dirty: true,
@@ -403,7 +408,25 @@ pub async fn run(
         store_full: None,
     };
     d.summary.pending_before = pending_before;
-    d.clusters = rebuild_clusters(&d.store, d.cfg.config.daemon.cluster_window, Utc::now())?;
+    // The cluster index is rebuilt beside the loop (the larger the window, the longer that
+    // takes); the loop stores nothing before it is in.
+    let window = d.cfg.config.daemon.cluster_window;
+    let rebuild_db = db.clone();
+    d.rebuild = Some(tokio::task::spawn_blocking(move || {
+        let store = Store::open_read_only(&rebuild_db).with_context(|| {
+            format!(
+                "cannot open database {} to rebuild the story index",
+                rebuild_db.display()
+            )
+        })?;
+        let began = std::time::Instant::now();
+        let index = rebuild_clusters(&store, window, Utc::now())?;
+        tracing::debug!(
+            took_ms = began.elapsed().as_millis() as u64,
+            "story index rebuilt"
+        );
+        Ok(index)
+    }));
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
     let states = d.store.feeds()?;
@@ -450,7 +473,12 @@ impl Daemon {
                     self.start_due_polls(&mut tasks, &states, now, opts.all);
                     started_once = true;
                 }
-                if tasks.is_empty() && self.queue.is_empty() && !flushed {
+                if tasks.is_empty()
+                    && self.queue.is_empty()
+                    && waiting.polls.is_empty()
+                    && self.rebuild.is_none()
+                    && !flushed
+                {
                     self.refresh_feeds(Utc::now());
                     // `--once` exits soon: the feeds must be on disk first.
                     for w in self.feed_writes.drain(..) {
@@ -530,8 +558,17 @@ impl Daemon {
                         tasks.abort_all();
                         self.queue.clear();
                         // Results already fetched are stored first: a short write, and their
-                        // feeds need not be fetched again.
-                        self.apply_batch(waiting.take())?;
+                        // feeds need not be fetched again. While the story index is still
+                        // being rebuilt they cannot be: their feeds stay due for the next start.
+                        if let Some(r) = self.rebuild.take() {
+                            r.abort();
+                            if !waiting.polls.is_empty() {
+                                tracing::info!(polls = waiting.polls.len(),
+                                    "results not stored: the story index was still being rebuilt; their feeds are fetched again at the next start");
+                            }
+                        } else {
+                            self.apply_batch(waiting.take())?;
+                        }
                         // A send still running is dropped: its delivery stays pending and goes
                         // out with the same Message-ID on the next start. What it already
                         // reported (a recipient served) is recorded first — short writes.
@@ -575,7 +612,9 @@ impl Daemon {
                     // The fetch slots these results freed are refilled before the writes, so
                     // the workers fetch and classify while this thread stores.
                     self.spawn_queued(&mut tasks);
-                    if waiting.store_now(tokio::time::Instant::now(), !tasks.is_empty()) {
+                    if waiting.store_now(tokio::time::Instant::now(), !tasks.is_empty())
+                        && self.rebuild.is_none()
+                    {
                         self.apply_batch(waiting.take())?;
                     }
                     // The last result of a cycle: look at the schedule (and alerts) now.
@@ -585,8 +624,19 @@ impl Daemon {
                     }
                 }
                 _ = tokio::time::sleep_until(waiting.apply_at.unwrap_or_else(tokio::time::Instant::now)),
-                    if waiting.apply_at.is_some() => {
+                    if waiting.apply_at.is_some() && self.rebuild.is_none() => {
                     self.apply_batch(waiting.take())?;
+                }
+                built = Self::rebuilt(&mut self.rebuild), if self.rebuild.is_some() => {
+                    self.rebuild = None;
+                    self.clusters = built?;
+                    // What was fetched meanwhile is stored now, all of it in one batch.
+                    if !waiting.polls.is_empty() {
+                        self.apply_batch(waiting.take())?;
+                    }
+                    if tasks.is_empty() {
+                        next_scan = tokio::time::Instant::now();
+                    }
                 }
                 Some(ev) = self.send_rx.recv() => {
                     let done = matches!(ev, SendEvent::Done { .. });
@@ -606,6 +656,17 @@ impl Daemon {
             // Every turn of the loop ends here, and no turn waits longer than
             // `watchdog_every` (half of WATCHDOG_USEC): a loop stuck anywhere stops these.
             self.service.watchdog();
+        }
+    }
+
+    /// The start-up rebuild of the cluster index, once it is done (pending while there is none:
+    /// the `select!` branch is disabled then).
+    async fn rebuilt(
+        rebuild: &mut Option<tokio::task::JoinHandle<anyhow::Result<ClusterIndex>>>,
+    ) -> anyhow::Result<ClusterIndex> {
+        match rebuild {
+            Some(h) => h.await.context("the story index rebuild stopped")?,
+            None => std::future::pending().await,
         }
     }
 
@@ -631,6 +692,9 @@ impl Daemon {
             "disk full: cannot write to the database; nothing is lost, the poll is repeated once space returns");
         // The cluster index may hold items of the transaction that was rolled back: rebuild it
         // from what is really stored, so no story joins a cluster that does not exist.
+        if let Some(r) = self.rebuild.take() {
+            r.abort(); // the start-up rebuild; this one replaces it
+        }
         self.clusters = rebuild_clusters(&self.store, self.cfg.config.daemon.cluster_window, now)?;
         let states = self.store.feeds().unwrap_or_default();
         self.publish_status(&states);
