@@ -450,6 +450,63 @@ pub fn load_default() -> Result<Loaded, ConfigErrors> {
     }
 }
 
+/// What compiling a config's rules gave: the classifier, or the rendered errors; and the
+/// rendered warnings (noisy terms, unused sets).
+struct CompiledRules {
+    classifier: Option<Classifier>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// The config's watches compiled on the shipped term sets joined with its own `[sets.*]`.
+fn compile_rules(origin: &str, src: &str, config: &Config) -> CompiledRules {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let locate = bounds::Locator::new(src);
+    // Term sets: the shipped library, with this config's own sets joined in.
+    let own;
+    let sets = if config.sets.is_empty() {
+        SetLibrary::shipped().as_ref()
+    } else {
+        own = SetLibrary::with_config(origin, src);
+        own.as_ref()
+    };
+    let classifier = match sets {
+        Err(set_errs) => {
+            errors.extend(set_errs.iter().cloned());
+            None
+        }
+        Ok(sets) => match Classifier::compile_with(&config.watches, sets) {
+            Ok(c) => {
+                warnings.extend(c.warnings().iter().map(|w| w.render(origin, src)));
+                warnings.extend(sets.unused_warnings(c.used_sets()));
+                Some(c)
+            }
+            Err(rule_errs) => {
+                errors.extend(rule_errs.into_iter().map(|mut e| {
+                    // Errors about a watch as a whole (min_score, weights, its id) come without
+                    // a span: point at the key they are about, else at the watch.
+                    if e.span.is_none() {
+                        let key = ["min_score", "weights", "id"]
+                            .into_iter()
+                            .find(|k| e.message.contains(k))
+                            .unwrap_or("query");
+                        e.span = locate.watch(&e.watch_id, key).or(Some(0..0));
+                        e.offset = 0;
+                    }
+                    e.render(origin, src)
+                }));
+                None
+            }
+        },
+    };
+    CompiledRules {
+        classifier,
+        errors,
+        warnings,
+    }
+}
+
 /// Parses, validates and compiles config text. `origin` names it in messages.
 pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
     let config: Config = toml::from_str(src).map_err(|e| {
@@ -475,136 +532,110 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
         list: Vec::new(),
     };
 
-    // Feeds.
     let mut feeds = Vec::new();
     let mut seen_urls = HashSet::new();
-    for f in &config.feeds {
-        let raw = f.url.get_ref().trim();
-        match url::Url::parse(raw) {
-            Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
-                if !seen_urls.insert(u.to_string()) {
-                    errs.at(
-                        f.url.span(),
-                        format!("feed `{raw}` is listed twice"),
-                        Some("remove one of the two [[feeds]] entries".into()),
-                    );
-                }
-                let interval = f
-                    .interval
-                    .unwrap_or(config.daemon.poll_interval)
-                    .max(config.daemon.min_interval);
-                feeds.push(Feed {
-                    url: raw.to_string(),
-                    name: f.name.clone().unwrap_or_else(|| {
-                        u.host_str().map_or_else(|| raw.to_string(), str::to_string)
-                    }),
-                    interval,
-                    tags: f.tags.clone(),
-                });
-            }
-            Ok(u) => errs.at(
-                f.url.span(),
-                format!("feed URL scheme `{}` is not supported", u.scheme()),
-                Some("write an http://, https:// or file:// URL".into()),
-            ),
-            Err(e) => errs.at(
-                f.url.span(),
-                format!("feed URL `{raw}` is not a valid URL: {e}"),
-                Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
-            ),
-        }
-    }
     let locate = bounds::Locator::new(src);
-    bounds::check(&config, &locate, &mut errs);
-    if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
-        errs.at(
-            0..0,
-            "no feeds, watches or digests: this config would run and do nothing".into(),
-            Some(
-                "add [[feeds]], [[watches]] and [[digests]] (the shipped config is a start: \
-                 config/policywatch.toml)"
-                    .into(),
-            ),
-        );
-    }
-
     let mut warnings = Vec::new();
-    if let Some(listen) = &config.daemon.listen {
-        match validate_listen(listen.get_ref()) {
-            Ok(None) => {}
-            Ok(Some(w)) => warnings.push(render_at(
-                origin,
-                src,
-                listen.span().start,
-                "warning",
-                &w,
-                None,
-            )),
-            Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
-        }
-    }
-
-    // Watches: ids unique and well-formed, then compile every rule.
     let mut watch_ids = HashSet::new();
-    for w in &config.watches {
-        let span = w.query.span();
-        if w.id.is_empty()
-            || !w
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            errs.at(
-                span.clone(),
-                format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
-                Some("write an id such as \"export-controls\"".into()),
-            );
-        }
-        if !watch_ids.insert(w.id.clone()) {
-            errs.at(
-                span,
-                format!("watch id `{}` is used twice", w.id),
-                Some("give each [[watches]] entry its own id".into()),
-            );
-        }
-    }
-    // Term sets: the shipped library, with this config's own sets joined in.
-    let own;
-    let sets = if config.sets.is_empty() {
-        SetLibrary::shipped().as_ref()
-    } else {
-        own = SetLibrary::with_config(origin, src);
-        own.as_ref()
-    };
-    let classifier = match sets {
-        Err(set_errs) => {
-            errs.list.extend(set_errs.iter().cloned());
-            None
-        }
-        Ok(sets) => match Classifier::compile_with(&config.watches, sets) {
-            Ok(c) => {
-                warnings.extend(c.warnings().iter().map(|w| w.render(origin, src)));
-                warnings.extend(sets.unused_warnings(c.used_sets()));
-                Some(c)
-            }
-            Err(rule_errs) => {
-                errs.list.extend(rule_errs.into_iter().map(|mut e| {
-                    // Errors about a watch as a whole (min_score, weights, its id) come without
-                    // a span: point at the key they are about, else at the watch.
-                    if e.span.is_none() {
-                        let key = ["min_score", "weights", "id"]
-                            .into_iter()
-                            .find(|k| e.message.contains(k))
-                            .unwrap_or("query");
-                        e.span = locate.watch(&e.watch_id, key).or(Some(0..0));
-                        e.offset = 0;
+    // The rules compile on a second thread while the feeds and the bounds are checked: with
+    // thousands of feeds those checks cost about as much as compiling the shipped rules.
+    let rules = std::thread::scope(|scope| {
+        let compiling = scope.spawn(|| compile_rules(origin, src, &config));
+        // Feeds.
+        for f in &config.feeds {
+            let raw = f.url.get_ref().trim();
+            match url::Url::parse(raw) {
+                Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
+                    if !seen_urls.insert(u.to_string()) {
+                        errs.at(
+                            f.url.span(),
+                            format!("feed `{raw}` is listed twice"),
+                            Some("remove one of the two [[feeds]] entries".into()),
+                        );
                     }
-                    e.render(origin, src)
-                }));
-                None
+                    let interval = f
+                        .interval
+                        .unwrap_or(config.daemon.poll_interval)
+                        .max(config.daemon.min_interval);
+                    feeds.push(Feed {
+                        url: raw.to_string(),
+                        name: f.name.clone().unwrap_or_else(|| {
+                            u.host_str().map_or_else(|| raw.to_string(), str::to_string)
+                        }),
+                        interval,
+                        tags: f.tags.clone(),
+                    });
+                }
+                Ok(u) => errs.at(
+                    f.url.span(),
+                    format!("feed URL scheme `{}` is not supported", u.scheme()),
+                    Some("write an http://, https:// or file:// URL".into()),
+                ),
+                Err(e) => errs.at(
+                    f.url.span(),
+                    format!("feed URL `{raw}` is not a valid URL: {e}"),
+                    Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
+                ),
             }
-        },
-    };
+        }
+        bounds::check(&config, &locate, &mut errs);
+        if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
+            errs.at(
+                0..0,
+                "no feeds, watches or digests: this config would run and do nothing".into(),
+                Some(
+                    "add [[feeds]], [[watches]] and [[digests]] (the shipped config is a start: \
+                     config/policywatch.toml)"
+                        .into(),
+                ),
+            );
+        }
+
+        if let Some(listen) = &config.daemon.listen {
+            match validate_listen(listen.get_ref()) {
+                Ok(None) => {}
+                Ok(Some(w)) => warnings.push(render_at(
+                    origin,
+                    src,
+                    listen.span().start,
+                    "warning",
+                    &w,
+                    None,
+                )),
+                Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
+            }
+        }
+
+        // Watches: ids unique and well-formed, then compile every rule.
+        for w in &config.watches {
+            let span = w.query.span();
+            if w.id.is_empty()
+                || !w
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                errs.at(
+                    span.clone(),
+                    format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
+                    Some("write an id such as \"export-controls\"".into()),
+                );
+            }
+            if !watch_ids.insert(w.id.clone()) {
+                errs.at(
+                    span,
+                    format!("watch id `{}` is used twice", w.id),
+                    Some("give each [[watches]] entry its own id".into()),
+                );
+            }
+        }
+        compiling
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    errs.list.extend(rules.errors);
+    warnings.extend(rules.warnings);
+    let classifier = rules.classifier;
 
     // Digests.
     let mut digests = Vec::new();
