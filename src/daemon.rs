@@ -429,8 +429,8 @@ pub async fn run(
     }));
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
-    let states = d.store.feeds()?;
-    let status = d.status_line(&states);
+    let failing = d.store.failing_feed_urls()?;
+    let status = d.status_of(failing.iter().map(String::as_str));
     d.metrics.set_ready(true);
     d.service.ready(&status);
     d.last_status = status;
@@ -1231,14 +1231,19 @@ impl Daemon {
     /// The one-line status systemd shows: "41 feeds, 3 failing; last poll 2 min ago; next
     /// digest 07:30 UTC". Also refreshes the gauges it reads.
     fn status_line(&mut self, states: &[FeedState]) -> String {
+        self.status_of(
+            states
+                .iter()
+                .filter(|s| s.consecutive_failures > 0 || s.gone_at.is_some())
+                .map(|s| s.url.as_str()),
+        )
+    }
+
+    /// [`Daemon::status_line`] from the URLs of the failing feeds (those no longer
+    /// configured are not counted).
+    fn status_of<'u>(&mut self, failing_urls: impl Iterator<Item = &'u str>) -> String {
         let configured: HashSet<&str> = self.cfg.feeds.iter().map(|f| f.url.as_str()).collect();
-        let failing = states
-            .iter()
-            .filter(|s| {
-                configured.contains(s.url.as_str())
-                    && (s.consecutive_failures > 0 || s.gone_at.is_some())
-            })
-            .count();
+        let failing = failing_urls.filter(|u| configured.contains(u)).count();
         self.metrics.set_feeds(configured.len(), failing);
         let mut s = format!("{} feeds, {} failing", configured.len(), failing);
         match self.last_poll_at {

@@ -823,16 +823,30 @@ impl Store {
         &mut self,
         feeds: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<()> {
+        // The stored names, read in one pass: only a new feed or a changed name is written (a
+        // start with 10,000 feeds would otherwise look each one up, and used to rewrite every
+        // row of the table, and every page to the WAL).
+        let mut stored: std::collections::HashMap<String, Option<String>> =
+            std::collections::HashMap::new();
+        {
+            let mut st = self.conn.prepare_cached("SELECT url, name FROM feeds")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (url, name) = row?;
+                stored.insert(url, name);
+            }
+        }
         let tx = self.conn.transaction()?;
         {
-            // A feed whose name did not change is not written: a start with 10,000 feeds
-            // would otherwise rewrite every row of the table (and every page to the WAL).
             let mut up = tx.prepare(
                 "INSERT INTO feeds (url, name) VALUES (?1, ?2) \
                  ON CONFLICT(url) DO UPDATE SET name = excluded.name \
                  WHERE name IS NOT excluded.name",
             )?;
             for (url, name) in feeds {
+                if stored.get(url).is_some_and(|n| n.as_deref() == Some(name)) {
+                    continue;
+                }
                 up.execute(params![url, name])?;
             }
         }
@@ -882,6 +896,16 @@ impl Store {
             .query_row([url], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::UnknownFeed(url.to_string()))
+    }
+
+    /// The URLs of the feeds failing now (failures in a row, or gone): what a status line
+    /// counts, without reading every feed's row.
+    pub fn failing_feed_urls(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT url FROM feeds WHERE consecutive_failures > 0 OR gone_at IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn feeds(&self) -> Result<Vec<FeedState>> {
@@ -2469,6 +2493,21 @@ mod tests {
                 ("https://b.test/f".to_string(), "Bee".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn failing_feeds_are_those_failing_in_a_row_or_gone() {
+        let mut s = store();
+        let (b, c) = ("https://b.test/f", "https://c.test/f");
+        s.sync_feeds([(FEED, "Example"), (b, "B"), (c, "C")])
+            .unwrap();
+        assert!(s.failing_feed_urls().unwrap().is_empty());
+        let now = Utc::now();
+        s.record_poll_failure(FEED, now, "503", now, None).unwrap();
+        s.record_gone(c, now).unwrap();
+        let mut failing = s.failing_feed_urls().unwrap();
+        failing.sort();
+        assert_eq!(failing, [c, FEED]);
     }
 
     #[test]
