@@ -256,7 +256,17 @@ fn spawn_signal_handlers(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
 
 /// Where `key` is written in the `[smtp]` table (`span`) of `src`, or the table's start.
 fn smtp_key_offset(src: &str, span: std::ops::Range<usize>, key: &str) -> usize {
-    let table = src.get(span.clone()).unwrap_or("");
+    // From the table's start to the next table header: the span may cover only the header
+    // (`[smtp]`), or the whole table, depending on the toml parser.
+    let rest = src.get(span.start..).unwrap_or("");
+    let body_from = rest.find('\n').map_or(rest.len(), |i| i + 1);
+    let end = rest[body_from..]
+        .match_indices('\n')
+        .map(|(i, _)| body_from + i + 1)
+        .find(|&i| rest[i..].trim_start().starts_with('['))
+        .unwrap_or(rest.len())
+        .max(span.len().min(rest.len()));
+    let table = &rest[..end];
     let mut at = 0;
     while let Some(i) = table[at..].find(key) {
         let pos = at + i;
