@@ -538,7 +538,9 @@ async fn a_hung_receiver_does_not_stall_polling() {
         .expect("the daemon stops promptly with a POST in flight")
         .unwrap()
         .unwrap();
-    assert!(summary.polls >= 3, "{summary:?}");
+    // A feed is fetched again only once its last result is stored, so every poll the server
+    // saw but the last was stored; the last may still have been in flight at the shutdown.
+    assert!(summary.polls >= polls + 1, "{summary:?}");
     let store = Store::open(&policywatch::store::db_path(&state)).unwrap();
     assert_eq!(
         store.delivery(1).unwrap().status,
