@@ -610,15 +610,19 @@ impl Daemon {
                         }
                     }
                     // The fetch slots these results freed are refilled before the writes, so
-                    // the workers fetch and classify while this thread stores.
-                    self.spawn_queued(&mut tasks);
+                    // the workers fetch and classify while this thread stores — but not while
+                    // a batch's worth waits for the story index, so the results held in memory
+                    // stay bounded however many feeds are due at start.
+                    if self.rebuild.is_none() || waiting.polls.len() < APPLY_BATCH {
+                        self.spawn_queued(&mut tasks);
+                    }
                     if waiting.store_now(tokio::time::Instant::now(), !tasks.is_empty())
                         && self.rebuild.is_none()
                     {
                         self.apply_batch(waiting.take())?;
                     }
                     // The last result of a cycle: look at the schedule (and alerts) now.
-                    if tasks.is_empty() {
+                    if tasks.is_empty() && self.queue.is_empty() {
                         next_scan = tokio::time::Instant::now();
                         self.report_problems = true;
                     }
@@ -630,10 +634,12 @@ impl Daemon {
                 built = Self::rebuilt(&mut self.rebuild), if self.rebuild.is_some() => {
                     self.rebuild = None;
                     self.clusters = built?;
-                    // What was fetched meanwhile is stored now, all of it in one batch.
+                    // What was fetched meanwhile is stored now, in one batch, and the fetch
+                    // slots held back meanwhile are filled.
                     if !waiting.polls.is_empty() {
                         self.apply_batch(waiting.take())?;
                     }
+                    self.spawn_queued(&mut tasks);
                     if tasks.is_empty() {
                         next_scan = tokio::time::Instant::now();
                     }
