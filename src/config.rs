@@ -534,53 +534,55 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
 
     let mut feeds = Vec::new();
     let mut seen_urls = HashSet::new();
-    let locate = bounds::Locator::new(src);
     let mut warnings = Vec::new();
     let mut watch_ids = HashSet::new();
-    // The rules compile on a second thread while the feeds and the bounds are checked: with
-    // thousands of feeds those checks cost about as much as compiling the shipped rules.
+    // The feeds and the bounds are checked on a second thread while the rules compile: with
+    // thousands of feeds those checks cost about as much as compiling the shipped rules. (This
+    // way round, the compile's short-lived heap is the main thread's, which the daemon reuses,
+    // rather than a second malloc arena's.)
     let rules = std::thread::scope(|scope| {
-        let compiling = scope.spawn(|| compile_rules(origin, src, &config));
-        // Feeds.
-        for f in &config.feeds {
-            let raw = f.url.get_ref().trim();
-            match url::Url::parse(raw) {
-                Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
-                    if !seen_urls.insert(u.to_string()) {
-                        errs.at(
-                            f.url.span(),
-                            format!("feed `{raw}` is listed twice"),
-                            Some("remove one of the two [[feeds]] entries".into()),
-                        );
+        let checking = scope.spawn(|| {
+            let locate = bounds::Locator::new(src);
+            // Feeds.
+            for f in &config.feeds {
+                let raw = f.url.get_ref().trim();
+                match url::Url::parse(raw) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
+                        if !seen_urls.insert(u.to_string()) {
+                            errs.at(
+                                f.url.span(),
+                                format!("feed `{raw}` is listed twice"),
+                                Some("remove one of the two [[feeds]] entries".into()),
+                            );
+                        }
+                        let interval = f
+                            .interval
+                            .unwrap_or(config.daemon.poll_interval)
+                            .max(config.daemon.min_interval);
+                        feeds.push(Feed {
+                            url: raw.to_string(),
+                            name: f.name.clone().unwrap_or_else(|| {
+                                u.host_str().map_or_else(|| raw.to_string(), str::to_string)
+                            }),
+                            interval,
+                            tags: f.tags.clone(),
+                        });
                     }
-                    let interval = f
-                        .interval
-                        .unwrap_or(config.daemon.poll_interval)
-                        .max(config.daemon.min_interval);
-                    feeds.push(Feed {
-                        url: raw.to_string(),
-                        name: f.name.clone().unwrap_or_else(|| {
-                            u.host_str().map_or_else(|| raw.to_string(), str::to_string)
-                        }),
-                        interval,
-                        tags: f.tags.clone(),
-                    });
+                    Ok(u) => errs.at(
+                        f.url.span(),
+                        format!("feed URL scheme `{}` is not supported", u.scheme()),
+                        Some("write an http://, https:// or file:// URL".into()),
+                    ),
+                    Err(e) => errs.at(
+                        f.url.span(),
+                        format!("feed URL `{raw}` is not a valid URL: {e}"),
+                        Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
+                    ),
                 }
-                Ok(u) => errs.at(
-                    f.url.span(),
-                    format!("feed URL scheme `{}` is not supported", u.scheme()),
-                    Some("write an http://, https:// or file:// URL".into()),
-                ),
-                Err(e) => errs.at(
-                    f.url.span(),
-                    format!("feed URL `{raw}` is not a valid URL: {e}"),
-                    Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
-                ),
             }
-        }
-        bounds::check(&config, &locate, &mut errs);
-        if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
-            errs.at(
+            bounds::check(&config, &locate, &mut errs);
+            if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
+                errs.at(
                 0..0,
                 "no feeds, watches or digests: this config would run and do nothing".into(),
                 Some(
@@ -589,49 +591,52 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
                         .into(),
                 ),
             );
-        }
+            }
 
-        if let Some(listen) = &config.daemon.listen {
-            match validate_listen(listen.get_ref()) {
-                Ok(None) => {}
-                Ok(Some(w)) => warnings.push(render_at(
-                    origin,
-                    src,
-                    listen.span().start,
-                    "warning",
-                    &w,
-                    None,
-                )),
-                Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
+            if let Some(listen) = &config.daemon.listen {
+                match validate_listen(listen.get_ref()) {
+                    Ok(None) => {}
+                    Ok(Some(w)) => warnings.push(render_at(
+                        origin,
+                        src,
+                        listen.span().start,
+                        "warning",
+                        &w,
+                        None,
+                    )),
+                    Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
+                }
             }
-        }
 
-        // Watches: ids unique and well-formed, then compile every rule.
-        for w in &config.watches {
-            let span = w.query.span();
-            if w.id.is_empty()
-                || !w
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                errs.at(
-                    span.clone(),
-                    format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
-                    Some("write an id such as \"export-controls\"".into()),
-                );
+            // Watches: ids unique and well-formed, then compile every rule.
+            for w in &config.watches {
+                let span = w.query.span();
+                if w.id.is_empty()
+                    || !w
+                        .id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    errs.at(
+                        span.clone(),
+                        format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
+                        Some("write an id such as \"export-controls\"".into()),
+                    );
+                }
+                if !watch_ids.insert(w.id.clone()) {
+                    errs.at(
+                        span,
+                        format!("watch id `{}` is used twice", w.id),
+                        Some("give each [[watches]] entry its own id".into()),
+                    );
+                }
             }
-            if !watch_ids.insert(w.id.clone()) {
-                errs.at(
-                    span,
-                    format!("watch id `{}` is used twice", w.id),
-                    Some("give each [[watches]] entry its own id".into()),
-                );
-            }
-        }
-        compiling
+        });
+        let rules = compile_rules(origin, src, &config);
+        checking
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        rules
     });
     errs.list.extend(rules.errors);
     warnings.extend(rules.warnings);
