@@ -540,7 +540,7 @@ async fn a_hung_receiver_does_not_stall_polling() {
         .unwrap();
     // A feed is fetched again only once its last result is stored, so every poll the server
     // saw but the last was stored; the last may still have been in flight at the shutdown.
-    assert!(summary.polls >= polls + 1, "{summary:?}");
+    assert!(summary.polls > polls, "{summary:?}");
     let store = Store::open(&policywatch::store::db_path(&state)).unwrap();
     assert_eq!(
         store.delivery(1).unwrap().status,
