@@ -626,7 +626,7 @@ pub fn feeds(common: &Common) -> anyhow::Result<ExitCode> {
         };
         let note = match (&st.moved_to, &st.last_error) {
             (Some(m), _) => format!("moved to {m}: update the config"),
-            (None, Some(e)) if st.consecutive_failures > 0 || st.gone_at.is_some() => e.clone(),
+            (None, Some(e)) if st.is_failing() => e.clone(),
             _ => String::new(),
         };
         let next = if st.gone_at.is_some() {

@@ -1240,7 +1240,7 @@ impl Daemon {
         self.status_of(
             states
                 .iter()
-                .filter(|s| s.consecutive_failures > 0 || s.gone_at.is_some())
+                .filter(|s| s.is_failing())
                 .map(|s| s.url.as_str()),
         )
     }

@@ -403,6 +403,12 @@ impl FeedState {
     pub fn fetch_url(&self) -> &str {
         self.effective_url.as_deref().unwrap_or(&self.url)
     }
+
+    /// Failing now: failures in a row, or gone. The same test as
+    /// [`Store::failing_feed_urls`]' SQL, which counts them without reading every row.
+    pub fn is_failing(&self) -> bool {
+        self.consecutive_failures > 0 || self.gone_at.is_some()
+    }
 }
 
 /// The outcome of one successful poll, to record.
@@ -824,8 +830,8 @@ impl Store {
         feeds: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<()> {
         // The stored names, read in one pass: only a new feed or a changed name is written (a
-        // start with 10,000 feeds would otherwise look each one up, and used to rewrite every
-        // row of the table, and every page to the WAL).
+        // start with 10,000 feeds would otherwise look each one up and rewrite every row of the
+        // table, and every page to the WAL).
         let mut stored: std::collections::HashMap<String, Option<String>> =
             std::collections::HashMap::new();
         {
@@ -840,8 +846,7 @@ impl Store {
         {
             let mut up = tx.prepare(
                 "INSERT INTO feeds (url, name) VALUES (?1, ?2) \
-                 ON CONFLICT(url) DO UPDATE SET name = excluded.name \
-                 WHERE name IS NOT excluded.name",
+                 ON CONFLICT(url) DO UPDATE SET name = excluded.name",
             )?;
             for (url, name) in feeds {
                 if stored.get(url).is_some_and(|n| n.as_deref() == Some(name)) {
@@ -898,8 +903,8 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownFeed(url.to_string()))
     }
 
-    /// The URLs of the feeds failing now (failures in a row, or gone): what a status line
-    /// counts, without reading every feed's row.
+    /// The URLs of the feeds failing now (failures in a row, or gone: the SQL of
+    /// [`FeedState::is_failing`]): what a status line counts, without reading every feed's row.
     pub fn failing_feed_urls(&self) -> Result<Vec<String>> {
         let mut st = self.conn.prepare_cached(
             "SELECT url FROM feeds WHERE consecutive_failures > 0 OR gone_at IS NOT NULL",
