@@ -1149,13 +1149,30 @@ fn join(m: [u64; 2]) -> u128 {
     u128::from(m[0]) | u128::from(m[1]) << 64
 }
 
-/// Where a feature's postings chain starts and how long it is (see [`ClusterIndex`]).
-#[derive(Clone, Copy)]
-struct Head {
-    /// Logical slot of the newest occurrence.
-    slot: u32,
-    /// Occurrences in the window (the postings list's length).
-    count: u32,
+/// A `slot_back` of this or more is kept in [`ClusterIndex::far_back`] instead (small in
+/// tests, so that they go through it).
+const FAR: u16 = if cfg!(test) { 5 } else { u16::MAX };
+
+/// Slots per [`ClusterIndex::block_seq`] entry.
+const BLOCK: usize = 32;
+
+/// A feature's postings are counted ([`ClusterIndex::counts`]) once it has this many: below
+/// it a feature is never too common to look up ([`CANDIDATE_MIN_DF_LIMIT`]). Any number up to
+/// that limit plus one answers the same; tests take a small one, so that they count.
+const COUNTED: u32 = if cfg!(test) {
+    8
+} else {
+    CANDIDATE_MIN_DF_LIMIT as u32 + 1
+};
+
+/// A counted feature stays counted until it has fewer than this (and one found to have this
+/// many is counted): a feature near [`COUNTED`] is not walked again at every insert.
+const KEEP: u32 = COUNTED / 2;
+
+/// The hash of a feature in [`ClusterIndex::heads`] (features are hashes already; this
+/// spreads them over the 64 bits the table takes its bucket and tag from).
+fn head_hash(f: u32) -> u64 {
+    u64::from(f).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Document frequencies over every item the index has seen (not only the window): a small
@@ -1209,23 +1226,28 @@ impl DfStats {
 /// every day ("submitted by", "8-K filing for", "the Bureau of Industry and Security amends")
 /// weighs little once enough history has been seen.
 ///
-/// # Layout (issue 16: half the memory, twice the reload speed)
-/// Every feature occurrence of every entry is one *slot* of 8 bytes in an arena, in insertion
+/// # Layout (issue 16: a third of the memory, twice the reload speed)
+/// Every feature occurrence of every entry is one *slot* of 6 bytes in an arena, in insertion
 /// order: the feature (`slot_feat`, so an entry's sorted features are one slice of it) and
-/// how many slots back the previous occurrence of the same feature is (`slot_back`, 0 for
-/// none). That chain *is* the feature's postings list, newest first; `heads` holds where it
-/// starts and its length. So there is no list per feature to allocate, grow and pop, and
-/// pruning the oldest entries only shortens chains (their tails are never walked past
-/// `count`) and drops the arena's dead front now and then. Slot numbers are logical `u32`s
-/// that may wrap (compared by wrapping distance; a window never holds 2³¹ slots). The same
-/// URL is found through a hash of it and confirmed by a second one ([`UrlHash`]), so no URL
-/// string is kept. A start-up reserves for the items it is about to restore
-/// ([`ClusterIndex::reserve`]) and trims what it did not use ([`ClusterIndex::shrink_to_fit`]),
-/// so the arena and the entries hold no growth slack. Memory: the
-/// 4 MiB of statistics, 8 bytes per feature occurrence, 88 per entry, and the maps by URL
-/// and by distinct feature (`heads`, the largest); items are found by id by binary search
-/// (`by_id` only for items that came out of id order). About 480 bytes per item at 29
-/// features (`cargo bench --bench cluster` prints it).
+/// how many *blocks* of [`BLOCK`] slots back the previous occurrence of the same feature is
+/// (`slot_back`, plus one, 0 for none; the rare distance of [`FAR`] or more is in
+/// `far_back`): the previous occurrence is the last of the feature in that block before this
+/// slot. That chain *is* the feature's postings list, newest first; `heads` holds the slot
+/// where it starts, and finds it by the feature written in that slot, so the table holds 4
+/// bytes per distinct feature; `block_seq` names the entry each block starts in. So
+/// there is no list per feature to allocate, grow and pop, and pruning the oldest entries
+/// only shortens chains (a walk stops at the first pruned entry) and drops the arena's dead
+/// front now and then. How long a chain is matters only for the few features common enough
+/// to be skipped as candidates, so only those with [`COUNTED`] occurrences or more are
+/// counted (`counts`). Slot numbers are logical `u32`s that may wrap (compared by wrapping
+/// distance; a window never holds 2³¹ slots). The same URL is found through a hash of it and
+/// confirmed by a second one ([`UrlHash`]), so no URL string is kept. A start-up reserves for
+/// the items it is about to restore ([`ClusterIndex::reserve`]) and trims what it did not use
+/// ([`ClusterIndex::shrink_to_fit`]), so the arena and the entries hold no growth slack.
+/// Memory: the 4 MiB of statistics, 6 bytes per feature occurrence, 88 per entry, and the
+/// tables by URL and by distinct feature; items are found by id by binary search (`by_id`
+/// only for items that came out of id order). About 340 bytes per item at 29 features
+/// (`cargo bench --bench cluster` prints it).
 pub struct ClusterIndex {
     window: Duration,
     /// Insertion order; `entries[k]` has sequence number `base + k`.
@@ -1237,10 +1259,19 @@ pub struct ClusterIndex {
     by_id: Option<FxHashMap<i64, u64>>,
     /// The slot arena; `slot_feat[k]` is logical slot `slot_base + k`.
     slot_feat: Vec<u32>,
-    slot_back: Vec<u32>,
+    slot_back: Vec<u16>,
+    /// Logical slot → entries back, for the slots whose `slot_back` is [`FAR`].
+    far_back: FxHashMap<u32, u32>,
+    /// `block_seq[k]`: the sequence number (its low 32 bits) of the entry holding slot
+    /// `slot_base + k * BLOCK`, so that a slot's entry is a few steps away.
+    block_seq: Vec<u32>,
     slot_base: u32,
-    /// Feature → its postings chain.
-    heads: FxHashMap<u32, Head>,
+    /// The logical slot of each distinct feature's newest occurrence, hashed by the feature
+    /// in that slot ([`head_hash`]).
+    heads: hashbrown::HashTable<u32>,
+    /// Feature → its occurrences in the window: every feature with [`COUNTED`] or more, and
+    /// some with [`KEEP`] or more.
+    counts: FxHashMap<u32, u32>,
     /// [`UrlHash::key`] of a canonical URL → sequence number of the latest entry with it.
     by_url: FxHashMap<u64, u64>,
     stats: DfStats,
@@ -1256,8 +1287,11 @@ impl ClusterIndex {
             by_id: None,
             slot_feat: Vec::new(),
             slot_back: Vec::new(),
+            far_back: FxHashMap::default(),
+            block_seq: Vec::new(),
             slot_base: 0,
-            heads: FxHashMap::default(),
+            heads: hashbrown::HashTable::new(),
+            counts: FxHashMap::default(),
             by_url: FxHashMap::default(),
             stats: DfStats::new(),
         }
@@ -1278,6 +1312,7 @@ impl ClusterIndex {
         self.entries.shrink_to_fit();
         self.slot_feat.shrink_to_fit();
         self.slot_back.shrink_to_fit();
+        self.block_seq.shrink_to_fit();
     }
 
     /// Counts an item in the word statistics only (no clustering) — for warming them up at
@@ -1393,13 +1428,25 @@ impl ClusterIndex {
                 }
             }
             let start = e.first.wrapping_sub(self.slot_base) as usize;
-            for f in &self.slot_feat[start..start + usize::from(e.len)] {
+            for k in start..start + usize::from(e.len) {
                 // This entry holds the oldest occurrence of each of its features, the tail of
-                // the chain: shortening the count drops it.
-                if let Some(h) = self.heads.get_mut(f) {
-                    h.count -= 1;
-                    if h.count == 0 {
-                        self.heads.remove(f);
+                // the chain (walks stop before it once it is gone); only a chain it was all of
+                // leaves the heads.
+                let (f, slot) = (self.slot_feat[k], self.slot_base.wrapping_add(k as u32));
+                if self.slot_back[k] == FAR {
+                    self.far_back.remove(&slot);
+                }
+                let (feats, base) = (&self.slot_feat, self.slot_base);
+                let at = |x: &u32| feats[x.wrapping_sub(base) as usize] == f;
+                if let Ok(o) = self.heads.find_entry(head_hash(f), at) {
+                    if *o.get() == slot {
+                        o.remove();
+                    }
+                }
+                if let Some(c) = self.counts.get_mut(&f) {
+                    *c -= 1;
+                    if *c < KEEP {
+                        self.counts.remove(&f);
                     }
                 }
             }
@@ -1410,14 +1457,17 @@ impl ClusterIndex {
                 }
             }
         }
-        // Drop the arena's dead front once it is most of it (amortised O(1) per slot).
-        let live = self.entries.front().map_or(self.slot_feat.len(), |e| {
+        // Drop the arena's dead front once it is most of it (amortised O(1) per slot), whole
+        // blocks of it.
+        let dead = self.entries.front().map_or(self.slot_feat.len(), |e| {
             e.first.wrapping_sub(self.slot_base) as usize
-        });
-        if live > 1024 && live * 2 > self.slot_feat.len() {
-            self.slot_feat.drain(..live);
-            self.slot_back.drain(..live);
-            self.slot_base = self.slot_base.wrapping_add(live as u32);
+        }) / BLOCK
+            * BLOCK;
+        if dead > 1024 && dead * 2 > self.slot_feat.len() {
+            self.slot_feat.drain(..dead);
+            self.slot_back.drain(..dead);
+            self.block_seq.drain(..dead / BLOCK);
+            self.slot_base = self.slot_base.wrapping_add(dead as u32);
         }
     }
 
@@ -1427,14 +1477,46 @@ impl ClusterIndex {
         &self.slot_feat[start..start + usize::from(e.len)]
     }
 
-    /// The sequence number of the entry holding logical slot `slot` (entries hold ascending,
-    /// contiguous runs of slots).
+    /// The sequence number of the entry holding live logical slot `slot` (entries hold
+    /// ascending, contiguous runs of slots): from the entry holding the start of its block,
+    /// forward over the few entries that start within the block.
     fn seq_of_slot(&self, slot: u32) -> u64 {
         let rel = slot.wrapping_sub(self.slot_base);
-        let k = self
+        let start = self.block_seq[rel as usize / BLOCK];
+        // The low 32 bits of a live sequence number, or of one shortly before the window.
+        let mut k = (start.wrapping_sub(self.base as u32) as i32).max(0) as usize;
+        while self
             .entries
-            .partition_point(|e| e.first.wrapping_sub(self.slot_base) <= rel);
-        self.base + k.saturating_sub(1) as u64
+            .get(k + 1)
+            .is_some_and(|e| e.first.wrapping_sub(self.slot_base) <= rel)
+        {
+            k += 1;
+        }
+        self.base + k as u64
+    }
+
+    /// The logical slot of a distinct feature's newest occurrence.
+    fn head_of(&self, f: u32) -> Option<u32> {
+        let (feats, base) = (&self.slot_feat, self.slot_base);
+        let at = |x: &u32| feats[x.wrapping_sub(base) as usize] == f;
+        self.heads.find(head_hash(f), at).copied()
+    }
+
+    /// The logical slot of the occurrence of feature `f` before the one in `slot`, if it is
+    /// still in the window: the last `f` before `slot` in the block `slot_back` names.
+    fn prev_occurrence(&self, slot: u32, f: u32) -> Option<u32> {
+        let rel = slot.wrapping_sub(self.slot_base) as usize;
+        let back = match self.slot_back[rel] {
+            0 => return None,
+            FAR => *self.far_back.get(&slot)? as usize,
+            b => usize::from(b),
+        };
+        let start = (rel / BLOCK).checked_sub(back - 1)? * BLOCK;
+        let block = &self.slot_feat[start..(start + BLOCK).min(rel)];
+        let k = start + block.iter().rposition(|&x| x == f)?;
+        // Slots before the oldest entry's are pruned.
+        let front = self.entries.front()?.first.wrapping_sub(self.slot_base) as usize;
+        (k >= front).then(|| self.slot_base.wrapping_add(k as u32))
     }
 
     /// The IDF-weighted score of two signatures under this index's current statistics.
@@ -1532,20 +1614,18 @@ impl ClusterIndex {
         let in_window = self.entries.len() as f64;
         let limit = ((in_window * CANDIDATE_MAX_DF_SHARE) as usize).max(CANDIDATE_MIN_DF_LIMIT);
         let mut hits: FxHashMap<u64, u32> = FxHashMap::default();
-        for f in &sig.feats {
-            let Some(&h) = self.heads.get(f) else {
+        for &f in &sig.feats {
+            let Some(head) = self.head_of(f) else {
                 continue;
             };
-            if h.count as usize > limit {
+            // A feature not counted has fewer than COUNTED postings, never over the limit.
+            if self.counts.get(&f).is_some_and(|&c| c as usize > limit) {
                 continue;
             }
-            let mut slot = h.slot;
-            for step in 0..h.count {
+            let mut at = Some(head);
+            while let Some(slot) = at {
                 *hits.entry(self.seq_of_slot(slot)).or_insert(0) += 1;
-                if step + 1 < h.count {
-                    let back = self.slot_back[slot.wrapping_sub(self.slot_base) as usize];
-                    slot = slot.wrapping_sub(back);
-                }
+                at = self.prev_occurrence(slot, f);
             }
         }
         let mut cands: Vec<(u32, u64)> = hits
@@ -1581,6 +1661,33 @@ impl ClusterIndex {
         best.map(|(score, e)| (e.cluster, Placement::Similar { with: e.id, score }))
     }
 
+    /// Keeps [`ClusterIndex::counts`] true for one more occurrence of `f`, just pushed in
+    /// logical `slot`.
+    fn count_one_more(&mut self, f: u32, slot: u32) {
+        // The sketch never under-counts, and the window is part of what it saw: a feature it
+        // has seen less than KEEP times is not counted, nor one seen less than COUNTED times
+        // missing.
+        let df = self.stats.df(f);
+        if df < KEEP {
+            return;
+        }
+        if let Some(c) = self.counts.get_mut(&f) {
+            *c += 1;
+        } else if df >= COUNTED {
+            // Not counted, it had fewer than COUNTED before this one: the walk counts exactly.
+            let (mut n, mut at) = (1, slot);
+            while n < COUNTED {
+                match self.prev_occurrence(at, f) {
+                    Some(p) => (n, at) = (n + 1, p),
+                    None => break,
+                }
+            }
+            if n >= KEEP {
+                self.counts.insert(f, n);
+            }
+        }
+    }
+
     fn push(
         &mut self,
         id: i64,
@@ -1593,25 +1700,37 @@ impl ClusterIndex {
         self.stats.add(&sig.feats);
         let seq = self.base + self.entries.len() as u64;
         let first = self.slot_base.wrapping_add(self.slot_feat.len() as u32);
-        for (k, &f) in sig.feats.iter().enumerate() {
+        let feats = &sig.feats[..sig.feats.len().min(MAX_FEATURES)];
+        let rel = self.slot_feat.len();
+        self.slot_feat.extend_from_slice(feats);
+        // Blocks that start within this entry's slots.
+        for _ in rel.div_ceil(BLOCK)..self.slot_feat.len().div_ceil(BLOCK) {
+            self.block_seq.push(seq as u32);
+        }
+        for (k, &f) in feats.iter().enumerate() {
             let slot = first.wrapping_add(k as u32);
-            let back = match self.heads.entry(f) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    let h = o.get_mut();
-                    let back = slot.wrapping_sub(h.slot);
-                    *h = Head {
-                        slot,
-                        count: h.count + 1,
-                    };
-                    back
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Head { slot, count: 1 });
-                    0
+            let (arena, base) = (&self.slot_feat, self.slot_base);
+            let feat_at = |x: &u32| arena[x.wrapping_sub(base) as usize];
+            let prev = match self.heads.find_entry(head_hash(f), |x| feat_at(x) == f) {
+                Ok(mut o) => Some(std::mem::replace(o.get_mut(), slot)),
+                Err(absent) => {
+                    let table = absent.into_table();
+                    table.insert_unique(head_hash(f), slot, |x| head_hash(feat_at(x)));
+                    None
                 }
             };
-            self.slot_feat.push(f);
-            self.slot_back.push(back);
+            // How many blocks back the previous occurrence is, plus one (0: none).
+            let block_of = |x: u32| x.wrapping_sub(self.slot_base) as usize / BLOCK;
+            let back = prev.map_or(0, |p| block_of(slot) - block_of(p) + 1);
+            match u16::try_from(back) {
+                Ok(b) if b < FAR => self.slot_back.push(b),
+                _ => {
+                    self.slot_back.push(FAR);
+                    // A window never holds 2³² blocks.
+                    self.far_back.insert(slot, back as u32);
+                }
+            }
+            self.count_one_more(f, slot);
         }
         let url = url.map(UrlHash::of);
         if let Some(u) = url {
@@ -1850,6 +1969,7 @@ mod tests {
         let mut ix = ClusterIndex::new(Duration::hours(30));
         ix.slot_base = u32::MAX - 700;
         let mut sigs: HashMap<i64, Signature> = HashMap::new();
+        let mut far_backs = 0;
         for id in 0..1500i64 {
             let title: Vec<&str> = (0..1 + next(6)).map(|_| words[next(40)].as_str()).collect();
             let summary: Vec<&str> = (0..next(20)).map(|_| words[next(300)].as_str()).collect();
@@ -1878,23 +1998,35 @@ mod tests {
             assert_eq!(straight.len(), ix.heads.len(), "features after item {id}");
             for (f, mut seqs) in straight {
                 seqs.reverse();
-                let h = ix.heads[&f];
+                let head = ix
+                    .head_of(f)
+                    .expect("every feature in the window has a head");
                 let mut chained = Vec::new();
-                let mut slot = h.slot;
-                for step in 0..h.count {
+                let mut at = Some(head);
+                while let Some(slot) = at {
                     chained.push(ix.seq_of_slot(slot));
-                    if step + 1 < h.count {
-                        slot = slot
-                            .wrapping_sub(ix.slot_back[slot.wrapping_sub(ix.slot_base) as usize]);
-                    }
+                    at = ix.prev_occurrence(slot, f);
                 }
                 assert_eq!(chained, seqs, "postings of {f} after item {id}");
+                let n = seqs.len() as u32;
+                match ix.counts.get(&f) {
+                    Some(&c) => assert!(c == n && n >= KEEP, "count {c} of {f}: {n} postings"),
+                    None => assert!(n < COUNTED, "{f} with {n} postings is not counted"),
+                }
             }
+            assert!(ix.counts.len() <= ix.heads.len());
+            far_backs += ix.far_back.len();
         }
         assert!(
             ix.slot_base < 1_000_000,
             "the slot numbers never wrapped: {}",
             ix.slot_base
+        );
+        assert!(far_backs > 0, "no step back was far enough for far_back");
+        assert!(
+            (10..ix.heads.len()).contains(&ix.counts.len()),
+            "features counted at the end: {}",
+            ix.counts.len()
         );
     }
 
@@ -2056,6 +2188,7 @@ mod tests {
         ix.prune(t(1000));
         assert!(ix.is_empty());
         assert!(ix.heads.is_empty() && ix.slot_feat.len() < 2048);
+        assert!(ix.far_back.is_empty() && ix.counts.is_empty());
         assert!(ix.by_url.is_empty() && ix.by_id.is_none());
     }
 
