@@ -22,6 +22,10 @@
 //!
 //! The connection runs in WAL mode with `synchronous = NORMAL`: a committed transaction survives
 //! a process crash; a power cut may lose the last transactions but never corrupts the file.
+//! Temporary storage is in memory (`temp_store = MEMORY`): every insert of a batch keeps a
+//! statement journal (the foreign keys make any statement able to fail half-way), which
+//! otherwise goes to a file in `/var/tmp` once past 64 KiB — about 3,400 pages written there
+//! per batch of 1,600 items, and a directory a hardened service may not be able to write.
 //! Calls are short and synchronous; the daemon makes them from its one pipeline task.
 
 use std::path::Path;
@@ -662,7 +666,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // The preview's TEMP copies (see `shadow_for_preview`) keep their REFERENCES clauses,
         // which would look for the referenced tables in TEMP; nothing is written to main here.
-        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY")?;
         let store = Store { conn, batch: false };
         let found = store.schema_version()?;
         let known = MIGRATIONS.len() as i64;
@@ -685,7 +689,7 @@ impl Store {
         // journal_mode returns a row, so it cannot go through execute_batch on every version.
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
              CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
         )?;
         // Every per-item and per-poll statement is prepared once and kept (`prepare_cached`);
@@ -2023,6 +2027,23 @@ mod tests {
                 Err(e) => panic!("{v}: {e}"),
                 Ok(_) => panic!("{v}: opened"),
             }
+        }
+    }
+
+    /// Statement journals and sorts stay in memory on both kinds of connection: no page of a
+    /// batch is written to `/var/tmp`, which a hardened service may not even be able to write.
+    #[test]
+    fn temporary_storage_is_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        let rw = Store::open(&db).unwrap();
+        let ro = Store::open_read_only(&db).unwrap();
+        for (what, s) in [("read-write", &rw), ("read-only", &ro)] {
+            let mode: i64 = s
+                .conn
+                .query_row("PRAGMA temp_store", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, 2, "{what}: temp_store is {mode}, not MEMORY");
         }
     }
 
