@@ -1226,7 +1226,7 @@ impl DfStats {
 /// every day ("submitted by", "8-K filing for", "the Bureau of Industry and Security amends")
 /// weighs little once enough history has been seen.
 ///
-/// # Layout (issue 16: a third of the memory, twice the reload speed)
+/// # Layout (issue 16)
 /// Every feature occurrence of every entry is one *slot* of 6 bytes in an arena, in insertion
 /// order: the feature (`slot_feat`, so an entry's sorted features are one slice of it) and
 /// how many *blocks* of [`BLOCK`] slots back the previous occurrence of the same feature is
@@ -1260,7 +1260,8 @@ pub struct ClusterIndex {
     /// The slot arena; `slot_feat[k]` is logical slot `slot_base + k`.
     slot_feat: Vec<u32>,
     slot_back: Vec<u16>,
-    /// Logical slot → entries back, for the slots whose `slot_back` is [`FAR`].
+    /// Logical slot → its step back (blocks back plus one, as `slot_back` would hold it), for
+    /// the slots whose `slot_back` is [`FAR`].
     far_back: FxHashMap<u32, u32>,
     /// `block_seq[k]`: the sequence number (its low 32 bits) of the entry holding slot
     /// `slot_base + k * BLOCK`, so that a slot's entry is a few steps away.
@@ -1665,8 +1666,8 @@ impl ClusterIndex {
     /// logical `slot`.
     fn count_one_more(&mut self, f: u32, slot: u32) {
         // The sketch never under-counts, and the window is part of what it saw: a feature it
-        // has seen less than KEEP times is not counted, nor one seen less than COUNTED times
-        // missing.
+        // has seen fewer than KEEP times cannot be in the counts, and one it has seen fewer
+        // than COUNTED times cannot be missing from them.
         let df = self.stats.df(f);
         if df < KEEP {
             return;
