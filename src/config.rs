@@ -507,6 +507,118 @@ fn compile_rules(origin: &str, src: &str, config: &Config) -> CompiledRules {
     }
 }
 
+/// What [`check_all_but_rules`] found: the feeds, the watch ids, and the warnings.
+struct Checked {
+    feeds: Vec<Feed>,
+    watch_ids: HashSet<String>,
+    warnings: Vec<String>,
+}
+
+/// Everything `load_str` checks besides the rules: the feeds (valid URLs, each listed once),
+/// every bound, a config with nothing in it, the listen address and the watch ids. Errors go
+/// to `errs`.
+fn check_all_but_rules(config: &Config, errs: &mut Errors<'_>) -> Checked {
+    let (origin, src) = (errs.origin, errs.src);
+    let mut feeds = Vec::new();
+    let mut seen_urls = HashSet::new();
+    let mut warnings = Vec::new();
+    let mut watch_ids = HashSet::new();
+    let locate = bounds::Locator::new(src);
+    // Feeds.
+    for f in &config.feeds {
+        let raw = f.url.get_ref().trim();
+        match url::Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
+                if !seen_urls.insert(u.to_string()) {
+                    errs.at(
+                        f.url.span(),
+                        format!("feed `{raw}` is listed twice"),
+                        Some("remove one of the two [[feeds]] entries".into()),
+                    );
+                }
+                let interval = f
+                    .interval
+                    .unwrap_or(config.daemon.poll_interval)
+                    .max(config.daemon.min_interval);
+                feeds.push(Feed {
+                    url: raw.to_string(),
+                    name: f.name.clone().unwrap_or_else(|| {
+                        u.host_str().map_or_else(|| raw.to_string(), str::to_string)
+                    }),
+                    interval,
+                    tags: f.tags.clone(),
+                });
+            }
+            Ok(u) => errs.at(
+                f.url.span(),
+                format!("feed URL scheme `{}` is not supported", u.scheme()),
+                Some("write an http://, https:// or file:// URL".into()),
+            ),
+            Err(e) => errs.at(
+                f.url.span(),
+                format!("feed URL `{raw}` is not a valid URL: {e}"),
+                Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
+            ),
+        }
+    }
+    bounds::check(config, &locate, errs);
+    if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
+        errs.at(
+            0..0,
+            "no feeds, watches or digests: this config would run and do nothing".into(),
+            Some(
+                "add [[feeds]], [[watches]] and [[digests]] (the shipped config is a start: \
+                 config/policywatch.toml)"
+                    .into(),
+            ),
+        );
+    }
+
+    if let Some(listen) = &config.daemon.listen {
+        match validate_listen(listen.get_ref()) {
+            Ok(None) => {}
+            Ok(Some(w)) => warnings.push(render_at(
+                origin,
+                src,
+                listen.span().start,
+                "warning",
+                &w,
+                None,
+            )),
+            Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
+        }
+    }
+
+    // Watches: ids unique and well-formed (the rules compile in `compile_rules`).
+    for w in &config.watches {
+        let span = w.query.span();
+        if w.id.is_empty()
+            || !w
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errs.at(
+                span.clone(),
+                format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
+                Some("write an id such as \"export-controls\"".into()),
+            );
+        }
+        if !watch_ids.insert(w.id.clone()) {
+            errs.at(
+                span,
+                format!("watch id `{}` is used twice", w.id),
+                Some("give each [[watches]] entry its own id".into()),
+            );
+        }
+    }
+    Checked {
+        feeds,
+        watch_ids,
+        warnings,
+    }
+}
+
 /// Parses, validates and compiles config text. `origin` names it in messages.
 pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
     let config: Config = toml::from_str(src).map_err(|e| {
@@ -532,112 +644,23 @@ pub fn load_str(origin: &str, src: &str) -> Result<Loaded, ConfigErrors> {
         list: Vec::new(),
     };
 
-    let mut feeds = Vec::new();
-    let mut seen_urls = HashSet::new();
-    let mut warnings = Vec::new();
-    let mut watch_ids = HashSet::new();
     // The feeds and the bounds are checked on a second thread while the rules compile: with
     // thousands of feeds those checks cost about as much as compiling the shipped rules. (This
     // way round, the compile's short-lived heap is the main thread's, which the daemon reuses,
     // rather than a second malloc arena's.)
-    let rules = std::thread::scope(|scope| {
-        let checking = scope.spawn(|| {
-            let locate = bounds::Locator::new(src);
-            // Feeds.
-            for f in &config.feeds {
-                let raw = f.url.get_ref().trim();
-                match url::Url::parse(raw) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https" | "file") => {
-                        if !seen_urls.insert(u.to_string()) {
-                            errs.at(
-                                f.url.span(),
-                                format!("feed `{raw}` is listed twice"),
-                                Some("remove one of the two [[feeds]] entries".into()),
-                            );
-                        }
-                        let interval = f
-                            .interval
-                            .unwrap_or(config.daemon.poll_interval)
-                            .max(config.daemon.min_interval);
-                        feeds.push(Feed {
-                            url: raw.to_string(),
-                            name: f.name.clone().unwrap_or_else(|| {
-                                u.host_str().map_or_else(|| raw.to_string(), str::to_string)
-                            }),
-                            interval,
-                            tags: f.tags.clone(),
-                        });
-                    }
-                    Ok(u) => errs.at(
-                        f.url.span(),
-                        format!("feed URL scheme `{}` is not supported", u.scheme()),
-                        Some("write an http://, https:// or file:// URL".into()),
-                    ),
-                    Err(e) => errs.at(
-                        f.url.span(),
-                        format!("feed URL `{raw}` is not a valid URL: {e}"),
-                        Some("write a full URL such as \"https://example.com/feed.xml\"".into()),
-                    ),
-                }
-            }
-            bounds::check(&config, &locate, &mut errs);
-            if config.feeds.is_empty() && config.watches.is_empty() && config.digests.is_empty() {
-                errs.at(
-                0..0,
-                "no feeds, watches or digests: this config would run and do nothing".into(),
-                Some(
-                    "add [[feeds]], [[watches]] and [[digests]] (the shipped config is a start: \
-                     config/policywatch.toml)"
-                        .into(),
-                ),
-            );
-            }
-
-            if let Some(listen) = &config.daemon.listen {
-                match validate_listen(listen.get_ref()) {
-                    Ok(None) => {}
-                    Ok(Some(w)) => warnings.push(render_at(
-                        origin,
-                        src,
-                        listen.span().start,
-                        "warning",
-                        &w,
-                        None,
-                    )),
-                    Err((msg, hint)) => errs.at(listen.span(), msg, Some(hint)),
-                }
-            }
-
-            // Watches: ids unique and well-formed, then compile every rule.
-            for w in &config.watches {
-                let span = w.query.span();
-                if w.id.is_empty()
-                    || !w
-                        .id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    errs.at(
-                        span.clone(),
-                        format!("watch id `{}` must be letters, digits, `-` or `_`", w.id),
-                        Some("write an id such as \"export-controls\"".into()),
-                    );
-                }
-                if !watch_ids.insert(w.id.clone()) {
-                    errs.at(
-                        span,
-                        format!("watch id `{}` is used twice", w.id),
-                        Some("give each [[watches]] entry its own id".into()),
-                    );
-                }
-            }
-        });
+    let (checked, rules) = std::thread::scope(|scope| {
+        let checking = scope.spawn(|| check_all_but_rules(&config, &mut errs));
         let rules = compile_rules(origin, src, &config);
-        checking
+        let checked = checking
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        rules
+        (checked, rules)
     });
+    let Checked {
+        feeds,
+        watch_ids,
+        mut warnings,
+    } = checked;
     errs.list.extend(rules.errors);
     warnings.extend(rules.warnings);
     let classifier = rules.classifier;

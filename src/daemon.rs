@@ -174,6 +174,8 @@ struct Daemon {
     /// read-only connection, so READY, polling, SIGTERM and the watchdog do not wait for it.
     /// Until it is in, poll results wait and nothing is stored (see [`Daemon::rebuilt`]).
     rebuild: Option<tokio::task::JoinHandle<anyhow::Result<ClusterIndex>>>,
+    /// The database file, for the rebuild's own connection.
+    db: PathBuf,
     /// When retention last ran; it runs at start and then daily.
     last_prune: Option<DateTime<Utc>>,
     /// Where the Atom feeds of matches are written (`<state>/feeds`).
@@ -395,6 +397,7 @@ pub async fn run(
         last_status: String::new(),
         clusters: ClusterIndex::new(chrono::Duration::zero()),
         rebuild: None,
+        db: db.clone(),
         last_prune: None,
         feeds_dir,
         feeds_dirty: true,
@@ -410,23 +413,7 @@ pub async fn run(
     d.summary.pending_before = pending_before;
     // The cluster index is rebuilt beside the loop (the larger the window, the longer that
     // takes); the loop stores nothing before it is in.
-    let window = d.cfg.config.daemon.cluster_window;
-    let rebuild_db = db.clone();
-    d.rebuild = Some(tokio::task::spawn_blocking(move || {
-        let store = Store::open_read_only(&rebuild_db).with_context(|| {
-            format!(
-                "cannot open database {} to rebuild the story index",
-                rebuild_db.display()
-            )
-        })?;
-        let began = std::time::Instant::now();
-        let index = rebuild_clusters(&store, window, Utc::now())?;
-        tracing::debug!(
-            took_ms = began.elapsed().as_millis() as u64,
-            "story index rebuilt"
-        );
-        Ok(index)
-    }));
+    d.start_rebuild();
     // Only now — config compiled, database open and migrated, listener bound — is the
     // service ready.
     let failing = d.store.failing_feed_urls()?;
@@ -665,8 +652,34 @@ impl Daemon {
         }
     }
 
-    /// The start-up rebuild of the cluster index, once it is done (pending while there is none:
-    /// the `select!` branch is disabled then).
+    /// Starts rebuilding the cluster index from the store, on a blocking thread over its own
+    /// read-only connection (a rebuild still running is dropped); [`Daemon::rebuilt`] hands
+    /// it over. Until then poll results wait and nothing is stored.
+    fn start_rebuild(&mut self) {
+        if let Some(r) = self.rebuild.take() {
+            r.abort();
+        }
+        let window = self.cfg.config.daemon.cluster_window;
+        let db = self.db.clone();
+        self.rebuild = Some(tokio::task::spawn_blocking(move || {
+            let store = Store::open_read_only(&db).with_context(|| {
+                format!(
+                    "cannot open database {} to rebuild the story index",
+                    db.display()
+                )
+            })?;
+            let began = std::time::Instant::now();
+            let index = rebuild_clusters(&store, window, Utc::now())?;
+            tracing::debug!(
+                took_ms = began.elapsed().as_millis() as u64,
+                "story index rebuilt"
+            );
+            Ok(index)
+        }));
+    }
+
+    /// The rebuild of the cluster index, once it is done (pending while there is none: the
+    /// `select!` branch is disabled then).
     async fn rebuilt(
         rebuild: &mut Option<tokio::task::JoinHandle<anyhow::Result<ClusterIndex>>>,
     ) -> anyhow::Result<ClusterIndex> {
@@ -697,11 +710,10 @@ impl Daemon {
         tracing::warn!(attempts = full.attempts, retry_in = ?wait, error = %format!("{e:#}"),
             "disk full: cannot write to the database; nothing is lost, the poll is repeated once space returns");
         // The cluster index may hold items of the transaction that was rolled back: rebuild it
-        // from what is really stored, so no story joins a cluster that does not exist.
-        if let Some(r) = self.rebuild.take() {
-            r.abort(); // the start-up rebuild; this one replaces it
-        }
-        self.clusters = rebuild_clusters(&self.store, self.cfg.config.daemon.cluster_window, now)?;
+        // from what is really stored, so no story joins a cluster that does not exist. Beside
+        // the loop, like the start-up's (which this one replaces, if it still runs): nothing
+        // is stored before it is in.
+        self.start_rebuild();
         let states = self.store.feeds().unwrap_or_default();
         self.publish_status(&states);
         Ok(())
