@@ -468,8 +468,7 @@ fn assemble(
 ) -> Result<Classifier, Vec<RuleError>> {
     let mut out = Vec::new();
     for (w, q, ex) in compiled {
-        let patterns = matcher.pattern_set(&q);
-        let fast_query = matcher.guard(q.clone());
+        let (fast_query, patterns) = matcher.guard_with_patterns(q.clone());
         let fast_exclude = ex.clone().map(|e| matcher.guard(e));
         // A query true without any of its terms would match every item: refuse it.
         let empty = ItemHits::synthetic(matcher.patterns_len(), &[]);
@@ -695,9 +694,15 @@ fn set_terms(sets: &SetLibrary, r: &matcher::SetRef) -> Vec<Term> {
 fn lint(c: &Classifier, configs: &[WatchConfig]) -> Vec<RuleWarning> {
     let m = &c.matcher;
     let mut out = Vec::new();
+    // One set of synthetic hits, changed for each pattern asked about.
+    let mut hits = ItemHits::synthetic(m.patterns_len(), &[]);
     for (w, cfg) in c.watches.iter().zip(configs) {
         let mut atoms = Vec::new();
         w.query.atoms(&mut atoms);
+        // A set named again in one text is the same atoms again: each is looked at once, in
+        // the order they first come.
+        let mut seen = vec![false; m.atoms.len()];
+        atoms.retain(|&a| !std::mem::replace(&mut seen[a as usize], true));
         let mut warned = HashSet::new();
         let mut alone_enough: HashMap<u32, bool> = HashMap::new();
         for &a in &atoms {
@@ -735,7 +740,7 @@ fn lint(c: &Classifier, configs: &[WatchConfig]) -> Vec<RuleWarning> {
             // the tree as written has thousands of atoms, and asking it once per atom took most
             // of a second per config load.
             let alone = *alone_enough.entry(atom.pattern).or_insert_with(|| {
-                let hits = ItemHits::synthetic(m.patterns_len(), &[atom.pattern]);
+                hits.resynthesize(&[atom.pattern]);
                 matcher::eval(m, &w.fast_query, &hits)
             });
             if !alone {

@@ -431,6 +431,28 @@ fn noisy_set_terms_are_reported_where_each_watch_names_the_set() {
     assert_eq!(at, [("a", 0), ("b", 10)]);
 }
 
+/// Every atom's `term` is the rank of its display among the distinct displays in string
+/// order, however many atoms share one (the shipped config: thousands of set terms, each named
+/// many times).
+#[test]
+fn atoms_are_numbered_by_their_display_in_string_order() {
+    let src = include_str!("../../config/policywatch.toml");
+    let c = crate::config::load_str("policywatch.toml", src)
+        .expect("the shipped config loads")
+        .classifier;
+    let mut displays: Vec<&str> = c.matcher.atoms.iter().map(|a| &*a.display).collect();
+    displays.sort_unstable();
+    displays.dedup();
+    assert!(displays.len() > 1000, "{} displays", displays.len());
+    for a in &c.matcher.atoms {
+        assert_eq!(
+            displays[a.term as usize], &*a.display,
+            "atom {} numbered {}",
+            a.display, a.term
+        );
+    }
+}
+
 #[test]
 fn classifier_is_send_sync() {
     fn is<T: Send + Sync>() {}
