@@ -693,8 +693,8 @@ impl MatcherBuilder {
     }
 
     /// The matcher without its automata, and the strings to build them from (see
-    /// [`build_automata`], [`Matcher::set_automata`]): the caller can build them on another
-    /// thread while it rewrites and checks the rules, which need only the patterns and atoms.
+    /// [`build_automata`], [`Matcher::set_automata`]): the rules are rewritten and checked
+    /// with the patterns and atoms alone, before the automata are built.
     pub fn finish_parts(mut self) -> (Matcher, AutomatonStrings) {
         // Atoms of one term share its display (`KnownTerm`, `copy_atoms`): the strings are
         // sorted once per distinct allocation, not once per atom.
@@ -749,15 +749,6 @@ impl MatcherBuilder {
 /// The strings of a matcher's two automata (folded, exact), from
 /// [`MatcherBuilder::finish_parts`].
 pub struct AutomatonStrings([Vec<String>; 2]);
-
-impl AutomatonStrings {
-    /// How many strings there are to build automata from (to tell whether building them on
-    /// another thread is worth a thread).
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.0[0].len() + self.0[1].len()
-    }
-}
 
 /// A matcher's automata, for [`Matcher::set_automata`].
 pub struct Automata([Option<NFA>; 2]);

@@ -159,10 +159,6 @@ pub struct Classifier {
     set_weights: HashMap<String, f64>,
 }
 
-/// Below this many automaton strings, building the automata on a thread of their own costs
-/// more than it saves.
-const THREAD_MIN_STRINGS: usize = 500;
-
 /// Most evidence entries kept per verdict (the score uses all hits).
 const MAX_EVIDENCE: usize = 64;
 
@@ -249,23 +245,13 @@ impl Classifier {
                 compiled.push((w, q, w.exclude.as_ref().map(|_| ex)));
             }
         }
-        // The automata are built on another thread while the rules are rewritten and
-        // checked, which need only the patterns and atoms: for the shipped sets the two halves
-        // take about as long. A few rules are not worth a thread.
+        // The automata are built here, after the trees are rewritten and linted, not on a
+        // thread of their own: a config load already checks its feeds on a second thread
+        // while the rules compile, and on two cores a third thread made the mean load slower
+        // (see `cargo bench --bench classify -- compile`).
         let (matcher, strings) = b.finish_parts();
-        let (assembled, built) = if strings.len() < THREAD_MIN_STRINGS {
-            let assembled = assemble(watches, sets, compiled, matcher, used_sets, errors);
-            (assembled, matcher::build_automata(&strings))
-        } else {
-            std::thread::scope(|s| {
-                let building = s.spawn(|| matcher::build_automata(&strings));
-                let assembled = assemble(watches, sets, compiled, matcher, used_sets, errors);
-                let built = building
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (assembled, built)
-            })
-        };
+        let assembled = assemble(watches, sets, compiled, matcher, used_sets, errors);
+        let built = matcher::build_automata(&strings);
         let automaton_error = |message: String| RuleError {
             watch_id: String::new(),
             source: RuleSource::Watch,
