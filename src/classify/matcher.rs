@@ -931,6 +931,12 @@ fn runs_of(hits: &[Hit], mut runs: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
 fn bits_of(hits: &[Hit], n_patterns: usize, mut field_bits: Vec<[u64; 8]>) -> Vec<[u64; 8]> {
     field_bits.clear();
     field_bits.resize(n_patterns.div_ceil(64), [0; 8]);
+    set_bits(hits, &mut field_bits);
+    field_bits
+}
+
+/// Sets the field and any-field bits of each of `hits` in `field_bits`.
+fn set_bits(hits: &[Hit], field_bits: &mut [[u64; 8]]) {
     for h in hits {
         let bit = 1u64 << (h.pat % 64);
         if let Some(x) = field_bits.get_mut(h.pat as usize / 64) {
@@ -938,7 +944,6 @@ fn bits_of(hits: &[Hit], n_patterns: usize, mut field_bits: Vec<[u64; 8]>) -> Ve
             x[ANY_FIELD] |= bit;
         }
     }
-    field_bits
 }
 
 impl Matcher {
@@ -1024,20 +1029,19 @@ impl Matcher {
                 .all(|(i, x)| matches!(x, Node::Atom(a) if *a as usize == first as usize + i))
                 .then_some((first, v.len()))
         };
-        if let Node::Or(v) = &n {
-            if let Some(key) = run_key(v) {
-                if let Some((done, pats)) = memo.get(&key) {
-                    merge(under, pats);
-                    return (done.clone(), key.1);
-                }
-            }
+        let memo_key = match &n {
+            Node::Or(v) => run_key(v),
+            _ => None,
+        };
+        if let Some((done, pats)) = memo_key.and_then(|key| memo.get(&key)) {
+            merge(under, pats);
+            return (done.clone(), memo_key.map_or(0, |k| k.1));
         }
         // The patterns under this node, kept apart when it may need a set of its own.
         let own = matches!(n, Node::Or(_) | Node::Near { .. } | Node::AtLeast { .. });
         let mut mine = if own { self.no_patterns() } else { Vec::new() };
         let here: &mut Vec<u64> = if own { &mut mine } else { &mut *under };
         let mut count = 0;
-        let mut memo_key = None;
         let n = match n {
             Node::Atom(a) => {
                 mark(here, a);
@@ -1056,7 +1060,6 @@ impl Matcher {
                 Node::And(v.into_iter().map(|x| x.0).collect())
             }
             Node::Or(v) => {
-                memo_key = run_key(&v);
                 let v: Vec<Node> = v
                     .into_iter()
                     .map(|x| {
@@ -1339,30 +1342,18 @@ impl ItemHits<'static> {
     /// Hits standing in for "pattern `p` occurs once in every field" (used by the lint and
     /// to check whether a query can match an item with none of its terms).
     pub fn synthetic(n_patterns: usize, pats: &[u32]) -> ItemHits<'static> {
-        let mut hits = Vec::new();
-        for &p in pats {
-            for fi in 0..Field::ALL.len() {
-                hits.push(Hit {
-                    pat: p,
-                    field: fi as u8,
-                    os: 0,
-                    oe: 0,
-                });
-            }
-        }
-        hits.sort_unstable_by_key(|h| (h.pat, h.field));
-        ItemHits {
+        let mut h = ItemHits {
             fields: Default::default(),
-            runs: runs_of(&hits, Vec::new()),
-            field_bits: bits_of(&hits, n_patterns, Vec::new()),
-            hits,
+            runs: Vec::new(),
+            field_bits: bits_of(&[], n_patterns, Vec::new()),
+            hits: Vec::new(),
             near: RefCell::default(),
             lang: None,
-        }
+        };
+        h.resynthesize(pats);
+        h
     }
-}
 
-impl ItemHits<'static> {
     /// Makes these (synthetic) hits those of [`ItemHits::synthetic`] for `pats`, reusing the
     /// buffers: only the words of the patterns that were there are cleared.
     pub fn resynthesize(&mut self, pats: &[u32]) {
@@ -1384,13 +1375,7 @@ impl ItemHits<'static> {
         }
         self.hits.sort_unstable_by_key(|h| (h.pat, h.field));
         self.runs = runs_of(&self.hits, std::mem::take(&mut self.runs));
-        for h in &self.hits {
-            let bit = 1u64 << (h.pat % 64);
-            if let Some(x) = self.field_bits.get_mut(h.pat as usize / 64) {
-                x[h.field as usize % ANY_FIELD] |= bit;
-                x[ANY_FIELD] |= bit;
-            }
-        }
+        set_bits(&self.hits, &mut self.field_bits);
     }
 }
 
