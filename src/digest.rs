@@ -595,19 +595,56 @@ pub fn subject_line(d: &Digest, limits: &RenderLimits) -> String {
     subject(d, &Layout::new(d, limits))
 }
 
-/// Higher score first (NaN last), then newer first (undated last), then item id for stability.
-fn rank(a: &Story, b: &Story) -> std::cmp::Ordering {
-    let key = |s: &Story| {
-        if s.score.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            s.score
+/// What ranks a story in a digest: its score, its time and its lead item's id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankKey {
+    pub score: f64,
+    pub published: Option<DateTime<Utc>>,
+    pub item_id: i64,
+}
+
+impl RankKey {
+    pub fn of(s: &Story) -> RankKey {
+        RankKey {
+            score: s.score,
+            published: s.published,
+            item_id: s.item_id,
         }
-    };
-    key(b)
-        .total_cmp(&key(a))
-        .then_with(|| b.published.cmp(&a.published))
-        .then_with(|| a.item_id.cmp(&b.item_id))
+    }
+
+    /// Higher score first (NaN last), then newer first (undated last), then item id for
+    /// stability: the order of the top stories and of every section.
+    pub fn rank(&self, other: &RankKey) -> std::cmp::Ordering {
+        let key = |k: &RankKey| {
+            if k.score.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                k.score
+            }
+        };
+        key(other)
+            .total_cmp(&key(self))
+            .then_with(|| other.published.cmp(&self.published))
+            .then_with(|| self.item_id.cmp(&other.item_id))
+    }
+}
+
+fn rank(a: &Story, b: &Story) -> std::cmp::Ordering {
+    RankKey::of(a).rank(&RankKey::of(b))
+}
+
+/// The least a story costs in a message, in raw bytes of both parts: a compact line with no
+/// title, link or source (a full block costs more). A test holds the renderers to it.
+const MIN_STORY_BYTES: usize = 100;
+
+/// More stories of one section than any message can show (within [`MAX_MESSAGE_BYTES`]): the
+/// top stories, then as many of the cheapest lines as the largest budget holds, plus one. A
+/// digest with more than this many stories in a section lays out the same message from the
+/// section's best this-many (the rest is handed back whatever it is), which is what `notify`
+/// claims of a large backlog.
+pub fn story_cap() -> usize {
+    let raw = ((MAX_MESSAGE_BYTES - MIME_RESERVE) as f64 / ENCODING_FACTOR) as usize;
+    TOP_MAX + raw / MIN_STORY_BYTES + 1
 }
 
 /// A story's watches, in digest order: its `watches`, or its section's.
@@ -700,7 +737,7 @@ impl<'a> Layout<'a> {
         let raw_budget =
             (limits.max_bytes.saturating_sub(MIME_RESERVE) as f64 / ENCODING_FACTOR) as usize;
         let health_lines = health_fit(d);
-        let fixed = skeleton_bytes(d, health_lines);
+        let fixed = skeleton_bytes(d, health_lines, order.first().map(|&(_, s, _)| s));
         let mut left = raw_budget.saturating_sub(fixed);
         // Full blocks may take this much of the room; the rest is kept for compact lines, so a
         // long digest lists many headlines rather than ending after a few long blocks.
@@ -827,9 +864,12 @@ fn health_fit(d: &Digest) -> usize {
 }
 
 /// An upper bound on everything but the stories: head and styles (with the longest subject),
-/// the preheader (at most the longest headline), heading, section and compact-list headings,
-/// feed health, the "more next time" line and the footer, in both parts.
-fn skeleton_bytes(d: &Digest, health_lines: usize) -> usize {
+/// the preheader (the headline: `headline`'s title, the first story of the layout order),
+/// heading, section and compact-list headings, feed health, the "more next time" line and the
+/// footer, in both parts. Only the headline's title counts of the stories', so the budget is
+/// the same for any digest whose layout order starts the same (`notify` claims no more of a
+/// backlog than the message reaches).
+fn skeleton_bytes(d: &Digest, health_lines: usize, headline: Option<&Story>) -> usize {
     let escaped = |s: &str| {
         let mut out = String::new();
         esc(&mut out, s);
@@ -837,14 +877,7 @@ fn skeleton_bytes(d: &Digest, health_lines: usize) -> usize {
     };
     let mut probe = String::new();
     html_head(&mut probe, d, &"&".repeat(MAX_SUBJECT_CHARS), "");
-    let longest_title = d
-        .sections
-        .iter()
-        .flat_map(|s| &s.stories)
-        .map(|s| s.title.len())
-        .max()
-        .unwrap_or(0)
-        .min(MAX_TITLE_CHARS * 4);
+    let headline = headline.map_or(0, |s| s.title.len().min(MAX_TITLE_CHARS * 4));
     let sections: usize = d
         .sections
         .iter()
@@ -861,7 +894,7 @@ fn skeleton_bytes(d: &Digest, health_lines: usize) -> usize {
                 + 200
         })
         .sum();
-    let fixed = 2 * escaped(&footer(d)) + 2 * escaped(&heading(d)) + 6 * longest_title + 1_500;
+    let fixed = 2 * escaped(&footer(d)) + 2 * escaped(&heading(d)) + 6 * headline + 1_500;
     probe.len() + sections + health + fixed
 }
 
@@ -1885,6 +1918,52 @@ mod tests {
             watch_name: format!("Watch {id}"),
             stories,
         }
+    }
+
+    #[test]
+    fn no_story_costs_less_than_the_cap_assumes() {
+        // The emptiest story there can be, and a story with only a title, as a compact line
+        // and as a full block (top and not), in an alert and a digest.
+        let empty = Story {
+            link: None,
+            published: None,
+            ..Story::default()
+        };
+        let titled = Story {
+            title: "x".into(),
+            ..empty.clone()
+        };
+        for kind in [DigestKind::Digest, DigestKind::Alert] {
+            for s in [&empty, &titled] {
+                let mut d = digest(vec![section("w", vec![s.clone()])]);
+                d.kind = kind;
+                let (mut h, mut t) = (String::new(), String::new());
+                compact_html(&mut h, &d, s);
+                compact_text(&mut t, &d, s);
+                assert!(h.len() + t.len() >= MIN_STORY_BYTES, "compact: {h}{t}");
+                for top in [false, true] {
+                    let (mut h, mut t) = (String::new(), String::new());
+                    story_html(&mut h, &d, 0, s, &RenderLimits::default(), top);
+                    story_text(&mut t, &d, 0, s, &RenderLimits::default(), top);
+                    assert!(h.len() + t.len() >= MIN_STORY_BYTES, "full: {h}{t}");
+                }
+            }
+        }
+        // And so a message never shows a section's `story_cap()`-th story.
+        let many: Vec<Story> = (0..story_cap() as i64 + 50)
+            .map(|i| Story {
+                item_id: i,
+                ..empty.clone()
+            })
+            .collect();
+        let r = render(&digest(vec![section("w", many)]), &RenderLimits::default());
+        assert!(
+            r.shown + r.listed < story_cap(),
+            "{} + {}",
+            r.shown,
+            r.listed
+        );
+        assert!(!r.deferred.is_empty());
     }
 
     fn weights() -> SetWeights {

@@ -57,7 +57,9 @@ use crate::item::Field;
 use crate::logging::untrusted;
 use crate::mail::{MailError, Mailer, SendError};
 use crate::retry::{self, SendClass};
-use crate::store::{Delivery, DigestState, Kind, RecipientOutcome, Store, StoreError};
+use crate::store::{
+    Candidate, Choice, Delivery, DigestState, Kind, RecipientOutcome, Store, StoreError,
+};
 use crate::webhook;
 
 /// Failures below this count are not worth a line in a digest; a feed failing this many polls
@@ -368,6 +370,8 @@ pub struct Notifier {
     /// The webhook client and each webhook digest's endpoint (its secret read here, like the
     /// SMTP password), when some digest posts to a webhook.
     webhooks: Option<Webhooks>,
+    /// Stories of one section a claim takes at most ([`digest::story_cap`]).
+    claim_cap: usize,
 }
 
 struct Webhooks {
@@ -405,7 +409,11 @@ impl Notifier {
                 endpoints,
             }),
         };
-        Ok(Notifier { mailer, webhooks })
+        Ok(Notifier {
+            mailer,
+            webhooks,
+            claim_cap: digest::story_cap(),
+        })
     }
 
     /// Registers every configured digest, so stories classified from now on are theirs.
@@ -432,14 +440,7 @@ impl Notifier {
         for d in &cfg.digests {
             let st = state_of(store, d, now)?;
             if next_firing(d, &st).is_some_and(|t| t <= now) {
-                store.claim(
-                    &d.id,
-                    Kind::Digest,
-                    d.via.as_str(),
-                    &d.watches,
-                    now,
-                    d.send_empty,
-                )?;
+                self.claim(store, d, Kind::Digest, now)?;
             }
             if !d.immediate.is_empty() {
                 let gap =
@@ -447,7 +448,7 @@ impl Notifier {
                 // map_or, not is_none_or: the crate's MSRV is 1.80.
                 #[allow(clippy::unnecessary_map_or)]
                 if st.last_alert_at.map_or(true, |t| now - t >= gap) {
-                    store.claim(&d.id, Kind::Alert, d.via.as_str(), &d.immediate, now, false)?;
+                    self.claim(store, d, Kind::Alert, now)?;
                 }
             }
         }
@@ -462,16 +463,33 @@ impl Notifier {
         now: DateTime<Utc>,
     ) -> Result<(), NotifyError> {
         for d in &cfg.digests {
-            store.claim(
-                &d.id,
-                Kind::Digest,
-                d.via.as_str(),
-                &d.watches,
-                now,
-                d.send_empty,
-            )?;
+            self.claim(store, d, Kind::Digest, now)?;
         }
         Ok(())
+    }
+
+    /// Claims a delivery of digest `d` (its scheduled digest, or its immediate alert) and what
+    /// it carries: no more of a large backlog than one message can show ([`choose`]).
+    fn claim(
+        &self,
+        store: &mut Store,
+        d: &crate::config::Digest,
+        kind: Kind,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Delivery>, NotifyError> {
+        let watches = watches_of(d, kind);
+        // An empty alert is never sent.
+        let send_empty = kind == Kind::Digest && d.send_empty;
+        let cap = self.claim_cap;
+        Ok(store.claim_with(
+            &d.id,
+            kind,
+            d.via.as_str(),
+            watches,
+            now,
+            send_empty,
+            &mut |found| choose(found, watches, d, cap),
+        )?)
     }
 
     /// One pass, inline: claim what is due, then attempt every due delivery and wait for it.
@@ -577,12 +595,8 @@ impl Notifier {
             None => message_budget(cfg, dcfg),
         };
         let Prepared {
-            mut d,
-            clusters,
-            extras,
-            limits,
-        } = prepare(store, cfg, dcfg, delivery, now, max_bytes)?;
-        hand_back_overflow(store, delivery, &mut d, &clusters, &limits)?;
+            d, extras, limits, ..
+        } = self.ready(store, cfg, dcfg, delivery, now, max_bytes)?;
         match dcfg.via {
             Via::Log => {
                 let rendered = digest::render(&d, &limits);
@@ -609,6 +623,36 @@ impl Notifier {
                 self.webhook_job(store, dcfg, &notice, delivery, &delivery.message_id, report)
             }
         }
+    }
+
+    /// Assembles what `delivery` claims within `max_bytes` and hands what does not fit back to
+    /// the store ([`hand_back_overflow`]): what is left is the message to send.
+    fn ready(
+        &self,
+        store: &mut Store,
+        cfg: &Loaded,
+        dcfg: &crate::config::Digest,
+        delivery: &Delivery,
+        now: DateTime<Utc>,
+        max_bytes: usize,
+    ) -> Result<Prepared, NotifyError> {
+        let mut prepared = prepare(store, cfg, dcfg, delivery, now, max_bytes)?;
+        let mut probe = digest::render(&prepared.d, &prepared.limits);
+        if !covers(&prepared.d, &probe, self.claim_cap) {
+            // The claim left stories of a section this message would reach: take them now, as
+            // a claim of everything would have (no budget within `story_cap` gets here).
+            let taken = store.claim_rest(delivery.id, watches_of(dcfg, delivery.kind))?;
+            tracing::warn!(
+                delivery = delivery.id,
+                stories = taken,
+                "the digest had room for more stories than were claimed; claimed the rest"
+            );
+            let delivery = store.delivery(delivery.id)?;
+            prepared = prepare(store, cfg, dcfg, &delivery, now, max_bytes)?;
+            probe = digest::render(&prepared.d, &prepared.limits);
+        }
+        hand_back_overflow(store, delivery, &mut prepared.d, &prepared.clusters, &probe)?;
+        Ok(prepared)
     }
 
     /// `via = "webhook"`: render the notice in the digest's format and make the job that
@@ -1232,6 +1276,15 @@ fn fail(
 
 /// A digest's state. Digests are registered at start and on reload, so this is a read; a
 /// digest that somehow is not registered yet is registered now.
+/// The watches a delivery of `kind` claims matches of: the digest's, or for its immediate
+/// alert those that ask for one.
+fn watches_of(d: &crate::config::Digest, kind: Kind) -> &[String] {
+    match kind {
+        Kind::Digest => &d.watches,
+        Kind::Alert => &d.immediate,
+    }
+}
+
 fn state_of(
     store: &mut Store,
     d: &crate::config::Digest,
@@ -1319,9 +1372,8 @@ fn hand_back_overflow(
     delivery: &Delivery,
     d: &mut digest::Digest,
     clusters: &HashMap<i64, i64>,
-    limits: &RenderLimits,
+    probe: &Rendered,
 ) -> Result<(), NotifyError> {
-    let probe = digest::render(d, limits);
     if probe.deferred.is_empty() || probe.shown + probe.listed == 0 {
         return Ok(());
     }
@@ -1393,6 +1445,167 @@ fn prepare(
     })
 }
 
+/// One match as [`group`] sees it.
+struct RowKey {
+    /// Index of its watch among the digest's watches; `None` for a watch the digest does not
+    /// show (the match is claimed, never shown).
+    section: Option<usize>,
+    cluster: i64,
+    item_id: i64,
+    score: f64,
+    published: Option<DateTime<Utc>>,
+    first_seen_at: DateTime<Utc>,
+}
+
+impl RowKey {
+    /// The time its story shows when it leads: published, or else first seen.
+    fn story_time(&self) -> Option<DateTime<Utc>> {
+        self.published.or(Some(self.first_seen_at))
+    }
+}
+
+/// A story as [`group`] forms it.
+struct Grouped {
+    section: usize,
+    /// Its matches (indices into the rows), in digest order: the lead first.
+    rows: Vec<usize>,
+    /// The lead's score, raised by the lead item's matches of other watches.
+    score: f64,
+}
+
+/// The stories of a set of matches, in the order sections list them: the matches in digest
+/// order — the digest's watch order, then best score first, newest, lowest item id — each
+/// story (cluster) once, led by its first match, so filed under the first of the digest's
+/// watches it matched, by its best item there. What a delivery shows ([`assemble`]) and what
+/// a claim takes of a backlog ([`choose`]) are both formed here.
+fn group(rows: &[RowKey]) -> Vec<Grouped> {
+    let mut idx: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].section.is_some())
+        .collect();
+    idx.sort_by(|&a, &b| {
+        let (a, b) = (&rows[a], &rows[b]);
+        a.section
+            .cmp(&b.section)
+            .then_with(|| b.score.total_cmp(&a.score))
+            .then_with(|| b.published.cmp(&a.published))
+            .then_with(|| a.item_id.cmp(&b.item_id))
+    });
+    let mut placed: HashMap<i64, usize> = HashMap::new();
+    let mut out: Vec<Grouped> = Vec::new();
+    for i in idx {
+        let r = &rows[i];
+        if let Some(&g) = placed.get(&r.cluster) {
+            let story = &mut out[g];
+            if rows[story.rows[0]].item_id == r.item_id && r.score > story.score {
+                story.score = r.score;
+            }
+            story.rows.push(i);
+            continue;
+        }
+        placed.insert(r.cluster, out.len());
+        out.push(Grouped {
+            section: r.section.unwrap_or_default(),
+            rows: vec![i],
+            score: r.score,
+        });
+    }
+    out
+}
+
+/// What a delivery of `dcfg` claims of `found` (matches of `watches`): everything, unless a
+/// section has more than `cap` stories — more than a message can show ([`digest::story_cap`])
+/// — when only its best `cap` are claimed and the rest stays for the next delivery, counted
+/// in its "N more stories" from the start, as if claimed and handed back. The message is the
+/// same either way: the layout takes the top stories and then each section's list in rank
+/// order, and never reaches a section's `cap`-th story ([`Notifier::start`] makes sure, and
+/// claims the rest when it would).
+///
+/// Everything is claimed also when a section without stories of its own is kept only for a
+/// badge of a story that would not be claimed: that story decides whether the section shows.
+fn choose(
+    found: &[Candidate],
+    watches: &[String],
+    dcfg: &crate::config::Digest,
+    cap: usize,
+) -> Choice {
+    let order: HashMap<&str, usize> = dcfg
+        .watches
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.as_str(), i))
+        .collect();
+    let rows: Vec<RowKey> = found
+        .iter()
+        .map(|c| RowKey {
+            section: order.get(watches[c.watch].as_str()).copied(),
+            cluster: c.cluster_id,
+            item_id: c.item_id,
+            score: c.score,
+            published: c.published,
+            first_seen_at: c.first_seen_at,
+        })
+        .collect();
+    let stories = group(&rows);
+    let mut per_section: Vec<Vec<&Grouped>> = vec![Vec::new(); dcfg.watches.len()];
+    for g in &stories {
+        per_section[g.section].push(g);
+    }
+    if per_section.iter().all(|l| l.len() <= cap) {
+        return Choice::All;
+    }
+    let key = |g: &Grouped| {
+        let lead = &rows[g.rows[0]];
+        digest::RankKey {
+            score: g.score,
+            published: lead.story_time(),
+            item_id: lead.item_id,
+        }
+    };
+    let mut clusters: HashSet<i64> = HashSet::new();
+    let mut left = 0;
+    for list in &mut per_section {
+        if list.len() > cap {
+            list.select_nth_unstable_by(cap.max(1) - 1, |a, b| key(a).rank(&key(b)));
+            left += list.len() - cap;
+            list.truncate(cap);
+        }
+        clusters.extend(list.iter().map(|g| rows[g.rows[0]].cluster));
+    }
+    if !dcfg.send_empty {
+        for (w, list) in per_section.iter().enumerate() {
+            let badged = |claimed: bool| {
+                rows.iter()
+                    .any(|r| r.section == Some(w) && (!claimed || clusters.contains(&r.cluster)))
+            };
+            if list.is_empty() && badged(false) && !badged(true) {
+                return Choice::All;
+            }
+        }
+    }
+    // A story with no match of the digest's watches is claimed and never shown, as before.
+    let shown: HashSet<i64> = stories.iter().map(|g| rows[g.rows[0]].cluster).collect();
+    clusters.extend(
+        rows.iter()
+            .map(|r| r.cluster)
+            .filter(|c| !shown.contains(c)),
+    );
+    Choice::Some { clusters, left }
+}
+
+/// Whether the message `probe` (the render of `d`) shows the same stories as a claim of
+/// everything would: in each section that may have been cut at `cap` stories, some story did
+/// not fit. Then the layout stopped before the end of every cut section's list, at the same
+/// story as with all of it.
+fn covers(d: &digest::Digest, probe: &Rendered, cap: usize) -> bool {
+    if d.deferred == 0 {
+        return true;
+    }
+    let left: HashSet<i64> = probe.deferred.iter().copied().collect();
+    d.sections
+        .iter()
+        .all(|s| s.stories.len() < cap || s.stories.iter().any(|st| left.contains(&st.item_id)))
+}
+
 fn assemble(
     store: &Store,
     cfg: &Loaded,
@@ -1419,30 +1632,53 @@ fn assemble(
     let weights = set_weights(cfg);
     // One entry per story (cluster): under the first of the digest's watches it matched, led
     // by its best-scored item; the other items of the cluster become "also reported by".
-    let mut placed: HashMap<i64, (usize, usize)> = HashMap::new();
+    let keys: Vec<RowKey> = matches
+        .iter()
+        .map(|m| RowKey {
+            section: order.get(m.watch_id.as_str()).copied(),
+            cluster: m.cluster_id,
+            item_id: m.item_id,
+            score: m.score,
+            published: m.item.published,
+            first_seen_at: m.first_seen_at,
+        })
+        .collect();
+    let mut matches = matches;
     let mut leads: HashMap<i64, i64> = HashMap::new();
-    let mut sorted = matches;
-    sorted.sort_by_key(|m| {
-        order
-            .get(m.watch_id.as_str())
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
-    for m in sorted {
-        let Some(&si) = order.get(m.watch_id.as_str()) else {
-            continue;
+    for g in group(&keys) {
+        let lead = &mut matches[g.rows[0]];
+        leads.insert(lead.item_id, lead.cluster_id);
+        let mut story = Story {
+            item_id: lead.item_id,
+            title: lead.item.title.clone(),
+            link: lead.item.link.clone(),
+            feed_name: lead.item.feed_name.clone(),
+            published: keys[g.rows[0]].story_time(),
+            summary: if lead.item.summary.is_empty() {
+                lead.item.content.clone()
+            } else {
+                lead.item.summary.clone()
+            },
+            summary_field: if lead.item.summary.is_empty() {
+                Field::Content
+            } else {
+                Field::Summary
+            },
+            score: g.score,
+            evidence: std::mem::take(&mut lead.evidence),
+            also_reported: Vec::new(),
+            lang: lead.item.lang.clone(),
+            watches: vec![lead.watch_id.clone()],
+            weights: weights.clone(),
         };
-        if let Some(&(psi, pk)) = placed.get(&m.cluster_id) {
-            let story = &mut sections[psi].stories[pk];
+        for &i in &g.rows[1..] {
+            let m = &mut matches[i];
             if !story.watches.contains(&m.watch_id) {
                 story.watches.push(m.watch_id.clone());
             }
-            if story.item_id == m.item_id {
+            if m.item_id == story.item_id {
                 // The same item under another watch: its evidence counts for the "why".
-                if m.score > story.score {
-                    story.score = m.score;
-                }
-                for e in m.evidence {
+                for e in std::mem::take(&mut m.evidence) {
                     if !story.evidence.contains(&e) {
                         story.evidence.push(e);
                     }
@@ -1453,33 +1689,8 @@ fn assemble(
             if !story.also_reported.contains(&other) {
                 story.also_reported.push(other);
             }
-            continue;
         }
-        placed.insert(m.cluster_id, (si, sections[si].stories.len()));
-        leads.insert(m.item_id, m.cluster_id);
-        sections[si].stories.push(Story {
-            item_id: m.item_id,
-            title: m.item.title.clone(),
-            link: m.item.link.clone(),
-            feed_name: m.item.feed_name.clone(),
-            published: m.item.published.or(Some(m.first_seen_at)),
-            summary: if m.item.summary.is_empty() {
-                m.item.content.clone()
-            } else {
-                m.item.summary.clone()
-            },
-            summary_field: if m.item.summary.is_empty() {
-                Field::Content
-            } else {
-                Field::Summary
-            },
-            score: m.score,
-            evidence: m.evidence,
-            also_reported: Vec::new(),
-            lang: m.item.lang.clone(),
-            watches: vec![m.watch_id.clone()],
-            weights: weights.clone(),
-        });
+        sections[g.section].stories.push(story);
     }
     // A watch stays when it lists a story, or when a story listed elsewhere also matched it
     // (its badge and count need the watch's name).
@@ -1579,5 +1790,274 @@ fn log_digest(d: &digest::Digest, limits: &RenderLimits, delivery: &Delivery) {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Evidence, Item, Verdict};
+    use crate::store::NewItem;
+    use chrono::TimeZone;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    const FEED: &str = "https://wire.policywatch.test/feed.xml";
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 8, 0, 0)
+            .single()
+            .expect("time")
+    }
+
+    /// Watches a, b and c in one digest (a and b send immediate alerts).
+    fn config() -> Loaded {
+        let src = "[[feeds]]\nurl = \"https://wire.policywatch.test/feed.xml\"\nname = \"Wire\"\n\
+            [[watches]]\nid = \"a\"\nquery = \"nvidia\"\nalert = \"immediate\"\n\
+            [[watches]]\nid = \"b\"\nquery = \"gallium\"\nalert = \"immediate\"\n\
+            [[watches]]\nid = \"c\"\nquery = \"huawei\"\n\
+            [[digests]]\nid = \"daily\"\nschedule = \"daily 07:30\"\nwatches = [\"a\", \"b\", \"c\"]\nvia = \"log\"\n";
+        crate::config::load_str("t.toml", src).expect("test config")
+    }
+
+    /// `n` stories of 1–3 items each, matched by random watches with tied and untied scores,
+    /// dated and undated, with titles of every length. With `c_with_a`, watch c only ever
+    /// matches an item that a matches too, so its section has no story of its own.
+    fn backlog(seed: u64, n: usize, c_with_a: bool) -> Store {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut store = Store::open_in_memory().expect("store");
+        store.sync_feeds([(FEED, "Wire")]).expect("feeds");
+        store.digest_state("daily", t0()).expect("register");
+        let mut new = Vec::new();
+        let mut story_of = Vec::new();
+        for story in 0..n {
+            for _ in 0..rng.gen_range(1..=3) {
+                let i = new.len();
+                let watches: &[&str] = match (rng.gen_range(0..6), c_with_a) {
+                    (0, _) => &["a"],
+                    (1, _) => &["b"],
+                    (2, _) => &["a", "b"],
+                    (3, true) | (4, true) => &["a", "c"],
+                    (3, false) => &["c"],
+                    (4, false) => &["b", "c"],
+                    _ => &["a", "b", "c"],
+                };
+                let verdicts = watches
+                    .iter()
+                    .map(|w| Verdict {
+                        watch_id: (*w).into(),
+                        score: [1.0, 2.0, 2.5, 4.0][rng.gen_range(0..4)]
+                            + rng.gen_range(0..3) as f64,
+                        evidence: vec![Evidence {
+                            term: "nvidia".into(),
+                            set: None,
+                            concept: None,
+                            field: Field::Title,
+                            start: 0,
+                            end: 6,
+                        }],
+                    })
+                    .collect();
+                let title = format!(
+                    "Nvidia story {story} item {i} {}",
+                    "x".repeat(rng.gen_range(0..120))
+                );
+                new.push(NewItem::plain(
+                    Item {
+                        guid: Some(format!("g{i}")),
+                        link: Some(format!("https://wire.policywatch.test/{i}")),
+                        title,
+                        summary: "y".repeat(rng.gen_range(0..400)),
+                        published: (rng.gen_range(0..5) > 0)
+                            .then(|| t0() - chrono::Duration::minutes(rng.gen_range(0..50))),
+                        feed_name: "Wire".into(),
+                        ..Item::default()
+                    },
+                    verdicts,
+                ));
+                story_of.push(story);
+            }
+        }
+        // Items of one story share the cluster of its first item.
+        let mut first: HashMap<usize, i64> = HashMap::new();
+        let mut k = 0;
+        store
+            .insert_items(
+                FEED,
+                &new,
+                t0() + chrono::Duration::seconds(1),
+                None,
+                &mut |id, _, _| {
+                    let c = *first.entry(story_of[k]).or_insert(id);
+                    k += 1;
+                    c
+                },
+            )
+            .expect("insert");
+        store
+    }
+
+    fn notifier(cfg: &Loaded, cap: usize) -> Notifier {
+        let mut n = Notifier::new(cfg).expect("notifier");
+        n.claim_cap = cap;
+        n
+    }
+
+    /// Every message of `kind` the backlog gives, one delivery after another until nothing is
+    /// left, each ready within `max_bytes`; how many stories each claim took; and the most
+    /// stories one section showed in a message.
+    fn messages(
+        store: &mut Store,
+        cfg: &Loaded,
+        n: &Notifier,
+        kind: Kind,
+        max_bytes: usize,
+    ) -> (Vec<Rendered>, Vec<usize>, usize) {
+        let dcfg = &cfg.digests[0];
+        let (mut out, mut claimed, mut widest) = (Vec::new(), Vec::new(), 0);
+        for k in 1..200 {
+            let now = t0() + chrono::Duration::minutes(k);
+            let Some(delivery) = n.claim(store, dcfg, kind, now).expect("claim") else {
+                break;
+            };
+            let stories: HashSet<i64> = store
+                .delivery_stories(delivery.id)
+                .expect("stories")
+                .iter()
+                .map(|m| m.cluster_id)
+                .collect();
+            claimed.push(stories.len());
+            let p = n
+                .ready(store, cfg, dcfg, &delivery, now, max_bytes)
+                .expect("ready");
+            let most = p.d.sections.iter().map(|s| s.stories.len()).max();
+            widest = widest.max(most.unwrap_or(0));
+            out.push(digest::render(&p.d, &p.limits));
+            store.mark_sent(delivery.id, now, "logged").expect("sent");
+        }
+        (out, claimed, widest)
+    }
+
+    #[test]
+    fn a_claim_capped_below_the_backlog_gives_the_same_messages_as_a_claim_of_everything() {
+        let cfg = config();
+        // (cap, budget): caps above what the budget shows of a section (the cut claim is
+        // enough), and one below it (the rest is claimed when the message reaches it).
+        for (seed, c_with_a) in [(1, false), (2, true), (3, false)] {
+            for (cap, max_bytes) in [(12, 20_000), (30, 40_000), (6, 40_000)] {
+                for kind in [Kind::Digest, Kind::Alert] {
+                    let what = format!("seed {seed} cap {cap} budget {max_bytes} {kind:?}");
+                    let mut all = backlog(seed, 150, c_with_a);
+                    let mut cut = backlog(seed, 150, c_with_a);
+                    let (want, whole, _) =
+                        messages(&mut all, &cfg, &notifier(&cfg, usize::MAX), kind, max_bytes);
+                    let (got, taken, widest) =
+                        messages(&mut cut, &cfg, &notifier(&cfg, cap), kind, max_bytes);
+                    assert!(want.len() > 2, "{what}: {} messages", want.len());
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(g, w, "{what}: message {i}");
+                    }
+                    assert_eq!(got.len(), want.len(), "{what}: messages");
+                    assert!(
+                        taken[0] < whole[0],
+                        "{what}: the first claim took {} of {} stories",
+                        taken[0],
+                        whole[0]
+                    );
+                    // Showing a whole cut section's worth needs the rest claimed.
+                    assert_eq!(widest >= cap, cap == 6, "{what}: {widest} in a section");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_section_kept_only_for_a_badge_keeps_the_claim_whole() {
+        let cfg = config();
+        let dcfg = &cfg.digests[0];
+        let watches = dcfg.watches.clone();
+        // 20 stories of watch a; the weakest also matched c, whose section has none of its own.
+        let mut found: Vec<Candidate> = (0..20)
+            .map(|i| Candidate {
+                item_id: i,
+                watch: 0,
+                score: 10.0 - i as f64 / 4.0,
+                cluster_id: i,
+                published: Some(t0()),
+                first_seen_at: t0(),
+            })
+            .collect();
+        let with_c = |item_id| Candidate {
+            watch: 2,
+            ..found[item_id as usize].clone()
+        };
+        let weakest = with_c(19);
+        let strong = with_c(0);
+        let Choice::Some { clusters, left } = choose(&found, &watches, dcfg, 8) else {
+            panic!("a cut claim");
+        };
+        assert_eq!((clusters.len(), left), (8, 12));
+        assert_eq!(clusters, (0..8).collect::<HashSet<i64>>(), "the 8 best");
+        // c's badge only on a story left out: everything is claimed.
+        found.push(weakest);
+        assert_eq!(choose(&found, &watches, dcfg, 8), Choice::All);
+        // c's badge also on a claimed story: the cut stands.
+        found.push(strong);
+        assert!(matches!(
+            choose(&found, &watches, dcfg, 8),
+            Choice::Some { left: 12, .. }
+        ));
+        // No section beyond the cap: everything.
+        assert_eq!(choose(&found, &watches, dcfg, 20), Choice::All);
+    }
+
+    #[test]
+    fn a_capped_claim_counts_what_it_left_and_claims_it_next() {
+        let cfg = config();
+        let dcfg = &cfg.digests[0];
+        let mut store = backlog(4, 300, false);
+        let n = notifier(&cfg, 20);
+        let d1 = n
+            .claim(
+                &mut store,
+                dcfg,
+                Kind::Digest,
+                t0() + chrono::Duration::minutes(1),
+            )
+            .expect("claim")
+            .expect("a delivery");
+        let carried = |store: &Store, id: i64| -> HashSet<i64> {
+            store
+                .delivery_stories(id)
+                .expect("stories")
+                .iter()
+                .map(|m| m.cluster_id)
+                .collect()
+        };
+        let first = carried(&store, d1.id);
+        assert!(first.len() <= 3 * 20, "{} stories", first.len());
+        assert_eq!(
+            first.len() + d1.deferred,
+            300,
+            "claimed + left = the backlog"
+        );
+        // The rest, topped up: every story once, and nothing left over.
+        let more = store
+            .claim_rest(d1.id, &dcfg.watches)
+            .expect("claim the rest");
+        assert_eq!(more, d1.deferred);
+        assert_eq!(store.delivery(d1.id).expect("delivery").deferred, 0);
+        assert_eq!(carried(&store, d1.id).len(), 300);
+        assert_eq!(store.claim_rest(d1.id, &dcfg.watches).expect("again"), 0);
+        // A second delivery has nothing left to take.
+        store.mark_sent(d1.id, t0(), "logged").expect("sent");
+        let d2 = n
+            .claim(
+                &mut store,
+                dcfg,
+                Kind::Digest,
+                t0() + chrono::Duration::minutes(2),
+            )
+            .expect("claim");
+        assert_eq!(d2, None);
     }
 }

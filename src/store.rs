@@ -28,6 +28,7 @@
 //! items wrote about 17,000 pages there, outside the state directory.
 //! Calls are short and synchronous; the daemon makes them from its one pipeline task.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -608,6 +609,32 @@ pub struct StoredMatch {
     pub first_seen_at: DateTime<Utc>,
     /// The story this item belongs to (an item id; the item's own for a story told once).
     pub cluster_id: i64,
+}
+
+/// A match a claim would take, as much of it as ranking needs (see [`Store::claim_with`]):
+/// the fields of [`StoredMatch`] that order a digest, without the texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub item_id: i64,
+    /// Index of the match's watch in the claim's `watches`.
+    pub watch: usize,
+    pub score: f64,
+    pub cluster_id: i64,
+    /// The item's `published` ([`Item::published`]).
+    pub published: Option<DateTime<Utc>>,
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// What a claim takes of its [`Candidate`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    All,
+    /// The candidates of these clusters; `left` is how many stories that leaves for later
+    /// (the delivery's `deferred` count to start with).
+    Some {
+        clusters: HashSet<i64>,
+        left: usize,
+    },
 }
 
 /// A recent match for a feed of matches (see [`Store::recent_matches`]).
@@ -1359,40 +1386,109 @@ impl Store {
         now: DateTime<Utc>,
         send_empty: bool,
     ) -> Result<Option<Delivery>> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
-            params![digest_id, ts(now)],
-        )?;
-        let token: u64 = rand::random();
-        let message_id = format!("{}.{:016x}@policywatch", now.format("%Y%m%d%H%M%S"), token);
-        tx.execute(
-            "INSERT INTO deliveries (digest_id, kind, via, created_at, message_id, status, \
-                next_attempt_at) VALUES (?1, ?5, ?2, ?3, ?4, 'pending', ?3)",
-            params![digest_id, via, ts(now), message_id, kind.as_str()],
-        )?;
-        let delivery_id = tx.last_insert_rowid();
-        let claimed = Self::claim_into(&tx, delivery_id, digest_id, watches)?;
-        // A scheduled firing is recorded even when empty (it happened); an alert only when it
-        // carries something, so an empty check does not push the rate cap forward.
-        let col = match kind {
-            Kind::Digest => Some("last_fired_at"),
-            Kind::Alert if claimed > 0 => Some("last_alert_at"),
-            Kind::Alert => None,
-        };
-        if let Some(col) = col {
-            tx.execute(
-                &format!("UPDATE digest_state SET {col} = ?2 WHERE digest_id = ?1"),
-                params![digest_id, ts(now)],
-            )?;
-        }
-        if claimed == 0 && !send_empty {
-            tx.execute("DELETE FROM deliveries WHERE id = ?1", [delivery_id])?;
-            tx.commit()?;
-            return Ok(None);
-        }
-        tx.commit()?;
-        self.delivery(delivery_id).map(Some)
+        self.claim_with(digest_id, kind, via, watches, now, send_empty, &mut |_| {
+            Choice::All
+        })
+    }
+
+    /// [`Store::claim`], taking only the stories `choose` picks from what the claim would take
+    /// (each story — cluster — whole, every claimable match of its items): the others stay
+    /// unclaimed, for a later delivery, exactly as if they had been claimed and handed back
+    /// ([`Store::release`]), and the delivery's `deferred` count starts at the number
+    /// `choose` says it left. `notify` uses it to claim no more of a large backlog than one
+    /// message can show.
+    #[allow(clippy::too_many_arguments)]
+    pub fn claim_with(
+        &mut self,
+        digest_id: &str,
+        kind: Kind,
+        via: &str,
+        watches: &[String],
+        now: DateTime<Utc>,
+        send_empty: bool,
+        choose: &mut dyn FnMut(&[Candidate]) -> Choice,
+    ) -> Result<Option<Delivery>> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO digest_state (digest_id, created_at) VALUES (?1, ?2)",
+            )?
+            .execute(params![digest_id, ts(now)])?;
+            let token: u64 = rand::random();
+            let message_id = format!("{}.{:016x}@policywatch", now.format("%Y%m%d%H%M%S"), token);
+            tx.prepare_cached(
+                "INSERT INTO deliveries (digest_id, kind, via, created_at, message_id, status, \
+                    next_attempt_at) VALUES (?1, ?5, ?2, ?3, ?4, 'pending', ?3)",
+            )?
+            .execute(params![digest_id, via, ts(now), message_id, kind.as_str()])?;
+            let delivery_id = tx.last_insert_rowid();
+            let found = Self::candidates(tx, delivery_id, digest_id, watches, i64::MAX)?;
+            let (claimed, _) = match choose(&found) {
+                Choice::All => {
+                    Self::claim_candidates(tx, delivery_id, digest_id, watches, &found, None, true)?
+                }
+                Choice::Some { clusters, left } => {
+                    let taken = Self::claim_candidates(
+                        tx,
+                        delivery_id,
+                        digest_id,
+                        watches,
+                        &found,
+                        Some(&clusters),
+                        true,
+                    )?;
+                    tx.prepare_cached("UPDATE deliveries SET deferred = ?2 WHERE id = ?1")?
+                        .execute(params![delivery_id, left as i64])?;
+                    taken
+                }
+            };
+            // A scheduled firing is recorded even when empty (it happened); an alert only when
+            // it carries something, so an empty check does not push the rate cap forward.
+            let col = match kind {
+                Kind::Digest => Some("last_fired_at"),
+                Kind::Alert if claimed > 0 => Some("last_alert_at"),
+                Kind::Alert => None,
+            };
+            if let Some(col) = col {
+                tx.execute(
+                    &format!("UPDATE digest_state SET {col} = ?2 WHERE digest_id = ?1"),
+                    params![digest_id, ts(now)],
+                )?;
+            }
+            if claimed == 0 && !send_empty {
+                tx.execute("DELETE FROM deliveries WHERE id = ?1", [delivery_id])?;
+                return Ok(None);
+            }
+            Ok(Some(delivery_id))
+        })?
+        .map(|id| self.delivery(id))
+        .transpose()
+    }
+
+    /// Claims for pending delivery `delivery_id` everything its claim left for later (see
+    /// [`Store::claim_with`]): every match of `watches` the claim rule still gives it that was
+    /// classified by the time the delivery was created — what a claim of everything would have
+    /// taken then, less what another delivery of the digest has taken since. Its `deferred`
+    /// count drops by the stories taken now. Returns how many stories that is.
+    pub fn claim_rest(&mut self, delivery_id: i64, watches: &[String]) -> Result<usize> {
+        self.write(|tx| {
+            let found: Option<(String, i64)> = tx
+                .prepare_cached(
+                    "SELECT digest_id, created_at FROM deliveries WHERE id = ?1 AND status = 'pending'",
+                )?
+                .query_row([delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((digest_id, created_at)) = found else {
+                return Ok(0);
+            };
+            let found = Self::candidates(tx, delivery_id, &digest_id, watches, created_at)?;
+            let (_, stories) =
+                Self::claim_candidates(tx, delivery_id, &digest_id, watches, &found, None, false)?;
+            tx.prepare_cached(
+                "UPDATE deliveries SET deferred = max(0, deferred - ?2) WHERE id = ?1",
+            )?
+            .execute(params![delivery_id, stories as i64])?;
+            Ok(stories)
+        })
     }
 
     /// What [`Store::claim`] would take for `digest_id` now, without taking it: the claim runs
@@ -1419,7 +1515,8 @@ impl Store {
                 params![digest_id, ts(now), format!("preview.{}", ts(now))],
             )?;
             let id = self.conn.last_insert_rowid();
-            Self::claim_into(&self.conn, id, digest_id, watches)?;
+            let found = Self::candidates(&self.conn, id, digest_id, watches, i64::MAX)?;
+            Self::claim_candidates(&self.conn, id, digest_id, watches, &found, None, true)?;
             self.delivery_stories(id)
         })();
         self.conn
@@ -1451,38 +1548,94 @@ impl Store {
         Ok(())
     }
 
+    /// What the claim rule gives delivery `delivery_id` of digest `digest_id` now, per watch
+    /// of `watches` (in that order), of the matches classified at or before `until`.
+    ///
+    /// The claim rule is the whole "never the same story twice" rule: a verdict is claimable
+    /// unless this digest already claimed that (item, watch), or an earlier delivery of this
+    /// digest already carried any item of the same cluster (the same story from another feed,
+    /// or re-issued under a new GUID, title or URL). Items of one cluster that are new together
+    /// are claimed together, and `notify` shows them as one story.
+    ///
     /// (`CROSS JOIN` fixes the join order: from the story's few items by the cluster index to
     /// their claims by primary key. The other order scans every claim of the digest for every
-    /// verdict, which is quadratic in a busy cycle.)
-    ///
-    /// The claim query below is the whole "never the same story twice" rule: a verdict is
-    /// claimed unless this digest already claimed that (item, watch), or an earlier delivery of
-    /// this digest already carried any item of the same cluster (the same story from another
-    /// feed, or re-issued under a new GUID, title or URL). Items of one cluster that are new
-    /// together are claimed together, and `notify` shows them as one story.
-    fn claim_into(
+    /// verdict, which is quadratic in a busy cycle.) Claiming one watch's matches does not
+    /// change what the rule gives another watch (the first test is per watch, the second skips
+    /// this delivery), so all can be read before any is written.
+    fn candidates(
         tx: &Connection,
         delivery_id: i64,
         digest_id: &str,
         watches: &[String],
-    ) -> Result<usize> {
+        until: i64,
+    ) -> Result<Vec<Candidate>> {
         let mut st = tx.prepare_cached(
-            "INSERT INTO delivery_items (delivery_id, digest_id, item_id, watch_id) \
-             SELECT ?1, ?2, v.item_id, v.watch_id FROM verdicts v \
-             JOIN items i ON i.id = v.item_id \
+            "SELECT v.item_id, v.score, COALESCE(i.cluster_id, i.id), i.published_at, \
+                i.first_seen_at \
+             FROM verdicts v JOIN items i ON i.id = v.item_id \
              WHERE v.watch_id = ?3 AND v.reportable = 1 \
                AND v.classified_at >= (SELECT created_at FROM digest_state WHERE digest_id = ?2) \
+               AND v.classified_at <= ?4 \
                AND NOT EXISTS (SELECT 1 FROM delivery_items d \
                    WHERE d.digest_id = ?2 AND d.item_id = v.item_id AND d.watch_id = v.watch_id) \
                AND NOT EXISTS (SELECT 1 FROM items j CROSS JOIN delivery_items d \
                    ON d.digest_id = ?2 AND d.item_id = j.id \
                    WHERE j.cluster_id = i.cluster_id AND d.delivery_id != ?1)",
         )?;
-        let mut n = 0;
-        for w in watches {
-            n += st.execute(params![delivery_id, digest_id, w])?;
+        let mut out = Vec::new();
+        for (watch, w) in watches.iter().enumerate() {
+            let rows = st.query_map(params![delivery_id, digest_id, w, until], |r| {
+                Ok(Candidate {
+                    item_id: r.get(0)?,
+                    watch,
+                    score: r.get(1)?,
+                    cluster_id: r.get(2)?,
+                    published: r.get::<_, Option<i64>>(3)?.map(from_ts),
+                    first_seen_at: from_ts(r.get(4)?),
+                })
+            })?;
+            for c in rows {
+                out.push(c?);
+            }
         }
-        Ok(n)
+        Ok(out)
+    }
+
+    /// Claims `found` (all of it, or the candidates of `clusters`) for the delivery. Returns
+    /// the matches claimed and the stories (clusters) among them the delivery did not carry
+    /// before (all of them for a `fresh` delivery, which carries nothing yet).
+    fn claim_candidates(
+        tx: &Connection,
+        delivery_id: i64,
+        digest_id: &str,
+        watches: &[String],
+        found: &[Candidate],
+        clusters: Option<&HashSet<i64>>,
+        fresh: bool,
+    ) -> Result<(usize, usize)> {
+        let mut carried = tx.prepare_cached(
+            "SELECT 1 FROM delivery_items d JOIN items i ON i.id = d.item_id \
+             WHERE d.delivery_id = ?1 AND COALESCE(i.cluster_id, i.id) = ?2 LIMIT 1",
+        )?;
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO delivery_items (delivery_id, digest_id, item_id, watch_id) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        // Each story's first candidate decides whether it is new to the delivery.
+        let mut seen = HashSet::new();
+        let (mut matches, mut stories) = (0, 0);
+        for c in found {
+            if clusters.is_some_and(|set| !set.contains(&c.cluster_id)) {
+                continue;
+            }
+            if seen.insert(c.cluster_id)
+                && (fresh || !carried.exists(params![delivery_id, c.cluster_id])?)
+            {
+                stories += 1;
+            }
+            matches += ins.execute(params![delivery_id, digest_id, c.item_id, watches[c.watch]])?;
+        }
+        Ok((matches, stories))
     }
 
     fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
