@@ -633,20 +633,6 @@ fn rank(a: &Story, b: &Story) -> std::cmp::Ordering {
     RankKey::of(a).rank(&RankKey::of(b))
 }
 
-/// The least a story costs in a message, in raw bytes of both parts: a compact line with no
-/// title, link or source (a full block costs more). A test holds the renderers to it.
-const MIN_STORY_BYTES: usize = 100;
-
-/// More stories of one section than any message can show (within [`MAX_MESSAGE_BYTES`]): the
-/// top stories, then as many of the cheapest lines as the largest budget holds, plus one. A
-/// digest with more than this many stories in a section lays out the same message from the
-/// section's best this-many (the rest is handed back whatever it is), which is what `notify`
-/// claims of a large backlog.
-pub fn story_cap() -> usize {
-    let raw = ((MAX_MESSAGE_BYTES - MIME_RESERVE) as f64 / ENCODING_FACTOR) as usize;
-    TOP_MAX + raw / MIN_STORY_BYTES + 1
-}
-
 /// A story's watches, in digest order: its `watches`, or its section's.
 fn watches_of<'a>(d: &'a Digest, section: usize, s: &'a Story) -> Vec<&'a str> {
     if s.watches.is_empty() {
@@ -1918,52 +1904,6 @@ mod tests {
             watch_name: format!("Watch {id}"),
             stories,
         }
-    }
-
-    #[test]
-    fn no_story_costs_less_than_the_cap_assumes() {
-        // The emptiest story there can be, and a story with only a title, as a compact line
-        // and as a full block (top and not), in an alert and a digest.
-        let empty = Story {
-            link: None,
-            published: None,
-            ..Story::default()
-        };
-        let titled = Story {
-            title: "x".into(),
-            ..empty.clone()
-        };
-        for kind in [DigestKind::Digest, DigestKind::Alert] {
-            for s in [&empty, &titled] {
-                let mut d = digest(vec![section("w", vec![s.clone()])]);
-                d.kind = kind;
-                let (mut h, mut t) = (String::new(), String::new());
-                compact_html(&mut h, &d, s);
-                compact_text(&mut t, &d, s);
-                assert!(h.len() + t.len() >= MIN_STORY_BYTES, "compact: {h}{t}");
-                for top in [false, true] {
-                    let (mut h, mut t) = (String::new(), String::new());
-                    story_html(&mut h, &d, 0, s, &RenderLimits::default(), top);
-                    story_text(&mut t, &d, 0, s, &RenderLimits::default(), top);
-                    assert!(h.len() + t.len() >= MIN_STORY_BYTES, "full: {h}{t}");
-                }
-            }
-        }
-        // And so a message never shows a section's `story_cap()`-th story.
-        let many: Vec<Story> = (0..story_cap() as i64 + 50)
-            .map(|i| Story {
-                item_id: i,
-                ..empty.clone()
-            })
-            .collect();
-        let r = render(&digest(vec![section("w", many)]), &RenderLimits::default());
-        assert!(
-            r.shown + r.listed < story_cap(),
-            "{} + {}",
-            r.shown,
-            r.listed
-        );
-        assert!(!r.deferred.is_empty());
     }
 
     fn weights() -> SetWeights {

@@ -370,7 +370,7 @@ pub struct Notifier {
     /// The webhook client and each webhook digest's endpoint (its secret read here, like the
     /// SMTP password), when some digest posts to a webhook.
     webhooks: Option<Webhooks>,
-    /// Stories of one section a claim takes at most ([`digest::story_cap`]).
+    /// Stories of one section the claim of a backlog takes first ([`CLAIM_CHUNK`]).
     claim_cap: usize,
 }
 
@@ -412,7 +412,7 @@ impl Notifier {
         Ok(Notifier {
             mailer,
             webhooks,
-            claim_cap: digest::story_cap(),
+            claim_cap: CLAIM_CHUNK,
         })
     }
 
@@ -638,15 +638,24 @@ impl Notifier {
     ) -> Result<Prepared, NotifyError> {
         let mut prepared = prepare(store, cfg, dcfg, delivery, now, max_bytes)?;
         let mut probe = digest::render(&prepared.d, &prepared.limits);
-        if !covers(&prepared.d, &probe, self.claim_cap) {
-            // The claim left stories of a section this message would reach: take them now, as
-            // a claim of everything would have (no budget within `story_cap` gets here).
-            let taken = store.claim_rest(delivery.id, watches_of(dcfg, delivery.kind))?;
-            tracing::warn!(
+        let mut chunk = self.claim_cap;
+        while !covers(&prepared.d, &probe, self.claim_cap) {
+            // The message reaches the end of what the claim took of a section: take the next
+            // best stories (twice as many as last time), as a claim of everything would have
+            // had them, and lay it out again.
+            chunk = chunk.saturating_mul(2);
+            let watches = watches_of(dcfg, delivery.kind);
+            let taken = store.claim_more(delivery.id, watches, &mut |found| {
+                choose(found, watches, dcfg, chunk)
+            })?;
+            tracing::debug!(
                 delivery = delivery.id,
                 stories = taken,
-                "the digest had room for more stories than were claimed; claimed the rest"
+                "claimed more of the backlog"
             );
+            if taken == 0 {
+                break;
+            }
             let delivery = store.delivery(delivery.id)?;
             prepared = prepare(store, cfg, dcfg, &delivery, now, max_bytes)?;
             probe = digest::render(&prepared.d, &prepared.limits);
@@ -1512,13 +1521,18 @@ fn group(rows: &[RowKey]) -> Vec<Grouped> {
     out
 }
 
+/// Stories of one section the claim of a backlog takes first: more than a message shows of a
+/// section but for the shortest headlines (a 100 KB digest of two watches lists about 60 of
+/// each), so a second claim is rare, and few enough that a backlog of thousands costs a few
+/// hundred stories' reading, rendering and handing back.
+const CLAIM_CHUNK: usize = 128;
+
 /// What a delivery of `dcfg` claims of `found` (matches of `watches`): everything, unless a
-/// section has more than `cap` stories — more than a message can show ([`digest::story_cap`])
-/// — when only its best `cap` are claimed and the rest stays for the next delivery, counted
-/// in its "N more stories" from the start, as if claimed and handed back. The message is the
-/// same either way: the layout takes the top stories and then each section's list in rank
-/// order, and never reaches a section's `cap`-th story ([`Notifier::start`] makes sure, and
-/// claims the rest when it would).
+/// section has more than `cap` stories, when only its best `cap` are claimed and the rest
+/// stays for the next delivery, counted in its "N more stories" from the start, as if claimed
+/// and handed back. The message is the same either way as long as the layout — the top
+/// stories, then each section's list in rank order — stops before the end of what was
+/// claimed of a section; `Notifier::ready` makes sure, and claims more when it would not.
 ///
 /// Everything is claimed also when a section without stories of its own is kept only for a
 /// badge of a story that would not be claimed: that story decides whether the section shows.
@@ -1593,9 +1607,10 @@ fn choose(
 }
 
 /// Whether the message `probe` (the render of `d`) shows the same stories as a claim of
-/// everything would: in each section that may have been cut at `cap` stories, some story did
-/// not fit. Then the layout stopped before the end of every cut section's list, at the same
-/// story as with all of it.
+/// everything would: in each section that may have been cut (it has at least `cap` stories),
+/// some story did not fit. Then the layout stopped before the end of every cut section's list,
+/// at the same story as with all of it (the budget depends on no story but the headline, the
+/// first in layout order).
 fn covers(d: &digest::Digest, probe: &Rendered, cap: usize) -> bool {
     if d.deferred == 0 {
         return true;
@@ -2042,12 +2057,13 @@ mod tests {
         );
         // The rest, topped up: every story once, and nothing left over.
         let more = store
-            .claim_rest(d1.id, &dcfg.watches)
+            .claim_more(d1.id, &dcfg.watches, &mut |_| Choice::All)
             .expect("claim the rest");
         assert_eq!(more, d1.deferred);
         assert_eq!(store.delivery(d1.id).expect("delivery").deferred, 0);
         assert_eq!(carried(&store, d1.id).len(), 300);
-        assert_eq!(store.claim_rest(d1.id, &dcfg.watches).expect("again"), 0);
+        let again = store.claim_more(d1.id, &dcfg.watches, &mut |_| Choice::All);
+        assert_eq!(again.expect("again"), 0);
         // A second delivery has nothing left to take.
         store.mark_sent(d1.id, t0(), "logged").expect("sent");
         let d2 = n

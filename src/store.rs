@@ -1464,12 +1464,17 @@ impl Store {
         .transpose()
     }
 
-    /// Claims for pending delivery `delivery_id` everything its claim left for later (see
-    /// [`Store::claim_with`]): every match of `watches` the claim rule still gives it that was
-    /// classified by the time the delivery was created — what a claim of everything would have
-    /// taken then, less what another delivery of the digest has taken since. Its `deferred`
-    /// count drops by the stories taken now. Returns how many stories that is.
-    pub fn claim_rest(&mut self, delivery_id: i64, watches: &[String]) -> Result<usize> {
+    /// Claims more for pending delivery `delivery_id` of what its claim left for later (see
+    /// [`Store::claim_with`]): of the matches of `watches` the claim rule still gives it that
+    /// were classified by the time the delivery was created — what a claim then would have
+    /// seen, less what another delivery of the digest has taken since — the stories `choose`
+    /// picks. Its `deferred` count drops by the stories taken. Returns how many that is.
+    pub fn claim_more(
+        &mut self,
+        delivery_id: i64,
+        watches: &[String],
+        choose: &mut dyn FnMut(&[Candidate]) -> Choice,
+    ) -> Result<usize> {
         self.write(|tx| {
             let found: Option<(String, i64)> = tx
                 .prepare_cached(
@@ -1481,8 +1486,19 @@ impl Store {
                 return Ok(0);
             };
             let found = Self::candidates(tx, delivery_id, &digest_id, watches, created_at)?;
-            let (_, stories) =
-                Self::claim_candidates(tx, delivery_id, &digest_id, watches, &found, None, false)?;
+            let clusters = match choose(&found) {
+                Choice::All => None,
+                Choice::Some { clusters, .. } => Some(clusters),
+            };
+            let (_, stories) = Self::claim_candidates(
+                tx,
+                delivery_id,
+                &digest_id,
+                watches,
+                &found,
+                clusters.as_ref(),
+                false,
+            )?;
             tx.prepare_cached(
                 "UPDATE deliveries SET deferred = max(0, deferred - ?2) WHERE id = ?1",
             )?
