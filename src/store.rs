@@ -372,6 +372,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deliveries ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: a claim reads a watch's verdicts from their index alone (`Store::candidates`).
+    r#"
+    DROP INDEX verdicts_watch;
+    CREATE INDEX verdicts_watch ON verdicts(watch_id, classified_at, reportable, item_id, score);
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -1421,7 +1426,7 @@ impl Store {
             )?
             .execute(params![digest_id, via, ts(now), message_id, kind.as_str()])?;
             let delivery_id = tx.last_insert_rowid();
-            let found = Self::candidates(tx, delivery_id, digest_id, watches, i64::MAX)?;
+            let found = Self::candidates(tx, delivery_id, digest_id, watches, i64::MAX, true)?;
             let (claimed, _) = match choose(&found) {
                 Choice::All => {
                     Self::claim_candidates(tx, delivery_id, digest_id, watches, &found, None, true)?
@@ -1485,7 +1490,7 @@ impl Store {
             let Some((digest_id, created_at)) = found else {
                 return Ok(0);
             };
-            let found = Self::candidates(tx, delivery_id, &digest_id, watches, created_at)?;
+            let found = Self::candidates(tx, delivery_id, &digest_id, watches, created_at, false)?;
             let clusters = match choose(&found) {
                 Choice::All => None,
                 Choice::Some { clusters, .. } => Some(clusters),
@@ -1531,7 +1536,7 @@ impl Store {
                 params![digest_id, ts(now), format!("preview.{}", ts(now))],
             )?;
             let id = self.conn.last_insert_rowid();
-            let found = Self::candidates(&self.conn, id, digest_id, watches, i64::MAX)?;
+            let found = Self::candidates(&self.conn, id, digest_id, watches, i64::MAX, true)?;
             Self::claim_candidates(&self.conn, id, digest_id, watches, &found, None, true)?;
             self.delivery_stories(id)
         })();
@@ -1584,6 +1589,7 @@ impl Store {
         digest_id: &str,
         watches: &[String],
         until: i64,
+        fresh: bool,
     ) -> Result<Vec<Candidate>> {
         let mut st = tx.prepare_cached(
             "SELECT v.item_id, v.score, COALESCE(i.cluster_id, i.id), i.published_at, \
@@ -1592,15 +1598,15 @@ impl Store {
              WHERE v.watch_id = ?3 AND v.reportable = 1 \
                AND v.classified_at >= (SELECT created_at FROM digest_state WHERE digest_id = ?2) \
                AND v.classified_at <= ?4 \
-               AND NOT EXISTS (SELECT 1 FROM delivery_items d \
-                   WHERE d.digest_id = ?2 AND d.item_id = v.item_id AND d.watch_id = v.watch_id) \
+               AND (?5 AND i.cluster_id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM delivery_items d \
+                   WHERE d.digest_id = ?2 AND d.item_id = v.item_id AND d.watch_id = v.watch_id)) \
                AND NOT EXISTS (SELECT 1 FROM items j CROSS JOIN delivery_items d \
                    ON d.digest_id = ?2 AND d.item_id = j.id \
                    WHERE j.cluster_id = i.cluster_id AND d.delivery_id != ?1)",
         )?;
         let mut out = Vec::new();
         for (watch, w) in watches.iter().enumerate() {
-            let rows = st.query_map(params![delivery_id, digest_id, w, until], |r| {
+            let rows = st.query_map(params![delivery_id, digest_id, w, until, fresh], |r| {
                 Ok(Candidate {
                     item_id: r.get(0)?,
                     watch,
