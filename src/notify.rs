@@ -1283,8 +1283,6 @@ fn fail(
     Ok(())
 }
 
-/// A digest's state. Digests are registered at start and on reload, so this is a read; a
-/// digest that somehow is not registered yet is registered now.
 /// The watches a delivery of `kind` claims matches of: the digest's, or for its immediate
 /// alert those that ask for one.
 fn watches_of(d: &crate::config::Digest, kind: Kind) -> &[String] {
@@ -1294,6 +1292,8 @@ fn watches_of(d: &crate::config::Digest, kind: Kind) -> &[String] {
     }
 }
 
+/// A digest's state. Digests are registered at start and on reload, so this is a read; a
+/// digest that somehow is not registered yet is registered now.
 fn state_of(
     store: &mut Store,
     d: &crate::config::Digest,
@@ -1410,11 +1410,6 @@ fn set_weights(cfg: &Loaded) -> SetWeights {
     SetWeights::new(cfg.classifier.set_weights().clone())
 }
 
-/// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
-/// order, each story once — under the first of its watches, with every watch of the digest it
-/// matched in `watches` (one badge each), its best score and the evidence of all of them — and
-/// the feed-health section when the digest shows it. Also returns each story's lead item id →
-/// its cluster (what the store hands back when a story does not fit).
 /// A delivery ready to render: its claimed stories assembled, and the limits it renders in.
 struct Prepared {
     d: digest::Digest,
@@ -1542,6 +1537,8 @@ fn choose(
     dcfg: &crate::config::Digest,
     cap: usize,
 ) -> Choice {
+    // A cut section keeps its share of the top stories: the top is the best of all sections.
+    let cap = cap.max(digest::TOP_MAX);
     let order: HashMap<&str, usize> = dcfg
         .watches
         .iter()
@@ -1579,7 +1576,7 @@ fn choose(
     let mut left = 0;
     for list in &mut per_section {
         if list.len() > cap {
-            list.select_nth_unstable_by(cap.max(1) - 1, |a, b| key(a).rank(&key(b)));
+            list.select_nth_unstable_by(cap - 1, |a, b| key(a).rank(&key(b)));
             left += list.len() - cap;
             list.truncate(cap);
         }
@@ -1621,6 +1618,11 @@ fn covers(d: &digest::Digest, probe: &Rendered, cap: usize) -> bool {
         .all(|s| s.stories.len() < cap || s.stories.iter().any(|st| left.contains(&st.item_id)))
 }
 
+/// Builds the digest of one delivery from its claimed stories: sections in the digest's watch
+/// order, each story once — under the first of its watches, with every watch of the digest it
+/// matched in `watches` (one badge each), its best score and the evidence of all of them — and
+/// the feed-health section when the digest shows it. Also returns each story's lead item id →
+/// its cluster (what the store hands back when a story does not fit).
 fn assemble(
     store: &Store,
     cfg: &Loaded,
@@ -2012,6 +2014,11 @@ mod tests {
         };
         assert_eq!((clusters.len(), left), (8, 12));
         assert_eq!(clusters, (0..8).collect::<HashSet<i64>>(), "the 8 best");
+        // Never fewer than the top stories can take from one section.
+        let Choice::Some { clusters, .. } = choose(&found, &watches, dcfg, 2) else {
+            panic!("a cut claim");
+        };
+        assert_eq!(clusters.len(), digest::TOP_MAX);
         // c's badge only on a story left out: everything is claimed.
         found.push(weakest);
         assert_eq!(choose(&found, &watches, dcfg, 8), Choice::All);

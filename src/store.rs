@@ -1582,7 +1582,10 @@ impl Store {
     /// their claims by primary key. The other order scans every claim of the digest for every
     /// verdict, which is quadratic in a busy cycle.) Claiming one watch's matches does not
     /// change what the rule gives another watch (the first test is per watch, the second skips
-    /// this delivery), so all can be read before any is written.
+    /// this delivery), so all can be read before any is written. For a `fresh` delivery, which
+    /// carries nothing yet, the first test is implied by the second (an item claimed by another
+    /// delivery is in a cluster that delivery carries) and is skipped, unless the item has no
+    /// cluster (rows from before clusters, which migration 2 gave one anyway).
     fn candidates(
         tx: &Connection,
         delivery_id: i64,
