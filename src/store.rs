@@ -2765,6 +2765,67 @@ mod tests {
     }
 
     #[test]
+    fn a_version_5_database_gets_the_covering_verdict_index_and_claims_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 28, 8, 0, 0)
+            .single()
+            .unwrap();
+        let index_cols = |s: &Store| -> Vec<String> {
+            s.conn
+                .prepare("SELECT name FROM pragma_index_info('verdicts_watch') ORDER BY seqno")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        {
+            // A database as version 5 left it: the old index, stories waiting for a digest.
+            let mut s = Store::open(&path).unwrap();
+            s.sync_feeds([(FEED, "Example")]).unwrap();
+            s.digest_state("daily", t0).unwrap();
+            let items = (0..3)
+                .map(|i| item(Some(&format!("g{i}")), None, &format!("story {i}")))
+                .collect();
+            insert(&mut s, items, t0 + Duration::seconds(1), "w");
+            s.conn
+                .execute_batch(
+                    "DROP INDEX verdicts_watch; \
+                     CREATE INDEX verdicts_watch ON verdicts(watch_id, classified_at); \
+                     UPDATE schema_version SET version = 5;",
+                )
+                .unwrap();
+            assert_eq!(index_cols(&s), ["watch_id", "classified_at"]);
+        }
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(
+            index_cols(&s),
+            [
+                "watch_id",
+                "classified_at",
+                "reportable",
+                "item_id",
+                "score"
+            ]
+        );
+        let d = s
+            .claim(
+                "daily",
+                Kind::Digest,
+                "log",
+                &["w".into()],
+                t0 + Duration::minutes(1),
+                false,
+            )
+            .unwrap()
+            .expect("the waiting stories");
+        assert_eq!(s.delivery_stories(d.id).unwrap().len(), 3);
+    }
+
+    #[test]
     fn item_cols_len_counts_item_cols() {
         assert_eq!(Store::ITEM_COLS.split(',').count(), Store::ITEM_COLS_LEN);
     }
