@@ -1369,9 +1369,9 @@ fn message_budget(cfg: &Loaded, dcfg: &crate::config::Digest) -> usize {
     })
 }
 
-/// Renders once to learn which stories do not fit the budget, and hands those back to the
-/// store (their claims deleted, the delivery's `deferred` count raised, in one transaction)
-/// so the next digest carries them; `d` keeps only the stories that fit. Done before the
+/// Hands the stories that `probe` (the render of `d`) could not fit back to the store (their
+/// claims deleted, the delivery's `deferred` count raised, in one transaction) so the next
+/// digest carries them; `d` keeps only the stories that fit. Done before the
 /// message is sent, so a crash at any point leaves every story either claimed by this pending
 /// delivery (re-rendered, and handed back, on restart) or unclaimed for the next digest:
 /// nothing is marked delivered unseen. A message that would carry no story at all is left
