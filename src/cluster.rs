@@ -1614,26 +1614,46 @@ impl ClusterIndex {
         let n = self.stats.total as f64 + 1.0;
         let in_window = self.entries.len() as f64;
         let limit = ((in_window * CANDIDATE_MAX_DF_SHARE) as usize).max(CANDIDATE_MIN_DF_LIMIT);
-        let mut hits: FxHashMap<u64, u32> = FxHashMap::default();
-        for &f in &sig.feats {
-            let Some(head) = self.head_of(f) else {
-                continue;
-            };
-            // A feature not counted has fewer than COUNTED postings, never over the limit.
-            if self.counts.get(&f).is_some_and(|&c| c as usize > limit) {
-                continue;
-            }
-            let mut at = Some(head);
-            while let Some(slot) = at {
-                *hits.entry(self.seq_of_slot(slot)).or_insert(0) += 1;
-                at = self.prev_occurrence(slot, f);
-            }
+        // Shared features per entry of the window, counted in a dense array (entry k of the
+        // window at `hits[k]`) that is zeroed again after use; `touched` lists the nonzero.
+        thread_local! {
+            static HITS: std::cell::RefCell<(Vec<u32>, Vec<u32>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
         }
-        let mut cands: Vec<(u32, u64)> = hits
-            .into_iter()
-            .filter(|&(_, h)| h >= 2 || sig.feats.len() <= 6)
-            .map(|(s, h)| (h, s))
-            .collect();
+        let mut cands: Vec<(u32, u64)> = HITS.with(|cell| {
+            let (hits, touched) = &mut *cell.borrow_mut();
+            if hits.len() < self.entries.len() {
+                hits.resize(self.entries.len(), 0);
+            }
+            for &f in &sig.feats {
+                let Some(head) = self.head_of(f) else {
+                    continue;
+                };
+                // A feature not counted has fewer than COUNTED postings, never over the limit.
+                if self.counts.get(&f).is_some_and(|&c| c as usize > limit) {
+                    continue;
+                }
+                let mut at = Some(head);
+                while let Some(slot) = at {
+                    let k = (self.seq_of_slot(slot) - self.base) as usize;
+                    if hits[k] == 0 {
+                        touched.push(k as u32);
+                    }
+                    hits[k] += 1;
+                    at = self.prev_occurrence(slot, f);
+                }
+            }
+            let out = touched
+                .iter()
+                .map(|&k| (hits[k as usize], self.base + u64::from(k)))
+                .filter(|&(h, _)| h >= 2 || sig.feats.len() <= 6)
+                .collect();
+            for &k in touched.iter() {
+                hits[k as usize] = 0;
+            }
+            touched.clear();
+            out
+        });
         // Most shared rare features first; among equals, the most recent.
         cands.sort_unstable_by(|a, b| b.cmp(a));
         cands.truncate(MAX_SCORED);
