@@ -639,12 +639,12 @@ impl Notifier {
         let mut prepared = prepare(store, cfg, dcfg, delivery, now, max_bytes)?;
         let mut probe = digest::render(&prepared.d, &prepared.limits);
         let mut chunk = self.claim_cap;
+        let watches = watches_of(dcfg, delivery.kind);
         while !covers(&prepared.d, &probe, self.claim_cap) {
             // The message reaches the end of what the claim took of a section: take the next
             // best stories (twice as many as last time), as a claim of everything would have
             // had them, and lay it out again.
             chunk = chunk.saturating_mul(2);
-            let watches = watches_of(dcfg, delivery.kind);
             let taken = store.claim_more(delivery.id, watches, &mut |found| {
                 choose(found, watches, dcfg, chunk)
             })?;

@@ -642,6 +642,16 @@ pub enum Choice {
     },
 }
 
+impl Choice {
+    /// The clusters to claim (`None`: all) and the stories left for later.
+    fn parts(self) -> (Option<HashSet<i64>>, usize) {
+        match self {
+            Choice::All => (None, 0),
+            Choice::Some { clusters, left } => (Some(clusters), left),
+        }
+    }
+}
+
 /// A recent match for a feed of matches (see [`Store::recent_matches`]).
 #[derive(Debug, Clone)]
 pub struct RecentMatch {
@@ -1427,25 +1437,20 @@ impl Store {
             .execute(params![digest_id, via, ts(now), message_id, kind.as_str()])?;
             let delivery_id = tx.last_insert_rowid();
             let found = Self::candidates(tx, delivery_id, digest_id, watches, i64::MAX, true)?;
-            let (claimed, _) = match choose(&found) {
-                Choice::All => {
-                    Self::claim_candidates(tx, delivery_id, digest_id, watches, &found, None, true)?
-                }
-                Choice::Some { clusters, left } => {
-                    let taken = Self::claim_candidates(
-                        tx,
-                        delivery_id,
-                        digest_id,
-                        watches,
-                        &found,
-                        Some(&clusters),
-                        true,
-                    )?;
-                    tx.prepare_cached("UPDATE deliveries SET deferred = ?2 WHERE id = ?1")?
-                        .execute(params![delivery_id, left as i64])?;
-                    taken
-                }
-            };
+            let (clusters, left) = choose(&found).parts();
+            let (claimed, _) = Self::claim_candidates(
+                tx,
+                delivery_id,
+                digest_id,
+                watches,
+                &found,
+                clusters.as_ref(),
+                true,
+            )?;
+            if left > 0 {
+                tx.prepare_cached("UPDATE deliveries SET deferred = ?2 WHERE id = ?1")?
+                    .execute(params![delivery_id, left as i64])?;
+            }
             // A scheduled firing is recorded even when empty (it happened); an alert only when
             // it carries something, so an empty check does not push the rate cap forward.
             let col = match kind {
@@ -1491,10 +1496,7 @@ impl Store {
                 return Ok(0);
             };
             let found = Self::candidates(tx, delivery_id, &digest_id, watches, created_at, false)?;
-            let clusters = match choose(&found) {
-                Choice::All => None,
-                Choice::Some { clusters, .. } => Some(clusters),
-            };
+            let (clusters, _) = choose(&found).parts();
             let (_, stories) = Self::claim_candidates(
                 tx,
                 delivery_id,

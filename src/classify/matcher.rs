@@ -1033,9 +1033,9 @@ impl Matcher {
             Node::Or(v) => run_key(v),
             _ => None,
         };
-        if let Some((done, pats)) = memo_key.and_then(|key| memo.get(&key)) {
+        if let Some((key, (done, pats))) = memo_key.and_then(|k| Some((k, memo.get(&k)?))) {
             merge(under, pats);
-            return (done.clone(), memo_key.map_or(0, |k| k.1));
+            return (done.clone(), key.1);
         }
         // The patterns under this node, kept apart when it may need a set of its own.
         let own = matches!(n, Node::Or(_) | Node::Near { .. } | Node::AtLeast { .. });
