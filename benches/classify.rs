@@ -5,8 +5,8 @@
 //! ordinary news, one in five a policy story, like a real feed mix — the ordinary ones still
 //! carry "chips", "AI", "China's", "trade"), then over the shared news corpus when
 //! `../shared/corpus/news/items.jsonl` exists. Optional arguments: seconds per run (default 3),
-//! and the names of the runs to do (`compile`, `huge`, `mixed`, `ascii`, `normalise`, `corpus`;
-//! default all), e.g. `cargo bench --bench classify -- 5 corpus` to profile one of them. `huge` runs
+//! and the names of the runs to do (`compile`, `huge`, `mixed`, `ascii`, `normalise`, `corpus`,
+//! `parts` — the corpus run split into language identification and rules; default all), e.g. `cargo bench --bench classify -- 5 corpus` to profile one of them. `huge` runs
 //! first and classifies one item with a 12 MB summary, printing the time and how far peak memory
 //! (VmHWM) rose above the memory in use before the item was built. Every timed run includes
 //! language identification (`lang::identify`), as the daemon does before classifying. The
@@ -338,6 +338,43 @@ fn run(name: &str, clf: &Classifier, items: &[Item], budget: Duration) {
     );
 }
 
+/// The two halves of [`run`] on their own, to show where the time goes: language
+/// identification alone, and the rules alone on items whose language is already told.
+fn run_parts(name: &str, clf: &Classifier, items: &[Item], budget: Duration) {
+    let bytes: usize = items.iter().map(item_bytes).sum();
+    let told: Vec<Item> = items
+        .iter()
+        .cloned()
+        .map(|mut it| {
+            policywatch::lang::fill(&mut it);
+            it
+        })
+        .collect();
+    let timed = |part: &str, f: &mut dyn FnMut(&Item)| {
+        let start = Instant::now();
+        let mut rounds = 0u32;
+        while start.elapsed() < budget || rounds == 0 {
+            for it in &told {
+                f(std::hint::black_box(it));
+            }
+            rounds += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{:28} {:7.1} MB/s {:8.2} µs/item",
+            format!("{name}: {part}"),
+            bytes as f64 * f64::from(rounds) / secs / 1e6,
+            secs * 1e6 / (f64::from(rounds) * told.len() as f64)
+        );
+    };
+    timed("language only", &mut |it| {
+        std::hint::black_box(policywatch::lang::identify(it));
+    });
+    timed("rules only", &mut |it| {
+        std::hint::black_box(clf.classify(it));
+    });
+}
+
 /// Normalisation alone (the first stage of classification), for comparison.
 fn run_normalise(name: &str, items: &[Item], budget: Duration) {
     let bytes: usize = items.iter().map(item_bytes).sum();
@@ -416,7 +453,16 @@ fn main() {
     let names: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| {
-            ["compile", "huge", "mixed", "ascii", "normalise", "corpus"].contains(&a.as_str())
+            [
+                "compile",
+                "huge",
+                "mixed",
+                "ascii",
+                "normalise",
+                "corpus",
+                "parts",
+            ]
+            .contains(&a.as_str())
         })
         .collect();
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
@@ -461,7 +507,7 @@ fn main() {
         run_normalise("normalise only (mixed)", &items, budget);
         run_normalise("normalise only (ASCII)", &ascii, budget);
     }
-    if !wanted("corpus") {
+    if !wanted("corpus") && !wanted("parts") {
         return;
     }
 
@@ -480,7 +526,12 @@ fn main() {
                 ..Default::default()
             })
             .collect();
-        run("shared news corpus", clf, &corpus, budget);
+        if wanted("corpus") {
+            run("shared news corpus", clf, &corpus, budget);
+        }
+        if wanted("parts") {
+            run_parts("corpus", clf, &corpus, budget);
+        }
         if wanted("normalise") {
             run_normalise("normalise only (corpus)", &corpus, budget);
         }

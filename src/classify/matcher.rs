@@ -751,11 +751,11 @@ impl MatcherBuilder {
 pub struct AutomatonStrings([Vec<String>; 2]);
 
 /// A matcher's automata, for [`Matcher::set_automata`].
-pub struct Automata([Option<NFA>; 2]);
+pub struct Automata([Option<(NFA, scan::StartTest)>; 2]);
 
 /// Builds the folded and the exact automaton.
 pub fn build_automata(strings: &AutomatonStrings) -> Result<Automata, String> {
-    let build = |strings: &Vec<String>| -> Result<Option<NFA>, String> {
+    let build = |strings: &Vec<String>| -> Result<Option<(NFA, scan::StartTest)>, String> {
         if strings.is_empty() {
             return Ok(None);
         }
@@ -764,12 +764,12 @@ pub fn build_automata(strings: &AutomatonStrings) -> Result<Automata, String> {
         // 48 MB, against 12–20 ms and 1.1 MB, and scanned no faster on the news corpus: its
         // table no longer fits in cache, while the NFA's dense states near the root do.
         // `scan` needs every overlapping match and no prefilter.
-        NFA::builder()
+        let nfa = NFA::builder()
             .match_kind(MatchKind::Standard)
             .prefilter(false)
             .build(strings)
-            .map(Some)
-            .map_err(|e| format!("building the term automaton failed: {e}"))
+            .map_err(|e| format!("building the term automaton failed: {e}"))?;
+        Ok(Some((nfa, scan::StartTest::new(strings))))
     };
     let [fs, es] = &strings.0;
     Ok(Automata([build(fs)?, build(es)?]))
@@ -778,7 +778,7 @@ pub fn build_automata(strings: &AutomatonStrings) -> Result<Automata, String> {
 pub struct Matcher {
     patterns: Vec<Pattern>,
     pub atoms: Vec<Atom>,
-    acs: [Option<NFA>; 2],
+    acs: [Option<(NFA, scan::StartTest)>; 2],
     string_pats: [Vec<Vec<u32>>; 2],
     used_fields: FieldMask,
     /// The `lang:` tests' patterns.
@@ -894,7 +894,6 @@ struct Scanned<'t> {
 struct Scratch {
     /// Per-pattern hit counters for the current field (only the entries touched are reset).
     counts: Vec<u16>,
-    raws: Vec<Raw>,
     norms: Vec<(u8, text::NormPair)>,
     /// The buffers of the last item's hits, returned when it was dropped.
     spare: Option<Buffers>,
@@ -1204,21 +1203,21 @@ impl Matcher {
             fields[fi] = Some(FieldText { orig });
         }
         for var in [Variant::Folded, Variant::Exact] {
-            let Some(dfa) = &self.acs[var as usize] else {
+            let Some((ac, test)) = &self.acs[var as usize] else {
                 continue;
             };
             let of = |pair| variant_text(pair, var);
-            let mut texts: [&[u8]; Field::ALL.len()] = [&[]; Field::ALL.len()];
+            let mut texts: [&str; Field::ALL.len()] = [""; Field::ALL.len()];
             for (k, (_, pair)) in norms.iter().enumerate() {
                 if let Some(n) = of(pair) {
-                    texts[k] = n.text.as_bytes();
+                    texts[k] = n.text.as_str();
                 }
             }
-            let Scratch { counts, raws, .. } = &mut *scratch;
+            let counts = &mut scratch.counts;
             // Matches come in text order, each pattern's in the order they occur, so the
             // per-field caps count as if each field were searched on its own.
             let mut block = (u32::MAX, hits.len());
-            scan::scan(dfa, &texts[..norms.len()], raws, |r| {
+            scan::scan(ac, test, &texts[..norms.len()], |r| {
                 let k = r.text;
                 if k != block.0 {
                     for h in &hits[block.1..] {
@@ -1456,7 +1455,7 @@ fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<Span>) {
 /// Whether a word character `c` next to a term's first or last character `inner` is a step
 /// between a letter and a digit, which counts as a word boundary ("GPU1万基", "Gaudi3"): the
 /// term's own letters and digits are matched exactly, so `H20` still never finds "H200".
-fn letter_digit_step(c: char, inner: Option<char>) -> bool {
+pub(super) fn letter_digit_step(c: char, inner: Option<char>) -> bool {
     inner.is_some_and(|i| {
         (c.is_ascii_digit() && i.is_alphabetic()) || (c.is_alphabetic() && i.is_ascii_digit())
     })
