@@ -158,6 +158,14 @@ fn vietnamese_letter(c: char) -> bool {
 
 /// The language of a short text (see the module doc).
 pub fn identify_text(text: &str) -> Option<Lang> {
+    if text.is_ascii() {
+        // Latin script without a letter only some languages write: straight to the vote (the
+        // counts below would all be zero but the letters).
+        if !text.bytes().any(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        return function_words(text).or_else(|| trigram(text));
+    }
     let (mut hangul, mut kana, mut han, mut viet, mut letters) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let (mut cyrillic, mut ukrainian) = (0u32, 0u32);
     for c in text.chars() {
@@ -281,6 +289,28 @@ fn function_words(text: &str) -> Option<Lang> {
     let mut word = [0u8; 6];
     let mut len = 0usize;
     let mut long = false;
+    if text.is_ascii() {
+        // The same walk a byte at a time: no letter to look up, no case table.
+        for b in text.bytes().chain(std::iter::once(b' ')) {
+            if b.is_ascii_alphabetic() {
+                if len < word.len() {
+                    word[len] = b.to_ascii_lowercase();
+                    len += 1;
+                } else {
+                    long = true;
+                }
+            } else {
+                if len > 0 && !long {
+                    let w = std::str::from_utf8(&word[..len]).unwrap_or("");
+                    let bits = word_langs(w);
+                    add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+                }
+                len = 0;
+                long = false;
+            }
+        }
+        return lead(&votes);
+    }
     for c in text.chars().chain(std::iter::once(' ')) {
         let lower = if c.is_ascii_alphabetic() {
             c.to_ascii_lowercase()
@@ -311,10 +341,24 @@ fn function_words(text: &str) -> Option<Lang> {
             len += enc.len();
         }
     }
-    let mut order: Vec<usize> = (0..LATIN.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(votes[i]));
-    let (best, second) = (votes[order[0]], votes[order[1]]);
-    (best >= 2 && best >= second + 2).then(|| Lang::from_code(LATIN[order[0]]))?
+    lead(&votes)
+}
+
+/// The language of [`LATIN`] whose votes lead the next by two or more (and are two or more).
+fn lead(votes: &[u16; 8]) -> Option<Lang> {
+    let mut first = 0;
+    for i in 1..votes.len() {
+        if votes[i] > votes[first] {
+            first = i;
+        }
+    }
+    let second = (0..votes.len())
+        .filter(|&i| i != first)
+        .map(|i| votes[i])
+        .max()
+        .unwrap_or(0);
+    let best = votes[first];
+    (best >= 2 && best >= second + 2).then(|| Lang::from_code(LATIN[first]))?
 }
 
 /// whatlang's answer, restricted to the covered languages when it is unsure among all.
