@@ -159,8 +159,8 @@ fn vietnamese_letter(c: char) -> bool {
 /// The language of a short text (see the module doc).
 pub fn identify_text(text: &str) -> Option<Lang> {
     if text.is_ascii() {
-        // Latin script without a letter only some languages write: straight to the vote (the
-        // counts below would all be zero but the letters).
+        // No script and no letter to tell it by: straight to the vote (of the counts below all
+        // but `letters` would be zero).
         if !text.bytes().any(|b| b.is_ascii_alphabetic()) {
             return None;
         }
@@ -284,6 +284,11 @@ fn function_words(text: &str) -> Option<Lang> {
             b &= b - 1;
         }
     };
+    // A short word's vote: an ambiguous word counts for each language it belongs to, but less.
+    let word_vote = |w: &[u8]| {
+        let bits = word_langs(std::str::from_utf8(w).unwrap_or(""));
+        (bits, if bits.count_ones() == 1 { 2 } else { 1 })
+    };
     // The current word, lowercased, while it is short enough to be a function word (at most
     // 6 bytes); longer words are skipped to their end. No allocation, ASCII without a table.
     let mut word = [0u8; 6];
@@ -301,9 +306,8 @@ fn function_words(text: &str) -> Option<Lang> {
                 }
             } else {
                 if len > 0 && !long {
-                    let w = std::str::from_utf8(&word[..len]).unwrap_or("");
-                    let bits = word_langs(w);
-                    add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+                    let (bits, n) = word_vote(&word[..len]);
+                    add(bits, n);
                 }
                 len = 0;
                 long = false;
@@ -320,10 +324,8 @@ fn function_words(text: &str) -> Option<Lang> {
             lower
         } else {
             if len > 0 && !long {
-                // An ambiguous word counts for each language it belongs to, but less.
-                let w = std::str::from_utf8(&word[..len]).unwrap_or("");
-                let bits = word_langs(w);
-                add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+                let (bits, n) = word_vote(&word[..len]);
+                add(bits, n);
             }
             len = 0;
             long = false;

@@ -763,7 +763,8 @@ pub fn build_automata(strings: &AutomatonStrings) -> Result<Automata, String> {
         // thirteen languages (some 200 distinct bytes), a DFA took 130–200 ms to build and
         // 48 MB, against 12–20 ms and 1.1 MB, and scanned no faster on the news corpus: its
         // table no longer fits in cache, while the NFA's dense states near the root do.
-        // `scan` needs every overlapping match and no prefilter.
+        // `scan` walks it anchored at each candidate start (the contiguous NFA always has an
+        // anchored start state) and needs every overlapping match, no prefilter.
         let nfa = NFA::builder()
             .match_kind(MatchKind::Standard)
             .prefilter(false)

@@ -74,7 +74,7 @@ fn class(c: char) -> Class {
 /// Calls `each` with every byte offset of `text` where a term can start, in order: every
 /// character boundary except those inside a run of word characters, where the matcher refuses
 /// a term anyway. A term written with a word character first is only accepted after a
-/// non-word character (or at a letter–digit step: "H20" in "NvidiaH20"); one written with a
+/// non-word character (or at a letter–digit step: "4090" in "RTX4090"); one written with a
 /// non-word character first (CJK, a symbol) can only start on such a character, which is
 /// always a candidate. Keep in step with the start test in `Matcher::accept`.
 fn starts(text: &str, mut each: impl FnMut(usize)) {
