@@ -594,12 +594,15 @@ impl Notifier {
             Some(_) => message_budget(cfg, dcfg) / TRIM_DIVISOR,
             None => message_budget(cfg, dcfg),
         };
-        let Prepared {
-            d, extras, limits, ..
-        } = self.ready(store, cfg, dcfg, delivery, now, max_bytes)?;
+        let (
+            Prepared {
+                d, extras, limits, ..
+            },
+            kept,
+        ) = self.ready(store, cfg, dcfg, delivery, now, max_bytes)?;
         match dcfg.via {
             Via::Log => {
-                let rendered = digest::render(&d, &limits);
+                let rendered = kept.unwrap_or_else(|| digest::render(&d, &limits));
                 log_digest(&d, &limits, delivery);
                 store.mark_sent(delivery.id, now, "logged")?;
                 store.record_shown(
@@ -626,7 +629,9 @@ impl Notifier {
     }
 
     /// Assembles what `delivery` claims within `max_bytes` and hands what does not fit back to
-    /// the store ([`hand_back_overflow`]): what is left is the message to send.
+    /// the store ([`hand_back_overflow`]): what is left is the message to send. With it, the
+    /// layout that decided this when nothing was handed back, for it is then the message's
+    /// render (rendering is pure), so the log output need not lay it out again.
     fn ready(
         &self,
         store: &mut Store,
@@ -635,7 +640,7 @@ impl Notifier {
         delivery: &Delivery,
         now: DateTime<Utc>,
         max_bytes: usize,
-    ) -> Result<Prepared, NotifyError> {
+    ) -> Result<(Prepared, Option<Rendered>), NotifyError> {
         let mut prepared = prepare(store, cfg, dcfg, delivery, now, max_bytes)?;
         let mut probe = digest::render(&prepared.d, &prepared.limits);
         let mut chunk = self.claim_cap;
@@ -660,8 +665,9 @@ impl Notifier {
             prepared = prepare(store, cfg, dcfg, &delivery, now, max_bytes)?;
             probe = digest::render(&prepared.d, &prepared.limits);
         }
-        hand_back_overflow(store, delivery, &mut prepared.d, &prepared.clusters, &probe)?;
-        Ok(prepared)
+        let handed =
+            hand_back_overflow(store, delivery, &mut prepared.d, &prepared.clusters, &probe)?;
+        Ok((prepared, (!handed).then_some(probe)))
     }
 
     /// `via = "webhook"`: render the notice in the digest's format and make the job that
@@ -1376,15 +1382,16 @@ fn message_budget(cfg: &Loaded, dcfg: &crate::config::Digest) -> usize {
 /// delivery (re-rendered, and handed back, on restart) or unclaimed for the next digest:
 /// nothing is marked delivered unseen. A message that would carry no story at all is left
 /// whole (the send path trims or fails it visibly) rather than deferring everything forever.
+/// True when it handed stories back (and so changed `d`).
 fn hand_back_overflow(
     store: &mut Store,
     delivery: &Delivery,
     d: &mut digest::Digest,
     clusters: &HashMap<i64, i64>,
     probe: &Rendered,
-) -> Result<(), NotifyError> {
+) -> Result<bool, NotifyError> {
     if probe.deferred.is_empty() || probe.shown + probe.listed == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let ids: Vec<i64> = probe
         .deferred
@@ -1401,7 +1408,7 @@ fn hand_back_overflow(
         s.stories.retain(|st| !gone.contains(&st.item_id));
     }
     d.deferred += ids.len();
-    Ok(())
+    Ok(true)
 }
 
 /// The weights of the config's term sets, for the digest's highlights and "why" line (a term
@@ -1928,9 +1935,9 @@ mod tests {
         n: &Notifier,
         kind: Kind,
         max_bytes: usize,
-    ) -> (Vec<Rendered>, Vec<usize>, usize) {
+    ) -> (Vec<Rendered>, Vec<usize>, usize, usize) {
         let dcfg = &cfg.digests[0];
-        let (mut out, mut claimed, mut widest) = (Vec::new(), Vec::new(), 0);
+        let (mut out, mut claimed, mut widest, mut kept) = (Vec::new(), Vec::new(), 0, 0);
         for k in 1..200 {
             let now = t0() + chrono::Duration::minutes(k);
             let Some(delivery) = n.claim(store, dcfg, kind, now).expect("claim") else {
@@ -1943,15 +1950,21 @@ mod tests {
                 .map(|m| m.cluster_id)
                 .collect();
             claimed.push(stories.len());
-            let p = n
+            let (p, probe) = n
                 .ready(store, cfg, dcfg, &delivery, now, max_bytes)
                 .expect("ready");
             let most = p.d.sections.iter().map(|s| s.stories.len()).max();
             widest = widest.max(most.unwrap_or(0));
-            out.push(digest::render(&p.d, &p.limits));
+            let rendered = digest::render(&p.d, &p.limits);
+            // The layout `ready` keeps (nothing was handed back) is the message's.
+            if let Some(probe) = probe {
+                assert_eq!(probe, rendered, "the kept layout is not the message");
+                kept += 1;
+            }
+            out.push(rendered);
             store.mark_sent(delivery.id, now, "logged").expect("sent");
         }
-        (out, claimed, widest)
+        (out, claimed, widest, kept)
     }
 
     #[test]
@@ -1965,11 +1978,18 @@ mod tests {
                     let what = format!("seed {seed} cap {cap} budget {max_bytes} {kind:?}");
                     let mut all = backlog(seed, 150, c_with_a);
                     let mut cut = backlog(seed, 150, c_with_a);
-                    let (want, whole, _) =
+                    let (want, whole, _, _) =
                         messages(&mut all, &cfg, &notifier(&cfg, usize::MAX), kind, max_bytes);
-                    let (got, taken, widest) =
+                    let (got, taken, widest, kept) =
                         messages(&mut cut, &cfg, &notifier(&cfg, cap), kind, max_bytes);
                     assert!(want.len() > 2, "{what}: {} messages", want.len());
+                    // Full messages handed stories back (their layout is made again); the
+                    // last one did not, and its layout was kept.
+                    assert!(
+                        kept > 0 && kept < got.len(),
+                        "{what}: {kept} of {} layouts kept",
+                        got.len()
+                    );
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(g, w, "{what}: message {i}");
                     }
