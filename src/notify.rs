@@ -629,9 +629,9 @@ impl Notifier {
     }
 
     /// Assembles what `delivery` claims within `max_bytes` and hands what does not fit back to
-    /// the store ([`hand_back_overflow`]): what is left is the message to send. With it, the
-    /// layout that decided this when nothing was handed back, for it is then the message's
-    /// render (rendering is pure), so the log output need not lay it out again.
+    /// the store ([`hand_back_overflow`]): what is left is the message to send. When nothing
+    /// was handed back it also returns the layout that found so: that layout is then the
+    /// message's render (rendering is pure), and the log output need not lay it out again.
     fn ready(
         &self,
         store: &mut Store,
