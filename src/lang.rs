@@ -284,33 +284,14 @@ fn function_words(text: &str) -> Option<Lang> {
             b &= b - 1;
         }
     };
-    // A short word's vote: an ambiguous word counts for each language it belongs to, but less.
-    let word_vote = |w: &[u8]| {
-        let bits = word_langs(std::str::from_utf8(w).unwrap_or(""));
-        (bits, if bits.count_ones() == 1 { 2 } else { 1 })
-    };
-    // The current word, lowercased, while it is short enough to be a function word (at most
-    // 6 bytes); longer words are skipped to their end. No allocation, ASCII without a table.
-    let mut word = [0u8; 6];
-    let mut len = 0usize;
-    let mut long = false;
+    let mut word = ShortWord::default();
     if text.is_ascii() {
         // The same walk a byte at a time: no letter to look up, no case table.
         for b in text.bytes().chain(std::iter::once(b' ')) {
             if b.is_ascii_alphabetic() {
-                if len < word.len() {
-                    word[len] = b.to_ascii_lowercase();
-                    len += 1;
-                } else {
-                    long = true;
-                }
+                word.push_byte(b.to_ascii_lowercase());
             } else {
-                if len > 0 && !long {
-                    let (bits, n) = word_vote(&word[..len]);
-                    add(bits, n);
-                }
-                len = 0;
-                long = false;
+                word.end(&mut add);
             }
         }
         return lead(&votes);
@@ -323,27 +304,60 @@ fn function_words(text: &str) -> Option<Lang> {
             add(letter_langs(lower), 1);
             lower
         } else {
-            if len > 0 && !long {
-                let (bits, n) = word_vote(&word[..len]);
-                add(bits, n);
-            }
-            len = 0;
-            long = false;
+            word.end(&mut add);
             continue;
         };
-        if long {
-            continue;
-        }
         let mut buf = [0u8; 4];
-        let enc = lower.encode_utf8(&mut buf).as_bytes();
-        if len + enc.len() > word.len() {
-            long = true;
-        } else {
-            word[len..len + enc.len()].copy_from_slice(enc);
-            len += enc.len();
-        }
+        word.push(lower.encode_utf8(&mut buf).as_bytes());
     }
     lead(&votes)
+}
+
+/// The current word of [`function_words`], lowercased, while it is short enough to be a
+/// function word (at most 6 bytes); a longer word is skipped to its end. No allocation.
+#[derive(Default)]
+struct ShortWord {
+    buf: [u8; 6],
+    len: usize,
+    long: bool,
+}
+
+impl ShortWord {
+    /// [`ShortWord::push`] of one ASCII letter.
+    #[inline]
+    fn push_byte(&mut self, b: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b;
+            self.len += 1;
+        } else {
+            self.long = true;
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, letter: &[u8]) {
+        if self.long {
+            return;
+        }
+        if self.len + letter.len() > self.buf.len() {
+            self.long = true;
+        } else {
+            self.buf[self.len..self.len + letter.len()].copy_from_slice(letter);
+            self.len += letter.len();
+        }
+    }
+
+    /// Ends the word: a short one votes through `add` (an ambiguous word counts for each
+    /// language it belongs to, but less).
+    #[inline]
+    fn end(&mut self, add: &mut impl FnMut(u8, u16)) {
+        if self.len > 0 && !self.long {
+            let bits = word_langs(std::str::from_utf8(&self.buf[..self.len]).unwrap_or(""));
+            add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+        }
+        self.len = 0;
+        self.long = false;
+    }
 }
 
 /// The language of [`LATIN`] whose votes lead the next by two or more (and are two or more).
