@@ -116,8 +116,14 @@ pub enum Node {
         set: PatternSet,
         exact: Option<ExactOr>,
         inner: Box<Node>,
+        /// The guard's bit in [`ItemHits::guards`] once [`Matcher::index_guards`] has numbered
+        /// it ([`NO_GUARD_ID`] until then, and for guards made after: tested from `set`).
+        id: u32,
     },
 }
+
+/// The id of a guard that [`Matcher::index_guards`] has not numbered.
+pub const NO_GUARD_ID: u32 = u32::MAX;
 
 /// What a guard over an OR of atoms with one field scope knows: the scope, and the OR's atoms
 /// by pattern, so its evidence is found from the item's hits rather than by trying every atom.
@@ -741,6 +747,7 @@ impl MatcherBuilder {
             string_pats: self.string_pats,
             used_fields: FieldMask(self.used_fields),
             lang_tests: self.lang_tests,
+            guard_index: GuardIndex::default(),
         };
         (matcher, AutomatonStrings(self.strings))
     }
@@ -784,6 +791,8 @@ pub struct Matcher {
     used_fields: FieldMask,
     /// The `lang:` tests' patterns.
     lang_tests: Vec<(Lang, u32)>,
+    /// The numbered guards each pattern can make true (see [`Matcher::index_guards`]).
+    guard_index: GuardIndex,
 }
 
 /// One occurrence of a pattern.
@@ -815,6 +824,10 @@ pub struct ItemHits<'a> {
     /// [`Field::ALL`]) and, at [`ANY_FIELD`], in any field (the quick skip for watches
     /// without any hit).
     field_bits: Vec<[u64; 8]>,
+    /// One bit per guard that [`Matcher::index_guards`] numbered: whether its set occurred
+    /// in its fields. Empty for hits not made by a scan (synthetic ones): guards are then
+    /// tested from their sets.
+    guards: Vec<u64>,
     /// Room for the two sides of a NEAR test.
     near: RefCell<(Vec<Span>, Vec<Span>)>,
     /// The item's language, as the scan was told it.
@@ -827,6 +840,7 @@ impl Drop for ItemHits<'_> {
             hits: std::mem::take(&mut self.hits),
             runs: std::mem::take(&mut self.runs),
             bits: std::mem::take(&mut self.field_bits),
+            guards: std::mem::take(&mut self.guards),
             near: std::mem::take(self.near.get_mut()),
         };
         // What a hostile item made large is given back to the allocator, not kept per thread.
@@ -908,6 +922,7 @@ struct Buffers {
     hits: Vec<Hit>,
     runs: Vec<(u32, u32)>,
     bits: Vec<[u64; 8]>,
+    guards: Vec<u64>,
     near: (Vec<Span>, Vec<Span>),
 }
 
@@ -946,7 +961,123 @@ fn set_bits(hits: &[Hit], field_bits: &mut [[u64; 8]]) {
     }
 }
 
+/// For each pattern, the numbered guards (see [`Matcher::index_guards`]) whose set holds it,
+/// each with the fields a hit must be in to make the guard true: so the guards an item makes
+/// true are found once per item, from its few distinct patterns, and every later test of a
+/// guard is one bit — the shipped watches name the same sets in many clauses, and tested set
+/// by set, the guards cost more than the rest of the evaluation.
+#[derive(Debug, Clone, Default)]
+struct GuardIndex {
+    /// The entries of pattern `p` are `entries[starts[p]..starts[p + 1]]`; empty until
+    /// indexed.
+    starts: Vec<u32>,
+    /// (guard id, fields mask: any hit of the pattern in one of these makes the guard true).
+    entries: Vec<(u32, u8)>,
+    /// How many guards are numbered.
+    count: u32,
+}
+
+/// [`Matcher::index_guards`]' numbering: (a guard's set words, its fields or `None` for any
+/// field) → its id.
+type GuardIds = FxHashMap<(Vec<(u32, u64)>, Option<u8>), u32>;
+
+impl GuardIndex {
+    /// The guard bits of an item's sorted `hits` (`runs` as [`runs_of`] makes them), in
+    /// `out`'s buffer. Empty when nothing is indexed, so guards fall back to their sets.
+    fn bits(&self, hits: &[Hit], runs: &[(u32, u32)], mut out: Vec<u64>) -> Vec<u64> {
+        out.clear();
+        if self.count == 0 {
+            return out;
+        }
+        out.resize((self.count as usize).div_ceil(64), 0);
+        for (k, &(p, from)) in runs.iter().enumerate() {
+            let Some(&[lo, hi]) = self.starts.get(p as usize..p as usize + 2) else {
+                continue;
+            };
+            if lo == hi {
+                continue;
+            }
+            let to = runs.get(k + 1).map_or(hits.len(), |r| r.1 as usize);
+            let fields = hits[from as usize..to]
+                .iter()
+                .fold(0u8, |m, h| m | 1 << (h.field % 8));
+            for &(g, mask) in &self.entries[lo as usize..hi as usize] {
+                if mask & fields != 0 {
+                    out[g as usize / 64] |= 1 << (g % 64);
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Matcher {
+    /// Numbers the guards of `roots` (the watches' rewritten trees, [`Matcher::guard`]) and
+    /// indexes them by pattern, so a scan tells which of them an item makes true. Guards that
+    /// test the same set in the same fields share a number. Guards made after this, or left
+    /// out of `roots`, keep [`NO_GUARD_ID`] and are tested from their sets.
+    pub fn index_guards<'n>(&mut self, roots: impl IntoIterator<Item = &'n mut Node>) {
+        // Key: the set's patterns and the fields (`None`: any field).
+        let mut ids = GuardIds::default();
+        let mut guards: Vec<(PatternSet, u8)> = Vec::new();
+        fn walk(
+            n: &mut Node,
+            ids: &mut GuardIds,
+            guards: &mut Vec<(PatternSet, u8)>,
+        ) {
+            match n {
+                Node::Atom(_) => {}
+                Node::And(v) | Node::Or(v) => v.iter_mut().for_each(|x| walk(x, ids, guards)),
+                Node::Not(x) | Node::AtLeast { inner: x, .. } => walk(x, ids, guards),
+                Node::Near { a, b, .. } => {
+                    walk(a, ids, guards);
+                    walk(b, ids, guards);
+                }
+                Node::Guard {
+                    set,
+                    exact,
+                    inner,
+                    id,
+                } => {
+                    let fields = exact.as_ref().map(|x| x.fields.0);
+                    let next = guards.len() as u32;
+                    *id = *ids.entry((set.words.clone(), fields)).or_insert_with(|| {
+                        guards.push((set.clone(), fields.unwrap_or(u8::MAX)));
+                        next
+                    });
+                    walk(inner, ids, guards);
+                }
+            }
+        }
+        for r in roots {
+            walk(r, &mut ids, &mut guards);
+        }
+        let mut per_pattern: Vec<Vec<(u32, u8)>> = vec![Vec::new(); self.patterns.len()];
+        for (g, (set, mask)) in guards.iter().enumerate() {
+            for &(w, bits) in &set.words {
+                let mut b = bits;
+                while b != 0 {
+                    let p = (w * 64 + b.trailing_zeros()) as usize;
+                    if let Some(e) = per_pattern.get_mut(p) {
+                        e.push((g as u32, *mask));
+                    }
+                    b &= b - 1;
+                }
+            }
+        }
+        let mut index = GuardIndex {
+            starts: Vec::with_capacity(per_pattern.len() + 1),
+            entries: Vec::new(),
+            count: guards.len() as u32,
+        };
+        for e in per_pattern {
+            index.starts.push(index.entries.len() as u32);
+            index.entries.extend(e);
+        }
+        index.starts.push(index.entries.len() as u32);
+        self.guard_index = index;
+    }
+
     /// Installs the automata built from this matcher's [`AutomatonStrings`]; until then it
     /// finds no term.
     pub fn set_automata(&mut self, a: Automata) {
@@ -1094,14 +1225,24 @@ impl Matcher {
                     inner: Box::new(inner),
                 }
             }
-            Node::Guard { set, exact, inner } => {
+            Node::Guard {
+                set,
+                exact,
+                inner,
+                id,
+            } => {
                 count = inner.atom_count();
                 let mut atoms = Vec::new();
                 inner.atoms(&mut atoms);
                 for a in atoms {
                     mark(here, a);
                 }
-                Node::Guard { set, exact, inner }
+                Node::Guard {
+                    set,
+                    exact,
+                    inner,
+                    id,
+                }
             }
         };
         if own {
@@ -1119,6 +1260,7 @@ impl Matcher {
                 set: PatternSet::from_dense(mine.clone()),
                 exact: None,
                 inner: Box::new(n),
+                id: NO_GUARD_ID,
             }
         };
         if let Some(key) = memo_key {
@@ -1158,6 +1300,7 @@ impl Matcher {
                     by_pattern: self.by_pattern(&or),
                 }),
                 inner: Box::new(or),
+                id: NO_GUARD_ID,
             });
         }
         v.extend(rest);
@@ -1258,11 +1401,14 @@ impl Matcher {
         norms.clear();
         scratch.norms = norms;
         hits.sort_unstable_by_key(|h| (h.pat, h.field, h.os));
+        let runs = runs_of(&hits, buf.runs);
+        let guards = self.guard_index.bits(&hits, &runs, buf.guards);
         ItemHits {
             fields,
-            runs: runs_of(&hits, buf.runs),
+            runs,
             field_bits: bits_of(&hits, self.patterns.len(), buf.bits),
             hits,
+            guards,
             near: RefCell::new(buf.near),
             lang,
         }
@@ -1347,6 +1493,7 @@ impl ItemHits<'static> {
             runs: Vec::new(),
             field_bits: bits_of(&[], n_patterns, Vec::new()),
             hits: Vec::new(),
+            guards: Vec::new(),
             near: RefCell::default(),
             lang: None,
         };
@@ -1380,6 +1527,16 @@ impl ItemHits<'static> {
 }
 
 impl<'a> ItemHits<'a> {
+    /// Whether guard `id`'s set occurred in its fields: its bit when the scan computed one,
+    /// else `test` (the set itself, tested against the hits).
+    #[inline]
+    fn guard_holds(&self, id: u32, test: impl FnOnce() -> bool) -> bool {
+        match self.guards.get(id as usize / 64) {
+            Some(w) => w >> (id % 64) & 1 != 0,
+            None => test(),
+        }
+    }
+
     #[inline]
     pub fn pattern_hit(&self, p: u32) -> bool {
         self.field_bits
@@ -1611,13 +1768,15 @@ pub fn eval(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
         Node::Guard {
             set,
             exact: Some(x),
+            id,
             ..
-        } => set.any_in_fields(h, x.fields),
+        } => h.guard_holds(*id, || set.any_in_fields(h, x.fields)),
         Node::Guard {
             set,
             exact: None,
             inner,
-        } => set.any_in(h) && eval(m, inner, h),
+            id,
+        } => h.guard_holds(*id, || set.any_in(h)) && eval(m, inner, h),
     }
 }
 
@@ -1634,13 +1793,15 @@ fn may_hold(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
         Node::Guard {
             set,
             exact: Some(x),
+            id,
             ..
-        } => set.any_in_fields(h, x.fields),
+        } => h.guard_holds(*id, || set.any_in_fields(h, x.fields)),
         Node::Guard {
             set,
             exact: None,
             inner,
-        } => set.any_in(h) && may_hold(m, inner, h),
+            id,
+        } => h.guard_holds(*id, || set.any_in(h)) && may_hold(m, inner, h),
     }
 }
 
@@ -1692,16 +1853,20 @@ pub fn gather<'a>(
         Node::Guard {
             set,
             exact: Some(x),
+            id,
             ..
         } => {
-            x.each_hit(m, set, h, |a, hit| out.push((a, hit)));
-            out.len() > mark
+            h.guard_holds(*id, || true) && {
+                x.each_hit(m, set, h, |a, hit| out.push((a, hit)));
+                out.len() > mark
+            }
         }
         Node::Guard {
             set,
             exact: None,
             inner,
-        } => set.any_in(h) && gather(m, inner, h, out),
+            id,
+        } => h.guard_holds(*id, || set.any_in(h)) && gather(m, inner, h, out),
     };
     if !held {
         out.truncate(mark);
@@ -1972,6 +2137,7 @@ mod guard_tests {
                 runs: runs_of(&hs, Vec::new()),
                 field_bits: bits_of(&hs, 600, Vec::new()),
                 hits: hs,
+                guards: Vec::new(),
                 near: RefCell::default(),
                 lang: None,
             };
@@ -2055,6 +2221,21 @@ mod guard_tests {
             };
             prop_assert_eq!(key(&a), key(&b2));
             prop_assert_eq!(held, !a.is_empty() || !node.needs_hit());
+            let evidence = key(&a);
+            drop((a, b2));
+            drop(h);
+            // Numbered, the guards are decided by the scan's guard bits: the same verdict and
+            // the same evidence again.
+            let mut m = m;
+            let mut numbered = guarded.clone();
+            m.index_guards([&mut numbered]);
+            let h2 = m.scan(&item, None);
+            prop_assert_eq!(h2.guards.is_empty(), m.guard_index.count == 0);
+            prop_assert_eq!(eval(&m, &numbered, &h2), held, "{}", q);
+            prop_assert!(may_hold(&m, &numbered, &h2) || !held, "{}", q);
+            let mut c = Vec::new();
+            prop_assert_eq!(gather(&m, &numbered, &h2, &mut c), held);
+            prop_assert_eq!(key(&c), evidence);
         }
     }
 }

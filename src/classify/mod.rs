@@ -319,7 +319,11 @@ impl Classifier {
     ) -> Judgement {
         let m = &self.matcher;
         ev.clear();
-        if !w.patterns.any_in(hits) || !matcher::gather(m, &w.fast_query, hits, ev) {
+        // Most stories match no watch: decide that from the bits before collecting evidence.
+        if !w.patterns.any_in(hits)
+            || !matcher::eval(m, &w.fast_query, hits)
+            || !matcher::gather(m, &w.fast_query, hits, ev)
+        {
             return Judgement {
                 matched: false,
                 excluded: false,
@@ -503,6 +507,11 @@ fn assemble(
             set_weights.insert(r.set.to_string(), r.weight);
         }
     }
+    let mut matcher = matcher;
+    matcher.index_guards(
+        out.iter_mut()
+            .flat_map(|w| std::iter::once(&mut w.fast_query).chain(w.fast_exclude.as_mut())),
+    );
     let mut c = Classifier {
         matcher,
         watches: out,
