@@ -221,43 +221,110 @@ pub fn identify_text(text: &str) -> Option<Lang> {
 /// Indexes of the Latin-script languages [`function_words`] tells apart.
 const LATIN: [&str; 8] = ["en", "de", "fr", "es", "pt", "it", "nl", "pl"];
 
-/// The languages (bits over [`LATIN`]) a short word is a function word of.
-fn word_langs(w: &str) -> u8 {
-    const EN: u8 = 1;
-    const DE: u8 = 2;
-    const FR: u8 = 4;
-    const ES: u8 = 8;
-    const PT: u8 = 16;
-    const IT: u8 = 32;
-    const NL: u8 = 64;
-    const PL: u8 = 128;
-    match w {
-        "the" | "of" | "and" | "to" | "for" | "with" | "from" | "after" | "its" | "says"
-        | "over" | "at" | "new" | "by" | "as" | "will" | "are" | "has" | "be" | "into" => EN,
-        "der" | "die" | "das" | "und" | "für" | "mit" | "nicht" | "ist" | "auf" | "den" | "dem"
-        | "des" | "im" | "zu" | "ein" | "eine" | "vor" | "nach" | "wegen" | "bei" | "aus" => DE,
-        "le" | "les" | "du" | "et" | "pour" | "sur" | "dans" | "une" | "au" | "aux" | "est"
-        | "pas" | "par" | "avec" | "l" | "d" | "qui" | "ses" | "ce" | "cette" => FR,
-        "el" | "los" | "las" | "del" | "y" | "por" | "con" | "una" | "al" | "se" | "es" | "su"
-        | "sus" | "más" | "tras" | "ante" => ES,
-        "o" | "os" | "do" | "dos" | "em" | "com" | "não" | "uma" | "no" | "na" | "nos" | "pelo"
-        | "pela" | "ao" | "à" => PT,
-        "il" | "lo" | "gli" | "della" | "di" | "per" | "che" | "non" | "uno" | "dei" | "delle"
-        | "nel" | "nella" | "sul" | "alla" | "è" | "ed" => IT,
-        "het" | "een" | "van" | "voor" | "met" | "niet" | "op" | "bij" | "naar" | "wordt"
-        | "zijn" | "aan" | "om" | "ook" | "tegen" => NL,
-        "w" | "z" | "się" | "i" | "nie" | "że" | "dla" | "przez" | "oraz" | "od" | "po" | "ze"
-        | "jest" | "ich" => PL,
-        "de" => FR | ES | PT | NL,
-        "la" => FR | ES | IT,
-        "en" => FR | ES | NL,
-        "a" => EN | ES | PT | IT,
-        "e" => PT | IT,
-        "in" => EN | DE | IT | NL,
-        "da" => PT | IT,
-        "un" => FR | IT,
-        _ => 0,
+const EN: u8 = 1;
+const DE: u8 = 2;
+const FR: u8 = 4;
+const ES: u8 = 8;
+const PT: u8 = 16;
+const IT: u8 = 32;
+const NL: u8 = 64;
+const PL: u8 = 128;
+
+/// The function words of [`LATIN`] (lowercase, at most [`SHORT_WORD`] bytes), each with the
+/// languages (bits over [`LATIN`]) it belongs to.
+#[rustfmt::skip]
+const FUNCTION_WORDS: &[(&str, u8)] = &[
+    ("the", EN), ("of", EN), ("and", EN), ("to", EN), ("for", EN), ("with", EN), ("from", EN),
+    ("after", EN), ("its", EN), ("says", EN), ("over", EN), ("at", EN), ("new", EN), ("by", EN),
+    ("as", EN), ("will", EN), ("are", EN), ("has", EN), ("be", EN), ("into", EN),
+    ("der", DE), ("die", DE), ("das", DE), ("und", DE), ("für", DE), ("mit", DE),
+    ("nicht", DE), ("ist", DE), ("auf", DE), ("den", DE), ("dem", DE), ("des", DE), ("im", DE),
+    ("zu", DE), ("ein", DE), ("eine", DE), ("vor", DE), ("nach", DE), ("wegen", DE),
+    ("bei", DE), ("aus", DE),
+    ("le", FR), ("les", FR), ("du", FR), ("et", FR), ("pour", FR), ("sur", FR), ("dans", FR),
+    ("une", FR), ("au", FR), ("aux", FR), ("est", FR), ("pas", FR), ("par", FR), ("avec", FR),
+    ("l", FR), ("d", FR), ("qui", FR), ("ses", FR), ("ce", FR), ("cette", FR),
+    ("el", ES), ("los", ES), ("las", ES), ("del", ES), ("y", ES), ("por", ES), ("con", ES),
+    ("una", ES), ("al", ES), ("se", ES), ("es", ES), ("su", ES), ("sus", ES), ("más", ES),
+    ("tras", ES), ("ante", ES),
+    ("o", PT), ("os", PT), ("do", PT), ("dos", PT), ("em", PT), ("com", PT), ("não", PT),
+    ("uma", PT), ("no", PT), ("na", PT), ("nos", PT), ("pelo", PT), ("pela", PT), ("ao", PT),
+    ("à", PT),
+    ("il", IT), ("lo", IT), ("gli", IT), ("della", IT), ("di", IT), ("per", IT), ("che", IT),
+    ("non", IT), ("uno", IT), ("dei", IT), ("delle", IT), ("nel", IT), ("nella", IT),
+    ("sul", IT), ("alla", IT), ("è", IT), ("ed", IT),
+    ("het", NL), ("een", NL), ("van", NL), ("voor", NL), ("met", NL), ("niet", NL), ("op", NL),
+    ("bij", NL), ("naar", NL), ("wordt", NL), ("zijn", NL), ("aan", NL), ("om", NL),
+    ("ook", NL), ("tegen", NL),
+    ("w", PL), ("z", PL), ("się", PL), ("i", PL), ("nie", PL), ("że", PL), ("dla", PL),
+    ("przez", PL), ("oraz", PL), ("od", PL), ("po", PL), ("ze", PL), ("jest", PL), ("ich", PL),
+    ("de", FR | ES | PT | NL), ("la", FR | ES | IT), ("en", FR | ES | NL),
+    ("a", EN | ES | PT | IT), ("e", PT | IT), ("in", EN | DE | IT | NL), ("da", PT | IT),
+    ("un", FR | IT),
+];
+
+/// The longest function word, in bytes: a word's bytes fit one `u64` key.
+const SHORT_WORD: usize = 6;
+
+/// [`FUNCTION_WORDS`] as an open-addressing table keyed by the word's bytes packed into a
+/// `u64` (first byte lowest; no key is 0): one multiply and a probe or two per word, where a
+/// `match` on the string compares it with every word of its length.
+struct WordTable {
+    slots: Box<[(u64, u8); WordTable::SLOTS]>,
+}
+
+impl WordTable {
+    const SLOTS: usize = 512;
+
+    fn slot(key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 9)) as usize
     }
+
+    fn get() -> &'static WordTable {
+        use std::sync::OnceLock;
+        static TABLE: OnceLock<WordTable> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            const _: () = assert!(FUNCTION_WORDS.len() * 2 < WordTable::SLOTS);
+            let mut slots = Box::new([(0u64, 0u8); WordTable::SLOTS]);
+            for (w, bits) in FUNCTION_WORDS {
+                let key = pack(w.as_bytes()).expect("function words are short");
+                let mut i = Self::slot(key);
+                while slots[i].0 != 0 && slots[i].0 != key {
+                    i = (i + 1) % Self::SLOTS;
+                }
+                slots[i] = (key, slots[i].1 | bits);
+            }
+            WordTable { slots }
+        })
+    }
+
+    /// The languages of the word packed as `key` (0 for none).
+    #[inline]
+    fn langs(&self, key: u64) -> u8 {
+        let mut i = Self::slot(key);
+        loop {
+            match self.slots[i] {
+                (0, _) => return 0,
+                (k, bits) if k == key => return bits,
+                _ => i = (i + 1) % Self::SLOTS,
+            }
+        }
+    }
+}
+
+/// A word's bytes as a [`WordTable`] key; `None` when longer than [`SHORT_WORD`].
+fn pack(w: &[u8]) -> Option<u64> {
+    (w.len() <= SHORT_WORD).then(|| {
+        w.iter()
+            .enumerate()
+            .fold(0u64, |k, (i, b)| k | u64::from(*b) << (8 * i))
+    })
+}
+
+/// The languages (bits over [`LATIN`]) a short lowercase word is a function word of.
+#[cfg(test)]
+fn word_langs(w: &str) -> u8 {
+    pack(w.as_bytes()).map_or(0, |k| WordTable::get().langs(k))
 }
 
 /// Letters that only some of [`LATIN`] write.
@@ -284,6 +351,7 @@ fn function_words(text: &str) -> Option<Lang> {
             b &= b - 1;
         }
     };
+    let table = WordTable::get();
     let mut word = ShortWord::default();
     if text.is_ascii() {
         // The same walk a byte at a time: no letter to look up, no case table.
@@ -291,7 +359,7 @@ fn function_words(text: &str) -> Option<Lang> {
             if b.is_ascii_alphabetic() {
                 word.push_byte(b.to_ascii_lowercase());
             } else {
-                word.end(&mut add);
+                word.end(table, &mut add);
             }
         }
         return lead(&votes);
@@ -304,7 +372,7 @@ fn function_words(text: &str) -> Option<Lang> {
             add(letter_langs(lower), 1);
             lower
         } else {
-            word.end(&mut add);
+            word.end(table, &mut add);
             continue;
         };
         let mut buf = [0u8; 4];
@@ -313,50 +381,45 @@ fn function_words(text: &str) -> Option<Lang> {
     lead(&votes)
 }
 
-/// The current word of [`function_words`], lowercased, while it is short enough to be a
-/// function word (at most 6 bytes); a longer word is skipped to its end. No allocation.
+/// The current word of [`function_words`], lowercased and packed as a [`WordTable`] key while
+/// it is short enough to be a function word; a longer word is skipped to its end. No
+/// allocation.
 #[derive(Default)]
 struct ShortWord {
-    buf: [u8; 6],
+    key: u64,
+    /// Bytes so far; past [`SHORT_WORD`] once the word is too long.
     len: usize,
-    long: bool,
 }
 
 impl ShortWord {
     /// [`ShortWord::push`] of one ASCII letter.
     #[inline]
     fn push_byte(&mut self, b: u8) {
-        if self.len < self.buf.len() {
-            self.buf[self.len] = b;
-            self.len += 1;
-        } else {
-            self.long = true;
+        if self.len < SHORT_WORD {
+            self.key |= u64::from(b) << (8 * self.len);
         }
+        self.len += 1;
     }
 
     #[inline]
     fn push(&mut self, letter: &[u8]) {
-        if self.long {
-            return;
-        }
-        if self.len + letter.len() > self.buf.len() {
-            self.long = true;
-        } else {
-            self.buf[self.len..self.len + letter.len()].copy_from_slice(letter);
-            self.len += letter.len();
+        for &b in letter {
+            self.push_byte(b);
         }
     }
 
     /// Ends the word: a short one votes through `add` (an ambiguous word counts for each
     /// language it belongs to, but less).
     #[inline]
-    fn end(&mut self, add: &mut impl FnMut(u8, u16)) {
-        if self.len > 0 && !self.long {
-            let bits = word_langs(std::str::from_utf8(&self.buf[..self.len]).unwrap_or(""));
-            add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+    fn end(&mut self, table: &WordTable, add: &mut impl FnMut(u8, u16)) {
+        if self.len > 0 && self.len <= SHORT_WORD {
+            let bits = table.langs(self.key);
+            if bits != 0 {
+                add(bits, if bits.count_ones() == 1 { 2 } else { 1 });
+            }
         }
+        self.key = 0;
         self.len = 0;
-        self.long = false;
     }
 }
 
@@ -550,6 +613,41 @@ mod tests {
             ..Default::default()
         };
         assert!(!sample(&long_title).contains("contrôles"));
+    }
+
+    /// The packed-key table answers as the word list says: every function word with the
+    /// languages of all its entries, anything else (a near miss, a longer word, a word that
+    /// shares a prefix) with none.
+    #[test]
+    fn function_word_table_answers_like_the_list() {
+        let mut want: std::collections::HashMap<&str, u8> = Default::default();
+        for (w, bits) in FUNCTION_WORDS {
+            assert!(w.len() <= SHORT_WORD, "{w}");
+            *want.entry(w).or_default() |= bits;
+        }
+        for (w, bits) in &want {
+            assert_eq!(word_langs(w), *bits, "{w}");
+        }
+        for w in [
+            "th", "thee", "dieser", "x", "nichts", "się!", "alla7", "", "aaaaaaa",
+        ] {
+            assert_eq!(word_langs(w), 0, "{w}");
+        }
+        assert_eq!(word_langs("de"), FR | ES | PT | NL);
+        // A word is looked up only whole and only when short: "thethe" is not two "the".
+        let mut w = ShortWord::default();
+        let mut votes = Vec::new();
+        for b in b"thethe" {
+            w.push_byte(*b);
+        }
+        w.end(WordTable::get(), &mut |bits, n| votes.push((bits, n)));
+        for b in b"nichtig" {
+            w.push_byte(*b);
+        }
+        w.end(WordTable::get(), &mut |bits, n| votes.push((bits, n)));
+        w.push("się".as_bytes());
+        w.end(WordTable::get(), &mut |bits, n| votes.push((bits, n)));
+        assert_eq!(votes, vec![(PL, 2)]);
     }
 
     #[test]
