@@ -828,6 +828,8 @@ pub struct ItemHits<'a> {
     /// in its fields. Empty for hits not made by a scan (synthetic ones): guards are then
     /// tested from their sets.
     guards: Vec<u64>,
+    /// Room for [`gather`]'s record of the guards it has collected.
+    gathered: RefCell<Gathered>,
     /// Room for the two sides of a NEAR test.
     near: RefCell<(Vec<Span>, Vec<Span>)>,
     /// The item's language, as the scan was told it.
@@ -836,6 +838,13 @@ pub struct ItemHits<'a> {
 
 impl Drop for ItemHits<'_> {
     fn drop(&mut self) {
+        // The pattern bits go back all zero (only the words the hits set are cleared, not
+        // the whole bitmap of every pattern), so the next item need not clear them.
+        for h in &self.hits {
+            if let Some(w) = self.field_bits.get_mut(h.pat as usize / 64) {
+                *w = [0; 8];
+            }
+        }
         let keep = Buffers {
             hits: std::mem::take(&mut self.hits),
             runs: std::mem::take(&mut self.runs),
@@ -943,9 +952,15 @@ fn runs_of(hits: &[Hit], mut runs: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
 }
 
 /// The per-field and any-field pattern bits of `hits` (see `ItemHits::field_bits`).
+/// `field_bits` is a spare buffer: all zero when it comes back from an `ItemHits` (see its
+/// `Drop`), so only one of another length is cleared.
 fn bits_of(hits: &[Hit], n_patterns: usize, mut field_bits: Vec<[u64; 8]>) -> Vec<[u64; 8]> {
-    field_bits.clear();
-    field_bits.resize(n_patterns.div_ceil(64), [0; 8]);
+    let words = n_patterns.div_ceil(64);
+    if field_bits.len() != words {
+        field_bits.clear();
+        field_bits.resize(words, [0; 8]);
+    }
+    debug_assert!(field_bits.iter().all(|w| *w == [0; 8]));
     set_bits(hits, &mut field_bits);
     field_bits
 }
@@ -978,8 +993,10 @@ struct GuardIndex {
 }
 
 /// [`Matcher::index_guards`]' numbering: (a guard's set words, its fields or `None` for any
-/// field) → its id.
-type GuardIds = FxHashMap<(Vec<(u32, u64)>, Option<u8>), u32>;
+/// field, its atoms by pattern) → its id. The atoms are part of the key because [`gather`]
+/// collects a guard's evidence once per number: `chip OR ban` written in a query and a set
+/// holding the same two terms test the same bits but are different evidence.
+type GuardIds = FxHashMap<(Vec<(u32, u64)>, Option<u8>, Vec<(u32, u32)>), u32>;
 
 impl GuardIndex {
     /// The guard bits of an item's sorted `hits` (`runs` as [`runs_of`] makes them), in
@@ -1014,17 +1031,14 @@ impl GuardIndex {
 impl Matcher {
     /// Numbers the guards of `roots` (the watches' rewritten trees, [`Matcher::guard`]) and
     /// indexes them by pattern, so a scan tells which of them an item makes true. Guards that
-    /// test the same set in the same fields share a number. Guards made after this, or left
+    /// test the same set in the same fields with the same atoms (one `@name` named again in a
+    /// rule) share a number. Guards made after this, or left
     /// out of `roots`, keep [`NO_GUARD_ID`] and are tested from their sets.
     pub fn index_guards<'n>(&mut self, roots: impl IntoIterator<Item = &'n mut Node>) {
         // Key: the set's patterns and the fields (`None`: any field).
         let mut ids = GuardIds::default();
         let mut guards: Vec<(PatternSet, u8)> = Vec::new();
-        fn walk(
-            n: &mut Node,
-            ids: &mut GuardIds,
-            guards: &mut Vec<(PatternSet, u8)>,
-        ) {
+        fn walk(n: &mut Node, ids: &mut GuardIds, guards: &mut Vec<(PatternSet, u8)>) {
             match n {
                 Node::Atom(_) => {}
                 Node::And(v) | Node::Or(v) => v.iter_mut().for_each(|x| walk(x, ids, guards)),
@@ -1040,11 +1054,14 @@ impl Matcher {
                     id,
                 } => {
                     let fields = exact.as_ref().map(|x| x.fields.0);
+                    let atoms = exact.as_ref().map_or(Vec::new(), |x| x.by_pattern.clone());
                     let next = guards.len() as u32;
-                    *id = *ids.entry((set.words.clone(), fields)).or_insert_with(|| {
-                        guards.push((set.clone(), fields.unwrap_or(u8::MAX)));
-                        next
-                    });
+                    *id = *ids
+                        .entry((set.words.clone(), fields, atoms))
+                        .or_insert_with(|| {
+                            guards.push((set.clone(), fields.unwrap_or(u8::MAX)));
+                            next
+                        });
                     walk(inner, ids, guards);
                 }
             }
@@ -1409,6 +1426,7 @@ impl Matcher {
             field_bits: bits_of(&hits, self.patterns.len(), buf.bits),
             hits,
             guards,
+            gathered: RefCell::default(),
             near: RefCell::new(buf.near),
             lang,
         }
@@ -1494,6 +1512,7 @@ impl ItemHits<'static> {
             field_bits: bits_of(&[], n_patterns, Vec::new()),
             hits: Vec::new(),
             guards: Vec::new(),
+            gathered: RefCell::default(),
             near: RefCell::default(),
             lang: None,
         };
@@ -1600,11 +1619,21 @@ fn spans(m: &Matcher, n: &Node, h: &ItemHits, out: &mut Vec<Span>) {
             }));
         }
         Node::Or(v) => v.iter().for_each(|x| spans(m, x, h, out)),
+        // The atoms of an exact guard all have its fields, and spans do not say which atom
+        // found them: so each pattern's hits once, however many atoms (the same term in
+        // several languages' parts of a set) share it.
         Node::Guard {
             set,
             exact: Some(x),
             ..
-        } => x.each_hit(m, set, h, |_, hit| out.push((hit.field, hit.os, hit.oe))),
+        } => set.each_in_fields(h, x.fields, |p| {
+            out.extend(
+                h.of_pattern(p)
+                    .iter()
+                    .filter(|hit| x.fields.0 & (1 << hit.field) != 0)
+                    .map(|hit| (hit.field, hit.os, hit.oe)),
+            )
+        }),
         Node::Guard { inner, .. } => spans(m, inner, h, out),
         _ => {}
     }
@@ -1808,12 +1837,67 @@ fn may_hold(m: &Matcher, n: &Node, h: &ItemHits) -> bool {
 /// Evaluates `n` and, when it holds, appends the (atom, hit) pairs of its positive evidence:
 /// every hit of the atoms under the parts that hold (not under `NOT`). One walk instead of an
 /// evaluation followed by a collection that evaluates each subtree again; `out` is left as it
-/// was when `n` does not hold.
+/// was when `n` does not hold. A numbered guard named in several parts that hold adds its
+/// pairs once: the evidence is the same set of pairs, with fewer repeats to sort away.
 pub fn gather<'a>(
     m: &'a Matcher,
     n: &'a Node,
     h: &'a ItemHits,
     out: &mut Vec<(u32, &'a Hit)>,
+) -> bool {
+    let mut done = std::mem::take(&mut *h.gathered.borrow_mut());
+    done.clear(h.guards.len());
+    let held = gather_rec(m, n, h, out, &mut done);
+    *h.gathered.borrow_mut() = done;
+    held
+}
+
+/// The numbered guards whose pairs are in `out` already, with where each one's pairs begin
+/// (so that dropping the pairs of a part that did not hold forgets its guards too).
+#[derive(Default)]
+struct Gathered {
+    bits: Vec<u64>,
+    stack: Vec<(u32, usize)>,
+}
+
+impl Gathered {
+    fn clear(&mut self, words: usize) {
+        self.bits.clear();
+        self.bits.resize(words, 0);
+        self.stack.clear();
+    }
+
+    fn has(&self, id: u32) -> bool {
+        self.bits
+            .get(id as usize / 64)
+            .is_some_and(|w| w >> (id % 64) & 1 != 0)
+    }
+
+    fn add(&mut self, id: u32, at: usize) {
+        if let Some(w) = self.bits.get_mut(id as usize / 64) {
+            *w |= 1 << (id % 64);
+            self.stack.push((id, at));
+        }
+    }
+
+    /// `out` was cut back to `len`: the guards whose pairs began at or after it are undone.
+    fn truncate(&mut self, len: usize) {
+        while let Some(&(id, at)) = self.stack.last() {
+            if at < len {
+                break;
+            }
+            self.bits[id as usize / 64] &= !(1 << (id % 64));
+            self.stack.pop();
+        }
+    }
+}
+
+fn gather_rec<'a>(
+    m: &'a Matcher,
+    n: &'a Node,
+    h: &'a ItemHits,
+    out: &mut Vec<(u32, &'a Hit)>,
+    done: &mut Gathered,
 ) -> bool {
     let mark = out.len();
     let held = match n {
@@ -1828,7 +1912,7 @@ pub fn gather<'a>(
         Node::Or(v) => {
             let mut any = false;
             for x in v {
-                any |= gather(m, x, h, out);
+                any |= gather_rec(m, x, h, out, done);
             }
             any
         }
@@ -1838,38 +1922,43 @@ pub fn gather<'a>(
             v.iter().all(|x| may_hold(m, x, h))
                 && v.iter().all(|x| match x {
                     Node::Not(_) => eval(m, x, h),
-                    _ => gather(m, x, h, out),
+                    _ => gather_rec(m, x, h, out, done),
                 })
         }
         Node::Not(x) => !eval(m, x, h),
         Node::Near { a, b, .. } => {
             eval(m, n, h) && {
-                gather(m, a, h, out);
-                gather(m, b, h, out);
+                gather_rec(m, a, h, out, done);
+                gather_rec(m, b, h, out, done);
                 true
             }
         }
-        Node::AtLeast { inner, .. } => eval(m, n, h) && gather(m, inner, h, out),
+        Node::AtLeast { inner, .. } => eval(m, n, h) && gather_rec(m, inner, h, out, done),
         Node::Guard {
             set,
             exact: Some(x),
             id,
             ..
         } => {
-            h.guard_holds(*id, || true) && {
-                x.each_hit(m, set, h, |a, hit| out.push((a, hit)));
-                out.len() > mark
-            }
+            h.guard_holds(*id, || true)
+                && (done.has(*id) || {
+                    x.each_hit(m, set, h, |a, hit| out.push((a, hit)));
+                    if out.len() > mark {
+                        done.add(*id, mark);
+                    }
+                    out.len() > mark
+                })
         }
         Node::Guard {
             set,
             exact: None,
             inner,
             id,
-        } => h.guard_holds(*id, || set.any_in(h)) && gather(m, inner, h, out),
+        } => h.guard_holds(*id, || set.any_in(h)) && gather_rec(m, inner, h, out, done),
     };
     if !held {
         out.truncate(mark);
+        done.truncate(mark);
     }
     held
 }
@@ -2138,6 +2227,7 @@ mod guard_tests {
                 field_bits: bits_of(&hs, 600, Vec::new()),
                 hits: hs,
                 guards: Vec::new(),
+                gathered: RefCell::default(),
                 near: RefCell::default(),
                 lang: None,
             };
@@ -2221,7 +2311,9 @@ mod guard_tests {
             };
             prop_assert_eq!(key(&a), key(&b2));
             prop_assert_eq!(held, !a.is_empty() || !node.needs_hit());
-            let evidence = key(&a);
+            let mut evidence = key(&a);
+            evidence.dedup();
+            let pairs = a.len();
             drop((a, b2));
             drop(h);
             // Numbered, the guards are decided by the scan's guard bits: the same verdict and
@@ -2235,7 +2327,11 @@ mod guard_tests {
             prop_assert!(may_hold(&m, &numbered, &h2) || !held, "{}", q);
             let mut c = Vec::new();
             prop_assert_eq!(gather(&m, &numbered, &h2, &mut c), held);
-            prop_assert_eq!(key(&c), evidence);
+            // The same pairs; a guard named twice adds its pairs once.
+            let mut once = key(&c);
+            once.dedup();
+            prop_assert_eq!(once, evidence);
+            prop_assert!(c.len() <= pairs, "{} pairs, {} before numbering", c.len(), pairs);
         }
     }
 }

@@ -96,11 +96,14 @@ fn starts(text: &str, mut each: impl FnMut(usize)) {
 }
 
 /// A quick test of the bytes at an offset for a pattern that could start there: bit tables of
-/// the patterns' first four bytes (hashed), of whole three-byte patterns (hashed), and of whole
+/// the patterns' first bytes, of their first four bytes (hashed), of whole three-byte patterns (hashed), and of whole
 /// one- and two-byte patterns. Never says no where a pattern starts; most words of ordinary
 /// text begin no term, and the test turns them away for a few loads from tables that stay in
 /// cache (40 KiB) instead of a walk of the automaton's first states.
 pub struct StartTest {
+    /// The first byte of every pattern: spaces and most punctuation begin none, and are turned
+    /// away by this one load.
+    first: [u64; 4],
     one: [u64; 4],
     two: Box<[u64]>,
     three: Box<[u64]>,
@@ -137,12 +140,16 @@ impl StartTest {
     pub fn new<S: AsRef<[u8]>>(patterns: &[S]) -> StartTest {
         let table = |bits: u32| vec![0; (1 << bits) / 64].into_boxed_slice();
         let mut t = StartTest {
+            first: [0; 4],
             one: [0; 4],
             two: table(16),
             three: table(HASH_BITS),
             four: table(HASH_BITS),
         };
         for p in patterns {
+            if let Some(&b) = p.as_ref().first() {
+                set(&mut t.first, usize::from(b));
+            }
             match p.as_ref() {
                 [] => {}
                 [a] => set(&mut t.one, usize::from(*a)),
@@ -159,6 +166,7 @@ impl StartTest {
     fn may_start(&self, rest: &[u8]) -> bool {
         match rest {
             [] => false,
+            [a, ..] if !bit(&self.first, usize::from(*a)) => false,
             [a] => bit(&self.one, usize::from(*a)),
             [a, b, ..] => {
                 bit(&self.one, usize::from(*a))
