@@ -1032,8 +1032,8 @@ impl Matcher {
     /// Numbers the guards of `roots` (the watches' rewritten trees, [`Matcher::guard`]) and
     /// indexes them by pattern, so a scan tells which of them an item makes true. Guards that
     /// test the same set in the same fields with the same atoms (one `@name` named again in a
-    /// rule) share a number. Guards made after this, or left
-    /// out of `roots`, keep [`NO_GUARD_ID`] and are tested from their sets.
+    /// rule) share a number. Guards made after this, or left out of `roots`, keep
+    /// [`NO_GUARD_ID`] and are tested from their sets.
     pub fn index_guards<'n>(&mut self, roots: impl IntoIterator<Item = &'n mut Node>) {
         // Key: the set's patterns and the fields (`None`: any field).
         let mut ids = GuardIds::default();

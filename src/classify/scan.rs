@@ -96,8 +96,8 @@ fn starts(text: &str, mut each: impl FnMut(usize)) {
 }
 
 /// A quick test of the bytes at an offset for a pattern that could start there: bit tables of
-/// the patterns' first bytes, of their first four bytes (hashed), of whole three-byte patterns (hashed), and of whole
-/// one- and two-byte patterns. Never says no where a pattern starts; most words of ordinary
+/// the patterns' first bytes, of their first four bytes (hashed), of whole three-byte
+/// patterns (hashed), and of whole one- and two-byte patterns. Never says no where a pattern starts; most words of ordinary
 /// text begin no term, and the test turns them away for a few loads from tables that stay in
 /// cache (40 KiB) instead of a walk of the automaton's first states.
 pub struct StartTest {
