@@ -1035,7 +1035,7 @@ impl Matcher {
     /// rule) share a number. Guards made after this, or left out of `roots`, keep
     /// [`NO_GUARD_ID`] and are tested from their sets.
     pub fn index_guards<'n>(&mut self, roots: impl IntoIterator<Item = &'n mut Node>) {
-        // Key: the set's patterns and the fields (`None`: any field).
+        // Key: the set's patterns, the fields (`None`: any field) and the atoms (`GuardIds`).
         let mut ids = GuardIds::default();
         let mut guards: Vec<(PatternSet, u8)> = Vec::new();
         fn walk(n: &mut Node, ids: &mut GuardIds, guards: &mut Vec<(PatternSet, u8)>) {
