@@ -237,6 +237,15 @@ const FUNCTION_WORDS: &[(&str, u8)] = &[
     ("the", EN), ("of", EN), ("and", EN), ("to", EN), ("for", EN), ("with", EN), ("from", EN),
     ("after", EN), ("its", EN), ("says", EN), ("over", EN), ("at", EN), ("new", EN), ("by", EN),
     ("as", EN), ("will", EN), ("are", EN), ("has", EN), ("be", EN), ("into", EN),
+    // Headlines drop articles: the words they keep.
+    ("is", EN | NL), ("was", EN | NL), ("not", EN), ("how", EN), ("why", EN), ("what", EN),
+    ("can", EN), ("this", EN), ("that", EN), ("but", EN), ("about", EN), ("more", EN),
+    ("than", EN), ("you", EN), ("your", EN), ("my", EN | PL), ("we", EN | NL), ("our", EN),
+    ("they", EN), ("their", EN), ("it", EN), ("his", EN), ("who", EN), ("which", EN),
+    ("when", EN), ("up", EN), ("out", EN), ("off", EN), ("all", EN), ("just", EN),
+    ("only", EN), ("still", EN), ("despite", EN), ("against", EN), ("amid", EN),
+    ("could", EN), ("would", EN), ("should", EN), ("have", EN), ("had", EN), ("been", EN),
+    ("were", EN), ("an", EN | DE), ("on", EN | FR), ("or", EN), ("if", EN),
     ("der", DE), ("die", DE), ("das", DE), ("und", DE), ("für", DE), ("mit", DE),
     ("nicht", DE), ("ist", DE), ("auf", DE), ("den", DE), ("dem", DE), ("des", DE), ("im", DE),
     ("zu", DE), ("ein", DE), ("eine", DE), ("vor", DE), ("nach", DE), ("wegen", DE),
@@ -247,8 +256,8 @@ const FUNCTION_WORDS: &[(&str, u8)] = &[
     ("el", ES), ("los", ES), ("las", ES), ("del", ES), ("y", ES), ("por", ES), ("con", ES),
     ("una", ES), ("al", ES), ("se", ES), ("es", ES), ("su", ES), ("sus", ES), ("más", ES),
     ("tras", ES), ("ante", ES),
-    ("o", PT), ("os", PT), ("do", PT), ("dos", PT), ("em", PT), ("com", PT), ("não", PT),
-    ("uma", PT), ("no", PT), ("na", PT), ("nos", PT), ("pelo", PT), ("pela", PT), ("ao", PT),
+    ("o", PT | PL), ("os", PT), ("do", PT | PL | EN), ("dos", PT), ("em", PT), ("com", PT), ("não", PT),
+    ("uma", PT), ("no", PT), ("na", PT | PL), ("nos", PT), ("pelo", PT), ("pela", PT), ("ao", PT),
     ("à", PT),
     ("il", IT), ("lo", IT), ("gli", IT), ("della", IT), ("di", IT), ("per", IT), ("che", IT),
     ("non", IT), ("uno", IT), ("dei", IT), ("delle", IT), ("nel", IT), ("nella", IT),
@@ -264,7 +273,7 @@ const FUNCTION_WORDS: &[(&str, u8)] = &[
 ];
 
 /// The longest function word, in bytes: a word's bytes fit one `u64` key.
-const SHORT_WORD: usize = 6;
+const SHORT_WORD: usize = 8;
 
 /// [`FUNCTION_WORDS`] as an open-addressing table keyed by the word's bytes packed into a
 /// `u64` (first byte lowest; no key is 0): one multiply and a probe or two per word, where a
@@ -341,7 +350,9 @@ fn letter_langs(c: char) -> u8 {
 
 /// A vote over function words and telling letters, for Latin-script text: the cheap path that
 /// decides most stories (a trigram model costs far more per item than the whole match does).
-/// `None` when no language clearly leads.
+/// Web addresses do not vote: their words are hosts and paths, and ".com" would be Portuguese
+/// `com` ("with") twice in every "Article URL: … Comments URL: …" summary. `None` when no
+/// language clearly leads.
 fn function_words(text: &str) -> Option<Lang> {
     let mut votes = [0u16; 8];
     let mut add = |bits: u8, n: u16| {
@@ -355,30 +366,42 @@ fn function_words(text: &str) -> Option<Lang> {
     let mut word = ShortWord::default();
     if text.is_ascii() {
         // The same walk a byte at a time: no letter to look up, no case table.
-        for b in text.bytes().chain(std::iter::once(b' ')) {
-            if b.is_ascii_alphabetic() {
-                word.push_byte(b.to_ascii_lowercase());
-            } else {
-                word.end(table, &mut add);
+        for token in text.split_ascii_whitespace().filter(|t| !is_address(t)) {
+            for b in token.bytes().chain(std::iter::once(b' ')) {
+                if b.is_ascii_alphabetic() {
+                    word.push_byte(b.to_ascii_lowercase());
+                } else {
+                    word.end(table, &mut add);
+                }
             }
         }
         return lead(&votes);
     }
-    for c in text.chars().chain(std::iter::once(' ')) {
-        let lower = if c.is_ascii_alphabetic() {
-            c.to_ascii_lowercase()
-        } else if !c.is_ascii() && c.is_alphabetic() {
-            let lower = c.to_lowercase().next().unwrap_or(c);
-            add(letter_langs(lower), 1);
-            lower
-        } else {
-            word.end(table, &mut add);
-            continue;
-        };
-        let mut buf = [0u8; 4];
-        word.push(lower.encode_utf8(&mut buf).as_bytes());
+    for token in text.split(char::is_whitespace).filter(|t| !is_address(t)) {
+        for c in token.chars().chain(std::iter::once(' ')) {
+            let lower = if c.is_ascii_alphabetic() {
+                c.to_ascii_lowercase()
+            } else if !c.is_ascii() && c.is_alphabetic() {
+                let lower = c.to_lowercase().next().unwrap_or(c);
+                add(letter_langs(lower), 1);
+                lower
+            } else {
+                word.end(table, &mut add);
+                continue;
+            };
+            let mut buf = [0u8; 4];
+            word.push(lower.encode_utf8(&mut buf).as_bytes());
+        }
     }
     lead(&votes)
+}
+
+/// A web address written in the text ("https://…", "www.…"): no word of it is language.
+fn is_address(token: &str) -> bool {
+    token.contains("://")
+        || token
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("www."))
 }
 
 /// The current word of [`function_words`], lowercased and packed as a [`WordTable`] key while
@@ -445,6 +468,15 @@ fn trigram(text: &str) -> Option<Lang> {
     use std::sync::OnceLock;
     static COVERED_ONLY: OnceLock<whatlang::Detector> = OnceLock::new();
     let info = whatlang::detect(text)?;
+    if std::env::var_os("ZZ").is_some() {
+        eprintln!(
+            "TRI\t{:?}\t{}\t{:.2}\t{}",
+            info.lang(),
+            info.is_reliable(),
+            info.confidence(),
+            text
+        );
+    }
     let info = if info.is_reliable() || COVERED.contains(&iso1(info.lang())?) {
         info
     } else {
@@ -613,6 +645,36 @@ mod tests {
             ..Default::default()
         };
         assert!(!sample(&long_title).contains("contrôles"));
+    }
+
+    /// The vote hears words, not web addresses, and the words headlines keep: a link aggregator's
+    /// "Article URL: https://….com" summary is not Portuguese `com`, and a headline without
+    /// articles still has its "how", "despite" or "is" (the trigram fallback took such English
+    /// headlines for French or Catalan).
+    #[test]
+    fn addresses_do_not_vote_and_headline_words_do() {
+        let fw = |t: &str| function_words(t).map(|l| l.to_string());
+        let aggregated = "Chipmaker to cut jobs as it shifts to AI. Article URL: \
+            https://www.example.com/news/cuts.html Comments URL: https://forum.example.com/item?id=7";
+        assert_eq!(fw(aggregated), Some("en".into()));
+        // The same words written as a bare host still count as addresses.
+        assert_eq!(fw("www.com.com.example.com"), None);
+        assert_eq!(
+            fw("Smartphone maker thrives despite new sanctions"),
+            Some("en".into())
+        );
+        assert_eq!(fw("Why is the new accelerator late?"), Some("en".into()));
+        // "na", "o" and "do" are Polish too: no Portuguese lead over the "ł" (the vote said
+        // Portuguese here when they were Portuguese only).
+        assert_eq!(
+            fw("Rozmowy o cłach na szczycie w Brukseli"),
+            Some("pl".into())
+        );
+        assert_ne!(fw("Powrót do rozmów o cłach"), Some("pt".into()));
+        assert_eq!(
+            identify_text("Powrót do rozmów o cłach").map(|l| l.to_string()),
+            Some("pl".into())
+        );
     }
 
     /// The packed-key table answers as the word list says: every function word with the
