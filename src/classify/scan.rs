@@ -360,5 +360,19 @@ mod tests {
             let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
             assert_same(&pats, &refs);
         }
+
+        /// Mostly ASCII, as most text is: long ASCII stretches (words and digit steps, a start
+        /// test seen from every offset) with a rare non-ASCII character between them.
+        #[test]
+        fn ascii_stretches_and_their_seams(
+            pats in proptest::collection::vec("[ab1 ,]{1,5}|é[ab]?|[ab]é", 1..12),
+            texts in proptest::collection::vec("([ab1 ,]{0,150}(é|漢|\u{301})?){1,4}", 0..4),
+        ) {
+            let mut pats = pats;
+            pats.sort();
+            pats.dedup();
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            assert_same(&pats, &refs);
+        }
     }
 }
