@@ -364,44 +364,70 @@ fn function_words(text: &str) -> Option<Lang> {
     };
     let table = WordTable::get();
     let mut word = ShortWord::default();
+    let b = text.as_bytes();
     if text.is_ascii() {
         // The same walk a byte at a time: no letter to look up, no case table.
-        for token in text.split_ascii_whitespace().filter(|t| !is_address(t)) {
-            for b in token.bytes().chain(std::iter::once(b' ')) {
-                if b.is_ascii_alphabetic() {
-                    word.push_byte(b.to_ascii_lowercase());
-                } else {
-                    word.end(table, &mut add);
-                }
-            }
-        }
-        return lead(&votes);
-    }
-    for token in text.split(char::is_whitespace).filter(|t| !is_address(t)) {
-        for c in token.chars().chain(std::iter::once(' ')) {
-            let lower = if c.is_ascii_alphabetic() {
-                c.to_ascii_lowercase()
-            } else if !c.is_ascii() && c.is_alphabetic() {
-                let lower = c.to_lowercase().next().unwrap_or(c);
-                add(letter_langs(lower), 1);
-                lower
+        let mut i = 0;
+        while i < b.len() {
+            let x = b[i];
+            if x.is_ascii_alphabetic() {
+                word.push_byte(x.to_ascii_lowercase());
+            } else if let Some(end) = address_rest(b, i, &word) {
+                word.clear();
+                i = end;
+                continue;
             } else {
                 word.end(table, &mut add);
-                continue;
-            };
-            let mut buf = [0u8; 4];
-            word.push(lower.encode_utf8(&mut buf).as_bytes());
+            }
+            i += 1;
         }
+        word.end(table, &mut add);
+        return lead(&votes);
     }
+    let mut skip_to = 0;
+    for (i, c) in text.char_indices() {
+        if i < skip_to {
+            continue;
+        }
+        let lower = if c.is_ascii_alphabetic() {
+            c.to_ascii_lowercase()
+        } else if !c.is_ascii() && c.is_alphabetic() {
+            let lower = c.to_lowercase().next().unwrap_or(c);
+            add(letter_langs(lower), 1);
+            lower
+        } else {
+            match address_rest(b, i, &word) {
+                Some(end) => {
+                    word.clear();
+                    skip_to = end;
+                }
+                None => word.end(table, &mut add),
+            }
+            continue;
+        };
+        let mut buf = [0u8; 4];
+        word.push(lower.encode_utf8(&mut buf).as_bytes());
+    }
+    word.end(table, &mut add);
     lead(&votes)
 }
 
-/// A web address written in the text ("https://…", "www.…"): no word of it is language.
-fn is_address(token: &str) -> bool {
-    token.contains("://")
-        || token
-            .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("www."))
+/// Where the web address that byte `i` of `b` continues ends (the next whitespace), when the
+/// word before it and the bytes from `i` make one: a scheme's "://" ("https://…") or a "www."
+/// host. No word of an address is language.
+#[inline]
+fn address_rest(b: &[u8], i: usize, word: &ShortWord) -> Option<usize> {
+    let starts = match b[i] {
+        b':' => b[i + 1..].starts_with(b"//") && word.len > 0,
+        b'.' => word.is(b"www"),
+        _ => false,
+    };
+    starts.then(|| {
+        b[i..]
+            .iter()
+            .position(|x| x.is_ascii_whitespace())
+            .map_or(b.len(), |k| i + k)
+    })
 }
 
 /// The current word of [`function_words`], lowercased and packed as a [`WordTable`] key while
@@ -422,6 +448,19 @@ impl ShortWord {
             self.key |= u64::from(b) << (8 * self.len);
         }
         self.len += 1;
+    }
+
+    /// Forgets the word without a vote.
+    #[inline]
+    fn clear(&mut self) {
+        self.key = 0;
+        self.len = 0;
+    }
+
+    /// Is the word `w` (lowercase, at most [`SHORT_WORD`] bytes)?
+    #[inline]
+    fn is(&self, w: &[u8]) -> bool {
+        self.len == w.len() && pack(w) == Some(self.key)
     }
 
     #[inline]
