@@ -507,15 +507,6 @@ fn trigram(text: &str) -> Option<Lang> {
     use std::sync::OnceLock;
     static COVERED_ONLY: OnceLock<whatlang::Detector> = OnceLock::new();
     let info = whatlang::detect(text)?;
-    if std::env::var_os("ZZ").is_some() {
-        eprintln!(
-            "TRI\t{:?}\t{}\t{:.2}\t{}",
-            info.lang(),
-            info.is_reliable(),
-            info.confidence(),
-            text
-        );
-    }
     let info = if info.is_reliable() || COVERED.contains(&iso1(info.lang())?) {
         info
     } else {
