@@ -283,10 +283,10 @@ struct WordTable {
 }
 
 impl WordTable {
-    const SLOTS: usize = 512;
+    const SLOTS: usize = 2048;
 
     fn slot(key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 9)) as usize
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 11)) as usize
     }
 
     fn get() -> &'static WordTable {
