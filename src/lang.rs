@@ -256,9 +256,9 @@ const FUNCTION_WORDS: &[(&str, u8)] = &[
     ("el", ES), ("los", ES), ("las", ES), ("del", ES), ("y", ES), ("por", ES), ("con", ES),
     ("una", ES), ("al", ES), ("se", ES), ("es", ES), ("su", ES), ("sus", ES), ("más", ES),
     ("tras", ES), ("ante", ES),
-    ("o", PT | PL), ("os", PT), ("do", PT | PL | EN), ("dos", PT), ("em", PT), ("com", PT), ("não", PT),
-    ("uma", PT), ("no", PT), ("na", PT | PL), ("nos", PT), ("pelo", PT), ("pela", PT), ("ao", PT),
-    ("à", PT),
+    ("o", PT | PL), ("os", PT), ("do", PT | PL | EN), ("dos", PT), ("em", PT), ("com", PT),
+    ("não", PT), ("uma", PT), ("no", PT), ("na", PT | PL), ("nos", PT), ("pelo", PT),
+    ("pela", PT), ("ao", PT), ("à", PT),
     ("il", IT), ("lo", IT), ("gli", IT), ("della", IT), ("di", IT), ("per", IT), ("che", IT),
     ("non", IT), ("uno", IT), ("dei", IT), ("delle", IT), ("nel", IT), ("nella", IT),
     ("sul", IT), ("alla", IT), ("è", IT), ("ed", IT),
@@ -272,7 +272,8 @@ const FUNCTION_WORDS: &[(&str, u8)] = &[
     ("un", FR | IT),
 ];
 
-/// The longest function word, in bytes: a word's bytes fit one `u64` key.
+/// The most bytes a function word may have (the longest has 7): a word's bytes fit one `u64`
+/// key.
 const SHORT_WORD: usize = 8;
 
 /// [`FUNCTION_WORDS`] as an open-addressing table keyed by the word's bytes packed into a
